@@ -1,0 +1,121 @@
+/* cli: entry point and command dispatch. */
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
+const struct cli_command cli_commands[] = {
+    { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
+      "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
+      "On an error reply, print QEMU's error class and description and exit 1." },
+    { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
+    { "version", cmd_version, "version", "Print vmsnap's version." },
+    { NULL, NULL, NULL, NULL },
+};
+
+const struct cli_command *cli_find(const char *name)
+{
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            return c;
+    return NULL;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("vmsnap: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_fail_err(const vs_err *e)
+{
+    return cli_fail("%s", e->msg[0] ? e->msg : "unknown error");
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("vmsnap: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, " (see 'vmsnap help %s')\n", cmd);
+    else
+        fputs(" (see 'vmsnap help')\n", stderr);
+    return CLI_USAGE;
+}
+
+bool cli_progress_enabled(bool quiet)
+{
+    return !quiet && isatty(STDERR_FILENO);
+}
+
+void cli_print_help(FILE *f, const struct cli_command *c)
+{
+    fprintf(f, "usage: vmsnap %s\n\n%s\n", c->synopsis, c->help);
+}
+
+static void print_overview(FILE *f)
+{
+    fputs("usage: vmsnap [--version] [--help] COMMAND [ARGS]\n\n"
+          "Live snapshots of running QEMU virtual machines.\n\ncommands:\n", f);
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        fprintf(f, "  vmsnap %s\n", c->synopsis);
+}
+
+int cmd_help(int argc, char **argv)
+{
+    if (argc > 2)
+        return cli_usage("help", "help takes at most one command name");
+    if (argc == 2 && strcmp(argv[1], "--help") && strcmp(argv[1], "-h")) {
+        const struct cli_command *c = cli_find(argv[1]);
+        if (!c)
+            return cli_usage(NULL, "unknown command '%s'", argv[1]);
+        cli_print_help(stdout, c);
+        return CLI_OK;
+    }
+    print_overview(stdout);
+    return CLI_OK;
+}
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1)
+        return cli_usage("version", "version takes no arguments");
+    printf("vmsnap %s\n", VMSNAP_VERSION);
+    return CLI_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_overview(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--version") || !strcmp(name, "-V"))
+        return cmd_version(1, argv + 1);
+    if (!strcmp(name, "--help") || !strcmp(name, "-h"))
+        return cmd_help(1, argv + 1);
+    if (name[0] == '-')
+        return cli_usage(NULL, "unknown option '%s'", name);
+    const struct cli_command *c = cli_find(name);
+    if (!c)
+        return cli_usage(NULL, "unknown command '%s'", name);
+    /* "vmsnap CMD --help" is handled uniformly here. */
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cli_print_help(stdout, c);
+            return CLI_OK;
+        }
+    }
+    return c->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,286 @@
+/* util: implementation of the helpers declared in util.h. */
+#include "util/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static int vs_err_vset(vs_err *e, int code, bool sys, const char *fmt, va_list ap)
+{
+    int neg = code > 0 ? -code : code;
+    if (neg == 0)
+        neg = -EIO;
+    if (e) {
+        int n = vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        if (sys && n >= 0 && (size_t)n < sizeof e->msg)
+            snprintf(e->msg + n, sizeof e->msg - n, ": %s", strerror(-neg));
+        e->code = neg;
+    }
+    return neg;
+}
+
+int vs_err_set(vs_err *e, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vs_err_vset(e, code, false, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int vs_err_sys(vs_err *e, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vs_err_vset(e, code, true, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int vs_err_prefix(vs_err *e, const char *fmt, ...)
+{
+    if (!e)
+        return -EIO;
+    char buf[2 * sizeof e->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof e->msg)
+        n = sizeof e->msg - 1;
+    memcpy(buf + n, ": ", 2);
+    memcpy(buf + n + 2, e->msg, sizeof e->msg);
+    buf[sizeof buf - 1] = 0;
+    memcpy(e->msg, buf, sizeof e->msg - 1);
+    e->msg[sizeof e->msg - 1] = 0;
+    return e->code ? e->code : -EIO;
+}
+
+void vs_freep(void *p) { free(*(void **)p); }
+void vs_closep(int *fd) { if (*fd >= 0) close(*fd); }
+void vs_fclosep(FILE **f) { if (*f) fclose(*f); }
+
+void vs_bug(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "vmsnap: BUG at %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+static void *oom(size_t n)
+{
+    fprintf(stderr, "vmsnap: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *vs_xmalloc(size_t n) { void *p = malloc(n ? n : 1); return p ? p : oom(n); }
+void *vs_xcalloc(size_t n, size_t m) { void *p = calloc(n ? n : 1, m ? m : 1); return p ? p : oom(n * m); }
+void *vs_xrealloc(void *p, size_t n) { void *q = realloc(p, n ? n : 1); return q ? q : oom(n); }
+char *vs_xstrdup(const char *s) { char *p = strdup(s); return p ? p : oom(strlen(s)); }
+
+char *vs_xasprintf(const char *fmt, ...)
+{
+    char *s;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return n < 0 ? oom(0) : s;
+}
+
+ssize_t vs_read_full(int fd, void *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = read(fd, (char *)buf + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += n;
+    }
+    return done;
+}
+
+ssize_t vs_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (char *)buf + done, len - done, off + done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += n;
+    }
+    return done;
+}
+
+int vs_write_full(int fd, const void *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)buf + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        done += n;
+    }
+    return 0;
+}
+
+int vs_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        done += n;
+    }
+    return 0;
+}
+
+int vs_fsync_dir_of(const char *path, vs_err *e)
+{
+    VS_AUTOFREE char *copy = vs_xstrdup(path);
+    const char *dir = dirname(copy);
+    VS_AUTOCLOSE int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "opening directory '%s'", dir);
+    if (fsync(fd) < 0)
+        return vs_err_sys(e, errno, "syncing directory '%s'", dir);
+    return 0;
+}
+
+uint64_t vs_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+double vs_now_s(void) { return vs_now_ns() / 1e9; }
+
+uint64_t vs_wall_s(void) { return (uint64_t)time(NULL); }
+
+int vs_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !*s)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (shift && (!strcmp(end, "iB") || !strcmp(end, "B") || !strcmp(end, "ib")))
+        end += strlen(end);
+    if (!shift && (!strcmp(end, "B") || !strcmp(end, "b")))
+        end++;
+    if (*end)
+        return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -ERANGE;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+const char *vs_fmt_size(uint64_t n, char *buf, size_t len)
+{
+    static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = n;
+    unsigned u = 0;
+    while (v >= 1024 && u + 1 < VS_ARRAY_SIZE(unit)) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%llu B", (unsigned long long)n);
+    else
+        snprintf(buf, len, "%.1f %s", v, unit[u]);
+    return buf;
+}
+
+int vs_uuid_generate(uint8_t out[16])
+{
+    size_t got = 0;
+    while (got < 16) {
+        ssize_t n = getrandom(out + got, 16 - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += n;
+    }
+    out[6] = (out[6] & 0x0f) | 0x40;
+    out[8] = (out[8] & 0x3f) | 0x80;
+    return 0;
+}
+
+void vs_uuid_format(const uint8_t u[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[u[i] >> 4];
+        *p++ = hex[u[i] & 15];
+    }
+    *p = 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int vs_uuid_parse(const char *s, uint8_t out[16])
+{
+    int n = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '-' && (n == 8 || n == 12 || n == 16 || n == 20))
+            continue;
+        int v = hexval(*p);
+        if (v < 0 || n >= 32)
+            return -EINVAL;
+        if (n % 2 == 0)
+            out[n / 2] = v << 4;
+        else
+            out[n / 2] |= v;
+        n++;
+    }
+    return n == 32 ? 0 : -EINVAL;
+}

@@ -1,0 +1,83 @@
+/* Unit tests for src/util. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+
+#include "util/util.h"
+
+static void test_parse_size(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(vs_parse_size("4096", &v), 0);
+    assert_int_equal(v, 4096);
+    assert_int_equal(vs_parse_size("64K", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(vs_parse_size("64KiB", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(vs_parse_size("2G", &v), 0);
+    assert_int_equal(v, 2ull << 30);
+    assert_int_equal(vs_parse_size("1T", &v), 0);
+    assert_int_equal(v, 1ull << 40);
+    assert_int_equal(vs_parse_size("", &v), -EINVAL);
+    assert_int_equal(vs_parse_size("-1", &v), -EINVAL);
+    assert_int_equal(vs_parse_size("12Q", &v), -EINVAL);
+    assert_int_equal(vs_parse_size("99999999999999999999", &v), -EINVAL);
+    assert_int_equal(vs_parse_size("99999999999T", &v), -ERANGE);
+}
+
+static void test_uuid(void **state)
+{
+    (void)state;
+    uint8_t u[16], back[16];
+    char s[37];
+    assert_int_equal(vs_uuid_generate(u), 0);
+    assert_int_equal(u[6] >> 4, 4);
+    vs_uuid_format(u, s);
+    assert_int_equal(strlen(s), 36);
+    assert_int_equal(vs_uuid_parse(s, back), 0);
+    assert_memory_equal(u, back, 16);
+    assert_int_equal(vs_uuid_parse("not-a-uuid", back), -EINVAL);
+    assert_int_equal(vs_uuid_parse("0123456789abcdef0123456789abcdef00", back), -EINVAL);
+}
+
+static void test_err(void **state)
+{
+    (void)state;
+    vs_err e = { 0 };
+    assert_int_equal(vs_err_set(&e, ENOENT, "opening '%s'", "x"), -ENOENT);
+    assert_string_equal(e.msg, "opening 'x'");
+    assert_int_equal(vs_err_sys(&e, -EACCES, "opening '%s'", "y"), -EACCES);
+    assert_string_equal(e.msg, "opening 'y': Permission denied");
+    assert_int_equal(vs_err_prefix(&e, "archive"), -EACCES);
+    assert_string_equal(e.msg, "archive: opening 'y': Permission denied");
+    assert_int_equal(vs_err_set(NULL, 0, "x"), -EIO);
+}
+
+static void test_endian(void **state)
+{
+    (void)state;
+    uint8_t b[8];
+    vs_put_le64(b, 0x0102030405060708ull);
+    assert_int_equal(b[0], 8);
+    assert_int_equal(vs_get_le64(b), 0x0102030405060708ull);
+    vs_put_be32(b, 0xdeadbeef);
+    assert_int_equal(b[0], 0xde);
+    assert_int_equal(vs_get_be32(b), 0xdeadbeef);
+    vs_put_le16(b, 0xabcd);
+    assert_int_equal(vs_get_le16(b), 0xabcd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_err),
+        cmocka_unit_test(test_endian),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
