@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "archive/archive.h"
+#include "nbd/nbd.h"
+#include "qmp/qmp.h"
 #include "util/util.h"
 
 /* ---- config model ------------------------------------------------------------------------------------------
@@ -135,5 +138,104 @@ int vm_proc_cmdline(pid_t pid, char ***argv, size_t *argc, char **cwd, vs_err *e
 int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, pid_t *pid, vs_err *e);
 /* Wait until a unix socket accepts connections, or the pid exits, or timeout. */
 int vm_wait_socket(const char *path, pid_t pid, double timeout_s, vs_err *e);
+
+/* ---- snapshot orchestration (snap.c) -------------------------------------------------------------------------
+ * Drives QEMU's migration into w's "memory" stream and calls the hooks for the rest. On failure: migration
+ * cancelled, VM resumed if vmsnap paused it, caps/params put back; the caller aborts w unless writer_consumed. */
+enum vm_snap_method { VM_SNAP_BACKGROUND, VM_SNAP_PRECOPY, VM_SNAP_STOP };
+const char *vm_snap_method_name(enum vm_snap_method m);   /* "background-snapshot", "precopy", "stop" */
+
+struct vm_snap_progress {
+    const char *phase;        /* "memory", "disks", "finish" */
+    double elapsed_s;
+    uint64_t transferred, remaining;
+    double mbps;
+};
+
+struct vm_snap_opts {
+    bool mode_live;           /* false: --mode stop, the VM stays paused until the archive is durable */
+    double precopy_bound_s;   /* precopy fallback: stop the guest after this long without converging */
+    /* Freeze the disks at the snapshot instant (VM stopped, its disks flushed). NULL: memory only. */
+    int (*freeze)(void *opaque, vs_err *e);
+    /* After the memory stream: write the disks as of the freeze, then config/files (each may be NULL). */
+    int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
+    int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
+    bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
+    void (*progress)(void *opaque, const struct vm_snap_progress *p);
+    void *opaque;
+};
+
+struct vm_snap_result {
+    enum vm_snap_method method;
+    char fallback_reason[256];   /* why background-snapshot was not used, "" if it was */
+    double pause_start;          /* monotonic time the VM was stopped */
+    double frozen_at;            /* seconds from the stop to the disks frozen */
+    double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw */
+    double qemu_downtime_s;      /* as QEMU reports it, -1 if not */
+    double writing_s, total_s;
+    uint64_t memory_bytes;
+    bool stopped_to_converge;    /* precopy did not converge in time: stop-and-copy */
+    bool frozen;                 /* the freeze hook ran (the overlay has a new frozen layer) */
+    bool writer_consumed;        /* arc_writer_finish was called: do not abort w */
+};
+
+int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
+                vs_err *e);
+
+/* ---- resume (resume.c) -------------------------------------------------------------------------------------
+ * Feed stream `stream` of a (QEMU started with -incoming defer) through a pipe passed with getfd and
+ * `migrate-incoming fd:`, decompressed by a thread straight from the archive; wait until the migration
+ * completes, then cont if the VM is paused. No temporary file, no shell. */
+int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e);
+
+/* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
+/* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
+int vm_disk_base_open(const char *path, int disk, struct nbd_base **out, vs_err *e);
+/* Write disk stream `name` (size bytes) into w: the blocks changed in overlay layers (after_seq, upto_seq], read
+ * as of upto_seq; everything else is left to w's base (copied in a thick archive, referenced in a thin one). */
+int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t upto_seq, struct arc_writer *w,
+                          const char *name, uint64_t size, vs_err *e);
+
+/* ---- the boot host (host.c) ----------------------------------------------------------------------------------
+ * Everything `vmsnap boot` does once its options are parsed: serve the archive's disks over NBD on overlays,
+ * start QEMU (resuming the memory stream if there is one), and serve snapshot requests from `vmsnap snap` on the
+ * run directory's control socket until QEMU exits. */
+struct vm_host_info {
+    const char *rundir, *qmp, *console, *overlay, *control;
+    pid_t qemu_pid;
+    bool resumed;
+    double start_to_running_s;
+};
+struct vm_host_opts {
+    const char *archive;
+    const char *overlay;      /* NULL: temporary, removed when the VM ends */
+    uint64_t ram;             /* 0: recorded / default */
+    unsigned cpus;            /* 0: recorded / default */
+    const char *accel;        /* NULL or "auto": recorded for a memory snapshot, else auto */
+    const char *qmp;          /* user's QMP socket path; NULL: rundir/qmp.sock */
+    const char *console;      /* path, "stdio" or NULL: rundir/console.sock */
+    char *const *extra;
+    size_t n_extra;
+    int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
+    bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
+    /* Called once the VM runs (or failed to: info NULL). */
+    void (*ready)(void *opaque, const struct vm_host_info *info);
+    void *opaque;
+};
+/* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
+int vm_host_run(const struct vm_host_opts *o, vs_err *e);
+
+/* ---- snapshot requests to a boot host (client.c) ------------------------------------------------------------- */
+struct vm_snap_request {
+    const char *output;       /* absolute path */
+    bool thin, live;
+    const char *codec;        /* "lz4", "zstd:3", ... or NULL */
+    const char *message;
+};
+/* Send the request to the host's control socket and wait for its result (a JSON object, new reference, with the
+ * fields of vm_snap_result). progress (may be NULL) gets each progress object. *cancel (may be NULL) is polled:
+ * when it becomes true the host is told to cancel and the call waits for it to clean up. */
+int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volatile int *cancel,
+                   void (*progress)(void *opaque, json_t *p), void *opaque, json_t **result, vs_err *e);
 
 #endif
