@@ -207,6 +207,30 @@ static void report(const struct vm_snap_opts *o, const char *phase, const struct
     o->progress(o->opaque, &p);
 }
 
+static double event_time(json_t *ev)
+{
+    json_t *ts = json_object_get(ev, "timestamp");
+    return (double)json_integer_value(json_object_get(ts, "seconds")) +
+           (double)json_integer_value(json_object_get(ts, "microseconds")) / 1e6;
+}
+
+/* The pause as QEMU timed it: from its STOP event to the RESUME event that followed (their timestamps).
+ * fallback if either is missing. */
+static double pause_from_events(struct qmp *q, double fallback)
+{
+    json_t *stop = NULL, *resume = NULL;
+    qmp_pump(q, NULL);
+    if (qmp_wait_event(q, "STOP", NULL, 0, &stop, NULL) < 0 ||
+        qmp_wait_event(q, "RESUME", NULL, 0.5, &resume, NULL) < 0) {
+        json_decref(stop);
+        return fallback;
+    }
+    double d = event_time(resume) - event_time(stop);
+    json_decref(stop);
+    json_decref(resume);
+    return d;
+}
+
 static bool cancelled(const struct vm_snap_opts *o)
 {
     return o->cancelled && o->cancelled(o->opaque);
@@ -257,6 +281,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     if ((r = set_param(q, &saved, "max-bandwidth", INT64_C(1) << 40, e)) < 0)
         goto fail;
     res->method = method;
+    qmp_drop_events(q);
 
     if (pipe2(pfd, O_CLOEXEC) < 0) {
         r = vs_err_sys(e, errno, "pipe");
@@ -290,7 +315,6 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         frozen = true;
         res->frozen_at = vs_now_s() - res->pause_start;
     }
-    qmp_drop_events(q);
     json_t *margs = json_pack("{s:s}", "uri", "fd:vmsnap-snap");
     r = qmp_execute(q, "migrate", margs, NULL, e);
     json_decref(margs);
@@ -311,13 +335,6 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         }
         if ((r = query_migrate(q, &m, e)) < 0)
             goto fail;
-        if (method == VM_SNAP_BACKGROUND && we_paused && res->resumed_at == 0) {
-            json_t *ev = NULL;
-            if (qmp_wait_event(q, "RESUME", NULL, 0, &ev, NULL) == 0) {
-                res->resumed_at = vs_now_s() - res->pause_start;
-                json_decref(ev);
-            }
-        }
         if (!strcmp(m.status, "completed"))
             break;
         if (!strcmp(m.status, "failed") || !strcmp(m.status, "cancelled")) {
@@ -365,15 +382,10 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = qmp_cont(q, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = vs_now_s() - res->pause_start;
+        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
     } else if (method == VM_SNAP_BACKGROUND) {
         we_paused = false;
-        if (res->resumed_at == 0) {
-            json_t *ev = NULL;
-            if (qmp_wait_event(q, "RESUME", NULL, 0, &ev, NULL) == 0)
-                json_decref(ev);
-            res->resumed_at = vs_now_s() - res->pause_start;   /* upper bound: seen only now */
-        }
+        res->resumed_at = pause_from_events(q, -1);
     }
     report(o, "disks", NULL, t0);
     if (o->write_disks && (r = o->write_disks(o->opaque, w, e)) < 0)
@@ -394,7 +406,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = qmp_cont(q, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = vs_now_s() - res->pause_start;
+        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
     }
     res->total_s = vs_now_s() - t0;
     r = restore(q, &saved, e);

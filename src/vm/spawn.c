@@ -11,7 +11,8 @@
 #include <sys/wait.h>
 #include <time.h>
 
-int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, pid_t *pid, vs_err *e)
+int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, bool new_pgrp, pid_t *pid,
+             vs_err *e)
 {
     /* A pipe closed by exec tells the parent whether execvp worked, and with which errno. */
     int ep[2];
@@ -30,7 +31,8 @@ int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool qu
         if (getppid() != parent)
             _exit(127);
         /* Own process group: a terminal's Ctrl-C reaches vmsnap, which shuts QEMU down cleanly. */
-        setpgid(0, 0);
+        if (new_pgrp)
+            setpgid(0, 0);
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);

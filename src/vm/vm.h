@@ -134,8 +134,10 @@ int vm_proc_cmdline(pid_t pid, char ***argv, size_t *argc, char **cwd, vs_err *e
 
 /* ---- running QEMU ------------------------------------------------------------------------------------------- */
 /* fork + execvp(argv) with cwd (may be NULL); stdin/stdout/stderr inherited unless quiet (then /dev/null,
- * stderr to errlog_fd if >= 0). The child dies with the parent (PR_SET_PDEATHSIG). */
-int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, pid_t *pid, vs_err *e);
+ * stderr to errlog_fd if >= 0). The child dies with the parent (PR_SET_PDEATHSIG). new_pgrp: its own process
+ * group, so a terminal's Ctrl-C reaches only vmsnap (not with a console on the terminal: it must read it). */
+int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, bool new_pgrp, pid_t *pid,
+             vs_err *e);
 /* Wait until a unix socket accepts connections, or the pid exits, or timeout. */
 int vm_wait_socket(const char *path, pid_t pid, double timeout_s, vs_err *e);
 
