@@ -36,5 +36,8 @@ bool cli_progress_enabled(bool quiet);
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_boot(int argc, char **argv);
+int cmd_snap(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
 
 #endif

@@ -98,7 +98,7 @@ int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t up
     struct changes c = { .nblocks = VS_DIV_ROUND_UP(size, NBD_BLOCK_SIZE) };
     c.bits = vs_xcalloc(c.nblocks / 64 + 1, sizeof *c.bits);
     for (size_t i = 0; i < n && r == 0; i++)
-        if (layers[i].frozen && layers[i].seq > after_seq && layers[i].seq <= upto_seq)
+        if ((layers[i].frozen || upto_seq == VM_SEQ_LIVE) && layers[i].seq > after_seq && layers[i].seq <= upto_seq)
             r = nbd_overlay_layer_runs(o, layers[i].seq, mark_run, &c, e);
     free(layers);
     if (r == 0)
@@ -115,7 +115,8 @@ int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t up
             end++;
         uint64_t off = b * NBD_BLOCK_SIZE;
         size_t len = (size_t)VS_MIN((end - b) * NBD_BLOCK_SIZE, size - off);
-        r = nbd_overlay_read_at(o, upto_seq, buf, len, off, e);
+        r = upto_seq == VM_SEQ_LIVE ? nbd_overlay_read(o, buf, len, off, e)
+                                    : nbd_overlay_read_at(o, upto_seq, buf, len, off, e);
         if (r == 0)
             r = arc_writer_pwrite(w, buf, len, off, e);
         b = end;

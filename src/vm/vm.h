@@ -194,7 +194,9 @@ int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeo
 /* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
 int vm_disk_base_open(const char *path, int disk, struct nbd_base **out, vs_err *e);
 /* Write disk stream `name` (size bytes) into w: the blocks changed in overlay layers (after_seq, upto_seq], read
- * as of upto_seq; everything else is left to w's base (copied in a thick archive, referenced in a thin one). */
+ * as of upto_seq; everything else is left to w's base (copied in a thick archive, referenced in a thin one).
+ * upto_seq VM_SEQ_LIVE: every layer after after_seq, the live one included, read as the disk is now. */
+#define VM_SEQ_LIVE UINT32_MAX
 int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t upto_seq, struct arc_writer *w,
                           const char *name, uint64_t size, vs_err *e);
 
