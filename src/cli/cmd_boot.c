@@ -129,7 +129,7 @@ int cmd_boot(int argc, char **argv)
     const char *accel = "auto";
     optind = 1;
     int c;
-    while ((c = getopt_long(nopt, argv, "+o:m:c:q:C:a:dj", opts, NULL)) != -1) {
+    while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
         switch (c) {
         case 'o': free(overlay); overlay = absolute(optarg); break;
         case 'm':

@@ -240,7 +240,7 @@ static void log_tail(const char *path, char *out, size_t len)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = 0;
     char *nl = strrchr(buf, '\n');
-    snprintf(out, len, "%s", nl ? nl + 1 : buf);
+    snprintf(out, len, "%.250s", nl ? nl + 1 : buf);
 }
 
 /* ---- snapshots on request ----------------------------------------------------------------------------- */

@@ -261,7 +261,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             if (set_cap(q, &saved, "background-snapshot", true, &refusal) == 0)
                 method = VM_SNAP_BACKGROUND;
             else
-                snprintf(res->fallback_reason, sizeof res->fallback_reason, "%s", refusal.msg);
+                snprintf(res->fallback_reason, sizeof res->fallback_reason, "%.200s", refusal.msg);
         } else {
             snprintf(res->fallback_reason, sizeof res->fallback_reason, "QEMU has no background-snapshot");
         }
