@@ -541,7 +541,10 @@ static int start(struct host *h, vs_err *e)
         logfd = ownlog;
     }
     bool stdio = o->console && !strcmp(o->console, "stdio");
-    r = vm_spawn(&argv, h->st.config.foreign ? h->st.config.cwd : NULL, logfd, o->quiet_stdio && !stdio, !stdio,
+    /* A foreign VM's relative paths resolve in its old working directory, if that still exists. */
+    const char *cwd = h->st.config.foreign && h->st.config.cwd && access(h->st.config.cwd, X_OK) == 0
+                          ? h->st.config.cwd : NULL;
+    r = vm_spawn(&argv, cwd, logfd, o->quiet_stdio && !stdio, !stdio,
                  &h->qemu, e);
     vm_argv_free(&argv);
     if (r < 0)

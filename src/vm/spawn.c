@@ -48,7 +48,7 @@ int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool qu
             dup2(errlog_fd, 2);
         }
         if (cwd && chdir(cwd) < 0) {
-            err = errno;
+            err = errno | 0x10000;   /* tells the parent it was the directory */
             (void)!write(ep[1], &err, sizeof err);
             _exit(127);
         }
@@ -66,6 +66,8 @@ int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool qu
     close(ep[0]);
     if (n == sizeof err) {
         waitpid(p, NULL, 0);
+        if (err & 0x10000)
+            return vs_err_sys(e, err & 0xffff, "starting %s in directory %s", argv->v[0], cwd);
         return vs_err_sys(e, err, "starting %s", argv->v[0]);
     }
     *pid = p;
