@@ -420,9 +420,10 @@ fail:
         vs_err keep = e ? *e : (vs_err){ 0 };
         if (migrating || thread_started)
             cancel_migration(q);
-        if (thread_started) {
+        /* QEMU still holds the pipe's write end if migrate never took it: without this the reader never sees EOF. */
+        qmp_closefd(q, "vmsnap-snap", NULL);
+        if (thread_started)
             pthread_join(th, NULL);
-        }
         if (pfd[0] >= 0)
             close(pfd[0]);
         if (pfd[1] >= 0)
