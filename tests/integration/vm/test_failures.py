@@ -53,6 +53,19 @@ def test():
         vm = Booted(base, d, "g", extra=guest_args(), args=["--ram", "128M"])
         vm.agent.wait_ready(120)
         vm.agent.cmd("fill 40 seed=5")
+        out = os.path.join(d, "term.vmsnap")
+        proc = subprocess.Popen([vmtest.vmsnap_path(), "snap", "--qmp", vm.qmp_path, "-o", out, "--compress",
+                                 "zstd:19"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.4)
+        proc.send_signal(signal.SIGTERM)
+        so, se = proc.communicate(timeout=120)
+        expect_failure(subprocess.CompletedProcess(proc.args, proc.returncode, so, se), ["interrupted"], out, vm)
+        # QEMU 7.2: after a cancelled background snapshot the next one on the same QEMU can hang or fail (seen
+        # here); the disk-full case gets a fresh VM.
+        vm.close()
+        vm = Booted(base, d, "g2", extra=guest_args(), args=["--ram", "128M"])
+        vm.agent.wait_ready(120)
+        vm.agent.cmd("fill 40 seed=5")
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0:
             mounted = True
             out = os.path.join(mnt, "full.vmsnap")
@@ -61,13 +74,6 @@ def test():
         else:
             log("SKIPPED the disk-full case: cannot mount a tmpfs here")
 
-        out = os.path.join(d, "term.vmsnap")
-        proc = subprocess.Popen([vmtest.vmsnap_path(), "snap", "--qmp", vm.qmp_path, "-o", out, "--compress",
-                                 "zstd:19"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.4)
-        proc.send_signal(signal.SIGTERM)
-        so, se = proc.communicate(timeout=120)
-        expect_failure(subprocess.CompletedProcess(proc.args, proc.returncode, so, se), ["interrupted"], out, vm)
         vm.agent.cmd("verify")
         vm.close()
 
