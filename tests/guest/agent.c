@@ -166,6 +166,20 @@ static void *hb_main(void *arg)
     return NULL;
 }
 
+/* MemAvailable in KiB, or 0 if unknown. */
+static uint64_t mem_available_kib(void)
+{
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    const char *p = strstr(buf, "MemAvailable:");
+    return p ? strtoull(p + 13, NULL, 10) : 0;
+}
+
 /* ---- RAM ------------------------------------------------------------------------------------------------------- */
 
 static void mem_release(struct agent *a)
@@ -183,6 +197,10 @@ static void cmd_fill(struct agent *a, const char *id, int argc, char **argv)
         FAIL(a, "R %s ERR usage: fill MIB [seed=N]", id);
     uint64_t seed = opt_u64(argv + 1, argc - 1, "seed", 1);
     mem_release(a);
+    uint64_t avail = mem_available_kib();
+    if (avail && mib * 1024 + 16 * 1024 > avail) /* leave room, or the OOM killer takes the agent */
+        FAIL(a, "R %s ERR not enough memory: fill %" PRIu64 " MiB, MemAvailable %" PRIu64 " MiB", id, mib,
+             avail / 1024);
     size_t bytes = (size_t)mib << 20;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -546,8 +564,9 @@ static void cmd_status(struct agent *a, const char *id)
     uint64_t c = a->hb_counter;
     unsigned ms = a->hb_ms;
     pthread_mutex_unlock(&a->hb_lock);
-    emit(a, "R %s OK boot=%s uptime=%s hb=%" PRIu64 " hb_ms=%u fill_mib=%zu fill_seed=%" PRIu64 " guest_us=%" PRIu64,
-         id, a->boot_id, up, c, ms, a->mem_bytes >> 20, a->mem_seed, mono_us());
+    emit(a, "R %s OK boot=%s uptime=%s hb=%" PRIu64 " hb_ms=%u fill_mib=%zu fill_seed=%" PRIu64 " guest_us=%" PRIu64
+         " mem_avail_kib=%" PRIu64, id, a->boot_id, up, c, ms, a->mem_bytes >> 20, a->mem_seed, mono_us(),
+         mem_available_kib());
 }
 
 static void cmd_hb(struct agent *a, const char *id, int argc, char **argv)
