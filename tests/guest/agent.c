@@ -454,9 +454,11 @@ static int run_argv(char *const argv[])
 
 static void cmd_mkfs(struct agent *a, const char *id, int argc, char **argv)
 {
-    if (argc < 1)
-        FAIL(a, "R %s ERR usage: mkfs DEV", id);
-    char *args[] = { "/bin/busybox", "mke2fs", "-q", "-F", argv[0], NULL };
+    uint64_t kib;
+    if (argc < 1 || (argc > 1 && !parse_u64(argv[1], &kib)))
+        FAIL(a, "R %s ERR usage: mkfs DEV [KIB]", id);
+    /* 1 KiB blocks, so the optional size is in KiB; without it the whole device */
+    char *args[] = { "/bin/busybox", "mke2fs", "-q", "-F", "-b", "1024", argv[0], argc > 1 ? argv[1] : NULL, NULL };
     int rc = run_argv(args);
     if (rc)
         FAIL(a, "R %s ERR mke2fs %s exited %d", id, argv[0], rc);
