@@ -48,6 +48,21 @@ def run(d):
         r = a.cmd("rawcheck")
         check(r.int("ram_gen") > 0 and r.int("disk_max") == r.int("ram_gen"), f"rawcheck: {r}")
         a.cmd("rawloop stop")
+        # The check can fail: roll the records back behind the guest's back (the disk now older than RAM).
+        loop_off = RAW_OFF + (2 << 20)
+        a.cmd("rawloop /dev/vda %d slots=1024 ms=5" % loop_off)
+        a.wait_heartbeats(100)
+        vm.qmp.cmd("stop")
+        with open(disk, "r+b") as f:
+            f.seek(loop_off)
+            f.write(bytes(1024 * 4096))
+            f.flush()
+            os.fsync(f.fileno())
+        vm.qmp.cmd("cont")
+        r = a.cmd("rawcheck", check=False)
+        log(f"rawcheck after the host rolled the disk back: {r}")
+        check(not r.ok and "inconsistent" in r.text, f"rawcheck missed a disk older than RAM: {r}")
+        a.cmd("rawloop stop")
         # Corrupt one record behind the agent's back: rawverify must notice.
         a.cmd("rawwrite /dev/vda %d 1 seed=99" % (RAW_OFF + 4096 * 3))
         bad = a.cmd("rawverify /dev/vda %d 16 seed=22" % RAW_OFF, check=False)
