@@ -40,6 +40,7 @@ SRCDIR = os.path.abspath(os.environ.get("VMSNAP_SRCDIR") or os.path.join(HERE, "
 CACHE = os.path.abspath(os.environ.get("VMSNAP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vmsnap"))
 QEMU = os.environ.get("VMSNAP_QEMU", "qemu-system-x86_64")
 _T0 = time.monotonic()
+VERBOSE = True  # log() lines on stderr; the demo turns them off
 
 
 class TestFailure(AssertionError):
@@ -52,6 +53,8 @@ class Skip(Exception):
 
 def log(msg):
     """A timestamped line on stderr (meson keeps it in the test log)."""
+    if not VERBOSE:
+        return
     print(f"[{time.monotonic() - _T0:7.2f}s] {msg}", file=sys.stderr, flush=True)
 
 
