@@ -608,6 +608,28 @@ def _size(s):
     return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
 
 
+_DIR_PREFIX = "vmsnap-test-"
+
+
+def _sweep_stale_dirs():
+    """Remove temp dirs left by a harness that was SIGKILLed (its QEMU died with it, through PDEATHSIG)."""
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(_DIR_PREFIX)]
+    except OSError:
+        return
+    for n in names:
+        d = os.path.join(tmp, n)
+        try:
+            with open(os.path.join(d, ".owner")) as f:
+                pid = int(f.read())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            pass
+
+
 def _drive_opt(v):
     return str(v).replace(",", ",,")  # QEMU option syntax: a comma inside a value is doubled
 
@@ -625,7 +647,10 @@ class VM:
         self.name, self.no_reboot, self.extra_append = name, no_reboot, append
         self.accel = accel_ or accel()
         self.guest = guest()
-        self.dir = tempfile.mkdtemp(prefix=f"vmsnap-{name}-")
+        _sweep_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{name}-")
+        with open(os.path.join(self.dir, ".owner"), "w") as f:
+            f.write(str(os.getpid()))
         self.serial_path = os.path.join(self.dir, "serial.sock")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")            # free for vmsnap / tests
         self._qmp_own_path = os.path.join(self.dir, "qmp-harness.sock")  # the harness's own client only
