@@ -21,6 +21,7 @@ holding it would lock vmsnap out), and a second one that only the harness's own 
 import atexit
 import collections
 import ctypes
+import fcntl
 import json
 import os
 import re
@@ -155,23 +156,25 @@ def accel():
         return "tcg"
     key = f"{qemu}:{st.st_mtime_ns}:{os.uname().release}"
     path = os.path.join(CACHE, "accel-probe.json")
-    try:
-        with open(path) as f:
-            d = json.load(f)
-        if d.get("key") == key:
-            return d["accel"]
-    except (OSError, ValueError, KeyError):
-        pass
-    result = "kvm" if _probe_kvm() else "tcg"
     os.makedirs(CACHE, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"key": key, "accel": result}, f)
-    os.replace(tmp, path)
-    return result
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel tests: one probe
+        try:
+            with open(path) as f:
+                d = json.load(f)
+            if d.get("key") == key:
+                return d["accel"]
+        except (OSError, ValueError, KeyError):
+            pass
+        result = "kvm" if _probe_kvm() else "tcg"
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"key": key, "accel": result}, f)
+        os.replace(tmp, path)
+        return result
 
 
-def _probe_kvm(timeout=15):
+def _probe_kvm(timeout=10):
     """Boot the test guest under KVM; it works only if the agent says READY (here KVM exists but cannot run guests)."""
     g = guest()
     cmd = [QEMU, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
