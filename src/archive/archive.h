@@ -9,6 +9,7 @@
 #ifndef VMSNAP_ARCHIVE_H
 #define VMSNAP_ARCHIVE_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
