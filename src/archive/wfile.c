@@ -50,6 +50,21 @@ static char *parent_hint(const char *archive_path, const char *parent_path)
     return relpath(rp, rd);
 }
 
+/* A hidden temp file in the target's directory, so the final rename is atomic. */
+static int open_temp(struct arc_writer *w, vs_err *e)
+{
+    VS_AUTOFREE char *copy = vs_xstrdup(w->path), *copy2 = vs_xstrdup(w->path);
+    w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
+    w->fd = mkostemp(w->tmp, O_CLOEXEC);
+    if (w->fd < 0) {
+        int r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", w->path);
+        free(w->tmp);
+        w->tmp = NULL;
+        return r;
+    }
+    return 0;
+}
+
 int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e)
 {
     struct arc_writer_opts def;
@@ -100,15 +115,8 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     if (!w->base)
         w->thin = false;
 
-    VS_AUTOFREE char *copy = vs_xstrdup(path), *copy2 = vs_xstrdup(path);
-    w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    w->fd = mkostemp(w->tmp, O_CLOEXEC);
-    if (w->fd < 0) {
-        r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", path);
-        free(w->tmp);
-        w->tmp = NULL;
+    if ((r = open_temp(w, e)) < 0)
         goto fail;
-    }
     fchmod(w->fd, 0644);
     uint8_t zero[ARC_HEADER_SIZE] = { 0 };
     w->fpos = 0;
