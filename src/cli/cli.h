@@ -36,5 +36,9 @@ bool cli_progress_enabled(bool quiet);
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_internal(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_dirty_rate(int argc, char **argv);
 
 #endif
