@@ -12,7 +12,7 @@ static const char *op_name(enum qops_internal_op op)
 
 /* The nodes the operation covers: the given ones (each must exist and be able to hold snapshots), or
  * every writable top node (all must be qcow2: a writable disk left out would not match the RAM). */
-static int select_devices(struct qmp *q, const struct qops_nodes *nodes, const struct qops_internal_opts *o,
+static int select_devices(const char *who, const struct qops_nodes *nodes, const struct qops_internal_opts *o,
                           struct qops_strv *sel, vs_err *e)
 {
     if (o->devices) {
@@ -21,7 +21,7 @@ static int select_devices(struct qmp *q, const struct qops_nodes *nodes, const s
             const struct qops_node *n = qops_nodes_find(nodes, name);
             if (!n)
                 return vs_err_set(e, -ENOENT, "no block node '%s' on %s (internal list shows the nodes)",
-                                  name, qmp_name(q));
+                                  name, who);
             if (!qops_drv_can_snapshot(n->drv))
                 return vs_err_set(e, -ENOTSUP, "node '%s' is %s and cannot hold internal snapshots (only qcow2 can)",
                                   name, n->drv);
@@ -43,12 +43,12 @@ static int select_devices(struct qmp *q, const struct qops_nodes *nodes, const s
         }
     }
     if (!sel->n)
-        return vs_err_set(e, -ENODEV, "no writable qcow2 disk on %s to hold a snapshot", qmp_name(q));
+        return vs_err_set(e, -ENODEV, "no writable qcow2 disk on %s to hold a snapshot", who);
     return 0;
 }
 
 /* Refuse early, naming the node, what QEMU would refuse inside the job with a vaguer message. */
-static int precheck(struct qmp *q, enum qops_internal_op op, const char *tag, const struct qops_nodes *nodes,
+static int precheck(const char *who, enum qops_internal_op op, const char *tag, const struct qops_nodes *nodes,
                     const struct qops_strv *sel, const char *vmstate, vs_err *e)
 {
     size_t have = 0;
@@ -65,9 +65,9 @@ static int precheck(struct qmp *q, enum qops_internal_op op, const char *tag, co
         }
     }
     if (op == QOPS_LOAD && missing)
-        return vs_err_set(e, -ENOENT, "no snapshot '%s' on node '%s' of %s", tag, missing, qmp_name(q));
+        return vs_err_set(e, -ENOENT, "no snapshot '%s' on node '%s' of %s", tag, missing, who);
     if (op == QOPS_DELETE && !have)
-        return vs_err_set(e, -ENOENT, "no snapshot '%s' on any selected node of %s", tag, qmp_name(q));
+        return vs_err_set(e, -ENOENT, "no snapshot '%s' on any selected node of %s", tag, who);
     if (op == QOPS_LOAD) {
         const struct qops_node *vn = qops_nodes_find(nodes, vmstate);
         const struct qops_snapshot *s = vn ? qops_node_find_snapshot(vn, tag) : NULL;
@@ -176,6 +176,28 @@ static int run_hmp(struct qmp *q, enum qops_internal_op op, const char *tag, dou
     return 0;
 }
 
+int qops_internal_plan(const struct qops_nodes *nodes, const char *who, enum qops_internal_op op, const char *tag,
+                       const struct qops_internal_opts *o, struct qops_strv *sel, const char **vmstate, vs_err *e)
+{
+    int r = select_devices(who, nodes, o, sel, e);
+    if (r < 0)
+        return r;
+    const char *vm = o->vmstate ? o->vmstate : sel->v[0];
+    if (op != QOPS_DELETE && !qops_strv_has(sel, vm)) {
+        const struct qops_node *vn = qops_nodes_find(nodes, vm);
+        if (!vn)
+            return vs_err_set(e, -ENOENT, "no block node '%s' on %s for the VM state", vm, who);
+        if (!qops_drv_can_snapshot(vn->drv))
+            return vs_err_set(e, -ENOTSUP, "vmstate node '%s' is %s and cannot hold VM state (only qcow2 can)",
+                              vm, vn->drv);
+        return vs_err_set(e, -EINVAL, "vmstate node '%s' must be one of --devices", vm);
+    }
+    if ((r = precheck(who, op, tag, nodes, sel, vm, e)) < 0)
+        return r;
+    *vmstate = vm;
+    return 0;
+}
+
 int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, const struct qops_internal_opts *o,
                   struct qops_internal_result *res, vs_err *e)
 {
@@ -205,21 +227,10 @@ int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, cons
 
     struct qops_nodes nodes __attribute__((cleanup(qops_nodes_free))) = { 0 };
     struct qops_strv sel __attribute__((cleanup(qops_strv_free))) = { 0 };
+    const char *vmstate = NULL;
     if ((r = qops_nodes_query(q, &nodes, e)) < 0)
         return r;
-    if ((r = select_devices(q, &nodes, o, &sel, e)) < 0)
-        return r;
-    const char *vmstate = o->vmstate ? o->vmstate : sel.v[0];
-    if (op != QOPS_DELETE && !qops_strv_has(&sel, vmstate)) {
-        const struct qops_node *vn = qops_nodes_find(&nodes, vmstate);
-        if (!vn)
-            return vs_err_set(e, -ENOENT, "no block node '%s' on %s for the VM state", vmstate, qmp_name(q));
-        if (!qops_drv_can_snapshot(vn->drv))
-            return vs_err_set(e, -ENOTSUP, "vmstate node '%s' is %s and cannot hold VM state (only qcow2 can)",
-                              vmstate, vn->drv);
-        return vs_err_set(e, -EINVAL, "vmstate node '%s' must be one of --devices", vmstate);
-    }
-    if ((r = precheck(q, op, tag, &nodes, &sel, vmstate, e)) < 0)
+    if ((r = qops_internal_plan(&nodes, qmp_name(q), op, tag, o, &sel, &vmstate, e)) < 0)
         return r;
 
     struct qops_runstate rs;

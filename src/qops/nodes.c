@@ -40,6 +40,15 @@ int qops_nodes_query(struct qmp *q, struct qops_nodes *out, vs_err *e)
         return r;
     if (!json_is_array(ret))
         return vs_err_set(e, -EPROTO, "query-block on %s did not return a list", qmp_name(q));
+    qops_nodes_parse(ret, out);
+    return 0;
+}
+
+void qops_nodes_parse(const json_t *ret, struct qops_nodes *out)
+{
+    *out = (struct qops_nodes){ 0 };
+    if (!json_is_array(ret))
+        return;
     size_t i;
     json_t *b;
     out->v = vs_xcalloc(json_array_size(ret) ? json_array_size(ret) : 1, sizeof *out->v);
@@ -55,7 +64,6 @@ int qops_nodes_query(struct qmp *q, struct qops_nodes *out, vs_err *e)
         n->ro = json_is_true(json_object_get(ins, "ro"));
         parse_snapshots(n, json_object_get(json_object_get(ins, "image"), "snapshots"));
     }
-    return 0;
 }
 
 void qops_nodes_free(struct qops_nodes *n)

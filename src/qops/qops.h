@@ -16,6 +16,16 @@
 #include "qmp/qmp.h"
 #include "util/util.h"
 
+/* ---- string vectors ---------------------------------------------------------------------------- */
+struct qops_strv {
+    char **v;
+    size_t n;
+};
+void qops_strv_free(struct qops_strv *s);
+/* "a, b, c" (malloc'd). */
+char *qops_strv_join(const struct qops_strv *s, const char *sep);
+bool qops_strv_has(const struct qops_strv *s, const char *x);
+
 /* ---- run state --------------------------------------------------------------------------------- */
 /* Remember whether the VM runs now; qops_runstate_restore sends "cont" if it ran and no longer does.
  * A VM that was paused stays paused. */
@@ -53,6 +63,8 @@ struct qops_nodes {
 
 /* The top node of every block backend with a medium (query-block), with its internal snapshots. */
 int qops_nodes_query(struct qmp *q, struct qops_nodes *out, vs_err *e);
+/* The same from a query-block reply (pure; entries without a medium are skipped). */
+void qops_nodes_parse(const json_t *query_block, struct qops_nodes *out);
 void qops_nodes_free(struct qops_nodes *n);
 const struct qops_node *qops_nodes_find(const struct qops_nodes *n, const char *node);
 /* A node with a snapshot named tag, or NULL. */
@@ -84,20 +96,18 @@ struct qops_internal_result {
 int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, const struct qops_internal_opts *o,
                   struct qops_internal_result *res, vs_err *e);
 
+/* The plan behind qops_internal (pure): the nodes to cover in *sel and the VM-state node in *vmstate
+ * (pointing into sel or o), or the error QEMU would give later, said earlier and naming the node. who names
+ * the VM in messages (the socket path). */
+int qops_internal_plan(const struct qops_nodes *nodes, const char *who, enum qops_internal_op op, const char *tag,
+                       const struct qops_internal_opts *o, struct qops_strv *sel, const char **vmstate, vs_err *e);
+
 /* Snapshot list as one JSON document {"devices":[{"device","node","format","snapshots":[...]}]} and as
  * human text (malloc'd). Pure functions of the node list. */
 json_t *qops_nodes_json(const struct qops_nodes *n);
 char *qops_nodes_text(const struct qops_nodes *n);
 
 /* ---- guest memory dump ------------------------------------------------------------------------ */
-struct qops_strv {
-    char **v;
-    size_t n;
-};
-void qops_strv_free(struct qops_strv *s);
-/* "a, b, c" (malloc'd). */
-char *qops_strv_join(const struct qops_strv *s, const char *sep);
-bool qops_strv_has(const struct qops_strv *s, const char *x);
 
 /* Formats this QEMU can write (query-dump-guest-memory-capability). */
 int qops_dump_formats(struct qmp *q, struct qops_strv *out, vs_err *e);
