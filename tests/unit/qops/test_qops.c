@@ -88,7 +88,7 @@ static void test_status_build(void **state)
     char *text = qops_status_text(doc);
     assert_non_null(strstr(text, "VM: running\n"));
     assert_non_null(strstr(text, "migration: active (2.50 s, setup 0.012 s)\n"));
-    assert_non_null(strstr(text, "transferred 1000 B of 2.9 KiB, remaining 2000 B"));
+    assert_non_null(strstr(text, "transferred 1000 B of 2.9 KiB, remaining 2.0 KiB"));
     assert_non_null(strstr(text, "throughput 800.5 Mbit/s"));
     assert_non_null(strstr(text, "guest dirties 77 pages/s"));
     assert_non_null(strstr(text, "expected downtime 0.300 s"));
