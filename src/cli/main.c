@@ -9,7 +9,9 @@
 const struct cli_command cli_commands[] = {
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
-      "On an error reply, print QEMU's error class and description and exit 1." },
+      "On an error reply, print QEMU's error class and description and exit 1.\n"
+      "JSON-ARGUMENTS is a JSON object. --timeout bounds each wait (default 30 s).\n"
+      "VMSNAP_QMP_DEBUG=1 logs the QMP traffic to stderr." },
     { "internal", cmd_internal,
       "internal save|load|delete --qmp PATH TAG [--vmstate NODE] [--devices NODE,...] [--hmp] [--json] | "
       "internal list --qmp PATH [--json]",
