@@ -87,13 +87,13 @@ int qops_vm_facts_query(struct qmp *q, struct qops_vm_facts *out, vs_err *e)
         return r;
     const json_t *ram = json_object_get(mig, "ram");
     if (!strcmp(qops_json_str(mig, "status", ""), "completed") && json_is_object(ram)) {
-        double secs = (qops_json_int(mig, "total-time", 0) - qops_json_int(mig, "setup-time", 0)) / 1000.0;
+        double secs = ((double)qops_json_int(mig, "total-time", 0) - (double)qops_json_int(mig, "setup-time", 0)) / 1000.0;
         int64_t sent = qops_json_int(ram, "transferred", 0);
         int64_t normal = qops_json_int(ram, "normal", 0), dup = qops_json_int(ram, "duplicate", 0);
         if (secs > 0.01 && sent > 0)
             out->last_bytes_per_s = sent / secs;
-        if (normal + dup > 0)
-            out->last_nonzero_fraction = (double)normal / (double)(normal + dup);
+        if (normal >= 0 && dup >= 0 && (double)normal + (double)dup > 0)
+            out->last_nonzero_fraction = (double)normal / ((double)normal + (double)dup);
     }
     return 0;
 }

@@ -27,7 +27,11 @@ static void parse_snapshots(struct qops_node *n, const json_t *arr)
         o->date_nsec = qops_json_int(s, "date-nsec", 0);
         int64_t vs = qops_json_int(s, "vm-state-size", 0);
         o->vmstate_size = vs > 0 ? (uint64_t)vs : 0;
-        o->vm_clock_ns = qops_json_int(s, "vm-clock-sec", 0) * 1000000000 + qops_json_int(s, "vm-clock-nsec", 0);
+        int64_t ns;
+        if (__builtin_mul_overflow(qops_json_int(s, "vm-clock-sec", 0), (int64_t)1000000000, &ns) ||
+            __builtin_add_overflow(ns, qops_json_int(s, "vm-clock-nsec", 0), &ns))
+            ns = 0;   /* nonsense from QEMU: show 0 rather than wrap */
+        o->vm_clock_ns = ns;
     }
 }
 
