@@ -29,7 +29,7 @@ static int dump_outcome(struct qmp *q, const json_t *data, struct qops_dump_resu
     int64_t total = qops_json_int(result, "total", 0);
     res->total = total > 0 ? (uint64_t)total : 0;
     if (err || strcmp(status, "completed"))
-        return vs_err_set(e, -EIO, "memory dump on %s failed (%s): %s", qmp_name(q), status, err ? err : "no reason given");
+        return vs_err_set(e, -EIO, "memory dump on %s ended '%s': %s", qmp_name(q), status, err ? err : "no reason given");
     return 0;
 }
 

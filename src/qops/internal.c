@@ -78,7 +78,8 @@ static int precheck(const char *who, enum qops_internal_op op, const char *tag, 
 }
 
 /* Wait for the job to conclude, then read its error and dismiss it. */
-static int follow_job(struct qmp *q, const char *id, const struct qops_deadline *dl, vs_err *e)
+static int follow_job(struct qmp *q, const char *cmd, const char *tag, const char *id, const struct qops_deadline *dl,
+                      vs_err *e)
 {
     QOPS_AUTOJSON json_t *match = json_pack("{s:s, s:s}", "id", id, "status", "concluded");
     for (;;) {
@@ -126,7 +127,7 @@ static int follow_job(struct qmp *q, const char *id, const struct qops_deadline 
     QOPS_AUTOJSON json_t *args = json_pack("{s:s}", "id", id);
     int dr = qmp_execute(q, "job-dismiss", args, NULL, &de);
     if (errbuf[0])
-        return vs_err_set(e, -EIO, "job '%s' failed: %s", id, errbuf);
+        return vs_err_set(e, -EIO, "%s of '%s' on %s failed (job '%s'): %s", cmd, tag, qmp_name(q), id, errbuf);
     if (dr < 0) {
         *e = de;
         return dr;
@@ -148,7 +149,7 @@ static int run_job(struct qmp *q, enum qops_internal_op op, const char *tag, con
     int r = qmp_execute(q, cmd, args, NULL, e);
     if (r < 0)
         return r;
-    return follow_job(q, id, dl, e);
+    return follow_job(q, cmd, tag, id, dl, e);
 }
 
 /* HMP takes one line; refuse what its argument parser would split or unquote. */
