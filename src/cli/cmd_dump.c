@@ -63,6 +63,8 @@ int cmd_dump(int argc, char **argv)
         return cli_usage("dump", "unexpected argument '%s'", argv[optind]);
     if (!qmp_path || !out)
         return cli_usage("dump", "dump needs --qmp PATH and -o FILE");
+    if (o.paging && strcmp(o.format, "elf"))
+        return cli_usage("dump", "--paging works only with --format elf, not '%s'", o.format);
     bool progress = cli_progress_enabled(quiet);
     if (progress)
         o.progress = show_progress;

@@ -61,6 +61,7 @@ def test():
                 check(sorted(os.listdir(d)) == ["mem.elf"], f"files left after a refused dump: {os.listdir(d)}")
             vmsnap("dump", "--qmp", S, "-o", os.path.join(d, "x"), "--format", "zip", rc=1)
             vmsnap("dump", "--qmp", S, rc=2)
+            vmsnap("dump", "--qmp", S, "-o", os.path.join(d, "y"), "--format", "kdump-zlib", "--paging", rc=2)
             e = vmsnap("dump", "--qmp", S, "-o", os.path.join(d, "nodir", "x"), rc=1).err
             check("nodir" in e, f"missing directory message: {e}")
 

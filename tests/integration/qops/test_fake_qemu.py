@@ -31,7 +31,10 @@ class FakeQemu:
             except OSError:
                 return
             with c:
-                self._session(c)
+                try:
+                    self._session(c)
+                except OSError:
+                    pass   # the client went away while events were still being sent
 
     def _session(self, c):
         f = c.makefile("rb")
