@@ -36,5 +36,6 @@ bool cli_progress_enabled(bool quiet);
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -9,6 +9,13 @@ const struct cli_command cli_commands[] = {
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1." },
+    { "serve", cmd_serve, "serve ARCHIVE --socket PATH [--disk N] [--overlay FILE] [--read-only] [--raw] "
+      "[--control PATH] [--threads N]",
+      "Serve disk N (default 0) of ARCHIVE over NBD on the Unix socket PATH (mode 0600), export name \"\" (any\n"
+      "name is accepted). Reads come from the archive, writes go to a 4 KiB copy-on-write overlay: FILE (created\n"
+      "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
+      "file instead of an archive. --control PATH opens the control socket (docs/CONTROL.md: freeze, status,\n"
+      "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },
