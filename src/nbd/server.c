@@ -152,6 +152,8 @@ static void *accept_main(void *arg)
 int nbd_listen_unix(const char *path, int *out, vs_err *e)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
+    if (!path || !*path)
+        return vs_err_set(e, EINVAL, "no socket path given");
     if (strlen(path) >= sizeof(a.sun_path))
         return vs_err_set(e, ENAMETOOLONG, "socket path %s is longer than %zu bytes", path, sizeof(a.sun_path) - 1);
     strcpy(a.sun_path, path);
