@@ -542,7 +542,9 @@ int nbd_overlay_freeze(struct nbd_overlay *o, uint32_t *seq, vs_err *e)
         layer_free(fresh);
         goto out;
     }
-    /* The frozen layer takes no more writes: make it complete on disk, then the rename durable. */
+    /* The frozen layer takes no more writes: make it complete on disk, then the rename durable. Others may
+     * now open it read-only (shared lock); nobody may open it for writing. */
+    flock(old->fd, LOCK_SH | LOCK_NB);
     pthread_mutex_lock(&o->flush_lock);
     r = layer_sync(old, e);
     pthread_mutex_unlock(&o->flush_lock);
