@@ -8,7 +8,9 @@
 const struct cli_command cli_commands[] = {
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
-      "On an error reply, print QEMU's error class and description and exit 1." },
+      "On an error reply, print QEMU's error class and description and exit 1.\n"
+      "JSON-ARGUMENTS is a JSON object. --timeout bounds each wait (default 30 s).\n"
+      "VMSNAP_QMP_DEBUG=1 logs the QMP traffic to stderr." },
     { "serve", cmd_serve, "serve ARCHIVE --socket PATH [--disk N] [--overlay FILE] [--read-only] [--raw] "
       "[--control PATH] [--threads N]",
       "Serve disk N (default 0) of ARCHIVE over NBD on the Unix socket PATH (mode 0600), export name \"\" (any\n"
