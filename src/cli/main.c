@@ -6,6 +6,18 @@
 
 /* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
 const struct cli_command cli_commands[] = {
+    { "pack", cmd_pack,
+      "pack DISK.raw [DISK2.raw ...] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
+      "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
+      "Pack raw disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
+      "checksummed, random-access archive. Holes in the inputs cost nothing. With --parent, store only the blocks\n"
+      "that differ from ARCHIVE (a thin archive that needs its parent to be read). --memory accepts a pipe." },
+    { "info", cmd_info, "info ARCHIVE [--json]",
+      "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
+    { "verify", cmd_verify, "verify ARCHIVE [--quiet]",
+      "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
+    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
+      "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"
