@@ -53,6 +53,12 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def pack(img, archive):
+    """Pack a raw image into a .vmsnap archive with vmsnap itself."""
+    run([VMSNAP, "pack", img, "-o", archive, "--quiet"])
+    return archive
+
+
 def make_image(path, size, data_ranges, seed=1):
     """A sparse raw image: pseudo-random data in data_ranges [(off, len)], holes elsewhere."""
     import random
@@ -65,9 +71,9 @@ def make_image(path, size, data_ranges, seed=1):
 
 
 class Server:
-    """`vmsnap serve` on a Unix socket (raw base unless archive=True)."""
+    """`vmsnap serve` on a Unix socket; base is an archive (raw=True: a raw image)."""
 
-    def __init__(self, wd, base, overlay=None, read_only=False, control=False, raw=True, sock="nbd.sock",
+    def __init__(self, wd, base, overlay=None, read_only=False, control=False, raw=False, sock="nbd.sock",
                  extra=(), env=None):
         self.sock = wd(sock)
         self.control = wd(sock + ".ctl") if control else None

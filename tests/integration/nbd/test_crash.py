@@ -6,7 +6,7 @@ import random
 import signal
 import threading
 
-from nbdtest import Client, Server, check, main, make_image
+from nbdtest import VMSNAP, Client, Server, check, main, make_image, pack, run
 
 MiB = 1 << 20
 
@@ -15,7 +15,8 @@ def test(wd):
     img, ovl = wd("disk.raw"), wd("disk.ovl")
     size = 32 * MiB
     make_image(img, size, [(0, 8 * MiB)])
-    srv = Server(wd, img, overlay=ovl)
+    arc = pack(img, wd("disk.vmsnap"))
+    srv = Server(wd, arc, overlay=ovl)
     expect = {}
     lock = threading.Lock()
     errors = []
@@ -49,7 +50,12 @@ def test(wd):
     os.kill(srv.proc.pid, signal.SIGKILL)
     srv.proc.wait()
 
-    srv2 = Server(wd, img, overlay=ovl, sock="nbd2.sock")
+    # The overlay belongs to this archive: another archive (even of the same image) is refused, clearly.
+    other = pack(img, wd("other.vmsnap"))
+    p = run([VMSNAP, "serve", other, "--socket", wd("x.sock"), "--overlay", ovl], ok=False)
+    check(p.returncode == 1 and "belongs to archive" in p.stderr, "foreign overlay accepted: " + p.stderr)
+
+    srv2 = Server(wd, arc, overlay=ovl, sock="nbd2.sock")
     c = Client(srv2.sock)
     # Later writes of one writer may overlap its earlier ones: replay in order to get the final content.
     final = bytearray(c.read(0, 16 * MiB))

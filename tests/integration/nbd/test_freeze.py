@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from nbdtest import Client, Server, check, main, make_image, run
+from nbdtest import Client, Server, check, main, make_image, pack, run
 
 MiB = 1 << 20
 NBLK = 256  # blocks the writer cycles over
@@ -21,7 +21,8 @@ def record(seq):
 def test(wd):
     img, ovl = wd("disk.raw"), wd("disk.ovl")
     make_image(img, 16 * MiB, [(0, 16 * MiB)])
-    srv = Server(wd, img, overlay=ovl, control=True)
+    arc = pack(img, wd("disk.vmsnap"))
+    srv = Server(wd, arc, overlay=ovl, control=True)
     log = []  # (seq, block, t_sent, t_acked)
     stop = threading.Event()
     errors = []
@@ -62,7 +63,7 @@ def test(wd):
     check(sent_after > acked_before, "no writes on both sides of the freeze")
 
     # The frozen layer is readable on its own as a read-only overlay (the lowest layer of the stack).
-    fro = Server(wd, img, overlay=ovl + ".1", read_only=True, sock="frozen.sock")
+    fro = Server(wd, arc, overlay=ovl + ".1", read_only=True, sock="frozen.sock")
     fc = Client(fro.sock)
     frozen = fc.read(0, NBLK * 4096)
     fc.close()
@@ -89,19 +90,22 @@ def test(wd):
     check([live[b * 4096:(b + 1) * 4096] for b in range(NBLK)] == expect_after(log[-1][0]),
           "the live disk lost writes")
 
-    # Rebase: a raw image of the frozen disk replaces base + layer 1; the client sees no change.
+    # Rebase: a new archive of the frozen disk replaces base + layer 1; the client sees no change.
     img2 = wd("frozen.raw")
-    fro2 = Server(wd, img, overlay=ovl + ".1", read_only=True, sock="frozen2.sock")
+    fro2 = Server(wd, arc, overlay=ovl + ".1", read_only=True, sock="frozen2.sock")
     run(["qemu-img", "convert", "-f", "raw", "-O", "raw", fro2.uri, img2])
     fro2.stop()
-    r = srv.ctl({"cmd": "rebase", "layer": 1, "archive": img2})
+    arc2 = pack(img2, wd("frozen.vmsnap"))
+    r = srv.ctl({"cmd": "rebase", "layer": 1, "archive": arc2})
     check(r.get("ok"), "rebase failed: %r" % r)
     check(not os.path.exists(ovl + ".1"), "folded layer file left behind")
     check(c.read(0, NBLK * 4096) == live, "rebase changed what the client reads")
     c.close()
     check(srv.stop() == 0, "server did not exit cleanly")
-    # The overlay now belongs to the new base.
-    srv3 = Server(wd, img2, overlay=ovl, sock="again.sock")
+    # The overlay now belongs to the new archive; the old one is refused.
+    p = run([srv.proc.args[0], "serve", arc, "--socket", wd("x.sock"), "--overlay", ovl], ok=False)
+    check(p.returncode == 1 and "belongs to archive" in p.stderr, "old archive accepted after rebase")
+    srv3 = Server(wd, arc2, overlay=ovl, sock="again.sock")
     c = Client(srv3.sock)
     check(c.read(0, NBLK * 4096) == live, "reopened on the new base, the disk differs")
     c.close()

@@ -14,7 +14,7 @@ def test(wd):
     img = wd("disk.raw")
     size = 8 * MiB
     make_image(img, size, [(0, size)])
-    srv = Server(wd, img)
+    srv = Server(wd, img, raw=True)
     idle = [Client(srv.sock) for _ in range(8)]  # several sessions open at once
 
     # Handshake: bad option magic, unknown client flags, huge option length, unknown option, EXPORT_NAME of

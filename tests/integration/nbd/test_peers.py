@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""vmsnap serve against independent NBD peers: qemu-img compare/convert, qemu-io patterns read back, nbdinfo
+"""vmsnap serve ARCHIVE against independent NBD peers, compared with the raw image the archive was packed from: qemu-img compare/convert, qemu-io patterns read back, nbdinfo
 (size, block status), nbdcopy both ways; temporary overlay removed at exit; socket mode 0600; read-only."""
 import filecmp
 import os
 import stat
 import subprocess
 
-from nbdtest import Server, check, main, make_image, need, run
+from nbdtest import VMSNAP, Server, check, main, make_image, need, pack, run
 
 MiB = 1 << 20
 
@@ -18,7 +18,8 @@ def test(wd):
     make_image(img, size, [(0, 3 * MiB), (10 * MiB + 1234, 2 * MiB), (size - 20000, 20000)])
     tmpdir = wd("tmp")
     os.mkdir(tmpdir)
-    srv = Server(wd, img, env=dict(os.environ, TMPDIR=tmpdir))
+    arc = pack(img, wd("disk.vmsnap"))
+    srv = Server(wd, arc, env=dict(os.environ, TMPDIR=tmpdir))
     check(stat.S_IMODE(os.stat(srv.sock).st_mode) == 0o600, "socket mode is not 0600")
     check(len(os.listdir(tmpdir)) == 1, "no temporary overlay was created")
 
@@ -73,12 +74,21 @@ def test(wd):
     check(os.listdir(tmpdir) == [], "temporary overlay left behind: %r" % os.listdir(tmpdir))
 
     # Read-only: reads work, writes are refused with EPERM, the base is untouched.
-    ro = Server(wd, img, read_only=True, sock="ro.sock")
+    ro = Server(wd, arc, read_only=True, sock="ro.sock")
     p = run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 4096", ro.uri], ok=False)
     check(p.returncode != 0 or "Operation not permitted" in p.stdout + p.stderr or "read-only" in p.stdout + p.stderr,
           "write on a read-only export did not fail: " + p.stdout + p.stderr)
     run(["qemu-img", "compare", "-f", "raw", "-F", "raw", ro.uri, img])
     check(ro.stop() == 0, "read-only serve did not exit 0")
+
+    # Bad input: a missing disk index, a file that is no archive.
+    p = run([VMSNAP, "serve", arc, "--socket", wd("x.sock"), "--disk", "1"], ok=False)
+    check(p.returncode == 1 and "no disk 1" in p.stderr, "--disk 1 of a one-disk archive: " + p.stderr)
+    p = run([VMSNAP, "serve", img, "--socket", wd("x.sock")], ok=False)
+    check(p.returncode == 1 and p.stderr.startswith("vmsnap: ") and p.stderr.count("\n") == 1,
+          "a raw image given as archive: " + p.stderr)
+    p = run([VMSNAP, "serve", arc], ok=False)
+    check(p.returncode == 2, "missing --socket is not a usage error")
 
 
 main(test)
