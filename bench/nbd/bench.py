@@ -2,13 +2,17 @@
 """NBD throughput: vmsnap serve against qemu-nbd serving the same raw image, same client (qemu-img bench over
 nbd+unix), same run. Prints a table of MiB/s and the ratio vmsnap / qemu-nbd.
 
-usage: bench/nbd/bench.py [--vmsnap PATH] [--size MiB] [--archive ARCHIVE]
-  With --archive (a .vmsnap packed from the same image), the cold-read row reads through the archive too.
+usage: bench/nbd/bench.py [--vmsnap PATH] [--size MiB] [--raw]
+  vmsnap serves a .vmsnap archive packed (lz4, default options) from the image qemu-nbd serves; --raw makes it
+  serve the raw image instead. The image is half random, half repetitive (compressible) data. "Cold" means the
+  server has not read that data before; the files themselves were just written, so the host page cache holds
+  them for both servers alike.
 
 Cases (each server fresh unless noted):
-  seq read cold   sequential 1 MiB reads of data nobody wrote (vmsnap: from the base)
-  seq read warm   the same again on the same server (page cache / archive cache warm)
-  rand read 4k    4 KiB reads in a scattered order (stride 4 KiB * 1021 modulo the disk), warm
+  seq read cold   sequential 1 MiB reads of data nobody wrote (vmsnap: decompressed from the archive)
+  seq read warm   the same again on the same server
+  rand read 4k cold  4 KiB reads in a scattered order (stride 4 KiB * 1021 modulo the disk), fresh server
+  rand read 4k warm  the same again
   seq write first sequential 1 MiB writes into space never written (vmsnap: fresh overlay; qemu-nbd: a fresh
                   sparse image, since overwriting its cached image would skip the allocation both pay)
   seq write again the same again (vmsnap: overlay hits)
@@ -81,16 +85,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vmsnap", default=os.environ.get("VMSNAP", "build/vmsnap"))
     ap.add_argument("--size", type=int, default=512, help="disk size in MiB")
-    ap.add_argument("--archive")
+    ap.add_argument("--raw", action="store_true")
     a = ap.parse_args()
     size = a.size * MiB
     wd = tempfile.mkdtemp(prefix="vmsnap-bench-nbd.")
     try:
         img = os.path.join(wd, "disk.raw")
         with open(img, "wb") as f:
-            chunk = os.urandom(MiB)
+            text = (b"vmsnap benchmark block of fairly repetitive text %08d\n" * 10000)[:MiB // 2]
             for i in range(a.size):
-                f.write(chunk[i % 7:] + chunk[:i % 7])
+                f.write(os.urandom(MiB // 2) + text)
+        archive = None
+        if not a.raw:
+            archive = os.path.join(wd, "disk.vmsnap")
+            subprocess.run([a.vmsnap, "pack", img, "-o", archive, "--quiet"], check=True)
         seq_n, rnd_n = a.size, 40000
         stride = 4096 * 1021
         rows = []
@@ -102,10 +110,13 @@ def main():
             subprocess.run(["sync"])
             # Reads: one server for cold then warm (cold = first touch through the server; the source file
             # itself was just written and may be in the host page cache for both servers alike).
-            s = Srv(kind, a.vmsnap, work, wd, a.archive if kind == "vmsnap" else None)
+            s = Srv(kind, a.vmsnap, work, wd, archive if kind == "vmsnap" else None)
             r = {"seq read cold": bench(s.uri, size, MiB, seq_n),
-                 "seq read warm": bench(s.uri, size, MiB, seq_n),
-                 "rand read 4k": bench(s.uri, size, 4096, rnd_n, step=stride)}
+                 "seq read warm": bench(s.uri, size, MiB, seq_n)}
+            s.stop()
+            s = Srv(kind, a.vmsnap, work, wd, archive if kind == "vmsnap" else None)
+            r["rand read 4k cold"] = bench(s.uri, size, 4096, rnd_n, step=stride)
+            r["rand read 4k warm"] = bench(s.uri, size, 4096, rnd_n, step=stride)
             r["seq write first"] = bench(s.uri, size, MiB, seq_n, write=True)
             r["seq write again"] = bench(s.uri, size, MiB, seq_n, write=True)
             r["rand write 4k"] = bench(s.uri, size, 4096, rnd_n, write=True, step=stride)
@@ -117,17 +128,17 @@ def main():
                 sparse = os.path.join(wd, "sparse.raw")
                 with open(sparse, "wb") as f:
                     f.truncate(size)
-                s = Srv(kind, a.vmsnap, sparse, wd)
+                s = Srv(kind, a.vmsnap, sparse, wd, None)
                 r["seq write first"] = bench(s.uri, size, MiB, seq_n, write=True)
                 s.stop()
                 os.unlink(sparse)
             rows.append(r)
-        print("%-18s %12s %12s %8s" % ("case", "qemu-nbd", "vmsnap", "ratio"))
+        print("%-18s %15s %15s %8s" % ("case", "qemu-nbd", "vmsnap", "ratio"))
         for k in rows[0]:
             q, v = rows[0][k], rows[1][k]
             print("%-18s %9.0f MiB/s %9.0f MiB/s %7.2fx" % (k, q, v, v / q))
-        print("(%d MiB disk, qemu-img bench -d 8 over nbd+unix, %d seq / %d random ops per case)" %
-              (a.size, seq_n, rnd_n))
+        print("(%d MiB disk, vmsnap serving %s, qemu-img bench -d 8 over nbd+unix, %d seq / %d random ops)" %
+              (a.size, "the raw image" if a.raw else "an lz4 archive", seq_n, rnd_n))
     finally:
         shutil.rmtree(wd, ignore_errors=True)
 

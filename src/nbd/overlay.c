@@ -462,7 +462,9 @@ int nbd_overlay_extent(struct nbd_overlay *o, uint64_t off, uint64_t len, uint64
     if (len == 0)
         return vs_err_set(e, EINVAL, "empty extent query");
     pthread_rwlock_rdlock(&o->stack_lock);
-    uint64_t end = off + len, b = off / NBD_BLOCK_SIZE;
+    /* Scan at most 64 MiB per call: a shorter run is allowed, and callers looping over many extents stay linear. */
+    uint64_t end = VS_MIN(off + len, (off / NBD_BLOCK_SIZE + LAYER_CHUNK_BLOCKS) * NBD_BLOCK_SIZE);
+    uint64_t b = off / NBD_BLOCK_SIZE;
     unsigned st;
     int src = block_source(o, o->nlayers, b, &st);
     if (src == SRC_BASE) {
