@@ -8,10 +8,12 @@
 /* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
 const struct cli_command cli_commands[] = {
     { "pack", cmd_pack,
-      "pack DISK.raw [DISK2.raw ...] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
+      "pack DISK [DISK2 ...] [--format raw|qcow2] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
       "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
-      "Pack raw disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
-      "checksummed, random-access archive. Holes in the inputs cost nothing. With --parent, store only the blocks\n"
+      "Pack disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
+      "checksummed, random-access archive. Disks are raw files, block devices or qcow2 images (v2/v3, compressed\n"
+      "and zero clusters, subclusters, raw/qcow2 backing files; encrypted images and external data files are\n"
+      "refused), detected by magic unless --format says. Holes and unallocated clusters cost nothing. With --parent, store only the blocks\n"
       "that differ from ARCHIVE (a thin archive that needs its parent to be read). --memory accepts a pipe." },
     { "info", cmd_info, "info ARCHIVE [--json]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
