@@ -38,7 +38,7 @@ int img_file_pread(struct img *im, void *buf, size_t len, uint64_t off, bool zer
     if (have < len && !zero_tail)
         return vs_err_set(e, EIO, "'%s': %zu bytes at offset %" PRIu64 " pass the end of the file (%" PRIu64
                           " bytes): truncated image", im->name, len, off, im->file_size);
-    if (im->mem) {
+    if (im->mem && have) {
         memcpy(buf, im->mem + off, have);
     } else if (have) {
         ssize_t n = vs_pread_full(im->fd, buf, have, (off_t)off);
@@ -171,7 +171,7 @@ int img_open_backing(struct img *parent, const char *name, enum img_format fmt, 
         return vs_err_set(e, ELOOP, "'%s': backing chain deeper than %d images (a loop?)", parent->name,
                           IMG_MAX_CHAIN);
     static const char *const protocols[] = { "json:", "file:", "nbd:", "nbd+", "http:", "https:", "ftp:", "ftps:",
-                                             "ssh:", "iscsi:", "gluster", "rbd:", "sheepdog:", "vvfat:" };
+                                             "ssh:", "iscsi:", "gluster:", "gluster+", "rbd:", "sheepdog:", "vvfat:" };
     bool proto = !*name;
     for (size_t i = 0; i < VS_ARRAY_SIZE(protocols); i++)
         proto |= !strncmp(name, protocols[i], strlen(protocols[i]));

@@ -269,7 +269,7 @@ static int q_map(struct img *im, uint64_t off, uint64_t maxlen, struct q_run *ru
         run->host = ent;
     } else if (ent & Q_L2_RESERVED || (ent & Q_L2_ZERO && (q->version == 2 || q->ext_l2))) {
         bad = "reserved bits set";
-    } else if (host & (cs - 1) || host >= im->file_size) {
+    } else if (host & (cs - 1) || (host >= im->file_size && (q->ext_l2 ? (uint32_t)bitmap : !(ent & Q_L2_ZERO)))) {
         bad = "a data cluster unaligned or outside the file";
     } else if (q->ext_l2) {
         unsigned sc = (unsigned)(co >> q->sc_bits), end = sc + 1;
