@@ -46,5 +46,6 @@ int cmd_pack(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
+int cmd_mem(int argc, char **argv);
 
 #endif

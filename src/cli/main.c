@@ -23,6 +23,14 @@ const struct cli_command cli_commands[] = {
       "On an error reply, print QEMU's error class and description and exit 1.\n"
       "JSON-ARGUMENTS is a JSON object. --timeout bounds each wait (default 30 s).\n"
       "VMSNAP_QMP_DEBUG=1 logs the QMP traffic to stderr." },
+    { "mem", cmd_mem,
+      "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | serve DIR MOUNTPOINT | "
+      "load --qmp SOCKET STREAM [--json])",
+      "Memory as pages (building blocks of lazy resume). split: parse a QEMU migration stream into a checksummed\n"
+      "page image of the named RAM blocks (default \"mem\") plus a device stream without those pages; a stream it\n"
+      "does not understand is refused as unsupported. reassemble: the inverse, a stream QEMU loads. serve: mount\n"
+      "the image's blocks as FUSE files (for -object memory-backend-file,share=off) until SIGINT/SIGTERM; a page\n"
+      "that fails its checksum fails the read. load: feed a stream to a QEMU started with -incoming defer." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },
