@@ -170,7 +170,7 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
     }
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     if (fuse_opt_add_arg(&args, "vmsnap") || fuse_opt_add_arg(&args, "-o")
-        || fuse_opt_add_arg(&args, "fsname=vmsnap-pages,subtype=vmsnap,max_read=1048576")) {
+        || fuse_opt_add_arg(&args, "fsname=vmsnap-pages,subtype=vmsnap")) {
         fuse_opt_free_args(&args);
         pf_unmount(m);
         return vs_err_set(e, -ENOMEM, "FUSE arguments");
