@@ -118,7 +118,8 @@ static int ra_setup_done(void *opaque, vs_err *e)
 int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e)
 {
     struct reasm ra = { .out_fd = out_fd, .r = r };
-    VS_AUTOFREE uint8_t *page = ra.page = vs_xmalloc(MS_PAGE_SIZE);
+    VS_AUTOFREE uint8_t *page = vs_xmalloc(MS_PAGE_SIZE);
+    ra.page = page;
     struct ms_ops ops = { .blocks = ra_blocks, .page = ra_page, .device = ra_write,
                           .ram_setup_done = ra_setup_done, .opaque = &ra };
     MS_AUTOFREE struct ms_parser *p = NULL;

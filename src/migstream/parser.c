@@ -152,8 +152,11 @@ static const uint8_t *take(struct ms_parser *p, const uint8_t **in, size_t *len)
     return p->hold;
 }
 
-static const char *flag_name(unsigned f)
+/* Name of the first flag that makes a record unsupported. */
+static const char *flag_name(unsigned kind)
 {
+    unsigned odd = kind & ~(MS_RAM_ZERO | MS_RAM_PAGE);
+    unsigned f = odd ? odd & -odd : kind;
     switch (f) {
     case MS_RAM_FULL: return "FULL (obsolete)";
     case MS_RAM_MEM_SIZE: return "MEM_SIZE";
@@ -177,6 +180,24 @@ static int tail_append(struct ms_parser *p, const uint8_t *b, size_t n, vs_err *
     memcpy(p->tail + p->tail_len, b, n);
     p->tail_len += n;
     return emit(p, b, n, e);
+}
+
+/* Stream bytes in a message: printable ASCII kept, the rest as \xNN (messages stay one line). */
+static const char *printable(const uint8_t *b, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, b[i] >= 0x20 && b[i] < 0x7f ? "%c" : "\\x%02x", b[i]);
+    out[o] = 0;
+    return out;
+}
+
+static bool is_printable(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] < 0x20 || b[i] >= 0x7f)
+            return false;
+    return true;
 }
 
 static struct ms_block *find_block(struct ms_parser *p, const uint8_t *name, size_t len)
@@ -280,7 +301,7 @@ static int on_top(struct ms_parser *p, uint8_t t, vs_err *e)
 
 static int on_sub_name(struct ms_parser *p, const uint8_t *b, vs_err *e)
 {
-    char name[256];
+    char name[256 * 4 + 8];
     memcpy(name, b, p->name_len);
     name[p->name_len] = 0;
     if (strcmp(name, "configuration/target-page-bits") == 0) {
@@ -291,7 +312,7 @@ static int on_sub_name(struct ms_parser *p, const uint8_t *b, vs_err *e)
     } else if (strcmp(name, "configuration/uuid") == 0) {
         go(p, S_SUB_UUID, 16);
     } else {
-        return unsupported(p, e, "configuration subsection '%s'", name);
+        return unsupported(p, e, "configuration subsection '%s'", printable(b, p->name_len, name, sizeof name));
     }
     return emit(p, b, p->name_len + 4u, e);
 }
@@ -301,8 +322,8 @@ static int on_block(struct ms_parser *p, const uint8_t *b, vs_err *e)
     if (p->nblocks == MS_MAX_BLOCKS)
         return unsupported(p, e, "more than %u RAM blocks", MS_MAX_BLOCKS);
     struct ms_block *blk = &p->blocks[p->nblocks];
-    if (p->name_len == 0 || memchr(b, 0, p->name_len))
-        return malformed(p, e, "bad RAM block name");
+    if (p->name_len == 0 || !is_printable(b, p->name_len))
+        return malformed(p, e, "RAM block name not printable");
     if (find_block(p, b, p->name_len))
         return malformed(p, e, "RAM block '%.*s' listed twice", p->name_len, (const char *)b);
     memcpy(blk->name, b, p->name_len);
@@ -416,8 +437,8 @@ static int step(struct ms_parser *p, const uint8_t *b, vs_err *e)
     case S_CFG_NAME:
         memcpy(p->sum.machine, b, p->need);
         p->sum.machine[p->need] = 0;
-        if (strlen(p->sum.machine) != p->need)
-            return malformed(p, e, "NUL in the machine type");
+        if (!is_printable(b, p->need))
+            return malformed(p, e, "machine type not printable");
         go(p, S_TOP, 1);
         return emit(p, b, strlen(p->sum.machine), e);
     case S_SUB_LEN:
@@ -457,9 +478,10 @@ static int step(struct ms_parser *p, const uint8_t *b, vs_err *e)
         return emit(p, b, 5, e);
     case S_START_ID: {
         uint32_t ver = vs_get_be32(b + p->name_len + 4);
+        char nm[256 * 4 + 8];
         if (p->name_len != 3 || memcmp(b, "ram", 3) != 0)
-            return unsupported(p, e, "iterable section '%.*s' (only 'ram' is understood)", p->name_len,
-                               (const char *)b);
+            return unsupported(p, e, "iterable section '%s' (only 'ram' is understood)",
+                               printable(b, p->name_len, nm, sizeof nm));
         if (ver != MS_RAM_VERSION)
             return unsupported(p, e, "ram section version %" PRIu32, ver);
         p->ctx = CTX_START;
@@ -500,8 +522,9 @@ static int step(struct ms_parser *p, const uint8_t *b, vs_err *e)
         return 0;
     case S_REC_NAME: {
         struct ms_block *blk = find_block(p, b, p->name_len);
+        char nm[256 * 4 + 8];
         if (!blk)
-            return malformed(p, e, "page of unknown RAM block '%.*s'", p->name_len, (const char *)b);
+            return malformed(p, e, "page of unknown RAM block '%s'", printable(b, p->name_len, nm, sizeof nm));
         p->last_block = blk;
         return check_range(p, e);
     }
@@ -606,9 +629,11 @@ static int check_devices(struct ms_parser *p, json_t *desc, size_t end, vs_err *
             }
             at = hs + 1;
         }
+        char nm[256 * 4 + 8];
         if (!hit)
             return malformed(p, e, "device section '%s' instance %" JSON_INTEGER_FORMAT
-                             " of the JSON description not found in order", name, json_integer_value(inst));
+                             " of the JSON description not found in order",
+                             printable((const uint8_t *)name, nl, nm, sizeof nm), json_integer_value(inst));
         pos = (size_t)(hit - p->tail) + 1;
     }
     if (i == 0 && end != 0)
