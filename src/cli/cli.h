@@ -46,6 +46,11 @@ int cmd_pack(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
+int cmd_internal(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_dirty_rate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
 
 #endif
