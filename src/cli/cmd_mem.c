@@ -2,8 +2,12 @@
  *   split       migration stream -> page image (split RAM blocks) + device stream
  *   reassemble  page image + device stream -> a complete migration stream
  *   serve       page image -> FUSE files (one per block) until SIGINT/SIGTERM
- *   load        feed a stream to a QEMU waiting with -incoming defer (getfd + pipe + migrate-incoming fd:) */
+ *   pack        page image + device stream -> a .vmsnap archive (RAM streams per block + device stream)
+ *   load        feed a stream (or an archive's device stream) to a QEMU waiting with -incoming defer
+ *               (getfd + pipe + migrate-incoming fd:)
+ * serve and load take a page image directory or such an archive. */
 #include "cli/cli.h"
+#include "archive/archive.h"
 #include "migstream/migstream.h"
 #include "pagefs/pagefs.h"
 #include "qmp/qmp.h"
@@ -231,6 +235,53 @@ static int mem_reassemble(int argc, char **argv)
     return r < 0 ? cli_fail_err(&e) : CLI_OK;
 }
 
+/* ---- pack ------------------------------------------------------------------------------------------------- */
+static int mem_pack(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "output", required_argument, NULL, 'o' }, { "compress", required_argument, NULL, 'c' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct arc_writer_opts wo;
+    arc_writer_opts_init(&wo);
+    const char *out = NULL;
+    vs_err e = { 0 };
+    int c;
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        if (c == 'o')
+            out = optarg;
+        else if (c == 'c' && arc_parse_codec(optarg, &wo.codec, &wo.level, &e) < 0)
+            return cli_usage("mem", "%s", e.msg);
+        else if (c != 'c')
+            return cli_usage("mem", "bad option to 'mem pack'");
+    }
+    if (optind != argc - 1 || !out)
+        return cli_usage("mem", "usage: mem pack DIR -o OUT.vmsnap [--compress CODEC]");
+    const char *dir = argv[optind];
+    struct pf_image *im = NULL;
+    if (pf_image_open(dir, &im, &e) < 0)
+        return cli_fail_err(&e);
+    VS_AUTOFREE char *dev = vs_xasprintf("%s/device.stream", dir);
+    VS_AUTOCLOSE int dfd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (dfd < 0) {
+        pf_image_close(im);
+        return cli_fail("cannot open %s: %s", dev, strerror(errno));
+    }
+    struct arc_writer *w = NULL;
+    int r = arc_writer_create(out, &wo, &w, &e);
+    if (r == 0)
+        r = pf_image_to_archive(im, w, &e);
+    if (r == 0 && (r = arc_writer_begin(w, ARC_KIND_OTHER, PF_ARC_DEVICE, ARC_SIZE_UNKNOWN, &e)) == 0
+        && (r = arc_writer_stream_from_fd(w, dfd, NULL, &e)) == 0)
+        r = arc_writer_end(w, &e);
+    pf_image_close(im);
+    if (r < 0) {
+        arc_writer_abort(w);
+        return cli_fail_err(&e);
+    }
+    return arc_writer_finish(w, &e) < 0 ? cli_fail_err(&e) : CLI_OK;
+}
+
 /* ---- serve ------------------------------------------------------------------------------------------------- */
 struct sv_file { struct pf_image *im; unsigned i; };
 
@@ -243,21 +294,41 @@ static int sv_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e)
 static volatile sig_atomic_t stop_signal;
 static void on_stop(int sig) { stop_signal = sig; }
 
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static int mem_serve(int argc, char **argv)
 {
     if (argc != 3)
-        return cli_usage("mem", "usage: mem serve DIR MOUNTPOINT");
+        return cli_usage("mem", "usage: mem serve DIR|ARCHIVE MOUNTPOINT");
     const char *dir = argv[1], *mnt = argv[2];
     vs_err e = { 0 };
     struct pf_image *im = NULL;
-    if (pf_image_open(dir, &im, &e) < 0)
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    struct pf_file *afiles = NULL;
+    unsigned n = 0;
+    const struct pf_image_block *b = NULL;
+    if (!is_dir(dir)) {
+        if (arc_open(dir, NULL, &a, &e) < 0 || pf_archive_files(a, &afiles, &n, &e) < 0)
+            return cli_fail_err(&e);
+        if (n == 0) {
+            pf_archive_files_free(afiles, n);
+            return cli_fail("%s holds no RAM streams (\"%s...\")", dir, PF_ARC_RAM_PREFIX);
+        }
+    } else if (pf_image_open(dir, &im, &e) < 0) {
         return cli_fail_err(&e);
-    const struct pf_image_block *b;
-    unsigned n = pf_image_blocks(im, &b);
+    } else {
+        n = pf_image_blocks(im, &b);
+    }
     struct pf_file files[MS_MAX_BLOCKS];
     struct sv_file sf[MS_MAX_BLOCKS];
     char names[MS_MAX_BLOCKS][256];
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < n && a; i++)
+        files[i] = afiles[i];
+    for (unsigned i = 0; i < n && !a; i++) {
         snprintf(names[i], sizeof names[i], "%s", b[i].name);
         for (char *c = names[i]; *c; c++)   /* block names may hold '/': flatten for a file name */
             if (*c == '/')
@@ -277,6 +348,7 @@ static int mem_serve(int argc, char **argv)
     int r = pf_mount(mnt, files, n, &m, &e);
     if (r < 0) {
         pf_image_close(im);
+        pf_archive_files_free(afiles, a ? n : 0);
         return cli_fail_err(&e);
     }
     printf("ready %s\n", mnt);
@@ -287,6 +359,7 @@ static int mem_serve(int argc, char **argv)
     pf_get_stats(m, &st);
     pf_unmount(m);
     pf_image_close(im);
+    pf_archive_files_free(afiles, a ? n : 0);
     json_t *j = json_pack("{s:I, s:I, s:I, s:s}", "reads", (json_int_t)st.reads, "bytes", (json_int_t)st.bytes,
                           "errors", (json_int_t)st.errors, "first_error", st.first_error);
     char *txt = json_dumps(j, JSON_COMPACT);
@@ -340,11 +413,20 @@ static int mem_load(int argc, char **argv)
     if (optind != argc - 1 || !sock)
         return cli_usage("mem", "usage: mem load --qmp SOCKET STREAM [--json]");
     const char *in = argv[optind];
-    VS_AUTOCLOSE int sfd = open(in, O_RDONLY | O_CLOEXEC);
-    if (sfd < 0)
-        return cli_fail("cannot open %s: %s", in, strerror(errno));
     vs_err e = { 0 };
     double t0 = vs_now_s();
+    /* An archive with a device stream feeds it through arc_pread (checked blocks); anything else is a stream. */
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    int dev = ARC_STREAM_NONE;
+    struct arc_stream_info si = { 0 };
+    if (arc_open(in, NULL, &a, &e) == 0) {
+        if ((dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE)) == ARC_STREAM_NONE)
+            return cli_fail("%s has no \"%s\" stream (not a paged memory snapshot)", in, PF_ARC_DEVICE);
+        arc_stream_get(a, (unsigned)dev, &si);
+    }
+    VS_AUTOCLOSE int sfd = a ? -1 : open(in, O_RDONLY | O_CLOEXEC);
+    if (!a && sfd < 0)
+        return cli_fail("cannot open %s: %s", in, strerror(errno));
     QMP_AUTOCLOSE struct qmp *q = NULL;
     if (qmp_connect(sock, NULL, &q, &e) < 0)
         return cli_fail_err(&e);
@@ -363,7 +445,14 @@ static int mem_load(int argc, char **argv)
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = read(sfd, buf, 1 << 20);
+        ssize_t n;
+        if (a) {
+            n = (ssize_t)VS_MIN((uint64_t)1 << 20, si.size - total);
+            if (n > 0 && arc_pread(a, (unsigned)dev, buf, (size_t)n, total, &e) < 0)
+                return cli_fail_err(&e);   /* QEMU sees the pipe close early: its load fails */
+        } else {
+            n = read(sfd, buf, 1 << 20);
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -397,9 +486,10 @@ int cmd_mem(int argc, char **argv)
 {
     static const struct { const char *name; int (*fn)(int, char **); } sub[] = {
         { "split", mem_split }, { "reassemble", mem_reassemble }, { "serve", mem_serve }, { "load", mem_load },
+        { "pack", mem_pack },
     };
     if (argc < 2)
-        return cli_usage("mem", "missing subcommand (split, reassemble, serve, load)");
+        return cli_usage("mem", "missing subcommand (split, reassemble, pack, serve, load)");
     for (size_t i = 0; i < VS_ARRAY_SIZE(sub); i++)
         if (strcmp(argv[1], sub[i].name) == 0)
             return sub[i].fn(argc - 1, argv + 1);

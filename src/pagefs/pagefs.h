@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "archive/archive.h"
 #include "util/util.h"
 
 #define PF_PAGE_SIZE 4096u
@@ -58,5 +59,15 @@ unsigned pf_image_blocks(const struct pf_image *im, const struct pf_image_block 
 int pf_image_read(struct pf_image *im, unsigned i, void *buf, size_t len, uint64_t off, vs_err *e);
 /* Whether page off of block i was never written or written as zero. */
 bool pf_image_is_zero(struct pf_image *im, unsigned i, uint64_t off);
+
+
+/* ---- RAM in an archive ---------------------------------------------------------------------------------- */
+#define PF_ARC_RAM_PREFIX "ram/"           /* stream "ram/<idstr>": one RAM block, page-addressed */
+#define PF_ARC_DEVICE "memory-device"      /* the migration stream without the split blocks' pages */
+/* One pf_file per RAM stream of a (held open) archive, reading through arc_pread. */
+int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e);
+void pf_archive_files_free(struct pf_file *files, unsigned n);
+/* Write each block of the image as a RAM stream (zero pages as zero blocks). The caller adds PF_ARC_DEVICE. */
+int pf_image_to_archive(struct pf_image *im, struct arc_writer *w, vs_err *e);
 
 #endif

@@ -122,19 +122,22 @@ def check_resumed(vm, before, what):
     return agent
 
 
-def find_pattern_page(img, page_index):
-    """Offset in the image of pattern page page_index (its first word is unique)."""
-    word = pat(SEED, page_index * 512).to_bytes(8, "little")
-    with open(img, "rb") as f:
-        off = 0
+def find_pattern_page(path, page_index):
+    """Offset in path of pattern page page_index's first two words (unique; any alignment)."""
+    i = page_index * 512
+    word = pat(SEED, i).to_bytes(8, "little") + pat(SEED, i + 1).to_bytes(8, "little")
+    with open(path, "rb") as f:
+        base, prev = 0, b""
         while True:
-            buf = f.read(1 << 20)
+            buf = f.read(1 << 22)
             if not buf:
                 return None
-            for i in range(0, len(buf), 4096):
-                if buf[i:i + 8] == word:
-                    return off + i
-            off += len(buf)
+            data = prev + buf
+            k = data.find(word)
+            if k >= 0:
+                return base - len(prev) + k
+            prev = data[-15:]
+            base += len(buf)
 
 
 def test():
@@ -186,28 +189,18 @@ def run(work, servers):
                 src.qmp.cmd("cont")
         src.kill()
 
-    # ---- lazy -----------------------------------------------------------------------------------------------
     mnt = os.path.join(work, "mnt")
-    srv = Server(image, mnt)
-    servers.append(srv)
     backend = ["-object", f"memory-backend-file,id=mem,size={MEM},mem-path={mnt}/mem,share=off"]
-    vm, res = restore("lazy", backend, os.path.join(image, "device.stream"))
-    with vm:
-        rss0 = rss_kib(vm.proc.pid)
-        agent = check_resumed(vm, snap_state, "lazy")
-        rss1 = rss_kib(vm.proc.pid)
-        v1 = agent.cmd("verify")
-        rss2 = rss_kib(vm.proc.pid)
-        v2 = agent.cmd("verify")
-        log(f"lazy: load {res}; RSS {rss0} KiB at running, {rss1} KiB after status, {rss2} KiB after verify; "
-            f"verify {v1.int('ms')} ms first, {v2.int('ms')} ms second")
-        check(rss2 - rss1 >= FILL_MIB * 1024 * 3 // 4, f"RSS did not grow by the pattern when touched: {rss1} -> {rss2}")
-        check(rss0 < 256 * 1024 - FILL_MIB * 1024 // 2,
-              f"RSS {rss0} KiB right after resume: RAM was not left in the image")
-        lazy_res = res
-    stats = srv.stop()
-    check_eq(stats["errors"], 0, "page read errors")
-    check(stats["bytes"] >= FILL_MIB << 20, f"FUSE served less than the pattern: {stats}")
+
+    # ---- lazy, from the page image ------------------------------------------------------------------------------
+    lazy_res = lazy_resume("lazy", image, os.path.join(image, "device.stream"), mnt, backend, snap_state, servers)
+
+    # ---- lazy, from an archive (RAM stream per block, read through arc_pread) -----------------------------------
+    arc = os.path.join(work, "ram.vmsnap")
+    vmtest.vmsnap("mem", "pack", image, "-o", arc)
+    vmtest.vmsnap("verify", arc)
+    log(f"archive: {os.path.getsize(arc)} bytes")
+    lazy_resume("lazy-arc", arc, arc, mnt, backend, snap_state, servers)
 
     # ---- eager: reassembled stream into plain RAM --------------------------------------------------------------
     full = os.path.join(work, "full.stream")
@@ -220,19 +213,51 @@ def run(work, servers):
             f"{lazy_res['running_s'] / res['running_s']:.3f}")
     os.unlink(full)
 
-    # ---- corrupt: one pattern page damaged ---------------------------------------------------------------------
-    img = os.path.join(image, "block0.img")
-    off = find_pattern_page(img, FILL_MIB * 256 // 2)
-    check(off is not None, "pattern page not found in the page image")
-    with open(img, "r+b") as f:
+    # ---- damaged pages: in the page image, and in an uncompressed archive ---------------------------------------
+    raw = os.path.join(work, "raw.vmsnap")
+    vmtest.vmsnap("mem", "pack", image, "-o", raw, "--compress", "none")
+    damaged("corrupt", os.path.join(image, "block0.img"), image, os.path.join(image, "device.stream"), mnt, backend,
+            servers)
+    check(vmtest.vmsnap("mem", "pack", image, "-o", os.path.join(work, "x.vmsnap"), check=False).returncode == 1,
+          "pack accepted a damaged page image")
+    damaged("corrupt-arc", raw, raw, raw, mnt, backend, servers, "block")
+
+
+def lazy_resume(name, source, device, mnt, backend, snap_state, servers):
+    srv = Server(source, mnt)
+    servers.append(srv)
+    vm, res = restore(name, backend, device)
+    with vm:
+        rss0 = rss_kib(vm.proc.pid)
+        agent = check_resumed(vm, snap_state, name)
+        rss1 = rss_kib(vm.proc.pid)
+        v1 = agent.cmd("verify")
+        rss2 = rss_kib(vm.proc.pid)
+        v2 = agent.cmd("verify")
+        log(f"{name}: load {res}; RSS {rss0} KiB at running, {rss1} KiB after status, {rss2} KiB after verify; "
+            f"verify {v1.int('ms')} ms first, {v2.int('ms')} ms second")
+        check(rss2 - rss1 >= FILL_MIB * 1024 * 3 // 4, f"RSS did not grow by the pattern when touched: {rss1} -> {rss2}")
+        check(rss0 < 256 * 1024 - FILL_MIB * 1024 // 2,
+              f"RSS {rss0} KiB right after resume: RAM was not left in the image")
+    stats = srv.stop()
+    check_eq(stats["errors"], 0, f"{name}: page read errors")
+    check(stats["bytes"] >= FILL_MIB << 20, f"{name}: FUSE served less than the pattern: {stats}")
+    return res
+
+
+def damaged(name, path, source, device, mnt, backend, servers, what="checksum"):
+    """Flip a byte inside a pattern page stored in path: the guest must not verify it; QEMU dies of SIGBUS."""
+    off = find_pattern_page(path, FILL_MIB * 256 // 2)
+    check(off is not None, f"pattern page not found in {path}")
+    with open(path, "r+b") as f:
         f.seek(off + 100)
         b = f.read(1)
         f.seek(off + 100)
         f.write(bytes([b[0] ^ 0xff]))
-    log(f"corrupted the page at 0x{off:x} of block mem")
-    srv = Server(image, mnt)
+    log(f"{name}: damaged byte 0x{off + 100:x} of {os.path.basename(path)}")
+    srv = Server(source, mnt)
     servers.append(srv)
-    vm, res = restore("corrupt", backend, os.path.join(image, "device.stream"))
+    vm, res = restore(name, backend, device)
     with vm:
         agent = vm._agent
         agent.wait_heartbeats(3, timeout=30)
@@ -240,13 +265,12 @@ def run(work, servers):
         try:
             r = agent.cmd("verify", timeout=60, check=False)
         except vmtest.TestFailure as e:
-            log(f"verify on the damaged image: {e}")
-        check(r is None or not r.ok, f"the guest verified its pattern from a damaged page: {r}")
+            log(f"{name}: verify: {e}")
+        check(r is None or not r.ok, f"{name}: the guest verified its pattern from a damaged page: {r}")
         rc = vm.wait_exit(30)
-        log(f"QEMU exit status {rc}")
-        check_eq(rc, -signal.SIGBUS, "QEMU's fate reading a damaged page")
+        log(f"{name}: QEMU exit status {rc}")
+        check_eq(rc, -signal.SIGBUS, f"{name}: QEMU's fate reading a damaged page")
     stats = srv.stop()
-    check(stats["errors"] >= 1 and "checksum" in stats["first_error"], f"no checksum failure reported: {stats}")
-
+    check(stats["errors"] >= 1 and what in stats["first_error"], f"{name}: damage not reported: {stats}")
 
 vmtest.main(test)
