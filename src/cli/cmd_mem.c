@@ -437,8 +437,11 @@ static int mem_load(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int r = qmp_getfd(q, "vmsnap-incoming", rd, &e);
     close(VS_STEAL_FD(rd));
-    if (r == 0)
-        r = qmp_execute(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:vmsnap-incoming"), NULL, &e);
+    if (r == 0) {
+        json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
+        r = qmp_execute(q, "migrate-incoming", args, NULL, &e);
+        json_decref(args);
+    }
     if (r < 0)
         return cli_fail_err(&e);
     /* QEMU reads in its main loop: write everything, then close so it sees EOF. */
