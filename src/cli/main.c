@@ -59,6 +59,16 @@ const struct cli_command cli_commands[] = {
       "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
       "file instead of an archive. --control PATH opens the control socket (docs/CONTROL.md: freeze, status,\n"
       "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
+    { "mem", cmd_mem,
+      "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | pack DIR -o OUT.vmsnap "
+      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json])",
+      "Memory as pages (building blocks of lazy resume). split: parse a QEMU migration stream into a checksummed\n"
+      "page image of the named RAM blocks (default \"mem\") plus a device stream without those pages; a stream it\n"
+      "does not understand is refused as unsupported. reassemble: the inverse, a stream QEMU loads. serve: mount\n"
+      "the image's blocks as FUSE files (for -object memory-backend-file,share=off) until SIGINT/SIGTERM; a page\n"
+      "that fails its checksum fails the read. pack: the image as an archive (a RAM stream per block, zero pages\n"
+      "free, plus the device stream); serve and load read such an archive too (blocks checked as read).\n"
+      "load: feed a stream to a QEMU started with -incoming defer (getfd + pipe, migrate-incoming fd:)." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },
