@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""RAM patterns: what the agent writes verifies, a wrong seed fails with the first bad offset, and a fill too large
+for the guest is refused instead of getting the agent OOM-killed."""
+import os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import vmtest
+from vmtest import check, check_eq, log
+
+
+def test():
+    with vmtest.VM(mem="256M", name="mem") as vm:
+        agent = vm.agent()
+        r = agent.cmd("fill 64 seed=5")
+        log(f"fill: {r}")
+        check_eq(r.int("mib"), 64, "filled MiB")
+        r = agent.cmd("verify")
+        log(f"verify: {r}")
+        check_eq(r.int("seed"), 5, "verified seed")
+        bad = agent.cmd("verify seed=6", check=False)
+        log(f"verify with a wrong seed: {bad}")
+        check(not bad.ok, "verification with the wrong seed passed")
+        check_eq(bad.int("offset"), 0, "first bad offset")
+        st = agent.cmd("status")
+        check_eq((st.int("fill_mib"), st.int("fill_seed")), (64, 5), "status after fill")
+        too_big = agent.cmd("fill 1024", check=False)
+        check(not too_big.ok and "memory" in too_big.text, f"fill 1024 in 256M answered {too_big}")
+        check_eq(agent.cmd("status")["boot"], agent.boot_id, "boot id (agent must not have restarted)")
+        agent.cmd("fill 16 seed=9")
+        agent.cmd("verify seed=9")
+
+
+vmtest.main(test)
