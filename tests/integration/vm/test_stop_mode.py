@@ -1,11 +1,11 @@
 """issue 6: `snap --mode stop` keeps the VM paused until the archive is durable, then lets it run; the snapshot
-resumes where it was. Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
+resumes where it was, after the kernel and initrd it was started with are gone (a thick archive holds them). Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
 integer bytes, times seconds)."""
 import os
 import shutil
 import time
 
-from vmsnaptest import Booted, base_archive, check, guest_args, log, snap, tmpdir, vmtest
+from vmsnaptest import Booted, base_archive, check, log, snap, tmpdir, vmtest
 
 
 def check_json_types(doc, ints, numbers, strings, what):
@@ -23,7 +23,11 @@ def test():
     try:
         base = base_archive(d)
         ovl = os.path.join(d, "keep.ovl")
-        vm = Booted(base, d, "s", extra=guest_args(), args=["--ram", "128M", "--overlay", ovl])
+        g = vmtest.guest()
+        kernel = shutil.copy(g.kernel, os.path.join(d, "vmlinuz"))
+        initrd = shutil.copy(g.initrd, os.path.join(d, "initrd"))
+        extra = ["-kernel", kernel, "-initrd", initrd, "-append", g.append]
+        vm = Booted(base, d, "s", extra=extra, args=["--ram", "128M", "--overlay", ovl])
         info = vm.info
         log(f"boot --detach --json: {info}")
         check_json_types(info, ["qemu-pid"], ["start-to-running"], ["qmp", "console", "overlay", "rundir"], "boot")
@@ -62,6 +66,8 @@ def test():
         snap_hb = hb.first[1]
         a.cmd("rawwrite /dev/vda 0 8 seed=33")   # after the snapshot: must not be in it
         vm.close()
+        for f in (kernel, initrd):
+            os.rename(f, f + ".gone")   # the snapshot must not need them
 
         vmtest.vmsnap("verify", out)
         r = Booted(out, d, "r")
