@@ -181,8 +181,10 @@ static int open_disks(struct host *h, vs_err *e)
             path = i == 0 ? vs_xstrdup(h->o->overlay) : vs_xasprintf("%s.disk%zu", h->o->overlay, i);
         else
             flags |= NBD_OVL_TEMP;
-        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0)
-            return r;   /* the overlay owns b from the call on */
+        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0) {
+            nbd_base_close(b);   /* the overlay owns b only once opened */
+            return r;
+        }
         /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
         h->parent_seq[i] = 0;
         h->socks[i] = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);

@@ -19,7 +19,7 @@ def test():
         with vmtest.VM(mem="128M", extra=extra, name="precopy") as vm:
             a = vm.agent()
             boot_id = a.boot_id
-            a.cmd("fill 64 seed=41")
+            a.cmd("fill 40 seed=41")
             a.wait_heartbeats(20)
             out = os.path.join(d, "pre.vmsnap")
             t0 = time.monotonic()
