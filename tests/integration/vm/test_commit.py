@@ -50,7 +50,7 @@ def boot_and_check(archive, d, name):
     with open(os.path.join(d, "disk.raw"), "rb") as f:
         f.seek(BASE_OFF)
         want = f.read(8 << 20)
-    check(vmtest.vmsnap("extract", archive, "--disk", "0", "-o", os.path.join(d, name + ".raw")).returncode == 0, "extract")
+    vmtest.vmsnap("extract", archive, "--disk", "0", "-o", os.path.join(d, name + ".raw"))
     with open(os.path.join(d, name + ".raw"), "rb") as f:
         f.seek(BASE_OFF)
         check(f.read(8 << 20) == want, f"{name}: the base's data is there")

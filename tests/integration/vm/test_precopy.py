@@ -28,8 +28,9 @@ def test():
             a.wait_heartbeats(20)
             hb = a.hb_stats(since=t0, until=t1)
             log(f"snap: {res}")
-            log(f"PRECOPY PAUSE: max heartbeat gap {hb.max_gap * 1000:.1f} ms, vmsnap pause {res['pause'] * 1000:.1f} ms, "
-                f"QEMU downtime {res['qemu-downtime'] * 1000:.1f} ms, total {res['total']:.3f} s (wall {t1 - t0:.3f} s)")
+            log(f"PRECOPY PAUSE: max heartbeat gap {hb.max_gap * 1000:.1f} ms, "
+                f"vmsnap pause {res['pause'] * 1000:.1f} ms, QEMU downtime {res['qemu-downtime'] * 1000:.1f} ms, "
+                f"total {res['total']:.3f} s (wall {t1 - t0:.3f} s)")
             check(res["method"] == "precopy", f"fell back to precopy, got {res['method']}")
             check("compatible" in res["fallback-reason"] or "memory" in res["fallback-reason"],
                   f"the reason QEMU gave: {res['fallback-reason']!r}")

@@ -1,5 +1,6 @@
 """issue 6: `snap --mode stop` keeps the VM paused until the archive is durable, then lets it run; the snapshot
-resumes where it was, after the kernel and initrd it was started with are gone (a thick archive holds them). Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
+resumes where it was, after the kernel and initrd it was started with are gone (a thick archive holds them).
+Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
 integer bytes, times seconds)."""
 import os
 import shutil
@@ -48,7 +49,8 @@ def test():
         a.wait_heartbeats(20)
         hb = a.hb_stats(since=t0, until=time.monotonic())
         log(f"snap --mode stop: {res}")
-        log(f"STOP-MODE PAUSE: max heartbeat gap {hb.max_gap * 1000:.1f} ms, vmsnap pause {res['pause'] * 1000:.1f} ms, "
+        log(f"STOP-MODE PAUSE: max heartbeat gap {hb.max_gap * 1000:.1f} ms, "
+            f"vmsnap pause {res['pause'] * 1000:.1f} ms, "
             f"until durable {res['writing']:.3f} s, total {res['total']:.3f} s (wall {t1 - t0:.3f} s)")
         check_json_types(res, ["memory-bytes", "archive-bytes"], ["pause", "qemu-downtime", "writing", "total"],
                          ["method", "output"], "snap")
