@@ -7,6 +7,22 @@
 
 /* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
 const struct cli_command cli_commands[] = {
+    { "boot", cmd_boot,
+      "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
+      "[--detach] [--json] [-- EXTRA-QEMU-ARGS]",
+      "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Its disks are served from the\n"
+      "archive over NBD with a 4 KiB copy-on-write overlay (temporary unless --overlay). Stays in the foreground until\n"
+      "QEMU exits (SIGINT/SIGTERM: clean shutdown); --detach returns once the VM runs and prints its sockets.\n"
+      "Extra QEMU arguments become part of the VM's config (a later snap stores them and the files they name)." },
+    { "snap", cmd_snap,
+      "snap --qmp PATH -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] [--memory-only] [--json] [--quiet]",
+      "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
+      "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
+      "changed since the archive the VM runs on. For another QEMU: --memory-only captures RAM, device state and its\n"
+      "command line. On any failure the VM keeps running and no file is left under OUT. Aliases: --socket, --output." },
+    { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay]",
+      "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
+      "The overlay is removed after a successful commit unless --keep-overlay." },
     { "pack", cmd_pack,
       "pack DISK [DISK2 ...] [--format raw|qcow2] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
       "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
