@@ -9,6 +9,7 @@
  *   migrate-continue and cont. A guest that does not converge within a bound is stopped (stop-and-copy).
  * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused). */
 #include "vm/vm.h"
+#include "pagefs/pagefs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,12 +34,20 @@ struct pump {
     uint64_t bytes;
     vs_err err;
     bool done;
+    bool paged;                      /* through pf_capture_fd (which begins and ends its streams) */
+    struct pf_capture_opts copts;
+    struct pf_capture_result cres;
 };
 
 static void *pump_main(void *arg)
 {
     struct pump *p = arg;
-    p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
+    if (p->paged) {
+        p->rc = pf_capture_fd(p->w, p->fd, &p->copts, &p->cres, &p->err);
+        p->bytes = p->cres.stream_bytes;
+    } else {
+        p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
+    }
     /* A writer that gave up must not leave QEMU blocked on a full pipe: closing our end fails its write. */
     close(p->fd);
     p->fd = -1;
@@ -231,6 +240,28 @@ static double pause_from_events(struct qmp *q, double fallback)
     return d;
 }
 
+/* Capabilities whose streams the splitter does not read (docs/MIGRATION-STREAM.md): a foreign VM may have one
+ * on. Returns its name, or NULL. */
+static const char *unsplittable_cap(struct qmp *q)
+{
+    static const char *const bad[] = { "compress", "xbzrle", "multifd", "postcopy-ram", "x-ignore-shared",
+                                       "rdma-pin-all", "mapped-ram" };
+    json_t *ret = NULL;
+    if (qmp_execute(q, "query-migrate-capabilities", NULL, &ret, NULL) < 0)
+        return "query-migrate-capabilities failed";
+    const char *found = NULL;
+    size_t i;
+    json_t *c;
+    json_array_foreach(ret, i, c) {
+        const char *name = json_string_value(json_object_get(c, "capability"));
+        for (size_t k = 0; name && !found && k < VS_ARRAY_SIZE(bad); k++)
+            if (!strcmp(name, bad[k]) && json_is_true(json_object_get(c, "state")))
+                found = bad[k];
+    }
+    json_decref(ret);
+    return found;
+}
+
 static bool cancelled(const struct vm_snap_opts *o)
 {
     return o->cancelled && o->cancelled(o->opaque);
@@ -292,7 +323,16 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     close(pfd[1]);
     pfd[1] = -1;
-    if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0)
+    pump.paged = o->paged;
+    if (pump.paged) {
+        const char *cap = unsplittable_cap(q);
+        if (cap) {
+            snprintf(res->memory_note, sizeof res->memory_note, "migration capability %s is on", cap);
+            pump.paged = false;
+        }
+    }
+    pump.copts = (struct pf_capture_opts){ .tmpdir = o->tmpdir };
+    if (!pump.paged && (r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0)
         goto fail;
     pump.fd = pfd[0];
     pfd[0] = -1;
@@ -373,7 +413,10 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     }
     res->memory_bytes = pump.bytes;
-    if ((r = arc_writer_end(w, e)) < 0)
+    res->memory_paged = pump.paged && pump.cres.paged;
+    if (pump.paged && !pump.cres.paged)
+        snprintf(res->memory_note, sizeof res->memory_note, "%s", pump.cres.note);
+    if (!pump.paged && (r = arc_writer_end(w, e)) < 0)
         goto fail;
     qmp_closefd(q, "vmsnap-snap", NULL);
 
