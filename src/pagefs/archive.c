@@ -103,7 +103,7 @@ static int ra_fill(void *opaque, const struct ms_block *b, uint64_t off, uint8_t
     if ((*zero = fl == ARC_STATUS_ZERO))
         return 0;
     if ((r = arc_pread(a, (unsigned)s, buf, PF_PAGE_SIZE, off, e)) < 0)
-        return vs_err_prefix(e, "RAM block '%s' page at 0x%" PRIx64, b->name, off);
+        return r;   /* the caller names the block and page */
     static const uint8_t zp[PF_PAGE_SIZE];
     *zero = !memcmp(buf, zp, PF_PAGE_SIZE);
     return 0;

@@ -695,6 +695,12 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             o->ready(o->opaque, NULL);
         vs_err keep = e ? *e : (vs_err){ 0 };
         stop_qemu(&h);
+        /* A QEMU that died (a failed incoming migration exits) leaves its socket files: no VM, no sockets. */
+        const char *socks[] = { h.st.user_qmp, h.st.console };
+        struct stat sb;
+        for (size_t i = 0; h.qemu > 0 && i < VS_ARRAY_SIZE(socks); i++)
+            if (socks[i] && lstat(socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+                unlink(socks[i]);
         host_cleanup(&h);
         if (e)
             *e = keep;

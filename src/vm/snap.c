@@ -48,6 +48,14 @@ static void *pump_main(void *arg)
     } else {
         p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
     }
+    /* Storing failed: read the rest and drop it rather than fail QEMU's write mid-stream. A background snapshot
+     * that fails on a broken pipe can leave a page write-protected in QEMU 7.2 (seen: a vCPU waiting forever in
+     * handle_userfault after "Unable to write to file: Broken pipe"); one that completes cleans up. */
+    if (p->rc < 0) {
+        static uint8_t sink[64 * 1024];
+        while (read(p->fd, sink, sizeof sink) > 0 || errno == EINTR)
+            ;
+    }
     /* A writer that gave up must not leave QEMU blocked on a full pipe: closing our end fails its write. */
     close(p->fd);
     p->fd = -1;
