@@ -83,21 +83,6 @@ static int on_device(void *opaque, const void *buf, size_t len, vs_err *e)
     return r < 0 ? vs_err_sys(e, r, "spilling the device stream to a temporary file") : 0;
 }
 
-/* Opaque fallback: what was read so far, then the rest of the pipe. */
-static int store_opaque(struct cap *c, const uint8_t *pre, size_t pre_len, int fd, vs_err *e)
-{
-    int r = arc_writer_begin(c->w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e);
-    uint64_t rest = 0;
-    if (r == 0)
-        r = arc_writer_write(c->w, pre, pre_len, e);
-    if (r == 0)
-        r = arc_writer_stream_from_fd(c->w, fd, &rest, e);
-    if (r == 0)
-        r = arc_writer_end(c->w, e);
-    c->res->stream_bytes = pre_len + rest;
-    return r;
-}
-
 static int store_device(struct cap *c, vs_err *e)
 {
     if (lseek(c->dev_fd, 0, SEEK_SET) < 0)
@@ -117,77 +102,156 @@ static int open_spill(const struct pf_capture_opts *o, vs_err *e)
     return fd;
 }
 
+struct pf_capture {
+    struct cap c;
+    struct pf_capture_opts o;
+    struct pf_capture_result res;
+    struct ms_parser *p;
+    uint8_t *pre;                    /* raw bytes until the splitter commits */
+    size_t pre_len;
+    bool opaque;                     /* fell back: bytes go to the "memory" stream */
+    int err;                         /* sticky */
+};
+
+int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct pf_capture **out, vs_err *e)
+{
+    int fd = open_spill(o, e);
+    if (fd < 0)
+        return fd;
+    struct pf_capture *cp = vs_xcalloc(1, sizeof *cp);
+    if (o)
+        cp->o = *o;
+    cp->c = (struct cap){ .w = w, .o = &cp->o, .res = &cp->res, .dev_fd = fd, .split = -1 };
+    struct ms_ops ops = { .blocks = on_blocks, .page = on_page, .device = on_device, .opaque = &cp->c };
+    int r = ms_parser_new(&ops, NULL, &cp->p, e);
+    if (r < 0) {
+        pf_capture_free(cp);
+        return r;
+    }
+    *out = cp;
+    return 0;
+}
+
+void pf_capture_free(struct pf_capture *cp)
+{
+    if (!cp)
+        return;
+    ms_parser_free(cp->p);
+    if (cp->c.dev_fd >= 0)
+        close(cp->c.dev_fd);
+    free(cp->pre);
+    free(cp);
+}
+
+/* The splitter wrote nothing to the archive yet: store what was read as an opaque stream, the rest follows. */
+static int go_opaque(struct pf_capture *cp, vs_err *e)
+{
+    cp->opaque = true;
+    int r = arc_writer_begin(cp->c.w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e);
+    if (r == 0)
+        r = arc_writer_write(cp->c.w, cp->pre, cp->pre_len, e);
+    free(cp->pre);
+    cp->pre = NULL;
+    return r;
+}
+
+int pf_capture_push(struct pf_capture *cp, const void *buf, size_t len, vs_err *e)
+{
+    if (cp->err)
+        return vs_err_set(e, cp->err, "memory capture already failed");
+    cp->res.stream_bytes += len;
+    int r;
+    if (cp->opaque) {
+        r = arc_writer_write(cp->c.w, buf, len, e);
+        goto out;
+    }
+    bool was = ms_committed(cp->p);
+    if (!was) {   /* keep the raw bytes until the splitter commits */
+        if (cp->pre_len + len > PRE_MAX) {
+            snprintf(cp->res.note, sizeof cp->res.note, "no page of the main RAM block in the first %u MiB",
+                     PRE_MAX >> 20);
+            if ((r = go_opaque(cp, e)) == 0)
+                r = arc_writer_write(cp->c.w, buf, len, e);
+            goto out;
+        }
+        cp->pre = vs_xrealloc(cp->pre, cp->pre_len + len);
+        memcpy(cp->pre + cp->pre_len, buf, len);
+        cp->pre_len += len;
+    }
+    vs_err pe = { 0 };
+    r = ms_push(cp->p, buf, len, &pe);
+    if (r < 0 && !ms_committed(cp->p) && (r == -ENOTSUP || r == -EBADMSG)) {
+        snprintf(cp->res.note, sizeof cp->res.note, "%s", pe.msg);
+        r = go_opaque(cp, e);   /* pre already holds this chunk */
+        goto out;
+    }
+    if (r < 0) {
+        if (e)
+            *e = pe;
+        if (r == -ENOTSUP)
+            vs_err_prefix(e, "memory stream refused after pages were stored");
+        goto out;
+    }
+    if (!was && ms_committed(cp->p)) {
+        free(cp->pre);
+        cp->pre = NULL;
+        cp->pre_len = 0;
+    }
+out:
+    if (r < 0)
+        cp->err = r;
+    return r;
+}
+
+int pf_capture_finish(struct pf_capture *cp, struct pf_capture_result *res, vs_err *e)
+{
+    int r = cp->err;
+    if (r < 0)
+        return vs_err_set(e, r, "memory capture already failed");
+    if (cp->opaque) {
+        r = arc_writer_end(cp->c.w, e);
+    } else if ((r = ms_finish(cp->p, &cp->res.sum, e)) == 0) {
+        if (cp->c.split < 0)
+            r = vs_err_set(e, -EBADMSG, "the migration stream has no RAM block list");
+        else if (!cp->c.ram_open)   /* no page at all: the block reads as zeros (or the parent's) */
+            r = open_ram(&cp->c, &ms_blocks(cp->p, &(unsigned){ 0 })[cp->c.split], e);
+        if (r == 0)
+            r = arc_writer_end(cp->c.w, e);
+        if (r == 0)
+            r = store_device(&cp->c, e);
+        cp->res.paged = r == 0;
+    }
+    if (r < 0)
+        cp->err = r;
+    else if (res)
+        *res = cp->res;
+    return r;
+}
+
 int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o, struct pf_capture_result *res,
                   vs_err *e)
 {
     *res = (struct pf_capture_result){ 0 };
-    struct cap c = { .w = w, .o = o, .res = res, .split = -1 };
-    int r = open_spill(o, e);
+    struct pf_capture *cp = NULL;
+    int r = pf_capture_new(w, o, &cp, e);
     if (r < 0)
         return r;
-    VS_AUTOCLOSE int dev_fd = c.dev_fd = r;
-    struct ms_ops ops = { .blocks = on_blocks, .page = on_page, .device = on_device, .opaque = &c };
-    MS_AUTOFREE struct ms_parser *p = NULL;
-    if ((r = ms_parser_new(&ops, NULL, &p, e)) < 0)
-        return r;
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
-    VS_AUTOFREE uint8_t *pre = NULL;
-    size_t pre_len = 0;
-    uint64_t total = 0;
     for (;;) {
         ssize_t n = read(fd, buf, CHUNK);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            return vs_err_sys(e, errno, "reading the migration stream");
-        if (n == 0)
+        if (n < 0) {
+            r = vs_err_sys(e, errno, "reading the migration stream");
             break;
-        bool was = ms_committed(p);
-        if (!was) {   /* keep the raw bytes until the splitter commits */
-            if (pre_len + (size_t)n > PRE_MAX) {
-                snprintf(res->note, sizeof res->note, "no page of the main RAM block in the first %u MiB",
-                         PRE_MAX >> 20);
-                r = -ENOTSUP;
-                goto opaque;
-            }
-            pre = vs_xrealloc(pre, pre_len + (size_t)n);
-            memcpy(pre + pre_len, buf, (size_t)n);
-            pre_len += (size_t)n;
         }
-        total += (uint64_t)n;
-        vs_err pe = { 0 };
-        r = ms_push(p, buf, (size_t)n, &pe);
-        if (r < 0 && !ms_committed(p) && (r == -ENOTSUP || r == -EBADMSG)) {
-            snprintf(res->note, sizeof res->note, "%s", pe.msg);
-            goto opaque;
+        if (n == 0) {
+            r = pf_capture_finish(cp, res, e);
+            break;
         }
-        if (r < 0) {
-            if (e)
-                *e = pe;
-            return r == -ENOTSUP ? vs_err_prefix(e, "memory stream refused after pages were stored") : r;
-        }
-        if (!was && ms_committed(p)) {
-            free(pre);
-            pre = NULL;
-            pre_len = 0;
-        }
+        if ((r = pf_capture_push(cp, buf, (size_t)n, e)) < 0)
+            break;
     }
-    if ((r = ms_finish(p, &res->sum, e)) < 0)
-        return r;
-    if (c.split < 0)
-        return vs_err_set(e, -EBADMSG, "the migration stream has no RAM block list");
-    if (!c.ram_open) {   /* no page at all: the block reads as zeros (or the parent's) */
-        const struct ms_block *b = &ms_blocks(p, &(unsigned){ 0 })[c.split];
-        if ((r = open_ram(&c, b, e)) < 0)
-            return r;
-    }
-    if ((r = arc_writer_end(w, e)) < 0 || (r = store_device(&c, e)) < 0)
-        return r;
-    res->paged = true;
-    res->stream_bytes = total;
-    return 0;
-opaque:
-    /* The splitter wrote nothing to the archive yet: store what was read and the rest as an opaque stream. */
-    res->paged = false;
-    return store_opaque(&c, pre, pre_len, fd, e);
+    pf_capture_free(cp);
+    return r;
 }

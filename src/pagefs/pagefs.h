@@ -100,5 +100,12 @@ struct pf_capture_result {
  * 64 KiB) + up to 64 MiB of raw bytes before the commit (in practice a few KB) + the splitter's tail. */
 int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o, struct pf_capture_result *res,
                   vs_err *e);
+/* The same, pushed: new, push the bytes as they come, finish at EOF (fills res), free. After a failed push the
+ * capture refuses everything (the caller drains its input and aborts the archive). */
+struct pf_capture;
+int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct pf_capture **out, vs_err *e);
+int pf_capture_push(struct pf_capture *c, const void *buf, size_t len, vs_err *e);
+int pf_capture_finish(struct pf_capture *c, struct pf_capture_result *res, vs_err *e);
+void pf_capture_free(struct pf_capture *c);   /* NULL is fine */
 
 #endif

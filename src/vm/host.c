@@ -539,6 +539,14 @@ static void host_cleanup(struct host *h)
         close(h->ctl);
     if (h->sigfd >= 0)
         close(h->sigfd);
+    /* QEMU removes its listening sockets only when it exits cleanly: the user's --qmp/--console paths must not
+     * outlive the VM either way (only sockets: never a file the user put there). */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++) {
+        struct stat sb;
+        if (h->qemu > 0 && user_socks[i] && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+            unlink(user_socks[i]);
+    }
     if (h->st.dir) {
         const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
                                 "kernel", "initrd", "dtb" };

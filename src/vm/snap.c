@@ -33,30 +33,51 @@ struct pump {
     int rc;
     uint64_t bytes;
     vs_err err;
+    bool failed;    /* the writer gave up (rc, err set) */
+    bool discard;   /* set by either side: stop writing, only drain */
     bool done;
-    bool paged;                      /* through pf_capture_fd (which begins and ends its streams) */
-    struct pf_capture_opts copts;
+    struct pf_capture *cap;          /* memory as pages (pf_capture_*), else the opaque "memory" stream */
     struct pf_capture_result cres;
 };
 
+/* Copies the migration stream into the archive until EOF. After a failure it keeps reading (and dropping) until
+ * QEMU lets go of the pipe: QEMU's migration thread then never blocks or fails on a write. On QEMU 7.2 a background
+ * snapshot whose stream stops (a write error, or migrate_cancel) leaves the guest's vCPUs stuck on write-protected
+ * RAM for good, so vmsnap lets it run to its end into this sink instead. */
 static void *pump_main(void *arg)
 {
     struct pump *p = arg;
-    if (p->paged) {
-        p->rc = pf_capture_fd(p->w, p->fd, &p->copts, &p->cres, &p->err);
-        p->bytes = p->cres.stream_bytes;
-    } else {
-        p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
+    const size_t chunk = 1 << 20;
+    VS_AUTOFREE char *buf = vs_xmalloc(chunk);
+    for (;;) {
+        ssize_t n = read(p->fd, buf, chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && !__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE)) {
+            p->rc = vs_err_sys(&p->err, errno, "reading the migration stream");
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->discard, true, __ATOMIC_RELEASE);
+        }
+        if (n <= 0)
+            break;
+        if (__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE))
+            continue;
+        int r = p->cap ? pf_capture_push(p->cap, buf, (size_t)n, &p->err) : arc_writer_write(p->w, buf, n, &p->err);
+        if (r < 0) {
+            p->rc = r;
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->discard, true, __ATOMIC_RELEASE);
+            continue;
+        }
+        p->bytes += n;
     }
-    /* Storing failed: read the rest and drop it rather than fail QEMU's write mid-stream. A background snapshot
-     * that fails on a broken pipe can leave a page write-protected in QEMU 7.2 (seen: a vCPU waiting forever in
-     * handle_userfault after "Unable to write to file: Broken pipe"); one that completes cleans up. */
-    if (p->rc < 0) {
-        static uint8_t sink[64 * 1024];
-        while (read(p->fd, sink, sizeof sink) > 0 || errno == EINTR)
-            ;
+    if (p->cap && !__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE)) {
+        int r = pf_capture_finish(p->cap, &p->cres, &p->err);   /* RAM stream end, then the device stream */
+        if (r < 0) {
+            p->rc = r;
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+        }
     }
-    /* A writer that gave up must not leave QEMU blocked on a full pipe: closing our end fails its write. */
     close(p->fd);
     p->fd = -1;
     __atomic_store_n(&p->done, true, __ATOMIC_RELEASE);
@@ -186,10 +207,21 @@ static void nap_ms(int ms)
     nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
 }
 
-/* After a failure: cancel and wait (bounded) until QEMU says the migration is over, so caps can be restored. */
-static void cancel_migration(struct qmp *q)
+/* After a failure: end the migration and wait (bounded) until QEMU says it is over, so caps can be restored.
+ * A background snapshot is never cancelled while it runs: on QEMU 7.2 migrate_cancel in the middle of one leaves
+ * the guest's vCPUs stuck on write-protected RAM for good (tried here: the guest never answers again, and the next
+ * snapshot hangs). The memory thread drains the stream instead, and QEMU is let finish; migrate_cancel only if it
+ * does not within the bound. */
+static void cancel_migration(struct qmp *q, enum vm_snap_method method)
 {
     struct mig_state m;
+    if (method == VM_SNAP_BACKGROUND) {
+        for (int i = 0; i < 2400; i++) {   /* 120 s */
+            if (query_migrate(q, &m, NULL) < 0 || terminal(m.status))
+                return;
+            nap_ms(50);
+        }
+    }
     qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
     for (int i = 0; i < 400; i++) {   /* 20 s */
         if (query_migrate(q, &m, NULL) < 0 || terminal(m.status))
@@ -331,17 +363,16 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     close(pfd[1]);
     pfd[1] = -1;
-    pump.paged = o->paged;
-    if (pump.paged) {
-        const char *cap = unsplittable_cap(q);
-        if (cap) {
-            snprintf(res->memory_note, sizeof res->memory_note, "migration capability %s is on", cap);
-            pump.paged = false;
-        }
-    }
-    pump.copts = (struct pf_capture_opts){ .tmpdir = o->tmpdir };
-    if (!pump.paged && (r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0)
+    const char *cap = o->paged ? unsplittable_cap(q) : NULL;
+    if (cap)
+        snprintf(res->memory_note, sizeof res->memory_note, "migration capability %s is on", cap);
+    struct pf_capture_opts copts = { .tmpdir = o->tmpdir };
+    if (o->paged && !cap) {
+        if ((r = pf_capture_new(w, &copts, &pump.cap, e)) < 0)
+            goto fail;
+    } else if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0) {
         goto fail;
+    }
     pump.fd = pfd[0];
     pfd[0] = -1;
     if ((r = -pthread_create(&th, NULL, pump_main, &pump)) < 0) {
@@ -377,7 +408,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             r = vs_err_set(e, ECANCELED, "snapshot interrupted");
             goto fail;
         }
-        if (__atomic_load_n(&pump.done, __ATOMIC_ACQUIRE) && pump.rc < 0) {
+        if (__atomic_load_n(&pump.failed, __ATOMIC_ACQUIRE)) {
             r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
             goto fail;
         }
@@ -420,11 +451,14 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
         goto fail;
     }
+    bool captured = pump.cap != NULL;   /* its results are in pump.cres */
+    pf_capture_free(pump.cap);
+    pump.cap = NULL;
     res->memory_bytes = pump.bytes;
-    res->memory_paged = pump.paged && pump.cres.paged;
-    if (pump.paged && !pump.cres.paged)
+    res->memory_paged = captured && pump.cres.paged;
+    if (captured && !pump.cres.paged)
         snprintf(res->memory_note, sizeof res->memory_note, "%s", pump.cres.note);
-    if (!pump.paged && (r = arc_writer_end(w, e)) < 0)
+    if (!captured && (r = arc_writer_end(w, e)) < 0)   /* the capture ended its streams itself */
         goto fail;
     qmp_closefd(q, "vmsnap-snap", NULL);
 
@@ -469,12 +503,14 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
 fail:
     {
         vs_err keep = e ? *e : (vs_err){ 0 };
+        __atomic_store_n(&pump.discard, true, __ATOMIC_RELEASE);
         if (migrating || thread_started)
-            cancel_migration(q);
+            cancel_migration(q, migrating ? method : VM_SNAP_STOP);
         /* QEMU still holds the pipe's write end if migrate never took it: without this the reader never sees EOF. */
         qmp_closefd(q, "vmsnap-snap", NULL);
         if (thread_started)
             pthread_join(th, NULL);
+        pf_capture_free(pump.cap);
         if (pfd[0] >= 0)
             close(pfd[0]);
         if (pfd[1] >= 0)
