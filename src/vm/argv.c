@@ -256,7 +256,13 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
     vm_argv_add(a, "-display");
     vm_argv_add(a, "none");
     const char *backend = c->mem_backend;
-    if (backend && c->ram_bytes) {
+    if (backend && c->ram_bytes && l->mem_path) {
+        /* Lazy resume: a private (copy-on-write) mapping of the page file; the guest's writes never reach it. */
+        VS_AUTOFREE char *mp = vm_qemu_escape(l->mem_path);
+        vm_argv_add(a, "-object");
+        vm_argv_addf(a, "memory-backend-file,id=%s,size=%llu,mem-path=%s,share=off", backend,
+                     (unsigned long long)c->ram_bytes, mp);
+    } else if (backend && c->ram_bytes) {
         vm_argv_add(a, "-object");
         vm_argv_addf(a, "memory-backend-ram,id=%s,size=%llu", backend, (unsigned long long)c->ram_bytes);
     }

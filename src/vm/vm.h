@@ -89,6 +89,7 @@ struct vm_launch {
     const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs) */
     const char *files[VM_FILE__COUNT]; /* paths overriding c->files (extracted from the archive), may be NULL */
     bool incoming;                 /* -incoming defer */
+    const char *mem_path;          /* main RAM as a private mapping of this file (lazy resume), NULL: anonymous */
 };
 /* Build QEMU's argv for c. A foreign config replays its recorded command line with -daemonize/-pidfile and its
  * monitors dropped, our QMP sockets added and ttyS0 replaced by the console. */
@@ -163,6 +164,12 @@ struct vm_snap_opts {
     int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
     int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
     bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
+    /* Store memory as pages (pf_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
+     * the opaque "memory" stream. Falls back to opaque, with res->memory_note, when QEMU has a capability the
+     * splitter does not read or the splitter refuses the stream before storing a page; a refusal after that
+     * fails the snapshot (VM resumed, no archive). tmpdir: where the device stream is spilled (NULL: /var/tmp). */
+    bool paged;
+    const char *tmpdir;
     void (*progress)(void *opaque, const struct vm_snap_progress *p);
     void *opaque;
 };
@@ -179,6 +186,8 @@ struct vm_snap_result {
     bool stopped_to_converge;    /* precopy did not converge in time: stop-and-copy */
     bool frozen;                 /* the freeze hook ran (the overlay has a new frozen layer) */
     bool writer_consumed;        /* arc_writer_finish was called: do not abort w */
+    bool memory_paged;           /* memory stored as pages */
+    char memory_note[512];       /* why it was not, when paged was asked ("" otherwise) */
 };
 
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
@@ -189,6 +198,9 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
  * `migrate-incoming fd:`, decompressed by a thread straight from the archive; wait until the migration
  * completes, then cont if the VM is paused. No temporary file, no shell. */
 int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e);
+/* Memory stored as pages (pf_capture_fd): lazy, QEMU's RAM already maps the RAM streams (FUSE) and only the
+ * device stream is fed; eager, the full stream is reassembled on the fly (ms_reassemble) and fed. */
+int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e);
 
 /* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
 /* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
@@ -209,6 +221,8 @@ struct vm_host_info {
     pid_t qemu_pid;
     bool resumed;
     double start_to_running_s;
+    bool lazy;                /* RAM served on demand from the archive (FUSE) */
+    const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -222,6 +236,7 @@ struct vm_host_opts {
     size_t n_extra;
     int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
+    bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
     void *opaque;
