@@ -28,7 +28,10 @@ struct host {
     uint64_t *sizes;
     uint32_t *parent_seq, *frozen_seq;
     char *files[VM_FILE__COUNT];   /* usable paths of the VM's start files (extracted copies or originals) */
-    bool extracted[VM_FILE__COUNT];
+    bool extracted[VM_FILE__COUNT];   /* in the parent chain of the next --thin snap */
+    struct vm_xfile *xfiles;       /* config.xfiles with usable paths (run-dir copies or originals) */
+    bool *x_in_chain;              /* stored in the archive chain (read-only ones need no new copy in a thin snap) */
+    bool *x_extracted;             /* a copy in the run directory, removed at the end */
     struct qmp *q;
     pid_t qemu;
     int qemu_status;
@@ -267,6 +270,33 @@ static int open_disks(struct host *h, vs_err *e)
     return 0;
 }
 
+/* Files named in the extra args: copies from the archive chain in the run directory (a writable one is this
+ * boot's own copy: QEMU never writes the archive), else the originals. */
+static int prepare_xfiles(struct host *h, vs_err *e)
+{
+    const struct vm_config *c = &h->st.config;
+    h->xfiles = vs_xcalloc(c->n_xfiles + 1, sizeof *h->xfiles);
+    h->x_in_chain = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_in_chain);
+    h->x_extracted = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_extracted);
+    for (size_t i = 0; i < c->n_xfiles; i++) {
+        const struct vm_xfile *x = &c->xfiles[i];
+        h->xfiles[i] = (struct vm_xfile){ vs_xstrdup(x->name), NULL, x->writable };
+        VS_AUTOFREE char *dest = vs_xasprintf("%s/fw-%s", h->st.dir, x->name);
+        int rc = extract_file(h->arc, x->name, dest, e);
+        if (rc == 0) {
+            h->xfiles[i].path = VS_STEAL(dest);
+            h->x_in_chain[i] = h->x_extracted[i] = true;
+        } else if (rc == -ENOENT) {
+            if (access(x->path, x->writable ? R_OK | W_OK : R_OK) < 0)
+                return vs_err_sys(e, errno, "%s file %s (not stored in the archive)", x->name, x->path);
+            h->xfiles[i].path = vs_xstrdup(x->path);
+        } else {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int prepare_files(struct host *h, vs_err *e)
 {
     for (int r = 0; r < VM_FILE__COUNT; r++) {
@@ -286,7 +316,7 @@ static int prepare_files(struct host *h, vs_err *e)
             return rc;
         }
     }
-    return 0;
+    return prepare_xfiles(h, e);
 }
 
 static void record_qemu_version(struct host *h)
@@ -323,7 +353,35 @@ struct snapctx {
     struct host *h;
     bool thin;
     bool cancel;
+    struct varbuf { uint8_t *data; size_t len; } *vars;   /* per xfile: a writable one's content read inside the freeze window */
 };
+
+/* Firmware variables as of the snapshot instant: QEMU is stopped and has flushed its block devices (stop or
+ * pre-switchover), and pflash writes reach the file synchronously, so the file holds what the guest last wrote.
+ * Read now, inside the pause: they are small (pflash is at most a few MiB; 256 MiB refused). */
+static int capture_vars(struct snapctx *s, vs_err *e)
+{
+    struct host *h = s->h;
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++) {
+        if (!h->xfiles[i].writable)
+            continue;
+        const char *path = h->xfiles[i].path;
+        VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+            return vs_err_sys(e, errno, "reading firmware variables %s", path);
+        if (st.st_size > (off_t)256 << 20)
+            return vs_err_set(e, EFBIG, "firmware variables %s: %lld bytes, expected at most 256 MiB", path,
+                              (long long)st.st_size);
+        struct varbuf *b = &s->vars[i];
+        b->len = (size_t)st.st_size;
+        b->data = vs_xmalloc(b->len + 1);
+        ssize_t n = vs_pread_full(fd, b->data, b->len, 0);
+        if (n < 0 || (size_t)n != b->len)
+            return vs_err_sys(e, n < 0 ? (int)-n : EIO, "reading firmware variables %s", path);
+    }
+    return 0;
+}
 
 static int hook_freeze(void *opaque, vs_err *e)
 {
@@ -333,7 +391,7 @@ static int hook_freeze(void *opaque, vs_err *e)
         if (r < 0)
             return vs_err_prefix(e, "freezing the overlay of disk %zu", i);
     }
-    return 0;
+    return capture_vars(s, e);
 }
 
 static int hook_disks(void *opaque, struct arc_writer *w, vs_err *e)
@@ -371,8 +429,17 @@ static int hook_rest(void *opaque, struct arc_writer *w, vs_err *e)
     VS_AUTOFREE char *cfg = vm_config_to_json(&h->st.config);
     int r = arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), e);
     for (int i = 0; r == 0 && i < VM_FILE__COUNT; i++)
-        if (h->files[i] && !s->thin)   /* a thin archive finds them in its parents */
+        if (h->files[i] && (!s->thin || !h->extracted[i]))   /* a thin archive finds the others in its parents */
             r = add_file(w, vm_file_role_name(i), h->files[i], e);
+    for (size_t i = 0; r == 0 && i < h->st.config.n_xfiles; i++) {
+        const struct vm_xfile *x = &h->xfiles[i];
+        if (x->writable)   /* always: they change while the VM runs */
+            r = arc_writer_add(w, ARC_KIND_FILE, x->name, s->vars[i].data, s->vars[i].len, e);
+        else if (!s->thin || !h->x_in_chain[i])
+            r = add_file(w, x->name, x->path, e);
+        if (r < 0)
+            vs_err_prefix(e, "storing %s", x->name);
+    }
     return r;
 }
 
@@ -439,7 +506,8 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     const char *codec = json_string_value(json_object_get(rq, "codec"));
     if (codec && arc_parse_codec(codec, &wo.codec, &wo.level, e) < 0)
         return NULL;
-    struct snapctx sc = { .h = h, .thin = json_is_true(json_object_get(rq, "thin")) };
+    struct snapctx sc = { .h = h, .thin = json_is_true(json_object_get(rq, "thin")),
+                          .vars = vs_xcalloc(h->st.config.n_xfiles + 1, sizeof *sc.vars) };
     wo.parent_path = h->st.parent;
     wo.thin = sc.thin;
     wo.message = json_string_value(json_object_get(rq, "message"));
@@ -461,6 +529,9 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     int r = vm_snap_run(h->q, w, &so, &res, e);
     if (!res.writer_consumed)
         arc_writer_abort(w);
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++)
+        free(sc.vars[i].data);
+    free(sc.vars);
     if (r < 0) {
         if (sc.cancel && h->quit_requested)
             vs_err_prefix(e, "vmsnap boot is shutting down");
@@ -473,6 +544,10 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
             nbd_base_close(nb);
         h->parent_seq[i] = h->frozen_seq[i];
     }
+    for (int i = 0; i < VM_FILE__COUNT; i++)   /* the next --thin snap's parent chain holds them now */
+        h->extracted[i] = true;
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++)
+        h->x_in_chain[i] = true;
     free(h->st.parent);
     h->st.parent = vs_xstrdup(out);
     vm_state_save(&h->st, NULL);
@@ -556,10 +631,20 @@ static void host_cleanup(struct host *h)
             VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
             unlink(p);
         }
+        for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++)
+            if (h->x_extracted[i])
+                unlink(h->xfiles[i].path);
         rmdir(h->st.dir);
     }
     for (int r = 0; r < VM_FILE__COUNT; r++)
         free(h->files[r]);
+    for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++) {
+        free(h->xfiles[i].name);
+        free(h->xfiles[i].path);
+    }
+    free(h->xfiles);
+    free(h->x_in_chain);
+    free(h->x_extracted);
     free(h->qemu_log);
     vm_state_free(&h->st);
 }
@@ -631,6 +716,8 @@ static int start(struct host *h, vs_err *e)
                            .mem_path = h->lazy ? h->mem_path : NULL };
     for (int i = 0; i < VM_FILE__COUNT; i++)
         l.files[i] = h->files[i];
+    l.xfiles = h->xfiles;
+    l.n_xfiles = h->st.config.n_xfiles;
     struct vm_argv argv;
     if ((r = vm_build_argv(&h->st.config, &l, &argv, e)) < 0)
         return r;
