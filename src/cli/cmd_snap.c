@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static volatile int interrupted;
+static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)
 {
