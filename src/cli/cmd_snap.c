@@ -86,6 +86,13 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     pid_t pid = qmp_peer_pid(q);
     if (pid <= 0)
         return vs_err_set(e, ESRCH, "QMP socket %s: cannot tell which process serves it", qmp_path);
+    /* Its command line becomes the archive's launch config, replayed by boot (argv[0] included): only from a
+     * process of ours (or root's), never from whoever else bound a socket at that path. */
+    uid_t uid = qmp_peer_uid(q);
+    if (uid != geteuid() && uid != 0)
+        return vs_err_set(e, EPERM, "QMP socket %s is served by process %d of uid %u, not by you (uid %u) or root: "
+                          "refusing to record its command line", qmp_path, (int)pid, (unsigned)uid,
+                          (unsigned)geteuid());
     struct foreign f = { .ui = ui };
     vm_config_init(&f.cfg);
     char **argv = NULL, *cwd = NULL;

@@ -10,8 +10,8 @@ from vmsnaptest import check, log, tmpdir, vmtest
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_qmp.py")
 
 
-def serve(path, user=None):
-    p = subprocess.Popen([sys.executable, FAKE, path], stdout=subprocess.PIPE, text=True, user=user)
+def serve(path, user=None, python=sys.executable):
+    p = subprocess.Popen([python, FAKE, path], stdout=subprocess.PIPE, text=True, user=user)
     check(p.stdout.readline().strip() == "ready", "fake QMP server started")
     return p
 
@@ -45,6 +45,22 @@ def test():
         msg = one_line_failure(p, "output in a missing directory")
         check("missing" in msg, f"the message names the output: {msg!r}")
         log(f"missing dir: {msg}")
+        # A socket another user serves: its command line (argv[0] included) would be replayed by boot.
+        if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+            log("not root (or no /usr/bin/python3): no server as another user; peer-uid check not exercised")
+            return
+        os.chmod(d, 0o711)
+        shared = os.path.join(d, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        sock2 = os.path.join(shared, "other.qmp")
+        servers.append(serve(sock2, user=65534, python="/usr/bin/python3"))
+        out = os.path.join(d, "other.vmsnap")
+        p = vmtest.vmsnap("snap", "--qmp", sock2, "-o", out, "--memory-only", check=False)
+        msg = one_line_failure(p, "a socket served by uid 65534")
+        check("uid 65534" in msg and sock2 in msg, f"the message names the socket and its owner: {msg!r}")
+        check(sorted(os.listdir(d)) == ["fake.qmp", "shared"], f"nothing written: {os.listdir(d)}")
+        log(f"other uid: {msg}")
     finally:
         for s in servers:
             s.kill()
