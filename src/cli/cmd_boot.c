@@ -137,12 +137,16 @@ int cmd_boot(int argc, char **argv)
     while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
         switch (c) {
         case 'o': free(overlay); overlay = absolute(optarg); break;
-        case 'm':
-            if (vs_parse_size(optarg, &ho.ram) < 0 || ho.ram < (1u << 20))
+        case 'm': {
+            /* A plain number is MiB, as for QEMU's -m: scaled (without wrapping) before the 1 MiB minimum. */
+            bool mib = strspn(optarg, "0123456789") == strlen(optarg);
+            if (vs_parse_size(optarg, &ho.ram) < 0 || (mib && ho.ram > (UINT64_MAX >> 20)) ||
+                (mib ? ho.ram << 20 : ho.ram) < (1u << 20))
                 return cli_usage("boot", "--ram: expected a size like 256M or 1G, got '%s'", optarg);
-            if (strspn(optarg, "0123456789") == strlen(optarg))
-                ho.ram <<= 20;   /* a plain number is MiB, as for QEMU's -m */
+            if (mib)
+                ho.ram <<= 20;
             break;
+        }
         case 'c': {
             char *end;
             unsigned long n = strtoul(optarg, &end, 10);
