@@ -47,10 +47,13 @@ int cmd_dirty_rate(int argc, char **argv)
         case 'q': qmp_path = optarg; break;
         case 'j': json = true; break;
         case 's':
-            seconds = (int)strtol(optarg, &end, 10);
-            if (*end || end == optarg || seconds < 1 || seconds > 60)
+        {
+            long n = strtol(optarg, &end, 10);   /* range-checked before the cut to int */
+            if (*end || end == optarg || n < 1 || n > 60)
                 return cli_usage("dirty-rate", "--seconds needs a whole number from 1 to 60, not '%s'", optarg);
+            seconds = (int)n;
             break;
+        }
         case 't':
             if (vs_parse_size(optarg, &throughput) < 0 || !throughput)
                 return cli_usage("dirty-rate", "--throughput needs bytes per second like 200M, not '%s'", optarg);

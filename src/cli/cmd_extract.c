@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -55,11 +56,15 @@ int cmd_extract(int argc, char **argv)
         char *end;
         switch (c) {
         case 'd':
-            disk = (int)strtol(optarg, &end, 10);
-            if (!*optarg || *end || disk < 0)
+        {
+            errno = 0;
+            long n = strtol(optarg, &end, 10);   /* no (int) cut first: 4294967296 is not disk 0 */
+            if (!*optarg || *end || errno || n < 0 || n > INT_MAX)
                 return cli_usage("extract", "bad --disk '%s' (a number from 0)", optarg);
+            disk = (int)n;
             which++;
             break;
+        }
         case 'M': which++; break;
         case 'C': which++; break;
         case 'o': out = optarg; break;
