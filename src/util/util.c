@@ -186,12 +186,13 @@ uint64_t vs_wall_s(void) { return (uint64_t)time(NULL); }
 
 int vs_parse_size(const char *s, uint64_t *out)
 {
-    if (!s || !*s)
+    /* A digit first: strtoull would also take leading blanks and a sign, and " -1" would wrap to 2^64-1. */
+    if (!s || *s < '0' || *s > '9')
         return -EINVAL;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
+    if (errno || end == s)
         return -EINVAL;
     unsigned shift = 0;
     switch (*end) {

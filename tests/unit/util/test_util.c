@@ -24,6 +24,10 @@ static void test_parse_size(void **state)
     assert_int_equal(v, 1ull << 40);
     assert_int_equal(vs_parse_size("", &v), -EINVAL);
     assert_int_equal(vs_parse_size("-1", &v), -EINVAL);
+    assert_int_equal(vs_parse_size(" -1", &v), -EINVAL);   /* strtoull skips the blank and wraps -1 */
+    assert_int_equal(vs_parse_size("\t-1M", &v), -EINVAL);
+    assert_int_equal(vs_parse_size("+5", &v), -EINVAL);
+    assert_int_equal(vs_parse_size(" 5", &v), -EINVAL);
     assert_int_equal(vs_parse_size("12Q", &v), -EINVAL);
     assert_int_equal(vs_parse_size("99999999999999999999", &v), -EINVAL);
     assert_int_equal(vs_parse_size("99999999999T", &v), -ERANGE);
