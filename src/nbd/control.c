@@ -130,17 +130,25 @@ char *nbd_control_handle(struct nbd_control *c, const char *line)
     return out;
 }
 
-/* Serve one client until it disconnects, sends a line too long, or stays silent for 30 s. */
+/* Serve one client until it disconnects, sends a line too long, stays silent for 30 s, or the server stops:
+ * the wake pipe is polled with the client, so nbd_control_stop never waits on a client that keeps the line
+ * open (or trickles bytes of a line that never ends). */
 static void serve_client(struct nbd_control *c, int fd)
 {
-    struct timeval tv = { .tv_sec = 30 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct timeval tv = { .tv_sec = 30 };   /* a client that never reads its replies is dropped too */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     char *buf = vs_xmalloc(MAX_LINE + 1);
     size_t have = 0;
     for (;;) {
         char *nl = memchr(buf, '\n', have);
         if (!nl) {
             if (have == MAX_LINE)
+                break;
+            struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->wake[0], POLLIN, 0 } };
+            int pr = poll(p, 2, 30000);
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr <= 0 || p[1].revents)
                 break;
             ssize_t n = read(fd, buf + have, MAX_LINE - have);
             if (n < 0 && errno == EINTR)
