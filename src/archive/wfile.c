@@ -55,7 +55,7 @@ static int open_temp(struct arc_writer *w, vs_err *e)
 {
     VS_AUTOFREE char *copy = vs_xstrdup(w->path), *copy2 = vs_xstrdup(w->path);
     w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    w->fd = mkostemp(w->tmp, O_CLOEXEC);
+    w->fd = vs_mkstemp_mode(w->tmp, 0666);   /* the user's umask decides who may read guest data */
     if (w->fd < 0) {
         int r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", w->path);
         free(w->tmp);
@@ -117,7 +117,6 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
 
     if ((r = open_temp(w, e)) < 0)
         goto fail;
-    fchmod(w->fd, 0644);
     uint8_t zero[ARC_HEADER_SIZE] = { 0 };
     w->fpos = 0;
     r = vs_pwrite_full(w->fd, zero, sizeof zero, 0);

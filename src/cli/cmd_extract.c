@@ -95,10 +95,9 @@ int cmd_extract(int argc, char **argv)
 
     VS_AUTOFREE char *copy = vs_xstrdup(out), *copy2 = vs_xstrdup(out);
     VS_AUTOFREE char *tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    VS_AUTOCLOSE int fd = mkostemp(tmp, O_CLOEXEC);
+    VS_AUTOCLOSE int fd = vs_mkstemp_mode(tmp, 0666);   /* like any new file: the umask decides */
     if (fd < 0)
         return cli_fail("cannot create a temporary file beside '%s': %s", out, strerror(errno));
-    fchmod(fd, 0644);
     struct cli_progress prog;
     cli_progress_init(&prog, cli_progress_enabled(quiet), "extract", si.size);
     int r = extract(a, (unsigned)s, fd, si.size, &prog, &e);

@@ -161,6 +161,28 @@ int vs_pwrite_full(int fd, const void *buf, size_t len, off_t off)
     return 0;
 }
 
+int vs_mkstemp_mode(char *tmpl, mode_t mode)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    size_t n = strlen(tmpl);
+    if (n < 6 || strcmp(tmpl + n - 6, "XXXXXX")) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (int tries = 0; tries < 100; tries++) {
+        uint8_t rnd[6];
+        if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+            return -1;
+        for (size_t i = 0; i < 6; i++)
+            tmpl[n - 6 + i] = chars[rnd[i] % (sizeof chars - 1)];
+        int fd = open(tmpl, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
 int vs_fsync_dir_of(const char *path, vs_err *e)
 {
     VS_AUTOFREE char *copy = vs_xstrdup(path);

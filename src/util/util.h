@@ -63,6 +63,9 @@ int vs_write_full(int fd, const void *buf, size_t len);
 int vs_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 /* fsync the directory containing path (after a rename). */
 int vs_fsync_dir_of(const char *path, vs_err *e);
+/* mkostemp(tmpl, O_CLOEXEC) with a creation mode that the umask filters (mkostemp always makes 0600): the
+ * trailing "XXXXXX" of tmpl is replaced. Returns the fd, or -1 with errno set. */
+int vs_mkstemp_mode(char *tmpl, mode_t mode);
 
 /* ---- time -------------------------------------------------------------- */
 uint64_t vs_now_ns(void);      /* CLOCK_MONOTONIC */

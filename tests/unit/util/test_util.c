@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util/util.h"
 
@@ -31,6 +32,28 @@ static void test_parse_size(void **state)
     assert_int_equal(vs_parse_size("12Q", &v), -EINVAL);
     assert_int_equal(vs_parse_size("99999999999999999999", &v), -EINVAL);
     assert_int_equal(vs_parse_size("99999999999T", &v), -ERANGE);
+}
+
+static void test_mkstemp_mode(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vs-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mode_t old = umask(027);
+    char *t = vs_xasprintf("%s/.f.XXXXXX", dir);
+    int fd = vs_mkstemp_mode(t, 0666);
+    umask(old);
+    assert_true(fd >= 0);
+    assert_int_equal(strstr(t, "XXXXXX"), NULL);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);   /* the umask applied, not mkostemp's fixed 0600 */
+    close(fd);
+    unlink(t);
+    free(t);
+    char bad[] = "/tmp/no-x";
+    assert_int_equal(vs_mkstemp_mode(bad, 0600), -1);
+    rmdir(dir);
 }
 
 static void test_uuid(void **state)
@@ -79,6 +102,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_mkstemp_mode),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_endian),
