@@ -561,26 +561,36 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
                      res.memory_paged, "memory-note", res.memory_note);
 }
 
+/* One request line within 5 s in all: this runs in the host's only loop (signals, QEMU's exit), so a client
+ * trickling bytes must not hold it longer than that. */
 static void serve_client(struct host *h, int fd)
 {
     h->client = fd;
     char line[8192];
     size_t len = 0;
     struct pollfd p = { fd, POLLIN, 0 };
+    double deadline = vs_now_s() + 5;
+    bool eof = false;   /* a request ended by shutdown(SHUT_WR) instead of a newline is whole too */
     while (len < sizeof line - 1 && !memchr(line, '\n', len)) {
-        if (poll(&p, 1, 5000) <= 0)
+        double left = deadline - vs_now_s();
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0)
             break;
         ssize_t n = recv(fd, line + len, sizeof line - 1 - len, 0);
-        if (n <= 0)
+        if (n <= 0) {
+            eof = n == 0;
             break;
+        }
         len += (size_t)n;
     }
     line[len] = 0;
+    bool complete = eof || memchr(line, '\n', len);
     vs_err e = { 0 };
     json_error_t je;
     json_t *rq = json_loads(line, JSON_DISABLE_EOF_CHECK, &je), *reply;
     const char *cmd = rq ? json_string_value(json_object_get(rq, "execute")) : NULL;
-    if (cmd && !strcmp(cmd, "snap")) {
+    if (!complete) {
+        reply = json_pack("{s:s}", "error", "no complete request line (up to 8191 bytes) within 5 s");
+    } else if (cmd && !strcmp(cmd, "snap")) {
         json_t *res = snap_request(h, rq, &e);
         reply = res ? json_pack("{s:o}", "result", res) : json_pack("{s:s}", "error", e.msg);
     } else {
