@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <poll.h>
 #include <string.h>
@@ -112,7 +113,7 @@ char *nbd_control_handle(struct nbd_control *c, const char *line)
         json_t *d = json_object_get(req, "disk");
         json_int_t disk = d ? json_integer_value(d) : 0;
         struct nbd_base *b = NULL;
-        if (!get_layer(req, &seq) || !path || (d && !json_is_integer(d)) || disk < 0)
+        if (!get_layer(req, &seq) || !path || (d && !json_is_integer(d)) || disk < 0 || disk > UINT_MAX)
             out = fail("\"rebase\" needs an integer \"layer\", an \"archive\" path and an optional \"disk\"");
         else if (!c->open_base)
             out = fail("this server cannot open new bases");

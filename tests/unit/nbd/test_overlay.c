@@ -335,6 +335,34 @@ static void test_odd_size_and_errors(void **state)
 }
 
 /* A 1 TiB disk with a few MiB written costs a few MiB, on disk and when reopened. */
+static int record_disk(void *opaque, const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
+{
+    (void)path;
+    (void)out;
+    *(unsigned *)opaque = disk;
+    return vs_err_set(e, ENOENT, "test: no base");
+}
+
+/* A "disk" the open_base callback's unsigned cannot hold is refused, not cut to its low 32 bits (disk 0). */
+static void test_control_rebase_disk_range(void **state)
+{
+    struct fx *f = *state;
+    struct nbd_overlay *o = open_ovl(f, f->img, NBD_OVL_CREATE);
+    unsigned disk = 12345;
+    struct nbd_control *c = NULL;
+    vs_err e = { 0 };
+    assert_int_equal(nbd_control_start(o, NULL, record_disk, &disk, &c, &e), 0);
+    char *r = nbd_control_handle(c, "{\"cmd\":\"rebase\",\"layer\":1,\"archive\":\"/x\",\"disk\":4294967296}");
+    assert_non_null(strstr(r, "\"ok\":false"));
+    assert_int_equal(disk, 12345);   /* never asked for disk 0 */
+    free(r);
+    r = nbd_control_handle(c, "{\"cmd\":\"rebase\",\"layer\":1,\"archive\":\"/x\",\"disk\":4294967295}");
+    assert_int_equal(disk, 4294967295u);
+    free(r);
+    nbd_control_stop(c);
+    nbd_overlay_close(o);
+}
+
 static void test_space_follows_writes(void **state)
 {
     struct fx *f = *state;
@@ -371,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_keeps_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_odd_size_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_follows_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_control_rebase_disk_range, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
