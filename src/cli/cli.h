@@ -32,9 +32,23 @@ void cli_print_help(FILE *f, const struct cli_command *c);
 /* Progress goes to stderr only when it is a terminal and not --quiet. */
 bool cli_progress_enabled(bool quiet);
 
+/* Progress line on stderr (progress.c); does nothing when not enabled. total 0/UINT64_MAX: unknown. */
+struct cli_progress { bool on; const char *what; uint64_t total; double start, last; };
+void cli_progress_init(struct cli_progress *p, bool enabled, const char *what, uint64_t total);
+void cli_progress_update(struct cli_progress *p, uint64_t done);
+void cli_progress_done(struct cli_progress *p);
+
 /* Commands. */
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
+int cmd_internal(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_dirty_rate(int argc, char **argv);
 
 #endif

@@ -1,16 +1,55 @@
 /* cli: entry point and command dispatch. */
 #include "cli/cli.h"
+#include "qops/qops.h"
 
 #include <stdarg.h>
 #include <string.h>
 
 /* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
 const struct cli_command cli_commands[] = {
+    { "pack", cmd_pack,
+      "pack DISK.raw [DISK2.raw ...] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
+      "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
+      "Pack raw disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
+      "checksummed, random-access archive. Holes in the inputs cost nothing. With --parent, store only the blocks\n"
+      "that differ from ARCHIVE (a thin archive that needs its parent to be read). --memory accepts a pipe." },
+    { "info", cmd_info, "info ARCHIVE [--json]",
+      "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
+    { "verify", cmd_verify, "verify ARCHIVE [--quiet]",
+      "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
+    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
+      "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"
       "JSON-ARGUMENTS is a JSON object. --timeout bounds each wait (default 30 s).\n"
       "VMSNAP_QMP_DEBUG=1 logs the QMP traffic to stderr." },
+    { "internal", cmd_internal,
+      "internal save|load|delete --qmp PATH TAG [--vmstate NODE] [--devices NODE,...] [--hmp] [--json] | "
+      "internal list --qmp PATH [--json]",
+      "Drive QEMU's own internal (qcow2) snapshots: VM state and disks saved inside the qcow2 images.\n"
+      "Uses the snapshot-save/-load/-delete jobs (QEMU 6.0+), else HMP savevm/loadvm/delvm (--hmp forces it).\n"
+      "Without --devices every writable disk is snapshotted and must be qcow2; --devices NODE,... limits the\n"
+      "snapshot to those nodes, --vmstate NODE picks where the VM state goes (default: the first device).\n"
+      "Refused early, naming the node: a disk that cannot hold snapshots, a tag that exists (save) or is\n"
+      "missing (load, delete). The VM runs afterwards if it ran before. 'list' shows each device's\n"
+      "snapshots: tag, date, VM state size and VM clock. --timeout SECONDS bounds the wait." },
+    { "dump", cmd_dump,
+      "dump --qmp PATH -o FILE [--format elf|kdump-zlib|kdump-lzo|kdump-snappy|win-dmp] [--paging] [--json]",
+      "Write a crash-analysis dump of guest memory (dump-guest-memory) to FILE, passed to QEMU as an fd.\n"
+      "The ELF format (default) is readable by readelf, gdb and crash. QEMU stops the VM while it dumps and\n"
+      "resumes it afterwards; formats this QEMU lacks are refused with the list it has. --paging follows the\n"
+      "guest's page tables (ELF only). FILE is written under a temporary name, fsynced and renamed; mode 0600.\n"
+      "Options: --quiet (no progress), --timeout SECONDS." },
+    { "status", cmd_status, "status --qmp PATH [--watch] [--interval SECONDS] [--json]",
+      "Show the VM's run state and, during a migration or snapshot, QEMU's MigrationInfo: status,\n"
+      "transferred/remaining/total bytes, throughput, dirty pages rate, expected downtime, downtime, setup\n"
+      "time. --watch refreshes (every --interval, default 1 s) until the migration ends or Ctrl-C, connecting\n"
+      "for each poll only; with --json it prints one document at the end holding the samples." },
+    { "dirty-rate", cmd_dirty_rate, "dirty-rate --qmp PATH [--seconds N] [--throughput RATE] [--json]",
+      "Measure how fast the guest dirties memory (calc-dirty-rate, page sampling, over N seconds, default 1)\n"
+      "and estimate how long a stop-mode and a live snapshot of this VM would take and pause it.\n"
+      "RATE is bytes per second (e.g. 500M).\n" QOPS_ESTIMATE_MODEL_TEXT },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },

@@ -1,0 +1,203 @@
+/* archive: the .vmsnap archive — a single file holding named streams (disks, memory, config, metadata, files),
+ * cut into independently compressed, checksummed blocks with a two-level index, readable at random offsets.
+ * docs/FORMAT.md is the on-disk spec. Prefix: arc_.
+ *
+ * Reader: bytes come through a byte-range source (struct arc_source), never an mmap of the file. A handle is
+ * thread-safe for every read-only call (arc_pread, arc_block_status, arc_read_stream, arc_verify, getters).
+ * Writer: one stream at a time; compression and hashing run on a worker pool with bounded memory; the file is
+ * written under a temporary name beside the target and renamed only by arc_writer_finish(). */
+#ifndef VMSNAP_ARCHIVE_H
+#define VMSNAP_ARCHIVE_H
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "util/util.h"
+
+/* ---- constants ------------------------------------------------------------------------------------------- */
+enum arc_kind {              /* stream kinds (on-disk values) */
+    ARC_KIND_OTHER = 0,      /* unknown to this version: readable as bytes */
+    ARC_KIND_DISK = 1,       /* a disk image; disks are numbered 0.. in stream order */
+    ARC_KIND_MEMORY = 2,     /* QEMU migration stream, opaque */
+    ARC_KIND_CONFIG = 3,     /* JSON: how to launch the VM again */
+    ARC_KIND_METADATA = 4,   /* JSON: message, host, tool version, created */
+    ARC_KIND_FILE = 5,       /* a named blob the VM needs (kernel, initrd, firmware vars) */
+};
+
+enum arc_codec { ARC_CODEC_NONE = 0, ARC_CODEC_LZ4 = 1, ARC_CODEC_ZSTD = 2 };
+
+#define ARC_DEFAULT_BLOCK_SIZE (64u * 1024)
+#define ARC_MIN_BLOCK_SIZE (4u * 1024)
+#define ARC_MAX_BLOCK_SIZE (4u * 1024 * 1024)
+#define ARC_SIZE_UNKNOWN UINT64_MAX
+#define ARC_STREAM_NONE (-1)
+
+const char *arc_kind_name(enum arc_kind k);      /* "disk", "memory", ..., "other" */
+const char *arc_codec_name(enum arc_codec c);    /* "none", "lz4", "zstd" */
+/* "lz4", "none", "zstd", "zstd:LEVEL" (1..19). */
+int arc_parse_codec(const char *s, enum arc_codec *codec, int *level, vs_err *e);
+
+/* ---- byte-range source ----------------------------------------------------------------------------------- */
+/* Where a reader gets its bytes. pread must read exactly len bytes (a short read is an error) and be safe to
+ * call from many threads at once. */
+struct arc_source {
+    int (*pread)(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e);
+    void (*close)(struct arc_source *s);   /* frees s and what it owns */
+    uint64_t size;                         /* total bytes */
+    char *name;                            /* for messages (a path, a URL) */
+    char *path;                            /* local file path, or NULL: parent hints resolve next to it */
+    void *opaque;
+};
+/* A regular local file (directories, FIFOs, devices refused with a clear error). */
+int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
+/* Bytes in memory, borrowed (must outlive the source). For fuzzing and tests. */
+struct arc_source *arc_source_open_mem(const void *buf, size_t len, const char *name);
+void arc_source_close(struct arc_source *s);
+
+/* ---- reader ---------------------------------------------------------------------------------------------- */
+struct arc;
+
+struct arc_open_opts {
+    struct arc *parent;        /* use this already-open parent (borrowed; must outlive the child), or */
+    const char *parent_path;   /* open the parent from this path instead of the stored hint */
+    bool no_parent;            /* do not resolve the parent: reads of parent blocks fail (for info) */
+    size_t cache_bytes;        /* decompressed block cache; 0 = default (8 MiB) */
+};
+
+/* Open an archive. The source is owned by the handle from the call on (closed on failure too). */
+int arc_open(const char *path, const struct arc_open_opts *o, struct arc **out, vs_err *e);
+int arc_open_source(struct arc_source *src, const struct arc_open_opts *o, struct arc **out, vs_err *e);
+void arc_close(struct arc *a);
+void arc_closep(struct arc **a);
+#define ARC_AUTOCLOSE __attribute__((cleanup(arc_closep)))
+
+struct arc_info {
+    uint32_t version;          /* format version */
+    uint64_t incompat, compat; /* feature bits */
+    uint8_t uuid[16];
+    bool has_parent;
+    uint8_t parent_uuid[16];
+    const char *parent_hint;   /* relative path hint ("" if none); valid while the handle is open */
+    uint64_t created;          /* unix seconds */
+    uint64_t file_size;
+    uint32_t block_size;
+    unsigned nstreams;
+};
+void arc_get_info(const struct arc *a, struct arc_info *out);
+const uint8_t *arc_uuid(const struct arc *a);
+/* The resolved parent, or NULL (not thin, or opened with no_parent). */
+struct arc *arc_parent(const struct arc *a);
+/* Bytes of memory the handle has allocated now (index pages, caches, tables; not counting the parent). */
+size_t arc_mem_usage(const struct arc *a);
+
+struct arc_stream_info {
+    enum arc_kind kind;
+    int disk_index;            /* 0.. among disk streams in stream order, else -1 */
+    const char *name;          /* valid while the handle is open */
+    uint64_t size;             /* logical bytes */
+    uint64_t stored;           /* compressed bytes stored in this archive for the stream (dedup'd once) */
+    uint32_t block_size;
+    uint64_t blocks;           /* logical blocks */
+    uint64_t data_blocks;      /* stored here */
+    uint64_t zero_blocks;      /* all-zero, no space */
+    uint64_t dedup_blocks;     /* references to a block stored earlier in this archive */
+    uint64_t parent_blocks;    /* references to the parent */
+    enum arc_codec codec;      /* codec the writer was asked for */
+};
+unsigned arc_stream_count(const struct arc *a);
+int arc_stream_get(const struct arc *a, unsigned i, struct arc_stream_info *out);
+/* Index of the first stream of that kind (and name, if non-NULL), or ARC_STREAM_NONE. */
+int arc_find_stream(const struct arc *a, enum arc_kind kind, const char *name);
+/* Index of the n-th disk stream (0-based), or ARC_STREAM_NONE. */
+int arc_find_disk(const struct arc *a, int n);
+
+/* Read len bytes at off of a stream, across blocks and through the parent chain. Every block is checked against
+ * its checksum: damaged data is an error, never returned. Reading past the end of the stream is -EINVAL. */
+int arc_pread(struct arc *a, unsigned stream, void *buf, size_t len, uint64_t off, vs_err *e);
+
+/* Allocation status of [off, off+len): on success *run (>0, <= len) bytes from off all have status *flags. */
+#define ARC_STATUS_ZERO 1u     /* reads as zeros and takes no space (a hole) */
+#define ARC_STATUS_DATA 2u     /* stored data (here or in a parent) */
+int arc_block_status(struct arc *a, unsigned stream, uint64_t off, uint64_t len, uint64_t *run, unsigned *flags,
+                     vs_err *e);
+
+/* Read a whole small stream (config JSON) into a malloc'd, NUL-terminated buffer; refuses streams > max. */
+int arc_read_stream(struct arc *a, unsigned stream, size_t max, char **out, size_t *len, vs_err *e);
+
+/* Check everything: directory, index pages, every block of every stream, and the parent chain. Calls cb for
+ * each problem (stream = -1 / block = UINT64_MAX when not about a block). Returns the number of problems
+ * found (0 = sound), or a negative errno if checking could not run at all. */
+struct arc_problem {
+    int stream;                /* stream index or -1 */
+    const char *stream_name;   /* or "" */
+    uint64_t block;            /* block index in the stream or UINT64_MAX */
+    uint64_t offset;           /* logical offset of the block in the stream */
+    uint64_t file_offset;      /* where in the archive file (0 if unknown) */
+    const char *msg;           /* what is wrong, one line */
+};
+struct arc_verify_opts {
+    void (*problem)(void *opaque, const struct arc_problem *p);
+    void (*progress)(void *opaque, uint64_t done, uint64_t total);  /* logical bytes checked, may be NULL */
+    void *opaque;
+    bool no_parent_chain;      /* do not descend into the parent's own blocks */
+};
+int arc_verify(struct arc *a, const struct arc_verify_opts *o, vs_err *e);
+
+/* ---- writer ---------------------------------------------------------------------------------------------- */
+struct arc_writer;
+
+#define ARC_DEBUG_COLLIDE_HASH 1u   /* tests: every content hash collides (proves byte compare before dedup) */
+
+struct arc_writer_opts {
+    enum arc_codec codec;      /* start from arc_writer_opts_init() (LZ4); a zeroed struct means NONE */
+    int level;                 /* zstd level (1..19), 0 = default (3) */
+    uint32_t block_size;       /* power of two in [ARC_MIN_BLOCK_SIZE, ARC_MAX_BLOCK_SIZE]; a thin archive takes
+                                  its parent's */
+    int threads;               /* compression workers; 0 = online CPUs, 1 = compress in the caller */
+    const char *parent_path;   /* base archive: thin (references) or thick (copy), see `thin` */
+    struct arc *parent;        /* or an already-open base (borrowed) */
+    bool thin;                 /* with a base: store only blocks that differ and reference the base */
+    const char *message;       /* recorded in the metadata stream */
+    size_t dedup_max_entries;  /* cap of the in-memory dedup table; 0 = default (1 Mi entries) */
+    unsigned debug;            /* ARC_DEBUG_* */
+};
+void arc_writer_opts_init(struct arc_writer_opts *o);   /* LZ4, 64 KiB, threads 0 */
+
+/* Create the archive that finish() will put at path (a temp file beside it until then). */
+int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e);
+
+/* Start a stream. size is the logical size if known (disks), or ARC_SIZE_UNKNOWN (memory stream: its size is
+ * where the last write ended). Names are unique per archive, 1..255 bytes; pack names disks "disk0", "disk1"...
+ * In a thin or thick archive with a base, a stream's base is the base's stream of the same name. */
+int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name, uint64_t size, vs_err *e);
+/* Append at the current position. */
+int arc_writer_write(struct arc_writer *w, const void *buf, size_t len, vs_err *e);
+/* Write at off >= the current position (positions only move forward). Bytes skipped over keep the base's
+ * content: a reference to the parent (thin), a copy of the base (thick), or zeros (no base). Partly written
+ * blocks are completed from the same source. */
+int arc_writer_pwrite(struct arc_writer *w, const void *buf, size_t len, uint64_t off, vs_err *e);
+/* Declare [off, off+len) zero (off >= current position): stored as zero blocks, whatever the base holds. */
+int arc_writer_zero(struct arc_writer *w, uint64_t off, uint64_t len, vs_err *e);
+/* Append everything read from fd until EOF (a pipe from QEMU); *copied gets the byte count (may be NULL). */
+int arc_writer_stream_from_fd(struct arc_writer *w, int fd, uint64_t *copied, vs_err *e);
+/* End the current stream (fills the rest of a known-size stream as arc_writer_pwrite says). */
+int arc_writer_end(struct arc_writer *w, vs_err *e);
+/* begin + write + end of a small stream (config, metadata, file blobs). */
+int arc_writer_add(struct arc_writer *w, enum arc_kind kind, const char *name, const void *buf, size_t len,
+                   vs_err *e);
+/* Bytes accepted for the current stream so far (for progress). */
+uint64_t arc_writer_position(const struct arc_writer *w);
+/* The archive's UUID (known from create on). */
+const uint8_t *arc_writer_uuid(const struct arc_writer *w);
+
+/* Complete the archive: index, directory, header, fsync, rename to the final path, fsync the directory.
+ * Writes a metadata stream if none was added. Frees w whatever the outcome; on failure nothing is left
+ * under the final name nor the temp name. */
+int arc_writer_finish(struct arc_writer *w, vs_err *e);
+/* Discard: remove the temp file and free w. NULL is fine. */
+void arc_writer_abort(struct arc_writer *w);
+void arc_writer_abortp(struct arc_writer **w);
+#define ARC_WRITER_AUTOABORT __attribute__((cleanup(arc_writer_abortp)))
+
+#endif

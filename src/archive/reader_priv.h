@@ -1,0 +1,76 @@
+/* archive: reader internals shared by reader.c, cache.c and verify.c. */
+#ifndef VMSNAP_ARCHIVE_READER_PRIV_H
+#define VMSNAP_ARCHIVE_READER_PRIV_H
+
+#include "archive/format.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct arc_stream {
+    enum arc_kind kind;
+    uint8_t codec;
+    int disk_index;
+    char name[256];
+    uint32_t block_size, page_entries, top_count;
+    uint64_t size, stored, blocks;
+    uint64_t data_blocks, zero_blocks, dedup_blocks, parent_blocks;
+    uint64_t top_offset, top_csum;
+    struct arc_top *tops;
+    int parent_stream;            /* same-named stream in the parent, or -1 */
+};
+
+struct arc_page_slot { int stream; uint64_t page; uint8_t *buf; uint32_t len; uint64_t tick; };
+struct arc_block_slot { uint64_t off; uint32_t len; uint8_t *buf; uint64_t tick; };
+
+#define ARC_PAGE_SLOTS 16
+#define ARC_DCTX_POOL 8
+
+struct arc {
+    struct arc_source *src;
+    struct arc *parent;
+    bool own_parent;
+    struct arc_info info;
+    char *hint;
+    uint64_t dir_off;
+    struct arc_stream *streams;
+    unsigned nstreams, streams_cap;
+
+    pthread_mutex_t lock;         /* guards the caches, the dctx pool and tick */
+    uint64_t tick;
+    struct arc_page_slot pages[ARC_PAGE_SLOTS];
+    struct arc_block_slot *blocks;
+    unsigned nblocks;
+    void *dctx[ARC_DCTX_POOL];
+    unsigned ndctx;
+    atomic_size_t mem;            /* bytes allocated by the handle */
+};
+
+/* Allocation that counts towards arc_mem_usage(). */
+void *arc__alloc(struct arc *a, size_t n);
+void arc__free(struct arc *a, void *p, size_t n);
+
+/* Block geometry. */
+static inline uint64_t arc__block_len(const struct arc_stream *s, uint64_t block)
+{
+    uint64_t start = block * s->block_size;
+    return VS_MIN((uint64_t)s->block_size, s->size - start);
+}
+
+/* Index page (cached, checksummed) -> decoded entry (validated for this archive). */
+int arc__entry_checked(struct arc *a, unsigned stream, uint64_t block, struct arc_entry *en, vs_err *e);
+/* Read, check and decompress one stored block into dst (arc__block_len bytes). */
+int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct arc_entry *en, void *dst, vs_err *e);
+/* Load one index page without the cache (verify). buf gets page_entries*32 bytes at most. */
+int arc__read_page(struct arc *a, unsigned stream, uint64_t page, uint8_t *buf, uint32_t *len, vs_err *e);
+int arc__check_entry(struct arc *a, unsigned stream, uint64_t block, const struct arc_entry *en, vs_err *e);
+
+/* Block cache (cache.c). */
+void arc__cache_init(struct arc *a, size_t bytes);
+void arc__cache_free(struct arc *a);
+bool arc__cache_get(struct arc *a, uint64_t off, void *dst, size_t skip, size_t n);
+void arc__cache_put(struct arc *a, uint64_t off, const void *src, uint32_t len);
+void *arc__dctx_get(struct arc *a);
+void arc__dctx_put(struct arc *a, void *d);
+
+#endif

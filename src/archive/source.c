@@ -1,0 +1,96 @@
+/* archive: byte-range sources — a local file (pread) and a borrowed memory buffer. */
+#include "archive/archive.h"
+
+#include <inttypes.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct file_src { struct arc_source s; int fd; };
+
+static int file_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    struct file_src *f = (struct file_src *)s;
+    if (off > s->size || len > s->size - off)
+        return vs_err_set(e, EIO, "%s: truncated: wanted %zu bytes at offset %" PRIu64 " of %" PRIu64, s->name, len,
+                          off, s->size);
+    ssize_t n = vs_pread_full(f->fd, buf, len, (off_t)off);
+    if (n < 0)
+        return vs_err_sys(e, (int)n, "%s: reading %zu bytes at offset %" PRIu64, s->name, len, off);
+    if ((size_t)n < len)
+        return vs_err_set(e, EIO, "%s: truncated: wanted %zu bytes at offset %" PRIu64 ", file ends at %" PRIu64,
+                          s->name, len, off, off + (uint64_t)n);
+    return 0;
+}
+
+static void file_close(struct arc_source *s)
+{
+    struct file_src *f = (struct file_src *)s;
+    close(f->fd);
+    free(s->name);
+    free(s->path);
+    free(f);
+}
+
+int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e)
+{
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "cannot open archive '%s'", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vs_err_sys(e, errno, "cannot stat '%s'", path);
+    if (S_ISDIR(st.st_mode))
+        return vs_err_set(e, EISDIR, "'%s' is a directory, expected a .vmsnap archive file", path);
+    if (!S_ISREG(st.st_mode))
+        return vs_err_set(e, EINVAL, "'%s' is not a regular file, expected a .vmsnap archive file", path);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    struct file_src *f = vs_xcalloc(1, sizeof *f);
+    f->fd = VS_STEAL_FD(fd);
+    f->s.pread = file_pread;
+    f->s.close = file_close;
+    f->s.size = (uint64_t)st.st_size;
+    f->s.name = vs_xstrdup(path);
+    f->s.path = vs_xstrdup(path);
+    *out = &f->s;
+    return 0;
+}
+
+struct mem_src { struct arc_source s; const uint8_t *buf; };
+
+static int mem_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    struct mem_src *m = (struct mem_src *)s;
+    if (off > s->size || len > s->size - off)
+        return vs_err_set(e, EIO, "%s: truncated: wanted %zu bytes at offset %" PRIu64 " of %" PRIu64, s->name, len,
+                          off, s->size);
+    memcpy(buf, m->buf + off, len);
+    return 0;
+}
+
+static void mem_close(struct arc_source *s)
+{
+    free(s->name);
+    free(s);
+}
+
+struct arc_source *arc_source_open_mem(const void *buf, size_t len, const char *name)
+{
+    struct mem_src *m = vs_xcalloc(1, sizeof *m);
+    m->buf = buf;
+    m->s.pread = mem_pread;
+    m->s.close = mem_close;
+    m->s.size = len;
+    m->s.name = vs_xstrdup(name ? name : "(memory)");
+    return &m->s;
+}
+
+void arc_source_close(struct arc_source *s)
+{
+    if (s)
+        s->close(s);
+}

@@ -1,0 +1,278 @@
+/* archive: writer life cycle — temp file beside the target, base archive, directory and header, and the
+ * crash-safe finish (fsync, rename, fsync of the directory). */
+#include "archive/reader_priv.h"
+#include "archive/writer_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void arc_writer_opts_init(struct arc_writer_opts *o)
+{
+    *o = (struct arc_writer_opts){ .codec = ARC_CODEC_LZ4, .block_size = ARC_DEFAULT_BLOCK_SIZE };
+}
+
+/* Path of `target` relative to directory `from` (both absolute, canonical). */
+static char *relpath(const char *target, const char *from)
+{
+    size_t common = 0, i = 0;
+    for (; target[i] && from[i] && target[i] == from[i]; i++)
+        if (target[i] == '/')
+            common = i;
+    if (!from[i] && target[i] == '/')
+        common = i;
+    else if (!from[i] && !target[i])
+        common = i;
+    size_t ups = 0;
+    for (const char *p = from + common; *p; p++)
+        if (*p == '/' && p[1])
+            ups++;
+    if (strcmp(from, "/") == 0)
+        ups = 0;
+    char *out = vs_xmalloc(3 * ups + strlen(target) + 2);
+    out[0] = 0;
+    for (size_t k = 0; k < ups; k++)
+        strcat(out, "../");
+    strcat(out, target + common + (target[common] == '/'));
+    return out;
+}
+
+static char *parent_hint(const char *archive_path, const char *parent_path)
+{
+    char rp[PATH_MAX], rd[PATH_MAX];
+    VS_AUTOFREE char *copy = vs_xstrdup(archive_path);
+    if (!realpath(parent_path, rp) || !realpath(dirname(copy), rd))
+        return vs_xstrdup(parent_path);
+    return relpath(rp, rd);
+}
+
+/* A hidden temp file in the target's directory, so the final rename is atomic. */
+static int open_temp(struct arc_writer *w, vs_err *e)
+{
+    VS_AUTOFREE char *copy = vs_xstrdup(w->path), *copy2 = vs_xstrdup(w->path);
+    w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
+    w->fd = mkostemp(w->tmp, O_CLOEXEC);
+    if (w->fd < 0) {
+        int r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", w->path);
+        free(w->tmp);
+        w->tmp = NULL;
+        return r;
+    }
+    return 0;
+}
+
+int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e)
+{
+    struct arc_writer_opts def;
+    if (!o) {
+        arc_writer_opts_init(&def);
+        o = &def;
+    }
+    if (o->codec > ARC_CODEC_ZSTD || (o->codec == ARC_CODEC_ZSTD && (o->level < 0 || o->level > 19)))
+        return vs_err_set(e, EINVAL, "unsupported compression settings");
+    if (!arc_block_size_ok(o->block_size))
+        return vs_err_set(e, EINVAL, "block size %u is not a power of two between %u and %u", o->block_size,
+                          ARC_MIN_BLOCK_SIZE, ARC_MAX_BLOCK_SIZE);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return vs_err_set(e, EISDIR, "output '%s' is a directory", path);
+    struct arc_writer *w = vs_xcalloc(1, sizeof *w);
+    w->fd = -1;
+    w->path = vs_xstrdup(path);
+    w->codec = o->codec;
+    w->level = o->level;
+    w->bs = o->block_size;
+    w->thin = o->thin;
+    w->debug = o->debug;
+    w->dd_max = o->dedup_max_entries ? o->dedup_max_entries : (1u << 20);
+    w->message = o->message ? vs_xstrdup(o->message) : NULL;
+    w->created = vs_wall_s();
+    int r = vs_uuid_generate(w->uuid);
+    if (r < 0) {
+        vs_err_sys(e, r, "generating a UUID");
+        goto fail;
+    }
+    if (o->parent) {
+        w->base = o->parent;
+        w->hint = vs_xstrdup("");
+        if (w->base->src->path)
+            w->hint = (free(w->hint), parent_hint(path, w->base->src->path));
+    } else if (o->parent_path) {
+        if ((r = arc_open(o->parent_path, NULL, &w->base, e)) < 0) {
+            vs_err_prefix(e, "parent");
+            goto fail;
+        }
+        w->own_base = true;
+        w->hint = parent_hint(path, o->parent_path);
+    }
+    if (w->base && w->thin) {
+        w->bs = w->base->info.block_size;   /* references need the parent's geometry */
+    }
+    if (!w->base)
+        w->thin = false;
+
+    if ((r = open_temp(w, e)) < 0)
+        goto fail;
+    fchmod(w->fd, 0644);
+    uint8_t zero[ARC_HEADER_SIZE] = { 0 };
+    w->fpos = 0;
+    r = vs_pwrite_full(w->fd, zero, sizeof zero, 0);
+    if (r < 0) {
+        vs_err_sys(e, r, "writing archive '%s'", path);
+        goto fail;
+    }
+    w->fpos = ARC_HEADER_SIZE;
+    w->cmpbuf = vs_xmalloc(arc_stored_bound(w->bs));
+    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    arc__pool_start(w, (unsigned)VS_MIN(VS_MAX(threads, 1), 64));
+    *out = w;
+    return 0;
+fail:
+    arc_writer_abort(w);
+    return r < 0 ? r : -EIO;
+}
+
+static void writer_free(struct arc_writer *w)
+{
+    arc__pool_stop(w);
+    arc__dedup_free(w);
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->own_base)
+        arc_close(w->base);
+    free(w->st.page);
+    free(w->st.tops);
+    free(w->recs);
+    free(w->cmpbuf);
+    free(w->hint);
+    free(w->message);
+    free(w->tmp);
+    free(w->path);
+    free(w);
+}
+
+void arc_writer_abort(struct arc_writer *w)
+{
+    if (!w)
+        return;
+    if (w->tmp)
+        unlink(w->tmp);
+    writer_free(w);
+}
+
+void arc_writer_abortp(struct arc_writer **w)
+{
+    arc_writer_abort(*w);
+}
+
+static int add_metadata(struct arc_writer *w, vs_err *e)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    json_t *j = json_pack("{s:s, s:s, s:I}", "tool", "vmsnap " VMSNAP_VERSION, "host", host, "created",
+                          (json_int_t)w->created);
+    if (w->message)
+        json_object_set_new(j, "message", json_string(w->message));
+    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    int r = arc_writer_add(w, ARC_KIND_METADATA, "metadata", s, strlen(s), e);
+    free(s);
+    return r;
+}
+
+static int write_dir_and_header(struct arc_writer *w, vs_err *e)
+{
+    size_t hl = strlen(w->hint ? w->hint : "");
+    if (hl > UINT16_MAX)
+        return vs_err_set(e, ENAMETOOLONG, "parent path hint too long");
+    size_t len = ARC_DIR_FIXED + hl + 8;
+    for (size_t i = 0; i < w->nrecs; i++)
+        len += ARC_STREAM_REC + strlen(w->recs[i].name);
+    VS_AUTOFREE uint8_t *d = vs_xcalloc(1, len);
+    vs_put_le32(d, (uint32_t)w->nrecs);
+    vs_put_le16(d + 4, (uint16_t)hl);
+    size_t p = ARC_DIR_FIXED;
+    memcpy(d + p, w->hint ? w->hint : "", hl);
+    p += hl;
+    for (size_t i = 0; i < w->nrecs; i++) {
+        const struct wrec *rc = &w->recs[i];
+        uint8_t *r = d + p;
+        size_t nl = strlen(rc->name);
+        r[0] = rc->kind;
+        r[1] = rc->codec;
+        r[2] = (uint8_t)nl;
+        vs_put_le32(r + 4, rc->block_size);
+        vs_put_le32(r + 8, rc->page_entries);
+        vs_put_le32(r + 12, rc->top_count);
+        vs_put_le64(r + 16, rc->size);
+        vs_put_le64(r + 24, rc->stored);
+        vs_put_le64(r + 32, rc->data_blocks);
+        vs_put_le64(r + 40, rc->zero_blocks);
+        vs_put_le64(r + 48, rc->dedup_blocks);
+        vs_put_le64(r + 56, rc->parent_blocks);
+        vs_put_le64(r + 64, rc->top_offset);
+        vs_put_le64(r + 72, rc->top_csum);
+        memcpy(r + ARC_STREAM_REC, rc->name, nl);
+        p += ARC_STREAM_REC + nl;
+    }
+    vs_put_le64(d + p, arc_meta_hash(d, p));
+    uint64_t dir_off = w->fpos;
+    int r = vs_pwrite_full(w->fd, d, len, (off_t)dir_off);
+    if (r < 0)
+        return vs_err_sys(e, r, "writing archive '%s'", w->path);
+    w->fpos += len;
+
+    uint8_t h[ARC_HEADER_SIZE] = { 0 };
+    memcpy(h + H_MAGIC, ARC_MAGIC, ARC_MAGIC_LEN);
+    vs_put_le32(h + H_VERSION, ARC_VERSION);
+    vs_put_le32(h + H_HDRSIZE, ARC_HEADER_SIZE);
+    vs_put_le64(h + H_INCOMPAT, w->thin ? ARC_INCOMPAT_PARENT : 0);
+    vs_put_le64(h + H_COMPAT, 0);
+    memcpy(h + H_UUID, w->uuid, 16);
+    if (w->thin)
+        memcpy(h + H_PUUID, w->base->info.uuid, 16);
+    vs_put_le64(h + H_CREATED, w->created);
+    vs_put_le64(h + H_FILESIZE, w->fpos);
+    vs_put_le64(h + H_DIROFF, dir_off);
+    vs_put_le32(h + H_DIRLEN, (uint32_t)len);
+    vs_put_le32(h + H_BLOCKSIZE, w->bs);
+    vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF));
+    r = vs_pwrite_full(w->fd, h, sizeof h, 0);
+    if (r < 0)
+        return vs_err_sys(e, r, "writing archive '%s'", w->path);
+    return 0;
+}
+
+int arc_writer_finish(struct arc_writer *w, vs_err *e)
+{
+    int r = w->err;
+    if (r < 0 && e)
+        *e = w->err_msg;
+    if (r >= 0 && w->in_stream)
+        r = arc_writer_end(w, e);
+    if (r >= 0 && !w->has_metadata)
+        r = add_metadata(w, e);
+    if (r >= 0 && !w->thin)
+        free(w->hint), w->hint = NULL;
+    if (r >= 0)
+        r = write_dir_and_header(w, e);
+    if (r >= 0 && fsync(w->fd) < 0)
+        r = vs_err_sys(e, errno, "syncing archive '%s'", w->path);
+    if (r >= 0 && close(w->fd) < 0)
+        r = vs_err_sys(e, errno, "closing archive '%s'", w->path);
+    if (r >= 0)
+        w->fd = -1;
+    if (r >= 0 && rename(w->tmp, w->path) < 0)
+        r = vs_err_sys(e, errno, "renaming the archive to '%s'", w->path);
+    if (r >= 0) {
+        free(w->tmp);
+        w->tmp = NULL;
+        r = vs_fsync_dir_of(w->path, e);
+    }
+    arc_writer_abort(w);
+    return r < 0 ? r : 0;
+}

@@ -1,0 +1,103 @@
+/* archive: writer internals shared by writer.c (streams, blocks, index) and wpool.c (worker pool, dedup). */
+#ifndef VMSNAP_ARCHIVE_WRITER_PRIV_H
+#define VMSNAP_ARCHIVE_WRITER_PRIV_H
+
+#include "archive/format.h"
+
+#include <pthread.h>
+#include <xxhash.h>
+
+enum { SLOT_FREE, SLOT_PENDING, SLOT_DONE };
+
+/* One block on its way through the pool: filled by the caller's thread, compressed and hashed by a worker,
+ * committed (written, indexed) in submission order by the caller's thread. */
+struct wslot {
+    uint8_t *in, *out;
+    uint32_t len, out_len;
+    uint64_t block;
+    int state;
+    bool zero;
+    uint8_t codec;
+    uint64_t csum, scsum;
+    XXH128_hash_t h;
+};
+
+struct dd_ent { XXH128_hash_t h; struct arc_entry en; uint32_t len; bool used; };
+
+/* A finished stream's directory record. */
+struct wrec {
+    uint8_t kind, codec;
+    char name[256];
+    uint32_t block_size, page_entries, top_count;
+    uint64_t size, stored, data_blocks, zero_blocks, dedup_blocks, parent_blocks, top_offset, top_csum;
+};
+
+struct wstream {
+    struct wrec rec;
+    uint64_t declared;        /* ARC_SIZE_UNKNOWN or the size given to begin */
+    uint64_t pos;             /* bytes decided so far */
+    bool cur_active;
+    uint64_t cur_block;
+    uint32_t cur_fill;        /* valid prefix of the block being assembled */
+    uint8_t *cur;             /* the slot buffer it is assembled in */
+    uint64_t next_block;      /* first block not yet submitted or committed */
+    int base_stream;          /* same-named stream in the base, or -1 */
+    uint8_t *page;
+    uint32_t page_n;
+    bool page_zero, page_parent;
+    struct arc_top *tops;
+    size_t ntops, tops_cap;
+};
+
+struct arc_writer {
+    char *path, *tmp;
+    int fd;
+    uint64_t fpos;
+    enum arc_codec codec;
+    int level;
+    uint32_t bs;
+    bool thin;
+    unsigned debug;
+    struct arc *base;
+    bool own_base;
+    uint8_t uuid[16];
+    uint64_t created;
+    char *hint, *message;
+    struct wrec *recs;
+    size_t nrecs;
+    bool in_stream, has_metadata;
+    struct wstream st;
+    int err;                  /* sticky failure */
+    vs_err err_msg;
+
+    /* pool */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    pthread_t *workers;
+    unsigned nworkers;
+    bool quit;
+    struct wslot *slots;
+    unsigned nslots;
+    uint64_t submitted, retired, work_next;
+    void *zctx;               /* for inline compression */
+
+    /* dedup */
+    struct dd_ent *dd;
+    size_t dd_cap, dd_n, dd_max;
+    uint8_t *cmpbuf;          /* block-size scratch for byte compares */
+};
+
+/* wpool.c */
+void arc__pool_start(struct arc_writer *w, unsigned threads);
+void arc__pool_stop(struct arc_writer *w);
+struct wslot *arc__slot_acquire(struct arc_writer *w, vs_err *e);   /* may commit older blocks */
+int arc__slot_submit(struct arc_writer *w, vs_err *e);               /* the acquired slot */
+int arc__pool_drain(struct arc_writer *w, vs_err *e);                /* commit everything in flight */
+/* writer.c: commit a processed slot (in order). */
+int arc__commit(struct arc_writer *w, struct wslot *s, vs_err *e);
+/* dedup table: find a stored block with the same content (byte-checked), or remember a new one. */
+bool arc__dedup_find(struct arc_writer *w, const struct wslot *s, struct arc_entry *en, vs_err *e);
+void arc__dedup_add(struct arc_writer *w, const struct wslot *s, const struct arc_entry *en);
+void arc__dedup_free(struct arc_writer *w);
+
+#endif

@@ -1,0 +1,111 @@
+/* cli: vmsnap extract — one stream out, byte for byte, zero blocks as holes; written to a temp name and renamed. */
+#include "cli/cli.h"
+#include "archive/archive.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define CHUNK (1u << 20)
+
+static int extract(struct arc *a, unsigned s, int fd, uint64_t size, struct cli_progress *prog, vs_err *e)
+{
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
+    uint64_t off = 0;
+    while (off < size) {
+        uint64_t run;
+        unsigned fl;
+        int r = arc_block_status(a, s, off, size - off, &run, &fl, e);
+        if (r < 0)
+            return r;
+        if (fl == ARC_STATUS_DATA) {
+            for (uint64_t end = off + run; off < end;) {
+                size_t n = (size_t)VS_MIN((uint64_t)CHUNK, end - off);
+                if ((r = arc_pread(a, s, buf, n, off, e)) < 0)
+                    return r;
+                if ((r = vs_pwrite_full(fd, buf, n, (off_t)off)) < 0)
+                    return vs_err_sys(e, r, "writing the output");
+                off += n;
+                cli_progress_update(prog, off);
+            }
+        } else {
+            off += run;   /* a hole: nothing to write */
+        }
+    }
+    if (ftruncate(fd, (off_t)size) < 0)
+        return vs_err_sys(e, errno, "sizing the output");
+    return 0;
+}
+
+int cmd_extract(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "disk", required_argument, NULL, 'd' }, { "memory", no_argument, NULL, 'M' },
+        { "config", no_argument, NULL, 'C' }, { "output", required_argument, NULL, 'o' },
+        { "quiet", no_argument, NULL, 'q' }, { NULL, 0, NULL, 0 },
+    };
+    const char *out = NULL;
+    int disk = -1, which = 0;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:q", opts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'd':
+            disk = (int)strtol(optarg, &end, 10);
+            if (!*optarg || *end || disk < 0)
+                return cli_usage("extract", "bad --disk '%s' (a number from 0)", optarg);
+            which++;
+            break;
+        case 'M': which++; break;
+        case 'C': which++; break;
+        case 'o': out = optarg; break;
+        case 'q': quiet = true; break;
+        default: return cli_usage("extract", "bad arguments");
+        }
+        if (c == 'M' || c == 'C')
+            disk = c == 'M' ? -2 : -3;
+    }
+    if (optind != argc - 1)
+        return cli_usage("extract", "expected one ARCHIVE");
+    if (which != 1)
+        return cli_usage("extract", "choose exactly one of --disk N, --memory, --config");
+    if (!out)
+        return cli_usage("extract", "missing -o FILE");
+    const char *path = argv[optind];
+    vs_err e = { 0 };
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    if (arc_open(path, NULL, &a, &e) < 0)
+        return cli_fail("%s", e.msg);
+    int s = disk >= 0 ? arc_find_disk(a, disk)
+                      : arc_find_stream(a, disk == -2 ? ARC_KIND_MEMORY : ARC_KIND_CONFIG, NULL);
+    if (s < 0)
+        return disk >= 0 ? cli_fail("%s: no disk %d (disks count from 0)", path, disk)
+                         : cli_fail("%s: no %s stream", path, disk == -2 ? "memory" : "config");
+    struct arc_stream_info si;
+    arc_stream_get(a, (unsigned)s, &si);
+
+    VS_AUTOFREE char *copy = vs_xstrdup(out), *copy2 = vs_xstrdup(out);
+    VS_AUTOFREE char *tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
+    VS_AUTOCLOSE int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return cli_fail("cannot create a temporary file beside '%s': %s", out, strerror(errno));
+    fchmod(fd, 0644);
+    struct cli_progress prog;
+    cli_progress_init(&prog, cli_progress_enabled(quiet), "extract", si.size);
+    int r = extract(a, (unsigned)s, fd, si.size, &prog, &e);
+    cli_progress_done(&prog);
+    if (r >= 0 && fsync(fd) < 0)
+        r = vs_err_sys(&e, errno, "syncing '%s'", out);
+    if (r >= 0 && rename(tmp, out) < 0)
+        r = vs_err_sys(&e, errno, "renaming the output to '%s'", out);
+    if (r < 0) {
+        unlink(tmp);
+        return cli_fail("%s", e.msg);
+    }
+    vs_fsync_dir_of(out, NULL);
+    return CLI_OK;
+}

@@ -1,0 +1,167 @@
+/* cli: vmsnap info — what an archive holds. */
+#include "cli/cli.h"
+#include "archive/archive.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <string.h>
+#include <time.h>
+
+static json_t *stream_json(const struct arc_stream_info *si, unsigned i)
+{
+    json_t *j = json_pack("{s:I, s:s, s:s, s:I, s:I, s:f, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "index", (json_int_t)i,
+                          "name", si->name, "kind", arc_kind_name(si->kind), "size", (json_int_t)si->size, "stored",
+                          (json_int_t)si->stored, "ratio", si->stored ? (double)si->size / (double)si->stored : 0.0,
+                          "compression", arc_codec_name(si->codec), "block_size", (json_int_t)si->block_size,
+                          "blocks", (json_int_t)si->blocks, "data_blocks", (json_int_t)si->data_blocks, "zero_blocks",
+                          (json_int_t)si->zero_blocks, "dedup_blocks", (json_int_t)si->dedup_blocks, "parent_blocks",
+                          (json_int_t)si->parent_blocks);
+    if (si->disk_index >= 0)
+        json_object_set_new(j, "disk_index", json_integer(si->disk_index));
+    return j;
+}
+
+/* A small JSON stream (config, metadata) as a JSON value, or null. */
+static json_t *small_json(struct arc *a, enum arc_kind kind)
+{
+    int s = arc_find_stream(a, kind, NULL);
+    VS_AUTOFREE char *buf = NULL;
+    size_t len;
+    if (s < 0 || arc_read_stream(a, (unsigned)s, 16 << 20, &buf, &len, NULL) < 0)
+        return json_null();
+    json_t *j = json_loadb(buf, len, 0, NULL);
+    return j ? j : json_null();
+}
+
+static json_t *info_json(struct arc *a, const char *path, const char *parent_err)
+{
+    struct arc_info in;
+    arc_get_info(a, &in);
+    char u[37];
+    vs_uuid_format(in.uuid, u);
+    json_t *streams = json_array();
+    uint64_t lsum = 0, ssum = 0;
+    for (unsigned i = 0; i < in.nstreams; i++) {
+        struct arc_stream_info si;
+        arc_stream_get(a, i, &si);
+        json_array_append_new(streams, stream_json(&si, i));
+        lsum += si.size;
+        ssum += si.stored;
+    }
+    json_t *chain = json_array();
+    for (struct arc *p = arc_parent(a); p; p = arc_parent(p)) {
+        struct arc_info pi;
+        arc_get_info(p, &pi);
+        char pu[37];
+        vs_uuid_format(pi.uuid, pu);
+        json_array_append_new(chain, json_pack("{s:s, s:I}", "uuid", pu, "created", (json_int_t)pi.created));
+    }
+    json_t *config = small_json(a, ARC_KIND_CONFIG);
+    json_t *qv = json_object_get(config, "qemu_version");
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:O, s:o}", "path", path,
+                          "uuid", u, "format_version", (json_int_t)in.version, "created", (json_int_t)in.created,
+                          "file_size", (json_int_t)in.file_size, "block_size", (json_int_t)in.block_size,
+                          "logical_size", (json_int_t)lsum, "stored_size", (json_int_t)ssum, "incompat_features",
+                          (json_int_t)in.incompat, "streams", streams, "parent_chain", chain, "config", config,
+                          "qemu_version", qv ? qv : json_null(), "metadata", small_json(a, ARC_KIND_METADATA));
+    if (in.has_parent) {
+        char pu[37];
+        vs_uuid_format(in.parent_uuid, pu);
+        json_object_set_new(j, "parent", json_pack("{s:s, s:s}", "uuid", pu, "hint", in.parent_hint));
+    } else {
+        json_object_set_new(j, "parent", json_null());
+    }
+    if (parent_err)
+        json_object_set_new(j, "parent_error", json_string(parent_err));
+    return j;
+}
+
+static void print_human(json_t *j)
+{
+    char a[32], b[32];
+    time_t t = (time_t)json_integer_value(json_object_get(j, "created"));
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %Z", localtime(&t));
+    printf("archive:  %s\nuuid:     %s\ncreated:  %s\nformat:   version %lld, block size %lld\n",
+           json_string_value(json_object_get(j, "path")), json_string_value(json_object_get(j, "uuid")), when,
+           json_integer_value(json_object_get(j, "format_version")),
+           json_integer_value(json_object_get(j, "block_size")));
+    printf("size:     %s in file, %s logical\n", vs_fmt_size(json_integer_value(json_object_get(j, "file_size")), a, 32),
+           vs_fmt_size(json_integer_value(json_object_get(j, "logical_size")), b, 32));
+    json_t *par = json_object_get(j, "parent");
+    if (json_is_object(par)) {
+        printf("parent:   %s (%s)\n", json_string_value(json_object_get(par, "uuid")),
+               json_string_value(json_object_get(par, "hint")));
+        size_t i;
+        json_t *p;
+        json_array_foreach(json_object_get(j, "parent_chain"), i, p)
+            printf("  chain %zu: %s\n", i + 1, json_string_value(json_object_get(p, "uuid")));
+        if (json_object_get(j, "parent_error"))
+            printf("  MISSING: %s\n", json_string_value(json_object_get(j, "parent_error")));
+    }
+    json_t *qv = json_object_get(j, "qemu_version");
+    if (json_is_string(qv))
+        printf("qemu:     %s\n", json_string_value(qv));
+    printf("streams:\n  %-3s %-10s %-9s %12s %12s %7s %-5s %10s %8s %8s %8s\n", "#", "name", "kind", "size", "stored",
+           "ratio", "codec", "blocks", "zero", "dedup", "parent");
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(j, "streams"), i, s) {
+        printf("  %-3zu %-10s %-9s %12s %12s %6.2fx %-5s %10lld %8lld %8lld %8lld\n", i,
+               json_string_value(json_object_get(s, "name")), json_string_value(json_object_get(s, "kind")),
+               vs_fmt_size(json_integer_value(json_object_get(s, "size")), a, 32),
+               vs_fmt_size(json_integer_value(json_object_get(s, "stored")), b, 32),
+               json_real_value(json_object_get(s, "ratio")), json_string_value(json_object_get(s, "compression")),
+               json_integer_value(json_object_get(s, "blocks")), json_integer_value(json_object_get(s, "zero_blocks")),
+               json_integer_value(json_object_get(s, "dedup_blocks")),
+               json_integer_value(json_object_get(s, "parent_blocks")));
+    }
+    json_t *cfg = json_object_get(j, "config");
+    if (json_is_object(cfg)) {
+        char *d = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+        printf("config:\n%s\n", d);
+        free(d);
+    }
+    json_t *md = json_object_get(j, "metadata");
+    if (json_is_string(json_object_get(md, "message")))
+        printf("message:  %s\n", json_string_value(json_object_get(md, "message")));
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
+    bool as_json = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c != 'j')
+            return cli_usage("info", "bad arguments");
+        as_json = true;
+    }
+    if (optind != argc - 1)
+        return cli_usage("info", "expected one ARCHIVE");
+    const char *path = argv[optind];
+    vs_err e = { 0 }, pe = { 0 };
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    int r = arc_open(path, NULL, &a, &pe);
+    bool parent_broken = false;
+    if (r < 0) {   /* show what can be shown of an archive whose parent is missing, then fail */
+        struct arc_open_opts o = { .no_parent = true };
+        if (arc_open(path, &o, &a, &e) < 0)
+            return cli_fail("%s", pe.msg);
+        struct arc_info in;
+        arc_get_info(a, &in);
+        if (!in.has_parent)
+            return cli_fail("%s", pe.msg);
+        parent_broken = true;
+    }
+    json_t *j = info_json(a, path, parent_broken ? pe.msg : NULL);
+    if (as_json) {
+        char *d = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+        puts(d);
+        free(d);
+    } else {
+        print_human(j);
+    }
+    json_decref(j);
+    return parent_broken ? cli_fail("%s", pe.msg) : CLI_OK;
+}

@@ -1,0 +1,113 @@
+/* cli: "vmsnap status" — run state and migration progress, once or until the migration ends. */
+#include "cli/qops-cli.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <time.h>
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* One poll: connect, query, disconnect — the user's socket is free between polls. */
+static int poll_once(const char *path, json_t **doc, vs_err *e)
+{
+    struct qmp *q QMP_AUTOCLOSE = NULL;
+    int r = qops_cli_connect(path, &q, e);
+    return r < 0 ? r : qops_status(q, doc, e);
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = { .tv_sec = (time_t)s, .tv_nsec = (long)((s - (time_t)s) * 1e9) };
+    nanosleep(&ts, NULL);   /* SIGINT cuts it short */
+}
+
+int cmd_status(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "qmp", required_argument, NULL, 'q' },      { "watch", no_argument, NULL, 'w' },
+        { "interval", required_argument, NULL, 'i' }, { "json", no_argument, NULL, 'j' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *qmp_path = NULL;
+    bool watch = false, json = false;
+    double interval = 1.0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'q': qmp_path = optarg; break;
+        case 'w': watch = true; break;
+        case 'j': json = true; break;
+        case 'i':
+            if (!qops_cli_seconds(optarg, &interval))
+                return cli_usage("status", "--interval needs a positive number of seconds, not '%s'", optarg);
+            break;
+        default: return cli_usage("status", "bad option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage("status", "unexpected argument '%s'", argv[optind]);
+    if (!qmp_path)
+        return cli_usage("status", "status needs --qmp PATH");
+
+    vs_err e = { 0 };
+    json_t *doc = NULL;
+    if (poll_once(qmp_path, &doc, &e) < 0)
+        return cli_fail_err(&e);
+    if (!watch) {
+        if (json)
+            return qops_cli_print_json(doc);
+        VS_AUTOFREE char *text = qops_status_text(doc);
+        fputs(text, stdout);
+        json_decref(doc);
+        return CLI_OK;
+    }
+
+    /* --watch: until the migration is no longer active, or Ctrl-C. With --json, one document at the end
+     * holding the last state and every sample taken. */
+    struct sigaction sa = { .sa_handler = on_sigint };
+    sigaction(SIGINT, &sa, NULL);
+    json_t *samples = json_array();
+    double t0 = vs_now_s();
+    for (;;) {
+        json_t *m = json_object_get(doc, "migration");
+        if (json) {
+            json_t *s = json_pack("{s:f, s:s, s:s}", "time", vs_now_s() - t0, "status",
+                                  json_string_value(json_object_get(doc, "status")), "migration",
+                                  json_string_value(json_object_get(m, "status")));
+            json_object_set(s, "transferred", json_object_get(m, "transferred"));
+            json_object_set(s, "remaining", json_object_get(m, "remaining"));
+            json_array_append_new(samples, s);
+        } else {
+            VS_AUTOFREE char *text = qops_status_text(doc);
+            printf("--- %.1f s\n%s", vs_now_s() - t0, text);
+            fflush(stdout);
+        }
+        if (!json_is_true(json_object_get(m, "active")) || interrupted)
+            break;
+        sleep_s(interval);
+        if (interrupted)
+            break;
+        json_t *next = NULL;
+        if (poll_once(qmp_path, &next, &e) < 0) {
+            json_decref(doc);
+            json_decref(samples);
+            return cli_fail_err(&e);
+        }
+        json_decref(doc);
+        doc = next;
+    }
+    if (json) {
+        json_object_set_new(doc, "samples", samples);
+        return qops_cli_print_json(doc);
+    }
+    json_decref(samples);
+    json_decref(doc);
+    return CLI_OK;
+}
