@@ -157,7 +157,7 @@ set multiplot layout 1,2
 set style data histogram
 set style histogram errorbars gap 1 lw 1
 set style fill solid 0.8 border -1
-set key top left
+set key below
 set grid ytics
 set title 'Guest-visible pause (longest heartbeat gap)'
 set ylabel 'ms (log scale)'
