@@ -155,12 +155,12 @@ class Booted:
             Booted.live.remove(self)
 
 
-def _cleanup_booted():
+def cleanup_booted():
     for b in list(Booted.live):
         b.close()
 
 
-vmtest.atexit.register(_cleanup_booted)
+vmtest.atexit.register(cleanup_booted)
 
 
 class Restored:

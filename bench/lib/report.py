@@ -16,6 +16,7 @@ METRICS = [("pause_ms", "guest pause ms", "{:.1f}"), ("idle_gap_ms", "idle gap m
            ("qemu_downtime_ms", "QEMU downtime ms", "{:.0f}"), ("return_s", "return s", "{:.2f}"),
            ("durable_s", "durable s", "{:.2f}"), ("size_mib", "size MiB", "{:.0f}"),
            ("restore_s", "restore s", "{:.2f}"), ("restore_hb_s", "first beat s", "{:.2f}"),
+           ("verify_ms", "RAM check after restore ms", "{:.0f}"),
            ("slowdown", "hb rate during/idle", "{:.2f}")]
 RATIOS = [("pause_ms", "pause"), ("durable_s", "durable"), ("size_mib", "size"), ("restore_s", "restore")]
 
