@@ -27,6 +27,9 @@ def test():
         methods = {r["method"] for r in rows}
         log(f"rows: {[(r['method'], r['pause_ms'], r['size_bytes'], r['restore_s'], r['verify']) for r in rows]}")
         check({"seed000", "savevm"} <= methods, f"baseline methods missing from raw.csv: {methods}")
+        has_snap = subprocess.run([vmtest.vmsnap_path(), "help", "snap"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL).returncode == 0
+        check(not has_snap or "vmsnap-live" in methods, f"vmsnap snap exists but vmsnap-live did not run: {methods}")
         for r in rows:
             what = f"{r['method']} {r['ram_mib']} MiB"
             check(r["verify"] == "ok", f"{what}: RAM verification after restore: {r['verify']}")
