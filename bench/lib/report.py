@@ -102,12 +102,12 @@ def markdown(summary, order, titles, baseline="vmsnap-live"):
         methods = sorted((m for (r, m) in summary if r == ram), key=lambda m: _rank(order, m))
         lines.append(f"### {ram} MiB guest\n")
         lines.append("Median [min–max] over the repeats.\n")
-        lines.append("| method | " + " | ".join(h for _, h, _ in METRICS) + " | RAM verified |")
-        lines.append("|---" * (len(METRICS) + 2) + "|")
+        lines.append("| method | " + " | ".join(h for _, h, _ in METRICS) + " | RAM verified | load (1 min) |")
+        lines.append("|---" * (len(METRICS) + 3) + "|")
         for m in methods:
             s = summary[(ram, m)]
             lines.append(f"| {titles.get(m, m)} | " + " | ".join(_cell(s, f, fmt) for f, _, fmt in METRICS)
-                         + f" | {s['verify']} |")
+                         + f" | {s['verify']} | {s['load1']:.1f} |")
         base = summary.get((ram, baseline))
         if base:
             lines.append("")
