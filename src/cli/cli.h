@@ -50,5 +50,6 @@ int cmd_internal(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_dirty_rate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

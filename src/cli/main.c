@@ -50,6 +50,13 @@ const struct cli_command cli_commands[] = {
       "Measure how fast the guest dirties memory (calc-dirty-rate, page sampling, over N seconds, default 1)\n"
       "and estimate how long a stop-mode and a live snapshot of this VM would take and pause it.\n"
       "RATE is bytes per second (e.g. 500M).\n" QOPS_ESTIMATE_MODEL_TEXT },
+    { "serve", cmd_serve, "serve ARCHIVE --socket PATH [--disk N] [--overlay FILE] [--read-only] [--raw] "
+      "[--control PATH] [--threads N]",
+      "Serve disk N (default 0) of ARCHIVE over NBD on the Unix socket PATH (mode 0600), export name \"\" (any\n"
+      "name is accepted). Reads come from the archive, writes go to a 4 KiB copy-on-write overlay: FILE (created\n"
+      "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
+      "file instead of an archive. --control PATH opens the control socket (docs/CONTROL.md: freeze, status,\n"
+      "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },

@@ -147,6 +147,23 @@ def main():
         rc = p.wait(30)
         check(rc == 1 and not os.path.exists(o2) and set(os.listdir(d)) == before,
               f"interrupted pack exits 1 and leaves nothing ({p.stderr.read().decode().strip()})")
+
+        # a really full disk: a 4 MiB tmpfs cannot hold the 32 MiB image's archive (ENOSPC mid-write)
+        full = os.path.join(d, "full")
+        os.mkdir(full)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", full],
+                          capture_output=True).returncode == 0:
+            try:
+                out_full = os.path.join(full, "big.vmsnap")
+                p = run("pack", img, "--memory", mem, "-o", out_full, "--compress", "none", ok=(1,))
+                msg = p.stderr.strip()
+                check(msg.startswith("vmsnap: ") and "No space left" in msg and msg.count("\n") == 0,
+                      "full disk: one clear line (" + msg + ")")
+                check(os.listdir(full) == [], "full disk: no file under the final name, no temp file left")
+            finally:
+                subprocess.run(["umount", full], capture_output=True)
+        else:
+            print("skip full-disk check: cannot mount a tmpfs here (needs root)")
     finally:
         shutil.rmtree(d, ignore_errors=True)
     if failures:

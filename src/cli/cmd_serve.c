@@ -1,0 +1,99 @@
+/* cli: "vmsnap serve" — serve an archive's disk over NBD on a Unix socket with a copy-on-write overlay. */
+#include "cli/cli.h"
+#include "nbd/nbd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
+{
+    bool raw = *(bool *)opaque;
+    if (raw) {
+        if (disk)
+            return vs_err_set(e, EINVAL, "a raw image has only disk 0");
+        return nbd_base_open_raw(path, out, e);
+    }
+    return nbd_base_open_archive(path, disk, out, e);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "socket", required_argument, NULL, 's' }, { "disk", required_argument, NULL, 'd' },
+        { "overlay", required_argument, NULL, 'o' }, { "read-only", no_argument, NULL, 'r' },
+        { "raw", no_argument, NULL, 'R' }, { "control", required_argument, NULL, 'c' },
+        { "threads", required_argument, NULL, 't' }, { NULL, 0, NULL, 0 },
+    };
+    const char *sock = NULL, *overlay = NULL, *control = NULL;
+    unsigned long disk = 0, threads = 0;
+    bool ro = false, raw = false;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "s:d:o:rRc:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's': sock = optarg; break;
+        case 'o': overlay = optarg; break;
+        case 'c': control = optarg; break;
+        case 'r': ro = true; break;
+        case 'R': raw = true; break;
+        case 'd':
+            errno = 0;
+            disk = strtoul(optarg, &end, 10);
+            if (errno || *end || !*optarg || optarg[0] == '-' || disk > 65535)
+                return cli_usage("serve", "--disk wants a disk index (0, 1, ...), not '%s'", optarg);
+            break;
+        case 't':
+            errno = 0;
+            threads = strtoul(optarg, &end, 10);
+            if (errno || *end || threads < 1 || threads > 64)
+                return cli_usage("serve", "--threads wants 1..64, not '%s'", optarg);
+            break;
+        default:
+            return cli_usage("serve", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage("serve", optind == argc ? "missing ARCHIVE" : "too many arguments");
+    if (!sock)
+        return cli_usage("serve", "missing --socket PATH");
+    const char *archive = argv[optind];
+
+    /* Signals are taken by sigwait() below, never by a handler in a server thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    vs_err e = { 0 };
+    struct nbd_base *base = NULL;
+    if (open_base(&raw, archive, (unsigned)disk, &base, &e) < 0)
+        return cli_fail_err(&e);
+    unsigned flags = overlay ? NBD_OVL_CREATE : NBD_OVL_TEMP;
+    if (ro)
+        flags |= NBD_OVL_READONLY;
+    NBD_AUTO_OVERLAY struct nbd_overlay *o = NULL;
+    if (nbd_overlay_open(overlay, base, flags, &o, &e) < 0) {
+        nbd_base_close(base);
+        return cli_fail_err(&e);
+    }
+    struct nbd_server_opts so = { .threads = (unsigned)threads, .description = archive };
+    NBD_AUTO_SERVER struct nbd_server *srv = NULL;
+    if (nbd_server_new(o, &so, &srv, &e) < 0 || nbd_server_listen_unix(srv, sock, &e) < 0)
+        return cli_fail_err(&e);
+    struct nbd_control *ctl = NULL;
+    if (control && nbd_control_start(o, control, open_base, &raw, &ctl, &e) < 0)
+        return cli_fail_err(&e);
+
+    int sig;
+    sigwait(&set, &sig);
+    nbd_control_stop(ctl);
+    if (nbd_server_stop(srv, &e) < 0)
+        return cli_fail_err(&e);
+    return CLI_OK;
+}
