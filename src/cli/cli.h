@@ -42,6 +42,9 @@ void cli_progress_done(struct cli_progress *p);
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_boot(int argc, char **argv);
+int cmd_snap(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
@@ -51,5 +54,6 @@ int cmd_dump(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_dirty_rate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_mem(int argc, char **argv);
 
 #endif

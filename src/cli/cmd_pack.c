@@ -1,6 +1,7 @@
-/* cli: vmsnap pack — raw disk images (+ memory stream, config) into a .vmsnap archive. */
+/* cli: vmsnap pack — disk images (raw or qcow2) (+ memory stream, config) into a .vmsnap archive. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "image/image.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,9 +9,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <linux/fs.h>
 
 #define CHUNK (1u << 20)
 
@@ -19,49 +18,17 @@ static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
 struct pack { struct arc_writer *w; struct cli_progress prog; uint64_t done; uint8_t *buf; };
 
-/* Open an input disk: a regular file or a block device, never a directory or a FIFO (its size is unknown). */
-static int open_disk(const char *path, uint64_t *size, vs_err *e)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return vs_err_sys(e, errno, "cannot open disk image '%s'", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
-        return vs_err_sys(e, errno, "cannot stat '%s'", path);
-    }
-    if (S_ISREG(st.st_mode)) {
-        *size = (uint64_t)st.st_size;
-    } else if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, size) == 0) {
-    } else {
-        close(fd);
-        return vs_err_set(e, EINVAL, "'%s' is %s, expected a raw disk image file or block device", path,
-                          S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file");
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    uint8_t magic[4];
-    if (vs_pread_full(fd, magic, 4, 0) == 4 && !memcmp(magic, "QFI\xfb", 4)) {
-        close(fd);
-        return vs_err_set(e, EINVAL, "'%s' is a qcow2 image; convert it first: qemu-img convert -O raw '%s' DISK.raw",
-                          path, path);
-    }
-    return fd;
-}
-
-static int copy_range(struct pack *p, int fd, const char *path, uint64_t from, uint64_t to, vs_err *e)
+static int copy_range(struct pack *p, struct img *im, uint64_t from, uint64_t to, vs_err *e)
 {
     while (from < to) {
         if (interrupted)
             return vs_err_set(e, EINTR, "interrupted");
         size_t n = (size_t)VS_MIN((uint64_t)CHUNK, to - from);
-        ssize_t r = vs_pread_full(fd, p->buf, n, (off_t)from);
+        int r = img_pread(im, p->buf, n, from, e);
+        if (r == 0)
+            r = arc_writer_pwrite(p->w, p->buf, n, from, e);
         if (r < 0)
-            return vs_err_sys(e, (int)r, "reading '%s' at offset %" PRIu64, path, from);
-        if ((size_t)r < n)
-            return vs_err_set(e, EIO, "'%s' shrank while being packed (ends at %" PRIu64 ")", path, from + r);
-        int rc = arc_writer_pwrite(p->w, p->buf, n, from, e);
-        if (rc < 0)
-            return rc;
+            return r;
         from += n;
         p->done += n;
         cli_progress_update(&p->prog, p->done);
@@ -69,33 +36,25 @@ static int copy_range(struct pack *p, int fd, const char *path, uint64_t from, u
     return 0;
 }
 
-/* Data extents are copied, holes declared zero: a 1 TiB sparse image with a few blocks packs in no time. */
-static int pack_disk(struct pack *p, const char *path, int idx, vs_err *e)
+/* Data is copied, holes (sparse raw files, qcow2 zero/unallocated clusters) declared zero: a 1 TiB sparse image
+ * with a few blocks packs in no time. */
+static int pack_disk(struct pack *p, struct img *im, int idx, vs_err *e)
 {
-    uint64_t size;
-    VS_AUTOCLOSE int fd = open_disk(path, &size, e);
-    if (fd < 0)
-        return fd;
+    uint64_t size = img_size(im);
     char name[32];
     snprintf(name, sizeof name, "disk%d", idx);
     int r = arc_writer_begin(p->w, ARC_KIND_DISK, name, size, e);
-    uint64_t pos = 0;
-    while (r >= 0 && pos < size) {
-        off_t data = lseek(fd, (off_t)pos, SEEK_DATA), hole;
-        if (data < 0 && errno == ENXIO)
-            data = (off_t)size;
-        else if (data < 0)
-            data = (off_t)pos;   /* no SEEK_DATA here: everything is data */
-        hole = data < (off_t)size ? lseek(fd, data, SEEK_HOLE) : (off_t)size;
-        if (hole < 0 || (uint64_t)hole > size)
-            hole = (off_t)size;
-        if ((uint64_t)data > pos) {
-            r = arc_writer_zero(p->w, pos, (uint64_t)data - pos, e);
-            p->done += (uint64_t)data - pos;
+    for (uint64_t pos = 0, run; r >= 0 && pos < size; pos += run) {
+        unsigned flags;
+        r = img_block_status(im, pos, size - pos, &run, &flags, e);
+        if (r < 0)
+            break;
+        if (flags & IMG_STATUS_ZERO) {
+            r = arc_writer_zero(p->w, pos, run, e);
+            p->done += run;
+        } else {
+            r = copy_range(p, im, pos, pos + run, e);
         }
-        if (r >= 0)
-            r = copy_range(p, fd, path, (uint64_t)data, (uint64_t)hole, e);
-        pos = (uint64_t)hole;
     }
     return r < 0 ? r : arc_writer_end(p->w, e);
 }
@@ -154,12 +113,13 @@ int cmd_pack(int argc, char **argv)
         { "config", required_argument, NULL, 'C' }, { "compress", required_argument, NULL, 'c' },
         { "block-size", required_argument, NULL, 'b' }, { "threads", required_argument, NULL, 'T' },
         { "parent", required_argument, NULL, 'P' }, { "message", required_argument, NULL, 'm' },
-        { "quiet", no_argument, NULL, 'q' }, { NULL, 0, NULL, 0 },
+        { "quiet", no_argument, NULL, 'q' }, { "format", required_argument, NULL, 'f' }, { NULL, 0, NULL, 0 },
     };
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     const char *out = NULL, *memory = NULL, *config = NULL;
     bool quiet = false;
+    enum img_format fmt = IMG_FORMAT_AUTO;
     vs_err e = { 0 };
     int c;
     while ((c = getopt_long(argc, argv, "o:qm:", opts, NULL)) != -1) {
@@ -171,6 +131,10 @@ int cmd_pack(int argc, char **argv)
         case 'P': wo.parent_path = optarg; wo.thin = true; break;
         case 'm': wo.message = optarg; break;
         case 'q': quiet = true; break;
+        case 'f':
+            if (img_parse_format(optarg, &fmt) < 0)
+                return cli_usage("pack", "bad --format '%s' (raw, qcow2 or auto)", optarg);
+            break;
         case 'c':
             if (arc_parse_codec(optarg, &wo.codec, &wo.level, &e) < 0)
                 return cli_usage("pack", "%s", e.msg);
@@ -195,23 +159,32 @@ int cmd_pack(int argc, char **argv)
     if (optind >= argc && !memory)
         return cli_usage("pack", "nothing to pack: give at least one disk image or --memory");
 
-    struct pack p = { .buf = vs_xmalloc(CHUNK) };
+    /* Every disk is opened (and its format checked) before anything is written. */
+    int ndisks = argc - optind, r = 0;
+    struct img **disks = vs_xcalloc((size_t)ndisks + 1, sizeof *disks);
     uint64_t total = 0;
-    for (int i = optind; i < argc; i++) {
-        struct stat st;
-        if (stat(argv[i], &st) == 0 && S_ISREG(st.st_mode))
-            total += (uint64_t)st.st_size;
+    for (int i = 0; r >= 0 && i < ndisks; i++) {
+        r = img_open(argv[optind + i], fmt, &disks[i], &e);
+        if (r >= 0)
+            total += img_size(disks[i]);
     }
+    if (r < 0) {
+        for (int i = 0; i < ndisks; i++)
+            img_close(disks[i]);
+        free(disks);
+        return cli_fail("%s", e.msg);
+    }
+    struct pack p = { .buf = vs_xmalloc(CHUNK) };
     struct stat mst;
     if (memory && stat(memory, &mst) == 0 && S_ISREG(mst.st_mode))
         total += (uint64_t)mst.st_size;
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int r = arc_writer_create(out, &wo, &p.w, &e);
+    r = arc_writer_create(out, &wo, &p.w, &e);
     cli_progress_init(&p.prog, cli_progress_enabled(quiet), "pack", total);
-    for (int i = optind; r >= 0 && i < argc; i++)
-        r = pack_disk(&p, argv[i], i - optind, &e);
+    for (int i = 0; r >= 0 && i < ndisks; i++)
+        r = pack_disk(&p, disks[i], i, &e);
     if (r >= 0 && memory)
         r = pack_memory(&p, memory, &e);
     if (r >= 0 && config)
@@ -223,6 +196,9 @@ int cmd_pack(int argc, char **argv)
     arc_writer_abort(p.w);
     cli_progress_done(&p.prog);
     free(p.buf);
+    for (int i = 0; i < ndisks; i++)
+        img_close(disks[i]);
+    free(disks);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (r < 0)

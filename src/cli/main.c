@@ -7,11 +7,29 @@
 
 /* Keep sorted by how users meet them: snapshot lifecycle first, tooling after. */
 const struct cli_command cli_commands[] = {
+    { "boot", cmd_boot,
+      "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
+      "[--detach] [--json] [-- EXTRA-QEMU-ARGS]",
+      "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Its disks are served from the\n"
+      "archive over NBD with a 4 KiB copy-on-write overlay (temporary unless --overlay). Stays in the foreground until\n"
+      "QEMU exits (SIGINT/SIGTERM: clean shutdown); --detach returns once the VM runs and prints its sockets.\n"
+      "Extra QEMU arguments become part of the VM's config (a later snap stores them and the files they name)." },
+    { "snap", cmd_snap,
+      "snap --qmp PATH -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] [--memory-only] [--json] [--quiet]",
+      "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
+      "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
+      "changed since the archive the VM runs on. For another QEMU: --memory-only captures RAM, device state and its\n"
+      "command line. On any failure the VM keeps running and no file is left under OUT. Aliases: --socket, --output." },
+    { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay]",
+      "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
+      "The overlay is removed after a successful commit unless --keep-overlay." },
     { "pack", cmd_pack,
-      "pack DISK.raw [DISK2.raw ...] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
+      "pack DISK [DISK2 ...] [--format raw|qcow2] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
       "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
-      "Pack raw disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
-      "checksummed, random-access archive. Holes in the inputs cost nothing. With --parent, store only the blocks\n"
+      "Pack disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
+      "checksummed, random-access archive. Disks are raw files, block devices or qcow2 images (v2/v3, compressed\n"
+      "and zero clusters, subclusters, raw/qcow2 backing files; encrypted images and external data files are\n"
+      "refused), detected by magic unless --format says. Holes and unallocated clusters cost nothing. With --parent, store only the blocks\n"
       "that differ from ARCHIVE (a thin archive that needs its parent to be read). --memory accepts a pipe." },
     { "info", cmd_info, "info ARCHIVE [--json]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
@@ -57,6 +75,16 @@ const struct cli_command cli_commands[] = {
       "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
       "file instead of an archive. --control PATH opens the control socket (docs/CONTROL.md: freeze, status,\n"
       "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
+    { "mem", cmd_mem,
+      "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | pack DIR -o OUT.vmsnap "
+      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json])",
+      "Memory as pages (building blocks of lazy resume). split: parse a QEMU migration stream into a checksummed\n"
+      "page image of the named RAM blocks (default \"mem\") plus a device stream without those pages; a stream it\n"
+      "does not understand is refused as unsupported. reassemble: the inverse, a stream QEMU loads. serve: mount\n"
+      "the image's blocks as FUSE files (for -object memory-backend-file,share=off) until SIGINT/SIGTERM; a page\n"
+      "that fails its checksum fails the read. pack: the image as an archive (a RAM stream per block, zero pages\n"
+      "free, plus the device stream); serve and load read such an archive too (blocks checked as read).\n"
+      "load: feed a stream to a QEMU started with -incoming defer (getfd + pipe, migrate-incoming fd:)." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },

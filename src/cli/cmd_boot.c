@@ -1,0 +1,210 @@
+/* cli: "vmsnap boot" — boot or resume a VM from an archive (the work is vm_host_run in src/vm/host.c). */
+#include "cli/cli.h"
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/wait.h>
+
+struct boot_ui {
+    bool json, detach;
+    int fd;    /* detached: the pipe to the waiting parent */
+};
+
+static char *absolute(const char *p)
+{
+    if (p[0] == '/' || !strcmp(p, "stdio"))
+        return vs_xstrdup(p);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return vs_xstrdup(p);
+    return vs_xasprintf("%s/%s", cwd, p);
+}
+
+static json_t *info_json(const struct vm_host_info *i)
+{
+    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f}", "qmp", i->qmp, "console", i->console, "overlay", i->overlay,
+                     "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid, "resumed", i->resumed,
+                     "start-to-running", i->start_to_running_s);
+}
+
+static void print_info(json_t *i, bool json, FILE *f)
+{
+    if (json) {
+        char *s = json_dumps(i, JSON_COMPACT);
+        fprintf(f, "%s\n", s);
+        free(s);
+        fflush(f);
+        return;
+    }
+    bool resumed = json_is_true(json_object_get(i, "resumed"));
+    fprintf(f, "vm %s in %.3f s (QEMU start included)\n", resumed ? "resumed and running" : "booted",
+            json_number_value(json_object_get(i, "start-to-running")));
+    fprintf(f, "  qmp:      %s\n", json_string_value(json_object_get(i, "qmp")));
+    fprintf(f, "  console:  %s\n", json_string_value(json_object_get(i, "console")));
+    const char *ov = json_string_value(json_object_get(i, "overlay"));
+    fprintf(f, "  overlay:  %s\n", ov ? ov : "temporary (removed when the VM ends)");
+    fprintf(f, "  run dir:  %s\n", json_string_value(json_object_get(i, "rundir")));
+    fprintf(f, "  snapshot: vmsnap snap --qmp %s -o FILE.vmsnap\n", json_string_value(json_object_get(i, "qmp")));
+    fprintf(f, "  stop:     vmsnap qmp %s quit   (or kill %lld)\n", json_string_value(json_object_get(i, "qmp")),
+            (long long)json_integer_value(json_object_get(i, "qemu-pid")));
+    fflush(f);
+}
+
+static void on_ready(void *opaque, const struct vm_host_info *info)
+{
+    struct boot_ui *ui = opaque;
+    if (!info)
+        return;   /* the error is reported by the caller */
+    json_t *j = info_json(info);
+    if (ui->detach) {
+        char *s = json_dumps(j, JSON_COMPACT);
+        dprintf(ui->fd, "OK %s\n", s);
+        free(s);
+        close(ui->fd);
+        ui->fd = -1;
+    } else {
+        print_info(j, ui->json, ui->json ? stdout : stderr);
+    }
+    json_decref(j);
+}
+
+/* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
+static int wait_detached(int fd, pid_t child, bool json)
+{
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof buf - 1)
+            break;
+    }
+    buf[len] = 0;
+    close(fd);
+    char *nl = strchr(buf, '\n');
+    if (nl)
+        *nl = 0;
+    if (!strncmp(buf, "OK ", 3)) {
+        json_t *j = json_loads(buf + 3, 0, NULL);
+        if (j) {
+            print_info(j, json, stdout);
+            json_decref(j);
+            return CLI_OK;
+        }
+    }
+    int st;
+    waitpid(child, &st, 0);
+    if (!strncmp(buf, "ERR ", 4))
+        return cli_fail("%s", buf + 4);
+    return cli_fail("boot: the detached vmsnap process ended before the VM ran");
+}
+
+int cmd_boot(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "overlay", required_argument, NULL, 'o' }, { "ram", required_argument, NULL, 'm' },
+        { "cpus", required_argument, NULL, 'c' },    { "qmp", required_argument, NULL, 'q' },
+        { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
+        { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
+        { NULL, 0, NULL, 0 },
+    };
+    /* Everything after "--" goes to QEMU untouched. */
+    int nopt = argc;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--")) {
+            nopt = i;
+            break;
+        }
+    struct vm_host_opts ho = { .errlog_fd = -1 };
+    struct boot_ui ui = { .fd = -1 };
+    VS_AUTOFREE char *overlay = NULL, *qmp = NULL, *console = NULL, *archive = NULL;
+    const char *accel = "auto";
+    optind = 1;
+    int c;
+    while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': free(overlay); overlay = absolute(optarg); break;
+        case 'm':
+            if (vs_parse_size(optarg, &ho.ram) < 0 || ho.ram < (1u << 20))
+                return cli_usage("boot", "--ram: expected a size like 256M or 1G, got '%s'", optarg);
+            if (strspn(optarg, "0123456789") == strlen(optarg))
+                ho.ram <<= 20;   /* a plain number is MiB, as for QEMU's -m */
+            break;
+        case 'c': {
+            char *end;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (*end || n == 0 || n > 1024)
+                return cli_usage("boot", "--cpus: expected a number from 1 to 1024, got '%s'", optarg);
+            ho.cpus = (unsigned)n;
+            break;
+        }
+        case 'q': free(qmp); qmp = absolute(optarg); break;
+        case 'C': free(console); console = absolute(optarg); break;
+        case 'a':
+            if (strcmp(optarg, "auto") && strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
+                return cli_usage("boot", "--accel: expected auto, kvm or tcg, got '%s'", optarg);
+            accel = optarg;
+            break;
+        case 'd': ui.detach = true; break;
+        case 'j': ui.json = true; break;
+        default: return cli_usage("boot", "bad option");
+        }
+    }
+    if (optind != nopt - 1)
+        return cli_usage("boot", "expected one ARCHIVE (then optionally -- EXTRA-QEMU-ARGS)");
+    archive = absolute(argv[optind]);
+    if (access(archive, R_OK) < 0)
+        return cli_fail("archive %s: %s", archive, strerror(errno));
+    if (ui.detach && console && !strcmp(console, "stdio"))
+        return cli_usage("boot", "--console stdio needs the foreground (no --detach)");
+    ho.archive = archive;
+    ho.overlay = overlay;
+    ho.qmp = qmp;
+    ho.console = console;
+    ho.accel = accel;
+    ho.extra = nopt < argc ? argv + nopt + 1 : NULL;
+    ho.n_extra = nopt < argc ? (size_t)(argc - nopt - 1) : 0;
+    ho.ready = on_ready;
+    ho.opaque = &ui;
+    if (ui.detach) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+            return cli_fail("pipe: %s", strerror(errno));
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+            return cli_fail("fork: %s", strerror(errno));
+        if (pid > 0) {
+            close(p[1]);
+            return wait_detached(p[0], pid, ui.json);
+        }
+        close(p[0]);
+        ui.fd = p[1];
+        setsid();
+        int dn = open("/dev/null", O_RDWR);
+        dup2(dn, 0);
+        dup2(dn, 1);
+        dup2(dn, 2);
+        if (dn > 2)
+            close(dn);
+        ho.quiet_stdio = true;
+    }
+    vs_err e = { 0 };
+    int r = vm_host_run(&ho, &e);
+    if (ui.fd >= 0) {   /* never became ready */
+        dprintf(ui.fd, "ERR %s\n", e.msg[0] ? e.msg : "boot failed");
+        close(ui.fd);
+        _exit(CLI_FAIL);
+    }
+    if (ui.detach)
+        _exit(r < 0 ? CLI_FAIL : CLI_OK);
+    return r < 0 ? cli_fail_err(&e) : CLI_OK;
+}

@@ -1,0 +1,228 @@
+/* cli: "vmsnap snap" — a live snapshot. A VM started by `vmsnap boot` is snapshotted by its boot process (asked
+ * over the run directory's control socket); a foreign QEMU only with --memory-only, from here. */
+#include "cli/cli.h"
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static volatile int interrupted;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+}
+
+struct snap_ui {
+    bool progress;
+};
+
+static void remote_progress(void *opaque, json_t *p)
+{
+    struct snap_ui *ui = opaque;
+    if (!ui->progress)
+        return;
+    char a[32], b[32];
+    uint64_t done = (uint64_t)json_integer_value(json_object_get(p, "transferred"));
+    uint64_t left = (uint64_t)json_integer_value(json_object_get(p, "remaining"));
+    double mbps = json_number_value(json_object_get(p, "mbps"));
+    double eta = mbps > 0 ? left * 8.0 / (mbps * 1e6) : 0;
+    fprintf(stderr, "\r%-7s %s, %s left, %.0f MB/s, ETA %.1f s   ",
+            json_string_value(json_object_get(p, "phase")) ?: "", vs_fmt_size(done, a, sizeof a),
+            vs_fmt_size(left, b, sizeof b), mbps / 8, eta);
+}
+
+struct foreign {
+    struct vm_config cfg;
+    struct snap_ui *ui;
+};
+
+static void local_progress(void *opaque, const struct vm_snap_progress *p)
+{
+    json_t *j = json_pack("{s:s,s:I,s:I,s:f}", "phase", p->phase, "transferred", (json_int_t)p->transferred,
+                          "remaining", (json_int_t)p->remaining, "mbps", p->mbps);
+    remote_progress(((struct foreign *)opaque)->ui, j);
+    json_decref(j);
+}
+
+static bool local_cancelled(void *opaque)
+{
+    (void)opaque;
+    return interrupted != 0;
+}
+
+
+static int foreign_rest(void *opaque, struct arc_writer *w, vs_err *e)
+{
+    struct foreign *f = opaque;
+    VS_AUTOFREE char *cfg = vm_config_to_json(&f->cfg);
+    return arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), e);
+}
+
+static json_t *result_json(const char *out, const struct vm_snap_result *r)
+{
+    struct stat st;
+    json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s}", "output", out, "method",
+                     vm_snap_method_name(r->method), "thin", 0, "pause", r->resumed_at, "qemu-downtime",
+                     r->qemu_downtime_s, "writing", r->writing_s, "total", r->total_s, "memory-bytes",
+                     (json_int_t)r->memory_bytes, "archive-bytes", size, "stopped-to-converge",
+                     r->stopped_to_converge, "fallback-reason", r->fallback_reason);
+}
+
+/* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
+static int snap_foreign(const char *qmp_path, const char *out, const char *codec, bool live, struct snap_ui *ui,
+                        json_t **result, vs_err *e)
+{
+    QMP_AUTOCLOSE struct qmp *q = NULL;
+    int r = qmp_connect(qmp_path, NULL, &q, e);
+    if (r < 0)
+        return r;
+    pid_t pid = qmp_peer_pid(q);
+    if (pid <= 0)
+        return vs_err_set(e, ESRCH, "QMP socket %s: cannot tell which process serves it", qmp_path);
+    struct foreign f = { .ui = ui };
+    vm_config_init(&f.cfg);
+    char **argv = NULL, *cwd = NULL;
+    size_t argc = 0;
+    if ((r = vm_proc_cmdline(pid, &argv, &argc, &cwd, e)) < 0)
+        return r;
+    r = vm_config_from_cmdline(&f.cfg, argv, argc, cwd, e);
+    for (size_t i = 0; i < argc; i++)
+        free(argv[i]);
+    free(argv);
+    free(cwd);
+    if (r < 0)
+        return r;
+    int maj, min, mic;
+    qmp_version(q, &maj, &min, &mic);
+    f.cfg.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+    struct arc_writer_opts wo;
+    arc_writer_opts_init(&wo);
+    if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
+        goto out;
+    struct arc_writer *w = NULL;
+    if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
+        goto out;
+    struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .write_rest = foreign_rest,
+                               .cancelled = local_cancelled, .progress = local_progress, .opaque = &f };
+    struct vm_snap_result res;
+    r = vm_snap_run(q, w, &so, &res, e);
+    if (!res.writer_consumed)
+        arc_writer_abort(w);
+    if (r == 0)
+        *result = result_json(out, &res);
+out:
+    vm_config_free(&f.cfg);
+    return r;
+}
+
+int cmd_snap(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "qmp", required_argument, NULL, 'q' },     { "socket", required_argument, NULL, 'q' },
+        { "output", required_argument, NULL, 'o' },  { "thin", no_argument, NULL, 't' },
+        { "mode", required_argument, NULL, 'M' },    { "compress", required_argument, NULL, 'z' },
+        { "json", no_argument, NULL, 'j' },          { "memory-only", no_argument, NULL, 'm' },
+        { "quiet", no_argument, NULL, 'Q' },         { "message", required_argument, NULL, 'e' },
+        { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL;
+    bool thin = false, live = true, json = false, memory_only = false, quiet = false;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'q': qmp = optarg; break;
+        case 'o': out = optarg; break;
+        case 't': thin = true; break;
+        case 'M':
+            if (strcmp(optarg, "live") && strcmp(optarg, "stop"))
+                return cli_usage("snap", "--mode: expected live or stop, got '%s'", optarg);
+            live = !strcmp(optarg, "live");
+            break;
+        case 'z': codec = optarg; break;
+        case 'j': json = true; break;
+        case 'm': memory_only = true; break;
+        case 'Q': quiet = true; break;
+        case 'e': message = optarg; break;
+        case 'B': case 'O': break;   /* seed-000 aliases: vmsnap knows the base and overlay from the run dir */
+        default: return cli_usage("snap", "bad option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage("snap", "unexpected argument '%s'", argv[optind]);
+    if (!qmp || !out)
+        return cli_usage("snap", "--qmp PATH and -o OUT.vmsnap are required");
+    if (codec) {
+        enum arc_codec cd;
+        int lvl;
+        vs_err e = { 0 };
+        if (arc_parse_codec(codec, &cd, &lvl, &e) < 0)
+            return cli_usage("snap", "--compress: %s", e.msg);
+    }
+    struct stat st;
+    if (stat(qmp, &st) < 0)
+        return cli_fail("QMP socket %s: %s", qmp, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return cli_fail("QMP socket %s: not a socket", qmp);
+    char cwd[PATH_MAX];
+    VS_AUTOFREE char *abs_out = out[0] == '/' || !getcwd(cwd, sizeof cwd) ? vs_xstrdup(out)
+                                                                         : vs_xasprintf("%s/%s", cwd, out);
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct snap_ui ui = { .progress = cli_progress_enabled(quiet) };
+    vs_err e = { 0 };
+    json_t *res = NULL;
+    struct vm_state vs;
+    int r;
+    if (vm_state_find(qmp, &vs, NULL) == 0) {
+        struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
+                                      .message = message };
+        r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
+        vm_state_free(&vs);
+    } else if (!memory_only) {
+        return cli_fail("QMP socket %s: this QEMU was not started by 'vmsnap boot', so vmsnap does not serve its "
+                        "disks and cannot capture them consistently with its memory; use --memory-only to capture "
+                        "RAM, device state and its command line only", qmp);
+    } else if (thin) {
+        return cli_fail("--thin needs a VM started by 'vmsnap boot' (a --memory-only snapshot has no parent)");
+    } else {
+        r = snap_foreign(qmp, abs_out, codec, live, &ui, &res, &e);
+    }
+    if (ui.progress)
+        fputs("\r\033[K", stderr);
+    if (r < 0) {
+        if (interrupted)
+            return cli_fail("snap: interrupted by signal %d; %s (the VM keeps running, no archive written)",
+                            interrupted, e.msg);
+        return cli_fail("snap: %s (no archive written)", e.msg);
+    }
+    if (json) {
+        char *s = json_dumps(res, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+    } else {
+        char a[32], b[32];
+        double pause = json_number_value(json_object_get(res, "pause"));
+        double dt = json_number_value(json_object_get(res, "qemu-downtime"));
+        printf("snapshot %s: %s (memory %s), %s\n", abs_out,
+               vs_fmt_size((uint64_t)json_integer_value(json_object_get(res, "archive-bytes")), a, sizeof a),
+               vs_fmt_size((uint64_t)json_integer_value(json_object_get(res, "memory-bytes")), b, sizeof b),
+               json_string_value(json_object_get(res, "method")));
+        printf("  VM paused %.1f ms (QEMU downtime %s%.0f ms), total %.2f s\n", pause * 1000, dt < 0 ? "n/a " : "",
+               dt < 0 ? 0 : dt * 1000, json_number_value(json_object_get(res, "total")));
+        const char *why = json_string_value(json_object_get(res, "fallback-reason"));
+        if (why && why[0])
+            printf("  background-snapshot not used: %s\n", why);
+    }
+    json_decref(res);
+    return CLI_OK;
+}

@@ -1,0 +1,78 @@
+/* pagefs: RAM page streams in a .vmsnap archive (docs/LAZY-RESUME.md): one stream per split RAM block, named
+ * PF_ARC_RAM_PREFIX + block idstr, page i at byte i*4096, zero pages stored as zero blocks; the device stream
+ * (the migration stream without those pages) as PF_ARC_DEVICE. Until the format has kinds of its own for them they
+ * are kind "other": an older vmsnap sees no memory stream and never feeds QEMU a stream without its RAM. */
+#include <errno.h>
+#include <string.h>
+
+#include "pagefs/pagefs.h"
+
+struct arc_file { struct arc *a; unsigned stream; };
+
+static int arc_file_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    struct arc_file *f = opaque;
+    return arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
+}
+
+int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e)
+{
+    unsigned ns = arc_stream_count(a), k = 0;
+    struct pf_file *out = vs_xcalloc(ns ? ns : 1, sizeof *out);
+    size_t plen = strlen(PF_ARC_RAM_PREFIX);
+    for (unsigned i = 0; i < ns; i++) {
+        struct arc_stream_info si;
+        int r = arc_stream_get(a, i, &si);
+        if (r < 0) {
+            pf_archive_files_free(out, k);
+            return vs_err_set(e, r, "reading the stream list");
+        }
+        if (si.kind != ARC_KIND_OTHER || strncmp(si.name, PF_ARC_RAM_PREFIX, plen) != 0)
+            continue;
+        if (si.size == 0 || si.size % PF_PAGE_SIZE) {
+            pf_archive_files_free(out, k);
+            return vs_err_set(e, -EINVAL, "RAM stream '%s' has size %" PRIu64 ", not whole pages", si.name, si.size);
+        }
+        struct arc_file *af = vs_xcalloc(1, sizeof *af);
+        *af = (struct arc_file){ a, i };
+        char *name = vs_xstrdup(si.name + plen);
+        for (char *c = name; *c; c++)   /* block names may hold '/': flatten for a file name */
+            if (*c == '/')
+                *c = '_';
+        out[k++] = (struct pf_file){ .name = name, .size = si.size, .read = arc_file_read, .opaque = af };
+    }
+    *files = out;
+    *n = k;
+    return 0;
+}
+
+void pf_archive_files_free(struct pf_file *files, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        free((char *)files[i].name);
+        free(files[i].opaque);
+    }
+    free(files);
+}
+
+int pf_image_to_archive(struct pf_image *im, struct arc_writer *w, vs_err *e)
+{
+    const struct pf_image_block *b;
+    unsigned n = pf_image_blocks(im, &b);
+    VS_AUTOFREE uint8_t *page = vs_xmalloc(PF_PAGE_SIZE);
+    for (unsigned i = 0; i < n; i++) {
+        VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, b[i].name);
+        int r = arc_writer_begin(w, ARC_KIND_OTHER, name, b[i].size, e);
+        for (uint64_t off = 0; r == 0 && off < b[i].size; off += PF_PAGE_SIZE) {
+            if (pf_image_is_zero(im, i, off))
+                continue;   /* skipped bytes of a stream without base are zeros */
+            if ((r = pf_image_read(im, i, page, PF_PAGE_SIZE, off, e)) == 0)
+                r = arc_writer_pwrite(w, page, PF_PAGE_SIZE, off, e);
+        }
+        if (r == 0)
+            r = arc_writer_end(w, e);
+        if (r < 0)
+            return vs_err_prefix(e, "RAM block '%s'", b[i].name);
+    }
+    return 0;
+}

@@ -1,0 +1,436 @@
+/* vm: QEMU's argv from a config (no shell anywhere), and configs read back from QEMU command lines. */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+void vm_argv_init(struct vm_argv *a)
+{
+    a->n = 0;
+    a->cap = 16;
+    a->v = vs_xcalloc(a->cap, sizeof *a->v);
+}
+
+void vm_argv_free(struct vm_argv *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    a->v = NULL;
+    a->n = a->cap = 0;
+}
+
+void vm_argv_add(struct vm_argv *a, const char *s)
+{
+    if (a->n + 2 > a->cap) {
+        a->cap *= 2;
+        a->v = vs_xrealloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = vs_xstrdup(s);
+    a->v[a->n] = NULL;
+}
+
+void vm_argv_addf(struct vm_argv *a, const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        VS_BUG("out of memory");
+    va_end(ap);
+    vm_argv_add(a, s);
+    free(s);
+}
+
+char *vm_qemu_escape(const char *s)
+{
+    size_t n = strlen(s), commas = 0;
+    for (size_t i = 0; i < n; i++)
+        commas += s[i] == ',';
+    char *out = vs_xmalloc(n + commas + 1), *p = out;
+    for (size_t i = 0; i < n; i++) {
+        *p++ = s[i];
+        if (s[i] == ',')
+            *p++ = ',';
+    }
+    *p = 0;
+    return out;
+}
+
+/* ---- options of QEMU's command line ------------------------------------------------------------------------- */
+
+/* QEMU options that take no argument (qemu-options.hx); every other "-opt" takes one. */
+static const char *const no_arg_opts[] = {
+    "daemonize", "nographic", "enable-kvm", "S", "s", "no-reboot", "no-shutdown", "nodefaults", "no-user-config",
+    "snapshot", "no-hpet", "no-acpi", "full-screen", "no-fd-bootchk", "usb", "win2k-hack", "rtc-td-hack",
+    "only-migratable", "enable-sync-profile", "preconfig", "no-frame", "alt-grab", "ctrl-grab", "no-quit", "sdl",
+    "curses", "portrait", "version", "help", "h", "old-param", "semihosting", "enable-fips", "xen-attach",
+    "no-kvm", "no-kvm-irqchip", "no-kvm-pit", "no-kvm-pit-reinjection", "no-kvm-pit-reinject",
+};
+
+/* "-opt"/"--opt" -> "opt", else NULL. */
+static const char *opt_name(const char *a)
+{
+    if (a[0] != '-' || a[1] == 0)
+        return NULL;
+    return a[1] == '-' ? a + 2 : a + 1;
+}
+
+static bool opt_takes_arg(const char *name)
+{
+    for (size_t i = 0; i < VS_ARRAY_SIZE(no_arg_opts); i++)
+        if (!strcmp(name, no_arg_opts[i]))
+            return false;
+    return true;
+}
+
+static int role_of_opt(const char *name)
+{
+    for (int r = 0; r < VM_FILE__COUNT; r++)
+        if (!strcmp(name, vm_file_role_name(r)))
+            return r;
+    return -1;
+}
+
+static char *abs_path(const char *p, const char *cwd)
+{
+    if (p[0] == '/' || !cwd)
+        return vs_xstrdup(p);
+    return vs_xasprintf("%s/%s", cwd, p);
+}
+
+int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err *e)
+{
+    char cwdbuf[4096];
+    const char *cwd = getcwd(cwdbuf, sizeof cwdbuf) ? cwdbuf : NULL;
+    c->extra = vs_xrealloc(c->extra, (c->n_extra + n + 1) * sizeof *c->extra);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = opt_name(args[i]);
+        int role = name ? role_of_opt(name) : -1;
+        bool is_append = name && !strcmp(name, "append");
+        if (role >= 0 || is_append) {
+            if (i + 1 >= n)
+                return vs_err_set(e, EINVAL, "extra QEMU argument '%s' needs a value", args[i]);
+            if (is_append) {
+                free(c->append);
+                c->append = vs_xstrdup(args[++i]);
+            } else {
+                free(c->files[role]);
+                c->files[role] = abs_path(args[++i], cwd);
+            }
+            continue;
+        }
+        c->extra[c->n_extra++] = vs_xstrdup(args[i]);
+    }
+    c->extra[c->n_extra] = NULL;
+    return 0;
+}
+
+/* First comma-separated element of an option value, or the value of key=... inside it. Caller frees. */
+static char *opt_field(const char *val, const char *key, bool first_is_key)
+{
+    size_t klen = key ? strlen(key) : 0;
+    const char *p = val;
+    for (bool first = true; *p; first = false) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (key && len > klen && !strncmp(p, key, klen) && p[klen] == '=')
+            return strndup(p + klen + 1, len - klen - 1);
+        if (first && first_is_key && !memchr(p, '=', len))
+            return strndup(p, len);
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return NULL;
+}
+
+/* "-m": a plain number is MiB. */
+static int parse_mem(const char *v, uint64_t *out)
+{
+    VS_AUTOFREE char *s = opt_field(v, "size", true);
+    if (!s)
+        return -EINVAL;
+    size_t n = strlen(s);
+    if (n && strspn(s, "0123456789") == n) {
+        *out = strtoull(s, NULL, 10) << 20;
+        return 0;
+    }
+    return vs_parse_size(s, out);
+}
+
+int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, const char *cwd, vs_err *e)
+{
+    if (argc == 0)
+        return vs_err_set(e, EINVAL, "empty QEMU command line");
+    c->foreign = true;
+    c->cmdline = vs_xcalloc(argc + 1, sizeof *c->cmdline);
+    for (size_t i = 0; i < argc; i++)
+        c->cmdline[i] = vs_xstrdup(argv[i]);
+    c->n_cmdline = argc;
+    free(c->cwd);
+    c->cwd = cwd ? vs_xstrdup(cwd) : NULL;
+    free(c->qemu);
+    c->qemu = vs_xstrdup(argv[0]);
+    for (size_t i = 1; i < argc; i++) {
+        const char *name = opt_name(argv[i]);
+        if (!name)
+            continue;
+        if (!opt_takes_arg(name)) {
+            if (!strcmp(name, "enable-kvm")) {
+                free(c->accel);
+                c->accel = vs_xstrdup("kvm");
+            }
+            continue;
+        }
+        if (i + 1 >= argc)
+            break;
+        const char *v = argv[++i];
+        int role = role_of_opt(name);
+        if (role >= 0) {
+            free(c->files[role]);
+            c->files[role] = abs_path(v, cwd);
+        } else if (!strcmp(name, "append")) {
+            free(c->append);
+            c->append = vs_xstrdup(v);
+        } else if (!strcmp(name, "m")) {
+            if (parse_mem(v, &c->ram_bytes) < 0)
+                return vs_err_set(e, EINVAL, "QEMU command line: cannot read memory size '-m %s'", v);
+        } else if (!strcmp(name, "smp")) {
+            VS_AUTOFREE char *n = opt_field(v, "cpus", true);
+            c->cpus = n ? (unsigned)strtoul(n, NULL, 10) : 0;
+        } else if (!strcmp(name, "machine") || !strcmp(name, "M")) {
+            char *t = opt_field(v, "type", true), *a = opt_field(v, "accel", false);
+            char *mb = opt_field(v, "memory-backend", false);
+            if (t) { free(c->machine); c->machine = t; }
+            if (a) { free(c->accel); c->accel = a; }
+            if (mb) { free(c->mem_backend); c->mem_backend = mb; }
+        } else if (!strcmp(name, "accel")) {
+            char *a = opt_field(v, "accel", true);
+            if (a) { free(c->accel); c->accel = a; }
+        }
+    }
+    return 0;
+}
+
+/* ---- building argv ------------------------------------------------------------------------------------------ */
+
+static void add_chardev_socket(struct vm_argv *a, const char *id, const char *path)
+{
+    VS_AUTOFREE char *p = vm_qemu_escape(path);
+    vm_argv_add(a, "-chardev");
+    vm_argv_addf(a, "socket,id=%s,path=%s,server=on,wait=off", id, p);
+}
+
+static void add_monitors(struct vm_argv *a, const struct vm_launch *l)
+{
+    add_chardev_socket(a, "vmsnap-qmp", l->private_qmp);
+    vm_argv_add(a, "-mon");
+    vm_argv_add(a, "chardev=vmsnap-qmp,mode=control");
+    if (l->user_qmp) {
+        add_chardev_socket(a, "vmsnap-user-qmp", l->user_qmp);
+        vm_argv_add(a, "-mon");
+        vm_argv_add(a, "chardev=vmsnap-user-qmp,mode=control");
+    }
+}
+
+static void add_console_chardev(struct vm_argv *a, const struct vm_launch *l)
+{
+    if (l->console && !strcmp(l->console, "stdio")) {
+        vm_argv_add(a, "-chardev");
+        vm_argv_add(a, "stdio,id=vmsnap-con");
+    } else if (l->console) {
+        add_chardev_socket(a, "vmsnap-con", l->console);
+    } else {
+        vm_argv_add(a, "-chardev");
+        vm_argv_add(a, "null,id=vmsnap-con");
+    }
+}
+
+static int build_native(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
+{
+    vm_argv_add(a, c->qemu ? c->qemu : "qemu-system-x86_64");
+    vm_argv_add(a, "-nodefaults");
+    vm_argv_add(a, "-no-user-config");
+    vm_argv_add(a, "-display");
+    vm_argv_add(a, "none");
+    const char *backend = c->mem_backend;
+    if (backend && c->ram_bytes) {
+        vm_argv_add(a, "-object");
+        vm_argv_addf(a, "memory-backend-ram,id=%s,size=%llu", backend, (unsigned long long)c->ram_bytes);
+    }
+    if (c->machine || backend) {
+        vm_argv_add(a, "-machine");
+        if (c->machine && backend && c->ram_bytes)
+            vm_argv_addf(a, "%s,memory-backend=%s", c->machine, backend);
+        else if (backend && c->ram_bytes)
+            vm_argv_addf(a, "memory-backend=%s", backend);
+        else
+            vm_argv_add(a, c->machine);
+    }
+    if (l->accel) {
+        vm_argv_add(a, "-accel");
+        vm_argv_add(a, l->accel);
+    }
+    if (c->ram_bytes) {
+        vm_argv_add(a, "-m");
+        vm_argv_addf(a, "%llub", (unsigned long long)c->ram_bytes);
+    }
+    if (c->cpus) {
+        vm_argv_add(a, "-smp");
+        vm_argv_addf(a, "%u", c->cpus);
+    }
+    for (int r = 0; r < VM_FILE__COUNT; r++) {
+        const char *f = l->files[r] ? l->files[r] : c->files[r];
+        if (f) {
+            vm_argv_addf(a, "-%s", vm_file_role_name(r));
+            vm_argv_add(a, f);
+        }
+    }
+    if (c->append) {
+        vm_argv_add(a, "-append");
+        vm_argv_add(a, c->append);
+    }
+    for (size_t i = 0; i < c->n_disks; i++) {
+        if (!l->disk_sockets || !l->disk_sockets[i])
+            return vs_err_set(e, EINVAL, "no NBD socket for disk %zu", i);
+        VS_AUTOFREE char *sock = vm_qemu_escape(l->disk_sockets[i]);
+        const char *iface = c->disks[i].iface ? c->disks[i].iface : "virtio";
+        vm_argv_add(a, "-drive");
+        vm_argv_addf(a, "file=nbd+unix:///?socket=%s,format=raw,if=%s,id=vmsnap-disk%zu,cache=writeback", sock,
+                     iface, i);
+    }
+    add_console_chardev(a, l);
+    vm_argv_add(a, "-serial");
+    vm_argv_add(a, "chardev:vmsnap-con");
+    add_monitors(a, l);
+    for (size_t i = 0; i < c->n_extra; i++)
+        vm_argv_add(a, c->extra[i]);
+    if (l->incoming) {
+        vm_argv_add(a, "-incoming");
+        vm_argv_add(a, "defer");
+    }
+    return 0;
+}
+
+/* id=... of a -chardev value. */
+static bool chardev_has_id(const char *val, const char *id)
+{
+    VS_AUTOFREE char *v = opt_field(val, "id", false);
+    return v && !strcmp(v, id);
+}
+
+static int build_foreign(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
+{
+    char *const *cl = c->cmdline;
+    size_t n = c->n_cmdline;
+    /* Chardevs that only fed the dropped monitors or the replaced first serial port go too: a server socket
+     * chardev left behind would wait for a client at start. */
+    char *drop_ids[16];
+    size_t n_drop = 0;
+    bool serial_seen = false, nodefaults = false;
+    for (size_t i = 1; i + 1 < n; i++) {
+        const char *name = opt_name(cl[i]);
+        if (!name)
+            continue;
+        if (!opt_takes_arg(name)) {
+            nodefaults |= !strcmp(name, "nodefaults");
+            continue;
+        }
+        const char *v = cl[++i];
+        char *id = NULL;
+        if (!strcmp(name, "mon"))
+            id = opt_field(v, "chardev", false);
+        else if (!strcmp(name, "serial") && !serial_seen) {
+            serial_seen = true;
+            if (!strncmp(v, "chardev:", 8))
+                id = vs_xstrdup(v + 8);
+        }
+        if (id && n_drop < VS_ARRAY_SIZE(drop_ids))
+            drop_ids[n_drop++] = id;
+        else
+            free(id);
+    }
+    vm_argv_add(a, cl[0]);
+    bool serial_done = false;
+    int r = 0;
+    for (size_t i = 1; i < n; i++) {
+        const char *name = opt_name(cl[i]);
+        if (!name) {
+            vm_argv_add(a, cl[i]);
+            continue;
+        }
+        if (!opt_takes_arg(name)) {
+            if (!strcmp(name, "daemonize") || !strcmp(name, "S"))
+                continue;
+            if (!strcmp(name, "enable-kvm") && l->accel)
+                continue;
+            if (!strcmp(name, "nographic")) {
+                /* -nographic puts serial and monitor on stdio; keep the devices, drop the wiring. */
+                vm_argv_add(a, "-display");
+                vm_argv_add(a, "none");
+                continue;
+            }
+            vm_argv_add(a, cl[i]);
+            continue;
+        }
+        if (i + 1 >= n) {
+            r = vs_err_set(e, EINVAL, "recorded QEMU command line ends with '%s' and no value", cl[i]);
+            break;
+        }
+        const char *opt = cl[i], *v = cl[++i];
+        if (!strcmp(name, "pidfile") || !strcmp(name, "qmp") || !strcmp(name, "qmp-pretty") ||
+            !strcmp(name, "monitor") || !strcmp(name, "mon") || !strcmp(name, "incoming"))
+            continue;
+        if (!strcmp(name, "accel") && l->accel)
+            continue;
+        if (!strcmp(name, "chardev")) {
+            bool drop = false;
+            for (size_t k = 0; k < n_drop; k++)
+                drop |= chardev_has_id(v, drop_ids[k]);
+            if (drop)
+                continue;
+        }
+        if (!strcmp(name, "serial") && !serial_done) {
+            serial_done = true;
+            add_console_chardev(a, l);
+            vm_argv_add(a, "-serial");
+            vm_argv_add(a, "chardev:vmsnap-con");
+            continue;
+        }
+        vm_argv_add(a, opt);
+        vm_argv_add(a, v);
+    }
+    for (size_t k = 0; k < n_drop; k++)
+        free(drop_ids[k]);
+    if (r < 0)
+        return r;
+    /* No -serial: QEMU gave the VM a default first serial port unless -nodefaults; ours takes its place. */
+    if (!serial_done && !nodefaults) {
+        add_console_chardev(a, l);
+        vm_argv_add(a, "-serial");
+        vm_argv_add(a, "chardev:vmsnap-con");
+    }
+    if (l->accel) {
+        vm_argv_add(a, "-accel");
+        vm_argv_add(a, l->accel);
+    }
+    add_monitors(a, l);
+    if (l->incoming) {
+        vm_argv_add(a, "-incoming");
+        vm_argv_add(a, "defer");
+    }
+    return 0;
+}
+
+int vm_build_argv(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *out, vs_err *e)
+{
+    if (!l->private_qmp)
+        return vs_err_set(e, EINVAL, "no private QMP socket path for QEMU");
+    vm_argv_init(out);
+    int r = c->foreign ? build_foreign(c, l, out, e) : build_native(c, l, out, e);
+    if (r < 0)
+        vm_argv_free(out);
+    return r;
+}

@@ -1,0 +1,83 @@
+/* vm: `vmsnap snap` talking to a boot host's control socket (see host.c for the other side). */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volatile int *cancel,
+                   void (*progress)(void *opaque, json_t *p), void *opaque, json_t **result, vs_err *e)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(control) >= sizeof sa.sun_path)
+        return vs_err_set(e, ENAMETOOLONG, "socket path too long: %s", control);
+    strcpy(sa.sun_path, control);
+    VS_AUTOCLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        return vs_err_sys(e, errno, "control socket %s of the vmsnap boot process", control);
+    json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "execute", "snap", "output", rq->output, "thin", rq->thin, "live",
+                          rq->live);
+    if (rq->codec)
+        json_object_set_new(o, "codec", json_string(rq->codec));
+    if (rq->message)
+        json_object_set_new(o, "message", json_string(rq->message));
+    VS_AUTOFREE char *line = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    int r = vs_write_full(fd, line, strlen(line));
+    if (r == 0)
+        r = vs_write_full(fd, "\n", 1);
+    if (r < 0)
+        return vs_err_sys(e, r, "sending to %s", control);
+    size_t cap = 1 << 16, len = 0;
+    VS_AUTOFREE char *buf = vs_xmalloc(cap + 1);
+    bool told = false;
+    for (;;) {
+        if (cancel && *cancel && !told) {
+            (void)!send(fd, "cancel\n", 7, MSG_NOSIGNAL);
+            told = true;
+        }
+        struct pollfd p = { fd, POLLIN, 0 };
+        int pr = poll(&p, 1, 100);
+        if (pr < 0 && errno != EINTR)
+            return vs_err_sys(e, errno, "waiting for %s", control);
+        if (pr <= 0)
+            continue;
+        ssize_t n = recv(fd, buf + len, cap - len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return vs_err_set(e, ECONNRESET, "the vmsnap boot process closed %s without a result", control);
+        len += (size_t)n;
+        char *nl;
+        while ((nl = memchr(buf, '\n', len))) {
+            *nl = 0;
+            json_t *msg = json_loads(buf, 0, NULL);
+            size_t used = (size_t)(nl - buf) + 1;
+            memmove(buf, nl + 1, len - used);
+            len -= used;
+            if (!msg)
+                return vs_err_set(e, EPROTO, "unreadable reply on %s", control);
+            json_t *v;
+            if ((v = json_object_get(msg, "progress"))) {
+                if (progress)
+                    progress(opaque, v);
+            } else if ((v = json_object_get(msg, "result"))) {
+                *result = json_incref(v);
+                json_decref(msg);
+                return 0;
+            } else {
+                r = vs_err_set(e, told ? ECANCELED : EIO, "%s",
+                               json_string_value(json_object_get(msg, "error")) ?: "snapshot failed");
+                json_decref(msg);
+                return r;
+            }
+            json_decref(msg);
+        }
+        if (len == cap)
+            return vs_err_set(e, EMSGSIZE, "reply line too long on %s", control);
+    }
+}

@@ -1,0 +1,254 @@
+/* vm: the VM config model and its JSON form (docs/FORMAT.md, "VM config"). */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <string.h>
+
+static const char *const role_names[VM_FILE__COUNT] = { "kernel", "initrd", "dtb" };
+
+const char *vm_file_role_name(enum vm_file_role r)
+{
+    return r < VM_FILE__COUNT ? role_names[r] : "?";
+}
+
+void vm_config_init(struct vm_config *c)
+{
+    memset(c, 0, sizeof *c);
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void vm_config_free(struct vm_config *c)
+{
+    free(c->qemu);
+    free(c->qemu_version);
+    free(c->machine);
+    free(c->accel);
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        free(c->files[i]);
+    free(c->append);
+    free(c->mem_backend);
+    for (size_t i = 0; i < c->n_disks; i++) {
+        free(c->disks[i].format);
+        free(c->disks[i].iface);
+    }
+    free(c->disks);
+    free_strv(c->extra, c->n_extra);
+    free_strv(c->cmdline, c->n_cmdline);
+    free(c->cwd);
+    vm_config_init(c);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? vs_xstrdup(s) : NULL;
+}
+
+static char **dup_strv(char *const *v, size_t n)
+{
+    char **out = vs_xcalloc(n + 1, sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        out[i] = vs_xstrdup(v[i]);
+    return out;
+}
+
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+    vm_config_init(dst);
+    dst->qemu = dup_or_null(src->qemu);
+    dst->qemu_version = dup_or_null(src->qemu_version);
+    dst->machine = dup_or_null(src->machine);
+    dst->ram_bytes = src->ram_bytes;
+    dst->cpus = src->cpus;
+    dst->accel = dup_or_null(src->accel);
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        dst->files[i] = dup_or_null(src->files[i]);
+    dst->append = dup_or_null(src->append);
+    dst->mem_backend = dup_or_null(src->mem_backend);
+    dst->n_disks = src->n_disks;
+    dst->disks = vs_xcalloc(src->n_disks + 1, sizeof *dst->disks);
+    for (size_t i = 0; i < src->n_disks; i++) {
+        dst->disks[i].format = dup_or_null(src->disks[i].format);
+        dst->disks[i].iface = dup_or_null(src->disks[i].iface);
+        dst->disks[i].size = src->disks[i].size;
+    }
+    dst->n_extra = src->n_extra;
+    dst->extra = dup_strv(src->extra, src->n_extra);
+    dst->foreign = src->foreign;
+    dst->n_cmdline = src->n_cmdline;
+    dst->cmdline = dup_strv(src->cmdline, src->n_cmdline);
+    dst->cwd = dup_or_null(src->cwd);
+    return 0;
+}
+
+/* ---- to JSON --------------------------------------------------------------------------------------------- */
+
+static void set_str(json_t *o, const char *k, const char *v)
+{
+    if (v)
+        json_object_set_new(o, k, json_string(v));
+}
+
+static json_t *strv_json(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+char *vm_config_to_json(const struct vm_config *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_integer(VM_CONFIG_VERSION));
+    set_str(o, "qemu", c->qemu);
+    set_str(o, "qemu-version", c->qemu_version);
+    set_str(o, "machine", c->machine);
+    if (c->ram_bytes)
+        json_object_set_new(o, "ram", json_integer((json_int_t)c->ram_bytes));
+    if (c->cpus)
+        json_object_set_new(o, "cpus", json_integer(c->cpus));
+    set_str(o, "accel", c->accel);
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        set_str(o, role_names[i], c->files[i]);
+    set_str(o, "append", c->append);
+    set_str(o, "memory-backend", c->mem_backend);
+    json_t *disks = json_array();
+    for (size_t i = 0; i < c->n_disks; i++) {
+        json_t *d = json_object();
+        set_str(d, "format", c->disks[i].format);
+        set_str(d, "interface", c->disks[i].iface);
+        if (c->disks[i].size)
+            json_object_set_new(d, "size", json_integer((json_int_t)c->disks[i].size));
+        json_array_append_new(disks, d);
+    }
+    json_object_set_new(o, "disks", disks);
+    json_object_set_new(o, "extra-args", strv_json(c->extra, c->n_extra));
+    if (c->foreign) {
+        json_object_set_new(o, "foreign", json_true());
+        json_object_set_new(o, "cmdline", strv_json(c->cmdline, c->n_cmdline));
+        set_str(o, "cwd", c->cwd);
+    }
+    char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!s)
+        VS_BUG("json_dumps failed");
+    return s;
+}
+
+/* ---- from JSON ------------------------------------------------------------------------------------------- */
+
+static int get_str(json_t *o, const char *k, char **out, vs_err *e)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return vs_err_set(e, EINVAL, "VM config: \"%s\" must be a string", k);
+    *out = vs_xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int get_u64(json_t *o, const char *k, uint64_t max, uint64_t *out, vs_err *e)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return vs_err_set(e, EINVAL, "VM config: \"%s\" must be an integer from 0 to %llu", k,
+                          (unsigned long long)max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_strv(json_t *o, const char *k, char ***out, size_t *n, vs_err *e)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return vs_err_set(e, EINVAL, "VM config: \"%s\" must be an array of strings", k);
+    size_t len = json_array_size(v);
+    char **a = vs_xcalloc(len + 1, sizeof *a);
+    for (size_t i = 0; i < len; i++) {
+        json_t *s = json_array_get(v, i);
+        if (!json_is_string(s)) {
+            free_strv(a, i);
+            return vs_err_set(e, EINVAL, "VM config: \"%s\"[%zu] must be a string", k, i);
+        }
+        a[i] = vs_xstrdup(json_string_value(s));
+    }
+    *out = a;
+    *n = len;
+    return 0;
+}
+
+static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
+{
+    uint64_t ver = 0, cpus = 0;
+    int r;
+    if (!json_is_object(o))
+        return vs_err_set(e, EINVAL, "VM config: expected a JSON object");
+    if ((r = get_u64(o, "version", UINT32_MAX, &ver, e)) < 0)
+        return r;
+    if (ver == 0 || ver > VM_CONFIG_VERSION)
+        return vs_err_set(e, ENOTSUP, "VM config: version %llu not supported (this vmsnap reads up to %d)",
+                          (unsigned long long)ver, VM_CONFIG_VERSION);
+    if ((r = get_str(o, "qemu", &c->qemu, e)) < 0 || (r = get_str(o, "qemu-version", &c->qemu_version, e)) < 0 ||
+        (r = get_str(o, "machine", &c->machine, e)) < 0 || (r = get_str(o, "accel", &c->accel, e)) < 0 ||
+        (r = get_str(o, "append", &c->append, e)) < 0 || (r = get_str(o, "memory-backend", &c->mem_backend, e)) < 0 ||
+        (r = get_str(o, "cwd", &c->cwd, e)) < 0)
+        return r;
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        if ((r = get_str(o, role_names[i], &c->files[i], e)) < 0)
+            return r;
+    if ((r = get_u64(o, "ram", UINT64_C(1) << 50, &c->ram_bytes, e)) < 0 ||
+        (r = get_u64(o, "cpus", 4096, &cpus, e)) < 0)
+        return r;
+    c->cpus = (unsigned)cpus;
+    json_t *disks = json_object_get(o, "disks");
+    if (disks && !json_is_array(disks))
+        return vs_err_set(e, EINVAL, "VM config: \"disks\" must be an array");
+    size_t nd = disks ? json_array_size(disks) : 0;
+    c->disks = vs_xcalloc(nd + 1, sizeof *c->disks);
+    for (size_t i = 0; i < nd; i++) {
+        json_t *d = json_array_get(disks, i);
+        if (!json_is_object(d))
+            return vs_err_set(e, EINVAL, "VM config: \"disks\"[%zu] must be an object", i);
+        c->n_disks = i + 1;
+        if ((r = get_str(d, "format", &c->disks[i].format, e)) < 0 ||
+            (r = get_str(d, "interface", &c->disks[i].iface, e)) < 0 ||
+            (r = get_u64(d, "size", UINT64_C(1) << 62, &c->disks[i].size, e)) < 0)
+            return r;
+    }
+    if ((r = get_strv(o, "extra-args", &c->extra, &c->n_extra, e)) < 0 ||
+        (r = get_strv(o, "cmdline", &c->cmdline, &c->n_cmdline, e)) < 0)
+        return r;
+    json_t *f = json_object_get(o, "foreign");
+    if (f && !json_is_boolean(f))
+        return vs_err_set(e, EINVAL, "VM config: \"foreign\" must be a boolean");
+    c->foreign = f && json_is_true(f);
+    if (c->foreign && c->n_cmdline == 0)
+        return vs_err_set(e, EINVAL, "VM config: a foreign VM's config must hold its \"cmdline\"");
+    return 0;
+}
+
+int vm_config_from_json(const char *text, size_t len, struct vm_config *out, vs_err *e)
+{
+    json_error_t je;
+    vm_config_init(out);
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!o)
+        return vs_err_set(e, EINVAL, "VM config: invalid JSON at line %d: %s", je.line, je.text);
+    int r = parse_obj(o, out, e);
+    json_decref(o);
+    if (r < 0)
+        vm_config_free(out);
+    return r;
+}

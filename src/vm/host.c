@@ -1,0 +1,646 @@
+/* vm: the boot host — the process behind a VM started by `vmsnap boot`. It owns the archive, the overlays and
+ * their NBD servers, QEMU's private QMP connection and the run directory; `vmsnap snap` asks it for snapshots on
+ * the run directory's control socket (one JSON line in; progress lines and one result line out), so a snapshot
+ * is taken by the one process that can freeze the overlay and read the frozen layers. */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+struct host {
+    const struct vm_host_opts *o;
+    struct vm_state st;
+    struct arc *arc;
+    size_t ndisks;
+    struct nbd_overlay **ovl;
+    struct nbd_server **srv;
+    char **socks, **names;
+    uint64_t *sizes;
+    uint32_t *parent_seq, *frozen_seq;
+    char *files[VM_FILE__COUNT];   /* usable paths of the VM's start files (extracted copies or originals) */
+    bool extracted[VM_FILE__COUNT];
+    struct qmp *q;
+    pid_t qemu;
+    int qemu_status;
+    bool qemu_exited;
+    int sigfd, ctl;
+    int client;                    /* snap client during a snapshot */
+    bool quit_requested;
+    char *qemu_log;
+};
+
+/* ---- setup ---------------------------------------------------------------------------------------------- */
+
+static int listen_unix(const char *path, vs_err *e)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path)
+        return vs_err_set(e, ENAMETOOLONG, "socket path too long: %s", path);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "socket");
+    unlink(path);
+    mode_t old = umask(0177);
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (r < 0 || listen(fd, 8) < 0) {
+        r = vs_err_sys(e, errno, "listening on %s", path);
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+/* A named blob of the archive (or of its parents) into dir/name, mode 0600. 0 written, -ENOENT absent. */
+static int extract_file(struct arc *a, const char *name, const char *dest, vs_err *e)
+{
+    for (; a; a = arc_parent(a)) {
+        int s = arc_find_stream(a, ARC_KIND_FILE, name);
+        if (s == ARC_STREAM_NONE)
+            continue;
+        struct arc_stream_info si;
+        if (arc_stream_get(a, (unsigned)s, &si) < 0)
+            return vs_err_set(e, EIO, "file '%s' of the archive is unreadable", name);
+        VS_AUTOCLOSE int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return vs_err_sys(e, errno, "creating %s", dest);
+        size_t cap = 1u << 20;
+        VS_AUTOFREE uint8_t *buf = vs_xmalloc(cap);
+        for (uint64_t off = 0; off < si.size;) {
+            size_t n = (size_t)VS_MIN((uint64_t)cap, si.size - off);
+            int r = arc_pread(a, (unsigned)s, buf, n, off, e);
+            if (r < 0)
+                return vs_err_prefix(e, "extracting file '%s'", name);
+            if ((r = vs_write_full(fd, buf, n)) < 0)
+                return vs_err_sys(e, r, "writing %s", dest);
+            off += n;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static int load_config(struct host *h, bool *has_memory, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    int s = arc_find_stream(h->arc, ARC_KIND_CONFIG, NULL);
+    vm_config_init(c);
+    if (s != ARC_STREAM_NONE) {
+        VS_AUTOFREE char *text = NULL;
+        size_t len = 0;
+        int r = arc_read_stream(h->arc, (unsigned)s, 1 << 20, &text, &len, e);
+        if (r < 0 || (r = vm_config_from_json(text, len, c, e)) < 0)
+            return vs_err_prefix(e, "archive %s: config", h->o->archive);
+    }
+    *has_memory = arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
+    return 0;
+}
+
+static int apply_options(struct host *h, bool has_memory, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    struct vm_config *c = &h->st.config;
+    if (has_memory && o->ram && c->ram_bytes && o->ram != c->ram_bytes)
+        return vs_err_set(e, EINVAL, "archive %s holds the memory of a %llu MiB VM: cannot resume it with --ram %llu MiB",
+                          o->archive, (unsigned long long)(c->ram_bytes >> 20), (unsigned long long)(o->ram >> 20));
+    if (has_memory && o->cpus && c->cpus && o->cpus != c->cpus)
+        return vs_err_set(e, EINVAL, "archive %s holds the state of a %u-CPU VM: cannot resume it with --cpus %u",
+                          o->archive, c->cpus, o->cpus);
+    if (has_memory && !c->foreign && !c->ram_bytes)
+        return vs_err_set(e, EINVAL, "archive %s holds memory but its config does not say the RAM size", o->archive);
+    if (o->ram)
+        c->ram_bytes = o->ram;
+    if (o->cpus)
+        c->cpus = o->cpus;
+    if (!c->foreign) {
+        if (!c->ram_bytes)
+            c->ram_bytes = 256ull << 20;
+        if (!c->cpus)
+            c->cpus = 1;
+        if (!has_memory && !c->mem_backend)
+            c->mem_backend = vs_xstrdup(VM_MEM_BACKEND_ID);
+    }
+    if (o->n_extra) {
+        int r = vm_config_add_extra(c, o->extra, o->n_extra, e);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int open_disks(struct host *h, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    size_t n = 0;
+    while (arc_find_disk(h->arc, (int)n) != ARC_STREAM_NONE)
+        n++;
+    if (c->foreign)
+        n = 0;   /* a foreign VM's disks are its own files */
+    h->ndisks = n;
+    h->ovl = vs_xcalloc(n + 1, sizeof *h->ovl);
+    h->srv = vs_xcalloc(n + 1, sizeof *h->srv);
+    h->socks = vs_xcalloc(n + 1, sizeof *h->socks);
+    h->names = vs_xcalloc(n + 1, sizeof *h->names);
+    h->sizes = vs_xcalloc(n + 1, sizeof *h->sizes);
+    h->parent_seq = vs_xcalloc(n + 1, sizeof *h->parent_seq);
+    h->frozen_seq = vs_xcalloc(n + 1, sizeof *h->frozen_seq);
+    if (!c->foreign && c->n_disks != n) {
+        /* No (or another) recorded disk list: virtio-blk in pack order. */
+        for (size_t i = 0; i < c->n_disks; i++) {
+            free(c->disks[i].format);
+            free(c->disks[i].iface);
+        }
+        free(c->disks);
+        c->disks = vs_xcalloc(n + 1, sizeof *c->disks);
+        c->n_disks = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int s = arc_find_disk(h->arc, (int)i);
+        struct arc_stream_info si;
+        arc_stream_get(h->arc, (unsigned)s, &si);
+        h->names[i] = vs_xstrdup(si.name);
+        h->sizes[i] = si.size;
+        c->disks[i].size = si.size;
+        struct nbd_base *b = NULL;
+        int r = vm_disk_base_open(h->o->archive, (int)i, &b, e);
+        if (r < 0)
+            return r;
+        VS_AUTOFREE char *path = NULL;
+        unsigned flags = NBD_OVL_CREATE;
+        if (h->o->overlay)
+            path = i == 0 ? vs_xstrdup(h->o->overlay) : vs_xasprintf("%s.disk%zu", h->o->overlay, i);
+        else
+            flags |= NBD_OVL_TEMP;
+        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0)
+            return r;   /* the overlay owns b from the call on */
+        /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
+        h->parent_seq[i] = 0;
+        h->socks[i] = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
+        if ((r = nbd_server_new(h->ovl[i], NULL, &h->srv[i], e)) < 0 ||
+            (r = nbd_server_listen_unix(h->srv[i], h->socks[i], e)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int prepare_files(struct host *h, vs_err *e)
+{
+    for (int r = 0; r < VM_FILE__COUNT; r++) {
+        const char *orig = h->st.config.files[r];
+        if (!orig)
+            continue;
+        VS_AUTOFREE char *dest = vs_xasprintf("%s/%s", h->st.dir, vm_file_role_name(r));
+        int rc = extract_file(h->arc, vm_file_role_name(r), dest, e);
+        if (rc == 0) {
+            h->files[r] = VS_STEAL(dest);
+            h->extracted[r] = true;
+        } else if (rc == -ENOENT) {
+            if (access(orig, R_OK) < 0)
+                return vs_err_sys(e, errno, "%s file %s (not stored in the archive)", vm_file_role_name(r), orig);
+            h->files[r] = vs_xstrdup(orig);
+        } else {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void record_qemu_version(struct host *h)
+{
+    int maj, min, mic;
+    qmp_version(h->q, &maj, &min, &mic);
+    free(h->st.config.qemu_version);
+    h->st.config.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+}
+
+/* Last line of QEMU's log, for an error message. */
+static void log_tail(const char *path, char *out, size_t len)
+{
+    out[0] = 0;
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[1024];
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t start = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+    ssize_t n = pread(fd, buf, sizeof buf - 1, start);
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = 0;
+    char *nl = strrchr(buf, '\n');
+    snprintf(out, len, "%.250s", nl ? nl + 1 : buf);
+}
+
+/* ---- snapshots on request ----------------------------------------------------------------------------- */
+
+struct snapctx {
+    struct host *h;
+    bool thin;
+    bool cancel;
+};
+
+static int hook_freeze(void *opaque, vs_err *e)
+{
+    struct snapctx *s = opaque;
+    for (size_t i = 0; i < s->h->ndisks; i++) {
+        int r = nbd_overlay_freeze(s->h->ovl[i], &s->h->frozen_seq[i], e);
+        if (r < 0)
+            return vs_err_prefix(e, "freezing the overlay of disk %zu", i);
+    }
+    return 0;
+}
+
+static int hook_disks(void *opaque, struct arc_writer *w, vs_err *e)
+{
+    struct snapctx *s = opaque;
+    struct host *h = s->h;
+    for (size_t i = 0; i < h->ndisks; i++) {
+        int r = vm_disk_write_changes(h->ovl[i], h->parent_seq[i], h->frozen_seq[i], w, h->names[i], h->sizes[i], e);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int add_file(struct arc_writer *w, const char *name, const char *path, vs_err *e)
+{
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "storing %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vs_err_sys(e, errno, "storing %s", path);
+    int r = arc_writer_begin(w, ARC_KIND_FILE, name, (uint64_t)st.st_size, e);
+    if (r == 0)
+        r = arc_writer_stream_from_fd(w, fd, NULL, e);
+    if (r == 0)
+        r = arc_writer_end(w, e);
+    return r < 0 ? vs_err_prefix(e, "storing %s", path) : 0;
+}
+
+static int hook_rest(void *opaque, struct arc_writer *w, vs_err *e)
+{
+    struct snapctx *s = opaque;
+    struct host *h = s->h;
+    VS_AUTOFREE char *cfg = vm_config_to_json(&h->st.config);
+    int r = arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), e);
+    for (int i = 0; r == 0 && i < VM_FILE__COUNT; i++)
+        if (h->files[i] && !s->thin)   /* a thin archive finds them in its parents */
+            r = add_file(w, vm_file_role_name(i), h->files[i], e);
+    return r;
+}
+
+static bool hook_cancelled(void *opaque)
+{
+    struct snapctx *s = opaque;
+    struct host *h = s->h;
+    if (s->cancel)
+        return true;
+    struct pollfd p[2] = { { h->client, POLLIN, 0 }, { h->sigfd, POLLIN, 0 } };
+    if (poll(p, 2, 0) <= 0)
+        return false;
+    if (p[0].revents) {
+        char buf[64];
+        ssize_t n = recv(h->client, buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0 || memmem(buf, (size_t)n, "cancel", 6))
+            s->cancel = true;
+    }
+    if (p[1].revents & POLLIN) {
+        struct signalfd_siginfo si;
+        if (read(h->sigfd, &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+                h->quit_requested = true;
+                s->cancel = true;
+            } else if (si.ssi_signo == SIGCHLD && waitpid(h->qemu, &h->qemu_status, WNOHANG) == h->qemu) {
+                h->qemu_exited = true;
+                s->cancel = true;
+            }
+        }
+    }
+    return s->cancel;
+}
+
+static void send_line(int fd, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) {
+        size_t n = strlen(s);
+        s[n] = '\n';   /* json_dumps' NUL becomes the newline; length n + 1 */
+        send(fd, s, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        free(s);
+    }
+}
+
+static void hook_progress(void *opaque, const struct vm_snap_progress *p)
+{
+    struct snapctx *s = opaque;
+    json_t *o = json_pack("{s:{s:s,s:f,s:I,s:I,s:f}}", "progress", "phase", p->phase, "elapsed", p->elapsed_s,
+                          "transferred", (json_int_t)p->transferred, "remaining", (json_int_t)p->remaining, "mbps",
+                          p->mbps);
+    send_line(s->h->client, o);
+    json_decref(o);
+}
+
+static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
+{
+    const char *out = json_string_value(json_object_get(rq, "output"));
+    if (!out || out[0] != '/') {
+        vs_err_set(e, EINVAL, "snap request: \"output\" must be an absolute path");
+        return NULL;
+    }
+    struct arc_writer_opts wo;
+    arc_writer_opts_init(&wo);
+    const char *codec = json_string_value(json_object_get(rq, "codec"));
+    if (codec && arc_parse_codec(codec, &wo.codec, &wo.level, e) < 0)
+        return NULL;
+    struct snapctx sc = { .h = h, .thin = json_is_true(json_object_get(rq, "thin")) };
+    wo.parent_path = h->st.parent;
+    wo.thin = sc.thin;
+    wo.message = json_string_value(json_object_get(rq, "message"));
+    struct arc_writer *w = NULL;
+    if (arc_writer_create(out, &wo, &w, e) < 0)
+        return NULL;
+    struct vm_snap_opts so = {
+        .mode_live = !json_is_false(json_object_get(rq, "live")),
+        .precopy_bound_s = 10,
+        .freeze = hook_freeze, .write_disks = hook_disks, .write_rest = hook_rest,
+        .cancelled = hook_cancelled, .progress = hook_progress, .opaque = &sc,
+    };
+    struct vm_snap_result res;
+    qmp_pump(h->q, NULL);
+    int r = vm_snap_run(h->q, w, &so, &res, e);
+    if (!res.writer_consumed)
+        arc_writer_abort(w);
+    if (r < 0) {
+        if (sc.cancel && h->quit_requested)
+            vs_err_prefix(e, "vmsnap boot is shutting down");
+        return NULL;
+    }
+    /* The VM now continues on top of the new snapshot: its frozen layers are in `out`. */
+    for (size_t i = 0; i < h->ndisks; i++) {
+        struct nbd_base *nb = NULL;
+        if (vm_disk_base_open(out, (int)i, &nb, NULL) == 0 && nbd_overlay_rebase(h->ovl[i], h->frozen_seq[i], nb, NULL) < 0)
+            nbd_base_close(nb);
+        h->parent_seq[i] = h->frozen_seq[i];
+    }
+    free(h->st.parent);
+    h->st.parent = vs_xstrdup(out);
+    vm_state_save(&h->st, NULL);
+    struct stat st;
+    json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s}", "output", out, "method",
+                     vm_snap_method_name(res.method), "thin", sc.thin, "pause", res.resumed_at, "qemu-downtime",
+                     res.qemu_downtime_s, "freeze", res.frozen_at, "writing", res.writing_s, "total", res.total_s,
+                     "memory-bytes", (json_int_t)res.memory_bytes, "archive-bytes", size, "stopped-to-converge",
+                     res.stopped_to_converge, "fallback-reason", res.fallback_reason);
+}
+
+static void serve_client(struct host *h, int fd)
+{
+    h->client = fd;
+    char line[8192];
+    size_t len = 0;
+    struct pollfd p = { fd, POLLIN, 0 };
+    while (len < sizeof line - 1 && !memchr(line, '\n', len)) {
+        if (poll(&p, 1, 5000) <= 0)
+            break;
+        ssize_t n = recv(fd, line + len, sizeof line - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    line[len] = 0;
+    vs_err e = { 0 };
+    json_error_t je;
+    json_t *rq = json_loads(line, JSON_DISABLE_EOF_CHECK, &je), *reply;
+    const char *cmd = rq ? json_string_value(json_object_get(rq, "execute")) : NULL;
+    if (cmd && !strcmp(cmd, "snap")) {
+        json_t *res = snap_request(h, rq, &e);
+        reply = res ? json_pack("{s:o}", "result", res) : json_pack("{s:s}", "error", e.msg);
+    } else {
+        reply = json_pack("{s:s}", "error", "expected {\"execute\": \"snap\", ...}");
+    }
+    send_line(fd, reply);
+    json_decref(reply);
+    json_decref(rq);
+    h->client = -1;
+}
+
+/* ---- life cycle ------------------------------------------------------------------------------------------ */
+
+static void host_cleanup(struct host *h)
+{
+    qmp_close(h->q);
+    for (size_t i = 0; i < h->ndisks; i++) {
+        nbd_server_free(h->srv[i]);   /* stops, flushes, removes the socket */
+        nbd_overlay_close(h->ovl[i]);
+        free(h->socks[i]);
+        free(h->names[i]);
+    }
+    free(h->ovl);
+    free(h->srv);
+    free(h->socks);
+    free(h->names);
+    free(h->sizes);
+    free(h->parent_seq);
+    free(h->frozen_seq);
+    arc_close(h->arc);
+    if (h->ctl >= 0)
+        close(h->ctl);
+    if (h->sigfd >= 0)
+        close(h->sigfd);
+    if (h->st.dir) {
+        const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
+                                "kernel", "initrd", "dtb" };
+        for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
+            VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
+            unlink(p);
+        }
+        rmdir(h->st.dir);
+    }
+    for (int r = 0; r < VM_FILE__COUNT; r++)
+        free(h->files[r]);
+    free(h->qemu_log);
+    vm_state_free(&h->st);
+}
+
+static void stop_qemu(struct host *h)
+{
+    if (h->qemu_exited || h->qemu <= 0)
+        return;
+    if (h->q)
+        qmp_execute_timeout(h->q, "quit", NULL, 5, NULL, NULL);
+    for (int i = 0; i < 1000; i++) {   /* 10 s */
+        if (waitpid(h->qemu, &h->qemu_status, WNOHANG) == h->qemu) {
+            h->qemu_exited = true;
+            return;
+        }
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    }
+    kill(h->qemu, SIGKILL);
+    waitpid(h->qemu, &h->qemu_status, 0);
+    h->qemu_exited = true;
+}
+
+static int start(struct host *h, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    int r = arc_open(o->archive, NULL, &h->arc, e);
+    if (r < 0)
+        return r;
+    bool has_memory = false;
+    if ((r = load_config(h, &has_memory, e)) < 0 || (r = apply_options(h, has_memory, e)) < 0)
+        return r;
+    char accel[8];
+    const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
+    if (!want && has_memory && h->st.config.accel)
+        want = h->st.config.accel;   /* a memory snapshot resumes under its recorded accelerator */
+    if ((r = vm_accel_resolve(want ? want : "auto", h->st.config.qemu, NULL, accel, e)) < 0)
+        return r;
+    if (!h->st.config.foreign || (o->accel && strcmp(o->accel, "auto"))) {
+        free(h->st.config.accel);
+        h->st.config.accel = vs_xstrdup(accel);
+    }
+    if ((r = vm_rundir_create(&h->st.dir, e)) < 0)
+        return r;
+    h->st.boot_pid = getpid();
+    h->st.private_qmp = vs_xasprintf("%s/vmsnap-qmp.sock", h->st.dir);
+    h->st.user_qmp = o->qmp ? vs_xstrdup(o->qmp) : vs_xasprintf("%s/qmp.sock", h->st.dir);
+    h->st.console = o->console ? vs_xstrdup(o->console) : vs_xasprintf("%s/console.sock", h->st.dir);
+    h->st.control = vs_xasprintf("%s/ctl.sock", h->st.dir);
+    h->st.overlay = o->overlay ? vs_xstrdup(o->overlay) : NULL;
+    h->st.archive = realpath(o->archive, NULL);
+    h->st.parent = vs_xstrdup(h->st.archive ? h->st.archive : o->archive);
+    if ((r = open_disks(h, e)) < 0 || (r = prepare_files(h, e)) < 0)
+        return r;
+    struct vm_launch l = { .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
+                           .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
+                           .disk_sockets = (const char *const *)h->socks, .incoming = has_memory };
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        l.files[i] = h->files[i];
+    struct vm_argv argv;
+    if ((r = vm_build_argv(&h->st.config, &l, &argv, e)) < 0)
+        return r;
+    int logfd = o->errlog_fd;
+    VS_AUTOCLOSE int ownlog = -1;
+    if (logfd < 0 && o->quiet_stdio) {
+        h->qemu_log = vs_xasprintf("%s/qemu.log", h->st.dir);
+        ownlog = open(h->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        logfd = ownlog;
+    }
+    bool stdio = o->console && !strcmp(o->console, "stdio");
+    /* A foreign VM's relative paths resolve in its old working directory, if that still exists. */
+    const char *cwd = h->st.config.foreign && h->st.config.cwd && access(h->st.config.cwd, X_OK) == 0
+                          ? h->st.config.cwd : NULL;
+    r = vm_spawn(&argv, cwd, logfd, o->quiet_stdio && !stdio, !stdio,
+                 &h->qemu, e);
+    vm_argv_free(&argv);
+    if (r < 0)
+        return r;
+    h->st.qemu_pid = h->qemu;
+    double t0 = vs_now_s();
+    if ((r = vm_wait_socket(h->st.private_qmp, h->qemu, 30, e)) < 0) {
+        if (h->qemu_log) {
+            char tail[300];
+            log_tail(h->qemu_log, tail, sizeof tail);
+            if (tail[0])
+                vs_err_prefix(e, "%s", tail);
+        }
+        h->qemu_exited = r == -ECHILD;
+        return r;
+    }
+    struct qmp_opts qo = { .timeout_s = 60 };
+    if ((r = qmp_connect(h->st.private_qmp, &qo, &h->q, e)) < 0)
+        return r;
+    record_qemu_version(h);
+    if (has_memory) {
+        int s = arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL);
+        if ((r = vm_resume_memory(h->q, h->arc, (unsigned)s, 600, e)) < 0)
+            return vs_err_prefix(e, "resuming %s", o->archive);
+    }
+    if ((r = vm_state_save(&h->st, e)) < 0)
+        return r;
+    if ((h->ctl = listen_unix(h->st.control, e)) < 0)
+        return h->ctl;
+    if (o->ready) {
+        struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
+                                     .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
+                                     .resumed = has_memory, .start_to_running_s = vs_now_s() - t0 };
+        o->ready(o->opaque, &info);
+    }
+    return 0;
+}
+
+int vm_host_run(const struct vm_host_opts *o, vs_err *e)
+{
+    struct host h = { .o = o, .sigfd = -1, .ctl = -1, .client = -1 };
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    h.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    int r = start(&h, e);
+    if (r < 0) {
+        if (o->ready)
+            o->ready(o->opaque, NULL);
+        vs_err keep = e ? *e : (vs_err){ 0 };
+        stop_qemu(&h);
+        host_cleanup(&h);
+        if (e)
+            *e = keep;
+        return r;
+    }
+    while (!h.qemu_exited) {
+        if (h.quit_requested) {
+            stop_qemu(&h);
+            break;
+        }
+        struct pollfd p[3] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 } };
+        if (poll(p, 3, 1000) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(h.sigfd, &si, sizeof si) == sizeof si)
+                if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM)
+                    h.quit_requested = true;
+        }
+        if (waitpid(h.qemu, &h.qemu_status, WNOHANG) == h.qemu)
+            h.qemu_exited = true;
+        if (p[1].revents & POLLIN) {
+            int c = accept4(h.ctl, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                serve_client(&h, c);
+                close(c);
+            }
+        }
+        if (p[2].revents && h.q) {
+            if (qmp_pump(h.q, NULL) < 0) {
+                qmp_close(h.q);   /* QEMU is going away; SIGCHLD follows */
+                h.q = NULL;
+            } else {
+                qmp_drop_events(h.q);
+            }
+        }
+    }
+    int status = h.qemu_status;
+    host_cleanup(&h);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    return vs_err_set(e, EIO, "QEMU exited with %s %d", WIFEXITED(status) ? "status" : "signal",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}

@@ -1,0 +1,111 @@
+/* vm: resuming a memory stream. A thread decompresses the archive's stream straight into a pipe whose read end
+ * QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged block stops the feed (QEMU then sees a
+ * truncated stream and fails the load): the archive's error is the one reported. */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+struct feed {
+    struct arc *a;
+    unsigned stream;
+    uint64_t size;
+    int fd;
+    int rc;
+    vs_err err;
+};
+
+static void *feed_main(void *arg)
+{
+    struct feed *f = arg;
+    size_t cap = 1u << 20;
+    uint8_t *buf = vs_xmalloc(cap);
+    f->rc = 0;
+    for (uint64_t off = 0; off < f->size;) {
+        size_t n = (size_t)VS_MIN((uint64_t)cap, f->size - off);
+        int r = arc_pread(f->a, f->stream, buf, n, off, &f->err);
+        if (r < 0) {
+            f->rc = r;
+            break;
+        }
+        r = vs_write_full(f->fd, buf, n);
+        if (r < 0) {
+            f->rc = vs_err_sys(&f->err, r, "feeding the memory stream to QEMU");
+            break;
+        }
+        off += n;
+    }
+    free(buf);
+    close(f->fd);
+    f->fd = -1;
+    return NULL;
+}
+
+int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e)
+{
+    struct arc_stream_info si;
+    int r = arc_stream_get(a, stream, &si);
+    if (r < 0)
+        return vs_err_set(e, r, "archive has no stream %u", stream);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return vs_err_sys(e, errno, "pipe");
+    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    signal(SIGPIPE, SIG_IGN);   /* QEMU giving up on the stream must be an error, not our death */
+    r = qmp_getfd(q, "vmsnap-incoming", p[0], e);
+    close(p[0]);
+    if (r < 0) {
+        close(p[1]);
+        return r;
+    }
+    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1] };
+    pthread_t th;
+    if ((r = pthread_create(&th, NULL, feed_main, &f)) != 0) {
+        close(p[1]);
+        return vs_err_sys(e, r, "starting the memory feed thread");
+    }
+    json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
+    r = qmp_execute(q, "migrate-incoming", args, NULL, e);
+    json_decref(args);
+    double deadline = vs_now_s() + timeout_s;
+    char status[32] = "";
+    while (r == 0) {
+        json_t *ret = NULL;
+        r = qmp_execute(q, "query-migrate", NULL, &ret, e);
+        if (r < 0)
+            break;
+        snprintf(status, sizeof status, "%s", json_string_value(json_object_get(ret, "status")) ?: "");
+        json_decref(ret);
+        if (!strcmp(status, "completed"))
+            break;
+        if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
+            r = vs_err_set(e, EIO, "QEMU failed to load the memory stream");
+            break;
+        }
+        if (vs_now_s() > deadline) {
+            r = vs_err_set(e, ETIMEDOUT, "QEMU did not finish loading the memory stream in %.0f s", timeout_s);
+            break;
+        }
+        nanosleep(&(struct timespec){ 0, 2 * 1000 * 1000 }, NULL);
+    }
+    /* If QEMU gave up, it closed its end and the feeder's next write fails: the join cannot hang on it. */
+    pthread_join(th, NULL);
+    if (f.rc < 0) {
+        /* The archive's own error says more than QEMU's refusal of a truncated stream. */
+        if (e)
+            *e = f.err;
+        return f.rc;
+    }
+    if (r < 0)
+        return r;
+    bool running = false;
+    if ((r = qmp_query_status(q, &running, status, sizeof status, e)) < 0)
+        return r;
+    if (!running && (r = qmp_cont(q, e)) < 0)
+        return vs_err_prefix(e, "resuming the VM (state %s)", status);
+    return 0;
+}

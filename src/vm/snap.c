@@ -1,0 +1,441 @@
+/* vm: snapshot orchestration. One function drives QEMU's migration into an archive writer and leaves the VM as it
+ * found it, whatever happens: every migration capability and parameter changed is put back, the VM is resumed if
+ * vmsnap paused it, and the partial archive is discarded (arc_writer_abort: nothing under the final name).
+ *
+ * live, background-snapshot available: set caps → stop → freeze disks → migrate fd: → QEMU resumes the VM once
+ *   RAM is write-protected → memory stream into the writer → disks as of the freeze → finish.
+ * live, background-snapshot refused (non-root userfaultfd, private file-backed RAM): precopy with
+ *   pause-before-switchover; the disks are frozen at pre-switchover (VM stopped and flushed by QEMU), then
+ *   migrate-continue and cont. A guest that does not converge within a bound is stopped (stop-and-copy).
+ * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused). */
+#include "vm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+const char *vm_snap_method_name(enum vm_snap_method m)
+{
+    switch (m) {
+    case VM_SNAP_BACKGROUND: return "background-snapshot";
+    case VM_SNAP_PRECOPY: return "precopy";
+    case VM_SNAP_STOP: return "stop";
+    }
+    return "?";
+}
+
+struct pump {
+    struct arc_writer *w;
+    int fd;
+    int rc;
+    uint64_t bytes;
+    vs_err err;
+    bool done;
+};
+
+static void *pump_main(void *arg)
+{
+    struct pump *p = arg;
+    p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
+    /* A writer that gave up must not leave QEMU blocked on a full pipe: closing our end fails its write. */
+    close(p->fd);
+    p->fd = -1;
+    __atomic_store_n(&p->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* What we changed, to put back. */
+struct saved {
+    bool have_caps, have_params;
+    json_t *caps;     /* [{capability, state}] as they were, only those we changed */
+    json_t *params;   /* {name: old value} */
+};
+
+static int set_cap(struct qmp *q, struct saved *s, const char *name, bool on, vs_err *e)
+{
+    json_t *ret = NULL;
+    int r = qmp_execute(q, "query-migrate-capabilities", NULL, &ret, e);
+    if (r < 0)
+        return r;
+    bool old = false;
+    size_t i;
+    json_t *c;
+    json_array_foreach(ret, i, c)
+        if (!strcmp(json_string_value(json_object_get(c, "capability")) ?: "", name))
+            old = json_is_true(json_object_get(c, "state"));
+    json_decref(ret);
+    if (old == on)
+        return 0;
+    json_t *args = json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", name, "state", on);
+    r = qmp_execute(q, "migrate-set-capabilities", args, NULL, e);
+    json_decref(args);
+    if (r < 0)
+        return r;
+    if (!s->caps)
+        s->caps = json_array();
+    json_array_append_new(s->caps, json_pack("{s:s,s:b}", "capability", name, "state", old));
+    s->have_caps = true;
+    return 0;
+}
+
+static int set_param(struct qmp *q, struct saved *s, const char *name, json_int_t value, vs_err *e)
+{
+    json_t *ret = NULL;
+    int r = qmp_execute(q, "query-migrate-parameters", NULL, &ret, e);
+    if (r < 0)
+        return r;
+    json_t *old = json_object_get(ret, name);
+    if (!old || (json_is_integer(old) && json_integer_value(old) == value)) {
+        json_decref(ret);
+        return 0;   /* unknown to this QEMU, or already right */
+    }
+    if (!s->params)
+        s->params = json_object();
+    if (!json_object_get(s->params, name))
+        json_object_set(s->params, name, old);
+    json_decref(ret);
+    json_t *args = json_pack("{s:I}", name, value);
+    r = qmp_execute(q, "migrate-set-parameters", args, NULL, e);
+    json_decref(args);
+    if (r == 0)
+        s->have_params = true;
+    return r;
+}
+
+/* Best effort, all of it: a failure here is reported but must not stop the rest. */
+static int restore(struct qmp *q, struct saved *s, vs_err *e)
+{
+    int rc = 0;
+    if (s->have_caps) {
+        json_t *args = json_pack("{s:O}", "capabilities", s->caps);
+        int r = qmp_execute(q, "migrate-set-capabilities", args, NULL, e);
+        json_decref(args);
+        if (r < 0)
+            rc = vs_err_prefix(e, "putting migration capabilities back");
+    }
+    if (s->have_params) {
+        int r = qmp_execute(q, "migrate-set-parameters", s->params, NULL, e);
+        if (r < 0 && rc == 0)
+            rc = vs_err_prefix(e, "putting migration parameters back");
+    }
+    json_decref(s->caps);
+    json_decref(s->params);
+    memset(s, 0, sizeof *s);
+    return rc;
+}
+
+struct mig_state {
+    char status[32];
+    uint64_t transferred, remaining, total, dirty_syncs;
+    double mbps;
+    int64_t downtime_ms;   /* -1 if not reported */
+    char error[256];
+};
+
+static int query_migrate(struct qmp *q, struct mig_state *m, vs_err *e)
+{
+    json_t *ret = NULL;
+    int r = qmp_execute(q, "query-migrate", NULL, &ret, e);
+    if (r < 0)
+        return r;
+    memset(m, 0, sizeof *m);
+    m->downtime_ms = -1;
+    snprintf(m->status, sizeof m->status, "%s", json_string_value(json_object_get(ret, "status")) ?: "none");
+    json_t *ram = json_object_get(ret, "ram");
+    if (ram) {
+        m->transferred = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
+        m->remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining"));
+        m->total = (uint64_t)json_integer_value(json_object_get(ram, "total"));
+        m->dirty_syncs = (uint64_t)json_integer_value(json_object_get(ram, "dirty-sync-count"));
+        m->mbps = json_number_value(json_object_get(ram, "mbps"));
+    }
+    json_t *dt = json_object_get(ret, "downtime");
+    if (json_is_integer(dt))
+        m->downtime_ms = json_integer_value(dt);
+    snprintf(m->error, sizeof m->error, "%s", json_string_value(json_object_get(ret, "error-desc")) ?: "");
+    json_decref(ret);
+    return 0;
+}
+
+static bool terminal(const char *st)
+{
+    return !strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled") || !strcmp(st, "none");
+}
+
+static void nap_ms(int ms)
+{
+    nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
+}
+
+/* After a failure: cancel and wait (bounded) until QEMU says the migration is over, so caps can be restored. */
+static void cancel_migration(struct qmp *q)
+{
+    struct mig_state m;
+    qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
+    for (int i = 0; i < 400; i++) {   /* 20 s */
+        if (query_migrate(q, &m, NULL) < 0 || terminal(m.status))
+            return;
+        if (!strcmp(m.status, "pre-switchover")) {
+            json_t *a = json_pack("{s:s}", "state", "pre-switchover");
+            qmp_execute(q, "migrate-continue", a, NULL, NULL);
+            json_decref(a);
+        }
+        nap_ms(50);
+    }
+}
+
+static bool is_running(struct qmp *q, char *status, size_t len)
+{
+    bool running = false;
+    if (qmp_query_status(q, &running, status, len, NULL) < 0)
+        return false;
+    return running;
+}
+
+static void report(const struct vm_snap_opts *o, const char *phase, const struct mig_state *m, double t0)
+{
+    if (!o->progress)
+        return;
+    struct vm_snap_progress p = { .phase = phase, .elapsed_s = vs_now_s() - t0 };
+    if (m) {
+        p.transferred = m->transferred;
+        p.remaining = m->remaining;
+        p.mbps = m->mbps;
+    }
+    o->progress(o->opaque, &p);
+}
+
+static double event_time(json_t *ev)
+{
+    json_t *ts = json_object_get(ev, "timestamp");
+    return (double)json_integer_value(json_object_get(ts, "seconds")) +
+           (double)json_integer_value(json_object_get(ts, "microseconds")) / 1e6;
+}
+
+/* The pause as QEMU timed it: from its STOP event to the RESUME event that followed (their timestamps).
+ * fallback if either is missing. */
+static double pause_from_events(struct qmp *q, double fallback)
+{
+    json_t *stop = NULL, *resume = NULL;
+    qmp_pump(q, NULL);
+    if (qmp_wait_event(q, "STOP", NULL, 0, &stop, NULL) < 0 ||
+        qmp_wait_event(q, "RESUME", NULL, 0.5, &resume, NULL) < 0) {
+        json_decref(stop);
+        return fallback;
+    }
+    double d = event_time(resume) - event_time(stop);
+    json_decref(stop);
+    json_decref(resume);
+    return d;
+}
+
+static bool cancelled(const struct vm_snap_opts *o)
+{
+    return o->cancelled && o->cancelled(o->opaque);
+}
+
+int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
+                vs_err *e)
+{
+    memset(res, 0, sizeof *res);
+    double t0 = vs_now_s();
+    struct saved saved = { 0 };
+    struct pump pump = { .w = w, .fd = -1 };
+    pthread_t th;
+    bool thread_started = false, migrating = false, we_paused = false, frozen = false;
+    int pfd[2] = { -1, -1 };
+    int r;
+    char status[32] = "";
+
+    bool was_running = is_running(q, status, sizeof status);
+    enum vm_snap_method method = VM_SNAP_STOP;
+    if (o->mode_live && was_running) {
+        r = qmp_has_migrate_capability(q, "background-snapshot", e);
+        if (r < 0)
+            goto fail;
+        method = VM_SNAP_PRECOPY;
+        if (r > 0) {
+            vs_err refusal = { 0 };
+            if (set_cap(q, &saved, "background-snapshot", true, &refusal) == 0)
+                method = VM_SNAP_BACKGROUND;
+            else
+                snprintf(res->fallback_reason, sizeof res->fallback_reason, "%.200s", refusal.msg);
+        } else {
+            snprintf(res->fallback_reason, sizeof res->fallback_reason, "QEMU has no background-snapshot");
+        }
+        if (method == VM_SNAP_PRECOPY) {
+            r = qmp_has_migrate_capability(q, "pause-before-switchover", e);
+            if (r <= 0) {
+                if (r == 0)
+                    r = vs_err_set(e, ENOTSUP, "QEMU offers neither background-snapshot nor pause-before-switchover");
+                goto fail;
+            }
+            if ((r = set_cap(q, &saved, "pause-before-switchover", true, e)) < 0 ||
+                (r = set_param(q, &saved, "downtime-limit", 50, e)) < 0)
+                goto fail;
+        }
+    }
+    /* QEMU's default 128 MiB/s throttles a dump to a local file for nothing. */
+    if ((r = set_param(q, &saved, "max-bandwidth", INT64_C(1) << 40, e)) < 0)
+        goto fail;
+    res->method = method;
+    qmp_drop_events(q);
+
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        r = vs_err_sys(e, errno, "pipe");
+        goto fail;
+    }
+    fcntl(pfd[0], F_SETPIPE_SZ, 1 << 20);
+    if ((r = qmp_getfd(q, "vmsnap-snap", pfd[1], e)) < 0)
+        goto fail;
+    close(pfd[1]);
+    pfd[1] = -1;
+    if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0)
+        goto fail;
+    pump.fd = pfd[0];
+    pfd[0] = -1;
+    if ((r = -pthread_create(&th, NULL, pump_main, &pump)) < 0) {
+        close(pump.fd);
+        vs_err_sys(e, -r, "starting the memory stream thread");
+        goto fail;
+    }
+    thread_started = true;
+
+    if (method != VM_SNAP_PRECOPY) {
+        res->pause_start = vs_now_s();
+        if (was_running) {
+            if ((r = qmp_stop(q, e)) < 0)
+                goto fail;
+            we_paused = true;
+        }
+        if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
+            goto fail;
+        frozen = true;
+        res->frozen_at = vs_now_s() - res->pause_start;
+    }
+    json_t *margs = json_pack("{s:s}", "uri", "fd:vmsnap-snap");
+    r = qmp_execute(q, "migrate", margs, NULL, e);
+    json_decref(margs);
+    if (r < 0)
+        goto fail;
+    migrating = true;
+
+    double deadline_precopy = vs_now_s() + o->precopy_bound_s;
+    struct mig_state m = { 0 };
+    for (;;) {
+        if (cancelled(o)) {
+            r = vs_err_set(e, ECANCELED, "snapshot interrupted");
+            goto fail;
+        }
+        if (__atomic_load_n(&pump.done, __ATOMIC_ACQUIRE) && pump.rc < 0) {
+            r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
+            goto fail;
+        }
+        if ((r = query_migrate(q, &m, e)) < 0)
+            goto fail;
+        if (!strcmp(m.status, "completed"))
+            break;
+        if (!strcmp(m.status, "failed") || !strcmp(m.status, "cancelled")) {
+            migrating = false;
+            r = vs_err_set(e, EIO, "migration %s%s%s", m.status, m.error[0] ? ": " : "", m.error);
+            goto fail;
+        }
+        if (!strcmp(m.status, "pre-switchover")) {
+            /* QEMU stopped the VM and flushed its disks: this is the instant the snapshot is of. */
+            res->pause_start = vs_now_s();
+            if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
+                goto fail;
+            frozen = true;
+            json_t *a = json_pack("{s:s}", "state", "pre-switchover");
+            r = qmp_execute(q, "migrate-continue", a, NULL, e);
+            json_decref(a);
+            if (r < 0)
+                goto fail;
+            we_paused = true;   /* postmigrate after completion: we cont */
+        } else if (method == VM_SNAP_PRECOPY && !we_paused && vs_now_s() > deadline_precopy) {
+            /* Not converging: stop the guest so the last round is bounded (stop-and-copy). */
+            if ((r = qmp_stop(q, e)) < 0)
+                goto fail;
+            we_paused = true;
+            res->stopped_to_converge = true;
+        }
+        report(o, "memory", &m, t0);
+        nap_ms(method == VM_SNAP_PRECOPY ? 10 : 50);
+    }
+    migrating = false;
+    res->qemu_downtime_s = m.downtime_ms >= 0 ? m.downtime_ms / 1000.0 : -1;
+    pthread_join(th, NULL);
+    thread_started = false;
+    if (pump.rc < 0) {
+        r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
+        goto fail;
+    }
+    res->memory_bytes = pump.bytes;
+    if ((r = arc_writer_end(w, e)) < 0)
+        goto fail;
+    qmp_closefd(q, "vmsnap-snap", NULL);
+
+    /* The guest runs again (unless --mode stop); precopy left it in postmigrate. */
+    if (method == VM_SNAP_PRECOPY && we_paused) {
+        if ((r = qmp_cont(q, e)) < 0)
+            goto fail;
+        we_paused = false;
+        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
+    } else if (method == VM_SNAP_BACKGROUND) {
+        we_paused = false;
+        res->resumed_at = pause_from_events(q, -1);
+    }
+    report(o, "disks", NULL, t0);
+    if (o->write_disks && (r = o->write_disks(o->opaque, w, e)) < 0)
+        goto fail;
+    if (cancelled(o)) {
+        r = vs_err_set(e, ECANCELED, "snapshot interrupted");
+        goto fail;
+    }
+    if (o->write_rest && (r = o->write_rest(o->opaque, w, e)) < 0)
+        goto fail;
+    report(o, "finish", NULL, t0);
+    res->writing_s = vs_now_s() - t0;
+    /* finish() frees w whatever the outcome; the caller must not abort it afterwards. */
+    res->writer_consumed = true;
+    if ((r = arc_writer_finish(w, e)) < 0)
+        goto fail;
+    if (method == VM_SNAP_STOP && we_paused) {
+        if ((r = qmp_cont(q, e)) < 0)
+            goto fail;
+        we_paused = false;
+        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
+    }
+    res->total_s = vs_now_s() - t0;
+    r = restore(q, &saved, e);
+    if (r < 0)
+        return r;
+    (void)frozen;
+    return 0;
+
+fail:
+    {
+        vs_err keep = e ? *e : (vs_err){ 0 };
+        if (migrating || thread_started)
+            cancel_migration(q);
+        /* QEMU still holds the pipe's write end if migrate never took it: without this the reader never sees EOF. */
+        qmp_closefd(q, "vmsnap-snap", NULL);
+        if (thread_started)
+            pthread_join(th, NULL);
+        if (pfd[0] >= 0)
+            close(pfd[0]);
+        if (pfd[1] >= 0)
+            close(pfd[1]);
+        qmp_closefd(q, "vmsnap-snap", NULL);
+        char st[32] = "";
+        if (we_paused && !is_running(q, st, sizeof st))
+            qmp_cont(q, NULL);
+        restore(q, &saved, NULL);
+        res->frozen = frozen;
+        if (e)
+            *e = keep;
+        return r < 0 ? r : -EIO;
+    }
+}

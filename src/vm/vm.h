@@ -1,0 +1,245 @@
+/* vm: what vmsnap knows about a virtual machine and how it drives QEMU.
+ *
+ *  - the VM config model (JSON <-> struct) recorded in archives;
+ *  - QEMU's argv, built from a config (never a shell string);
+ *  - the per-user run directory of a VM started by `vmsnap boot` (private QMP socket, NBD and overlay control
+ *    sockets, state file) and how `snap` finds it from the user's QMP socket alone;
+ *  - the accelerator choice (auto|kvm|tcg) with the host's verdict cached;
+ *  - snapshot and resume orchestration (vm_snap_*, vm_resume_*).
+ *
+ * Prefix: vm_. The library never prints or exits; errors are a negative errno plus a vs_err. */
+#ifndef VMSNAP_VM_H
+#define VMSNAP_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "archive/archive.h"
+#include "nbd/nbd.h"
+#include "qmp/qmp.h"
+#include "util/util.h"
+
+/* ---- config model ------------------------------------------------------------------------------------------
+ * Recorded in an archive's config stream as JSON (docs/FORMAT.md, "VM config"). Unknown JSON keys are ignored;
+ * a config with a newer "version" than we know is refused. */
+#define VM_CONFIG_VERSION 1
+#define VM_MEM_BACKEND_ID "mem"   /* boot names main RAM with this backend id (issue 9 relies on it) */
+
+struct vm_disk {
+    char *format;        /* "raw" (what QEMU sees over NBD) */
+    char *iface;         /* "virtio" */
+    uint64_t size;       /* bytes, 0 if unknown */
+};
+
+/* Files the VM needs to start, stored in thick archives as named blobs "file:<role>". */
+enum vm_file_role { VM_FILE_KERNEL, VM_FILE_INITRD, VM_FILE_DTB, VM_FILE__COUNT };
+const char *vm_file_role_name(enum vm_file_role r);   /* "kernel", "initrd", "dtb" */
+
+struct vm_config {
+    char *qemu;            /* binary name or absolute path; default "qemu-system-x86_64" */
+    char *qemu_version;    /* "7.2.22" as reported by query-version, NULL if unknown */
+    char *machine;         /* "pc", "q35", ...; NULL: QEMU's default */
+    uint64_t ram_bytes;    /* 0: QEMU's default */
+    unsigned cpus;         /* 0: QEMU's default */
+    char *accel;           /* accelerator the VM ran under ("kvm"/"tcg"); NULL if unknown */
+    char *files[VM_FILE__COUNT];  /* -kernel/-initrd/-dtb paths as given at boot (absolute), NULL if none */
+    char *append;          /* kernel command line */
+    char *mem_backend;     /* id of the backend naming main RAM, NULL if none */
+    size_t n_disks;
+    struct vm_disk *disks;
+    size_t n_extra;
+    char **extra;          /* EXTRA-QEMU-ARGS, after -kernel/-initrd/-dtb/-append were lifted out */
+    /* A VM vmsnap did not start (snap --memory-only): its command line and working directory, verbatim. */
+    bool foreign;
+    size_t n_cmdline;
+    char **cmdline;
+    char *cwd;
+};
+
+void vm_config_init(struct vm_config *c);
+void vm_config_free(struct vm_config *c);   /* frees members; c may be reused after vm_config_init */
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+/* JSON text (NUL-terminated, caller frees). */
+char *vm_config_to_json(const struct vm_config *c);
+int vm_config_from_json(const char *text, size_t len, struct vm_config *out, vs_err *e);
+/* Append EXTRA-QEMU-ARGS to c->extra, lifting -kernel/-initrd/-dtb/-append (and their `-opt=value` forms) into
+ * their fields; file paths are made absolute against cwd. */
+int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err *e);
+/* Parse a foreign QEMU's command line (argv[0] is the binary) into c: foreign=true, cmdline/cwd recorded, and what
+ * can be read from it (machine, -m, -smp, accel, files) filled in for `info` and the RAM check. */
+int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, const char *cwd, vs_err *e);
+
+/* ---- argv ---------------------------------------------------------------------------------------------------- */
+struct vm_argv {
+    size_t n, cap;
+    char **v;   /* NULL-terminated */
+};
+void vm_argv_init(struct vm_argv *a);
+void vm_argv_free(struct vm_argv *a);
+void vm_argv_add(struct vm_argv *a, const char *s);
+void vm_argv_addf(struct vm_argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* How this particular QEMU process is wired: everything that is not part of the VM's identity. */
+struct vm_launch {
+    const char *accel;             /* "kvm"/"tcg" (already resolved) */
+    const char *private_qmp;       /* vmsnap's own -qmp socket path (required) */
+    const char *user_qmp;          /* the user's -qmp socket path, NULL for none */
+    const char *console;           /* unix socket path for ttyS0, "stdio", or NULL (socket-less null chardev) */
+    const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs) */
+    const char *files[VM_FILE__COUNT]; /* paths overriding c->files (extracted from the archive), may be NULL */
+    bool incoming;                 /* -incoming defer */
+};
+/* Build QEMU's argv for c. A foreign config replays its recorded command line with -daemonize/-pidfile and its
+ * monitors dropped, our QMP sockets added and ttyS0 replaced by the console. */
+int vm_build_argv(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *out, vs_err *e);
+/* QEMU option values are comma-separated: "," inside a value is written ",,". Caller frees. */
+char *vm_qemu_escape(const char *s);
+
+/* ---- accelerator ----------------------------------------------------------------------------------------------
+ * "auto" uses KVM when it works on this host, else TCG. Whether it works is probed once (a QEMU start) and the
+ * verdict cached in cache_dir (default $XDG_CACHE_HOME/vmsnap or ~/.cache/vmsnap), keyed by the QEMU binary,
+ * its mtime and the kernel release, so a boot never pays for the probe again. */
+int vm_accel_resolve(const char *want, const char *qemu, const char *cache_dir, char out[8], vs_err *e);
+
+/* ---- run directory and state --------------------------------------------------------------------------------
+ * Base: $XDG_RUNTIME_DIR/vmsnap, else /run/user/UID/vmsnap, else /tmp/vmsnap-UID (all 0700, owner checked).
+ * One subdirectory per VM: vm-<uuid>/ with qmp.sock (private), console.sock, nbd0.sock..., ctl.sock,
+ * state.json. The state file tells `snap` everything it needs. */
+struct vm_state {
+    char *dir;             /* run directory of this VM */
+    pid_t boot_pid;        /* the vmsnap boot process serving its disks */
+    pid_t qemu_pid;
+    char *private_qmp;
+    char *user_qmp;        /* the user's --qmp (absolute), or the default in dir */
+    char *console;
+    char *control;         /* overlay control socket (docs/CONTROL.md) */
+    char *overlay;         /* overlay file */
+    char *archive;         /* archive the VM was booted from (absolute) */
+    char *parent;          /* archive a --thin snap is relative to: the last snapshot, else `archive` */
+    uint64_t parent_gen;   /* overlay layers up to this generation are already in `parent` */
+    struct vm_config config;
+};
+void vm_state_free(struct vm_state *s);
+int vm_rundir_base(char **out, vs_err *e);
+int vm_rundir_create(char **out, vs_err *e);
+int vm_state_save(const struct vm_state *s, vs_err *e);        /* dir/state.json, atomically, 0600 */
+int vm_state_load(const char *dir, struct vm_state *s, vs_err *e);
+/* Find the VM whose user or private QMP socket is qmp_path. 0 found, -ENOENT not a vmsnap VM. */
+int vm_state_find(const char *qmp_path, struct vm_state *s, vs_err *e);
+/* Peer pid of a connected unix socket (SO_PEERCRED). */
+int vm_peer_pid(int fd, pid_t *pid, vs_err *e);
+/* /proc/PID/cmdline and cwd. */
+int vm_proc_cmdline(pid_t pid, char ***argv, size_t *argc, char **cwd, vs_err *e);
+
+/* ---- running QEMU ------------------------------------------------------------------------------------------- */
+/* fork + execvp(argv) with cwd (may be NULL); stdin/stdout/stderr inherited unless quiet (then /dev/null,
+ * stderr to errlog_fd if >= 0). The child dies with the parent (PR_SET_PDEATHSIG). new_pgrp: its own process
+ * group, so a terminal's Ctrl-C reaches only vmsnap (not with a console on the terminal: it must read it). */
+int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool quiet_stdio, bool new_pgrp, pid_t *pid,
+             vs_err *e);
+/* Wait until a unix socket accepts connections, or the pid exits, or timeout. */
+int vm_wait_socket(const char *path, pid_t pid, double timeout_s, vs_err *e);
+
+/* ---- snapshot orchestration (snap.c) -------------------------------------------------------------------------
+ * Drives QEMU's migration into w's "memory" stream and calls the hooks for the rest. On failure: migration
+ * cancelled, VM resumed if vmsnap paused it, caps/params put back; the caller aborts w unless writer_consumed. */
+enum vm_snap_method { VM_SNAP_BACKGROUND, VM_SNAP_PRECOPY, VM_SNAP_STOP };
+const char *vm_snap_method_name(enum vm_snap_method m);   /* "background-snapshot", "precopy", "stop" */
+
+struct vm_snap_progress {
+    const char *phase;        /* "memory", "disks", "finish" */
+    double elapsed_s;
+    uint64_t transferred, remaining;
+    double mbps;
+};
+
+struct vm_snap_opts {
+    bool mode_live;           /* false: --mode stop, the VM stays paused until the archive is durable */
+    double precopy_bound_s;   /* precopy fallback: stop the guest after this long without converging */
+    /* Freeze the disks at the snapshot instant (VM stopped, its disks flushed). NULL: memory only. */
+    int (*freeze)(void *opaque, vs_err *e);
+    /* After the memory stream: write the disks as of the freeze, then config/files (each may be NULL). */
+    int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
+    int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
+    bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
+    void (*progress)(void *opaque, const struct vm_snap_progress *p);
+    void *opaque;
+};
+
+struct vm_snap_result {
+    enum vm_snap_method method;
+    char fallback_reason[256];   /* why background-snapshot was not used, "" if it was */
+    double pause_start;          /* monotonic time the VM was stopped */
+    double frozen_at;            /* seconds from the stop to the disks frozen */
+    double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw */
+    double qemu_downtime_s;      /* as QEMU reports it, -1 if not */
+    double writing_s, total_s;
+    uint64_t memory_bytes;
+    bool stopped_to_converge;    /* precopy did not converge in time: stop-and-copy */
+    bool frozen;                 /* the freeze hook ran (the overlay has a new frozen layer) */
+    bool writer_consumed;        /* arc_writer_finish was called: do not abort w */
+};
+
+int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
+                vs_err *e);
+
+/* ---- resume (resume.c) -------------------------------------------------------------------------------------
+ * Feed stream `stream` of a (QEMU started with -incoming defer) through a pipe passed with getfd and
+ * `migrate-incoming fd:`, decompressed by a thread straight from the archive; wait until the migration
+ * completes, then cont if the VM is paused. No temporary file, no shell. */
+int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e);
+
+/* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
+/* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
+int vm_disk_base_open(const char *path, int disk, struct nbd_base **out, vs_err *e);
+/* Write disk stream `name` (size bytes) into w: the blocks changed in overlay layers (after_seq, upto_seq], read
+ * as of upto_seq; everything else is left to w's base (copied in a thick archive, referenced in a thin one).
+ * upto_seq VM_SEQ_LIVE: every layer after after_seq, the live one included, read as the disk is now. */
+#define VM_SEQ_LIVE UINT32_MAX
+int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t upto_seq, struct arc_writer *w,
+                          const char *name, uint64_t size, vs_err *e);
+
+/* ---- the boot host (host.c) ----------------------------------------------------------------------------------
+ * Everything `vmsnap boot` does once its options are parsed: serve the archive's disks over NBD on overlays,
+ * start QEMU (resuming the memory stream if there is one), and serve snapshot requests from `vmsnap snap` on the
+ * run directory's control socket until QEMU exits. */
+struct vm_host_info {
+    const char *rundir, *qmp, *console, *overlay, *control;
+    pid_t qemu_pid;
+    bool resumed;
+    double start_to_running_s;
+};
+struct vm_host_opts {
+    const char *archive;
+    const char *overlay;      /* NULL: temporary, removed when the VM ends */
+    uint64_t ram;             /* 0: recorded / default */
+    unsigned cpus;            /* 0: recorded / default */
+    const char *accel;        /* NULL or "auto": recorded for a memory snapshot, else auto */
+    const char *qmp;          /* user's QMP socket path; NULL: rundir/qmp.sock */
+    const char *console;      /* path, "stdio" or NULL: rundir/console.sock */
+    char *const *extra;
+    size_t n_extra;
+    int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
+    bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
+    /* Called once the VM runs (or failed to: info NULL). */
+    void (*ready)(void *opaque, const struct vm_host_info *info);
+    void *opaque;
+};
+/* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
+int vm_host_run(const struct vm_host_opts *o, vs_err *e);
+
+/* ---- snapshot requests to a boot host (client.c) ------------------------------------------------------------- */
+struct vm_snap_request {
+    const char *output;       /* absolute path */
+    bool thin, live;
+    const char *codec;        /* "lz4", "zstd:3", ... or NULL */
+    const char *message;
+};
+/* Send the request to the host's control socket and wait for its result (a JSON object, new reference, with the
+ * fields of vm_snap_result). progress (may be NULL) gets each progress object. *cancel (may be NULL) is polled:
+ * when it becomes true the host is told to cancel and the call waits for it to clean up. */
+int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volatile int *cancel,
+                   void (*progress)(void *opaque, json_t *p), void *opaque, json_t **result, vs_err *e);
+
+#endif

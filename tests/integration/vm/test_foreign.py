@@ -1,0 +1,36 @@
+"""issue 6, test 5: a QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures
+RAM, device state and its command line, and `vmsnap boot` resumes it (its own disk file as it is now)."""
+import os
+import shutil
+
+from vmsnaptest import Booted, check, log, tmpdir, vmtest
+
+
+def test():
+    d = tmpdir()
+    try:
+        disk = vmtest.make_disk(os.path.join(d, "own.raw"), "16M")
+        with vmtest.VM(mem="128M", disks=[disk], name="foreign") as vm:
+            a = vm.agent()
+            boot_id = a.boot_id
+            a.cmd("fill 16 seed=9")
+            a.cmd(f"rawwrite /dev/vda 0 4 seed=3")
+            out = os.path.join(d, "mem.vmsnap")
+            p = vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", out, check=False)
+            check(p.returncode == 1 and "--memory-only" in p.stderr and "not started by" in p.stderr,
+                  f"refused with a clear message: {p.stderr!r}")
+            check(not os.path.exists(out), "no archive after the refusal")
+            res = vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", out, "--memory-only", "--json", json_out=True)
+            log(f"memory-only: {res}")
+            check(vm.qmp.status() == "running", "foreign VM still running")
+            vm.kill()
+        r = Booted(out, d, "resumed")
+        check(r.agent.wait_ready(60) == boot_id, "resumed the foreign VM (same boot id)")
+        r.agent.cmd("verify")
+        r.agent.cmd("rawverify /dev/vda 0 4 seed=3")
+        r.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+vmtest.main(test)

@@ -1,0 +1,402 @@
+/* migstream unit tests over a real QEMU 7.2 background-snapshot stream, trimmed by tests/fuzz/migstream/
+ * make-seeds.py (which also wrote what an independent reading finds in it: real-trimmed.json).
+ * Split in any chunking gives the same pages and device stream; split + reassemble + split is a fixed point; every
+ * truncation fails; each unsupported feature and each contradiction is refused with the right error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "migstream/migstream.h"
+#include "pagefs/pagefs.h"
+
+static uint8_t *stream;
+static size_t stream_len;
+static json_t *expect;
+
+struct got {
+    unsigned nblocks;
+    struct ms_block blocks[MS_MAX_BLOCKS];
+    uint8_t **pages;               /* final content of split block 0, per page (NULL: zero) */
+    bool *seen;
+    size_t npages;
+    uint64_t records;
+    uint8_t *dev;
+    size_t dev_len, dev_cap;
+    bool committed_at_first_page;      /* ms_committed() seen from the first page callback */
+    struct ms_parser *p;
+};
+
+static int g_blocks(void *o, struct ms_block *b, unsigned n, vs_err *e)
+{
+    (void)e;
+    struct got *g = o;
+    for (unsigned i = 0; i < n; i++)
+        b[i].split = i == 0;       /* the main RAM only, as boot would */
+    memcpy(g->blocks, b, n * sizeof *b);
+    g->nblocks = n;
+    g->npages = b[0].size / MS_PAGE_SIZE;
+    g->pages = calloc(g->npages, sizeof *g->pages);
+    g->seen = calloc(g->npages, 1);
+    return 0;
+}
+
+static int g_page(void *o, const struct ms_block *b, uint64_t off, const uint8_t *data, vs_err *e)
+{
+    (void)e;
+    struct got *g = o;
+    assert_int_equal(b->index, 0);
+    if (g->records++ == 0)
+        g->committed_at_first_page = ms_committed(g->p);
+    size_t i = off / MS_PAGE_SIZE;
+    free(g->pages[i]);
+    g->pages[i] = NULL;
+    g->seen[i] = true;
+    if (data) {
+        g->pages[i] = malloc(MS_PAGE_SIZE);
+        memcpy(g->pages[i], data, MS_PAGE_SIZE);
+    }
+    return 0;
+}
+
+static int g_device(void *o, const void *buf, size_t len, vs_err *e)
+{
+    (void)e;
+    struct got *g = o;
+    if (g->dev_len + len > g->dev_cap) {
+        g->dev_cap = (g->dev_len + len) * 2;
+        g->dev = realloc(g->dev, g->dev_cap);
+    }
+    memcpy(g->dev + g->dev_len, buf, len);
+    g->dev_len += len;
+    return 0;
+}
+
+static void got_free(struct got *g)
+{
+    for (size_t i = 0; i < g->npages; i++)
+        free(g->pages[i]);
+    free(g->pages);
+    free(g->seen);
+    free(g->dev);
+    memset(g, 0, sizeof *g);
+}
+
+/* Split buf in chunks of `chunk` bytes (0: at once). Returns ms_push/ms_finish's result. */
+static int split(const uint8_t *buf, size_t len, size_t chunk, struct got *g, struct ms_summary *sum, vs_err *e)
+{
+    struct ms_ops ops = { .blocks = g_blocks, .page = g_page, .device = g_device, .opaque = g };
+    MS_AUTOFREE struct ms_parser *p = NULL;
+    assert_int_equal(ms_parser_new(&ops, NULL, &p, e), 0);
+    g->p = p;
+    int r = 0;
+    for (size_t off = 0; off < len && r == 0;) {
+        size_t n = chunk ? VS_MIN(chunk, len - off) : len;
+        r = ms_push(p, buf + off, n, e);
+        off += n;
+    }
+    if (r == 0)
+        r = ms_finish(p, sum, e);
+    return r;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t digest(const struct got *g)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < g->npages; i++) {
+        if (!g->seen[i])
+            continue;
+        uint8_t le[8];
+        vs_put_le64(le, i * MS_PAGE_SIZE);
+        h = fnv(h, le, 8);
+        if (g->pages[i])
+            h = fnv(h, g->pages[i], MS_PAGE_SIZE);
+    }
+    return h;
+}
+
+static void test_split_real(void **state)
+{
+    (void)state;
+    static const size_t chunks[] = { 0, 1, 7, 4095, 4097, 65536 };
+    uint64_t want = strtoull(json_string_value(json_object_get(expect, "digest")), NULL, 16);
+    uint8_t *dev0 = NULL;
+    size_t dev0_len = 0;
+    for (size_t c = 0; c < VS_ARRAY_SIZE(chunks); c++) {
+        struct got g = { 0 };
+        struct ms_summary s;
+        vs_err e = { 0 };
+        int r = split(stream, stream_len, chunks[c], &g, &s, &e);
+        if (r)
+            fail_msg("chunk %zu: %s", chunks[c], e.msg);
+        assert_int_equal(s.pages, json_integer_value(json_object_get(expect, "pages")));
+        assert_int_equal(s.zero_pages, json_integer_value(json_object_get(expect, "zero_pages")));
+        assert_int_equal(s.kept_pages, json_integer_value(json_object_get(expect, "kept_pages")));
+        assert_int_equal(s.devices, json_integer_value(json_object_get(expect, "devices")));
+        assert_int_equal(s.bytes_in, stream_len);
+        assert_string_equal(s.machine, json_string_value(json_object_get(expect, "machine")));
+        json_t *bl = json_object_get(expect, "blocks");
+        assert_int_equal(g.nblocks, json_array_size(bl));
+        for (unsigned i = 0; i < g.nblocks; i++) {
+            assert_string_equal(g.blocks[i].name, json_string_value(json_array_get(json_array_get(bl, i), 0)));
+            assert_int_equal(g.blocks[i].size, json_integer_value(json_array_get(json_array_get(bl, i), 1)));
+        }
+        assert_true(digest(&g) == want);
+        assert_true(g.committed_at_first_page);
+        if (c == 0) {
+            dev0 = g.dev;
+            dev0_len = g.dev_len;
+            g.dev = NULL;
+            assert_true(dev0_len < stream_len);
+        } else {
+            assert_int_equal(g.dev_len, dev0_len);
+            assert_memory_equal(g.dev, dev0, dev0_len);
+        }
+        got_free(&g);
+    }
+    free(dev0);
+}
+
+/* ---- reassembly: device stream + pages -> stream; split again gives the same pages and device stream ------- */
+struct src { struct got *g; };
+
+static int r_fill(void *o, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e)
+{
+    (void)b; (void)e;
+    struct got *g = ((struct src *)o)->g;
+    uint8_t *p = g->pages[off / MS_PAGE_SIZE];
+    *zero = p == NULL;
+    if (p)
+        memcpy(buf, p, MS_PAGE_SIZE);
+    return 0;
+}
+
+static bool r_want(void *o, const struct ms_block *b) { (void)o; return b->index == 0; }
+
+static int tmpfd_with(const void *buf, size_t len)
+{
+    char path[] = "/tmp/vmsnap-ms-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(vs_write_full(fd, buf, len), 0);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    return fd;
+}
+
+static void test_reassemble_fixed_point(void **state)
+{
+    (void)state;
+    struct got g = { 0 }, g2 = { 0 };
+    struct ms_summary s, s2;
+    vs_err e = { 0 };
+    assert_int_equal(split(stream, stream_len, 0, &g, &s, &e), 0);
+    int dfd = tmpfd_with(g.dev, g.dev_len);
+    int ofd = tmpfd_with("", 0);
+    struct src so = { &g };
+    struct ms_page_reader rd = { .fill = r_fill, .want = r_want, .opaque = &so };
+    if (ms_reassemble(dfd, ofd, &rd, NULL, &e))
+        fail_msg("%s", e.msg);
+    off_t n = lseek(ofd, 0, SEEK_END);
+    uint8_t *full = malloc((size_t)n);
+    assert_int_equal(vs_pread_full(ofd, full, (size_t)n, 0), n);
+    close(dfd);
+    close(ofd);
+    if (split(full, (size_t)n, 0, &g2, &s2, &e))
+        fail_msg("%s", e.msg);
+    /* Same final RAM (zero pages are not re-sent: a fresh destination reads zero) and the same device stream. */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < g.npages; i++)
+        nonzero += g.pages[i] != NULL;
+    assert_int_equal(s2.pages, nonzero);
+    assert_int_equal(s2.zero_pages, 0);
+    for (size_t i = 0; i < g.npages; i++) {
+        assert_int_equal(g.pages[i] != NULL, g2.pages[i] != NULL);
+        if (g.pages[i])
+            assert_memory_equal(g.pages[i], g2.pages[i], MS_PAGE_SIZE);
+    }
+    assert_int_equal(g2.dev_len, g.dev_len);
+    assert_memory_equal(g2.dev, g.dev, g.dev_len);
+    free(full);
+    got_free(&g);
+    got_free(&g2);
+}
+
+/* ---- failures ---------------------------------------------------------------------------------------------- */
+static void test_truncations_fail(void **state)
+{
+    (void)state;
+    for (size_t cut = 0; cut < stream_len; cut += cut < 2048 ? 1 : 997) {
+        struct got g = { 0 };
+        struct ms_summary s;
+        vs_err e = { 0 };
+        int r = split(stream, cut, 0, &g, &s, &e);
+        if (r == 0)
+            fail_msg("stream cut at %zu of %zu accepted", cut, stream_len);
+        assert_true(r == -EBADMSG || r == -ENOTSUP);
+        got_free(&g);
+    }
+}
+
+/* Offset of the first page record: after the ram setup section's footer, 5 bytes of PART header. */
+static size_t first_record(void)
+{
+    struct got g = { 0 };
+    struct ms_summary s;
+    vs_err e = { 0 };
+    struct ms_ops ops = { .blocks = g_blocks, .page = g_page, .device = g_device, .opaque = &g };
+    MS_AUTOFREE struct ms_parser *p = NULL;
+    ms_parser_new(&ops, NULL, &p, &e);
+    size_t i = 0;
+    while (!ms_blocks(p, &(unsigned){ 0 }))
+        assert_int_equal(ms_push(p, stream + i++, 1, &e), 0);
+    (void)s;
+    got_free(&g);
+    return i + 8 + 5 + 5;          /* EOS, footer, PART header */
+}
+
+static int mutated(size_t at, uint8_t xor_mask, uint8_t set, bool use_set, vs_err *e)
+{
+    uint8_t *m = malloc(stream_len);
+    memcpy(m, stream, stream_len);
+    m[at] = use_set ? set : m[at] ^ xor_mask;
+    struct got g = { 0 };
+    struct ms_summary s;
+    int r = split(m, stream_len, 0, &g, &s, e);
+    got_free(&g);
+    free(m);
+    return r;
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    vs_err e = { 0 };
+    size_t rec = first_record();
+    /* first record's flag byte is its 8th byte: 0x08 (page) or 0x02 (zero), no CONTINUE in the first */
+    assert_int_equal(stream[rec + 7] & ~0x20, 0x08);
+    assert_int_equal(mutated(rec + 7, 0x40, 0, false, &e), -ENOTSUP);       /* XBZRLE */
+    assert_non_null(strstr(e.msg, "XBZRLE"));
+    assert_int_equal(mutated(rec + 6, 0x01, 0, false, &e), -ENOTSUP);       /* compressed */
+    assert_non_null(strstr(e.msg, "COMPRESS_PAGE"));
+    assert_int_equal(mutated(rec + 6, 0x02, 0, false, &e), -ENOTSUP);       /* MULTIFD_FLUSH bit */
+    assert_int_equal(mutated(7, 0x01, 0, false, &e), -ENOTSUP);             /* stream version 2 */
+    assert_int_equal(mutated(0, 0xff, 0, false, &e), -EBADMSG);             /* magic */
+    assert_int_equal(mutated(rec - 5, 0, 0x08, true, &e), -ENOTSUP);        /* QEMU_VM_COMMAND */
+    assert_int_equal(mutated(rec - 1, 0x01, 0, false, &e), -ENOTSUP);       /* PART of another section */
+    assert_int_equal(mutated(rec, 0x40, 0, false, &e), -EBADMSG);           /* page beyond its block */
+    assert_non_null(strstr(e.msg, "beyond RAM block 'mem'"));
+    assert_int_equal(mutated(rec + 9, 0x01, 0, false, &e), -EBADMSG);       /* unknown block name */
+    assert_int_equal(mutated(rec - 6, 0x01, 0, false, &e), -EBADMSG);       /* setup footer's section id */
+    assert_int_equal(mutated(rec - 12, 0x10, 0, false, &e), -EBADMSG);      /* ram setup EOS with offset bits */
+    assert_int_equal(mutated(rec - 10, 0x01, 0, false, &e), -ENOTSUP);      /* no footer */
+    assert_int_equal(mutated(stream_len - 3, 0, 'X', true, &e), -EBADMSG);  /* JSON description damaged */
+}
+
+static void test_committed(void **state)
+{
+    (void)state;
+    struct ms_ops ops = { 0 };
+    MS_AUTOFREE struct ms_parser *p = NULL;
+    vs_err e = { 0 };
+    ms_parser_new(&ops, NULL, &p, &e);
+    size_t rec = first_record();
+    assert_int_equal(ms_push(p, stream, rec + 8 + 4 + 3, &e), 0);
+    assert_false(ms_committed(p));
+    assert_int_equal(ms_push(p, stream + rec + 15, 4096, &e), 0);
+    assert_true(ms_committed(p));
+}
+
+/* ---- the page image: round trip, checksums ------------------------------------------------------------------ */
+static void test_page_image(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vmsnap-pf-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *img = vs_xasprintf("%s/img", dir);
+    struct pf_image_block b = { .name = "mem", .size = 16 * PF_PAGE_SIZE };
+    struct pf_image *im = NULL;
+    vs_err e = { 0 };
+    assert_int_equal(pf_image_create(img, &b, 1, &im, &e), 0);
+    uint8_t page[PF_PAGE_SIZE], buf[3 * PF_PAGE_SIZE];
+    memset(page, 0xab, sizeof page);
+    assert_int_equal(pf_image_put(im, 0, 4 * PF_PAGE_SIZE, page, &e), 0);
+    assert_int_equal(pf_image_put(im, 0, 5 * PF_PAGE_SIZE, page, &e), 0);
+    assert_int_equal(pf_image_put(im, 0, 5 * PF_PAGE_SIZE, NULL, &e), 0);    /* zeroed after being sent */
+    assert_int_equal(pf_image_put(im, 0, 16 * PF_PAGE_SIZE, page, &e), -EINVAL);
+    assert_int_equal(pf_image_commit(im, &e), 0);
+    pf_image_close(im);
+    assert_int_equal(pf_image_open(img, &im, &e), 0);
+    assert_int_equal(pf_image_read(im, 0, buf, sizeof buf, 3 * PF_PAGE_SIZE, &e), 0);
+    assert_int_equal(buf[0], 0);
+    assert_memory_equal(buf + PF_PAGE_SIZE, page, PF_PAGE_SIZE);
+    assert_int_equal(buf[2 * PF_PAGE_SIZE], 0);
+    assert_true(pf_image_is_zero(im, 0, 5 * PF_PAGE_SIZE));
+    assert_false(pf_image_is_zero(im, 0, 4 * PF_PAGE_SIZE));
+    assert_int_equal(pf_image_read(im, 0, buf, 100, 4 * PF_PAGE_SIZE + 10, &e), 0);   /* partial page */
+    pf_image_close(im);
+    /* damage: a byte in the data page, then a byte in a hole */
+    char *f = vs_xasprintf("%s/block0.img", img);
+    int fd = open(f, O_RDWR);
+    assert_int_equal(vs_pwrite_full(fd, "x", 1, 4 * PF_PAGE_SIZE + 7), 0);
+    assert_int_equal(vs_pwrite_full(fd, "y", 1, 9 * PF_PAGE_SIZE), 0);
+    close(fd);
+    assert_int_equal(pf_image_open(img, &im, &e), 0);
+    assert_int_equal(pf_image_read(im, 0, buf, PF_PAGE_SIZE, 4 * PF_PAGE_SIZE, &e), -EIO);
+    assert_non_null(strstr(e.msg, "page 0x4000 of RAM block 'mem' fails its checksum"));
+    assert_int_equal(pf_image_read(im, 0, buf, 2, 9 * PF_PAGE_SIZE + 5, &e), -EIO);
+    assert_int_equal(pf_image_read(im, 0, buf, PF_PAGE_SIZE, 8 * PF_PAGE_SIZE, &e), 0);
+    pf_image_close(im);
+    char *cmd = vs_xasprintf("rm -rf '%s'", dir);   /* test cleanup only: our own mkdtemp path */
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    free(f);
+    free(img);
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        fail_msg("cannot open %s", path);
+    off_t n = lseek(fd, 0, SEEK_END);
+    uint8_t *b = malloc((size_t)n + 1);
+    assert_int_equal(vs_pread_full(fd, b, (size_t)n, 0), n);
+    close(fd);
+    b[n] = 0;
+    *len = (size_t)n;
+    return b;
+}
+
+int main(void)
+{
+    size_t jl;
+    stream = slurp(MS_TEST_DATA "/real-trimmed.stream", &stream_len);
+    char *j = (char *)slurp(MS_TEST_DATA "/real-trimmed.json", &jl);
+    expect = json_loads(j, 0, NULL);
+    free(j);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_real),
+        cmocka_unit_test(test_reassemble_fixed_point),
+        cmocka_unit_test(test_truncations_fail),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_committed),
+        cmocka_unit_test(test_page_image),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    json_decref(expect);
+    free(stream);
+    return r;
+}
