@@ -13,12 +13,12 @@ restore(snap, work) -> a Restored: the VM, its agent, start_to_running_s (restor
 """
 import json
 import os
-import signal
 import subprocess
 import time
 
+import vmsnaptest  # tests/integration/vm: Booted, guest_args
 import vmtest
-from vmtest import TestFailure, check
+from vmtest import TestFailure
 
 
 def _fsync_path(path):
@@ -94,7 +94,8 @@ class VmsnapSource:
 
     def __init__(self, ram_mib, work, base):
         self.ram_mib, self.work = ram_mib, work
-        self.booted = Booted(base, work, "src", args=["--ram", f"{ram_mib}M"], extra=guest_args())
+        self.booted = boot(base, work, f"src-{ram_mib}-{time.monotonic_ns()}", args=["--ram", f"{ram_mib}M"],
+                           extra=vmsnaptest.guest_args())
         self.agent = self.booted.agent
         self.agent.wait_ready(180)
 
@@ -105,62 +106,12 @@ class VmsnapSource:
         self.booted.close()
 
 
-def guest_args():
-    g = vmtest.guest()
-    return ["-kernel", g.kernel, "-initrd", g.initrd, "-append", g.append]
-
-
-class Booted:
-    """A VM run by `vmsnap boot ARCHIVE --detach`; close() kills its QEMU (the detached vmsnap then exits)."""
-    live = []
-
-    def __init__(self, archive, d, name, args=(), extra=()):
-        self.qmp_path = os.path.join(d, f"{name}.qmp")
-        self.console = os.path.join(d, f"{name}.con")
-        for p in (self.qmp_path, self.console):
-            if os.path.exists(p):
-                os.unlink(p)
-        cmd = ["boot", archive, "--detach", "--json", "--qmp", self.qmp_path, "--console", self.console, *args]
-        if extra:
-            cmd += ["--", *extra]
-        self.t_start = time.monotonic()
-        self.info = vmtest.vmsnap(*cmd, json_out=True, timeout=600)
-        self.t_return = time.monotonic()
-        self.pid = self.info["qemu-pid"]
-        Booted.live.append(self)
-        self.agent = vmtest.Agent(self.console).connect()
-
-    def alive(self):
-        try:
-            os.kill(self.pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
-    def qmp(self, cmd, args=None):
-        a = [cmd] + ([json.dumps(args)] if args else [])
-        return vmtest.vmsnap("qmp", self.qmp_path, *a, json_out=True)
-
-    def status(self):
-        return self.qmp("query-status")["status"]
-
-    def close(self):
-        self.agent.close()
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self in Booted.live:
-            Booted.live.remove(self)
-
-
-def cleanup_booted():
-    for b in list(Booted.live):
-        b.close()
-
-
-vmtest.atexit.register(cleanup_booted)
+def boot(archive, work, name, args=(), extra=()):
+    """`vmsnap boot ARCHIVE --detach` (vmsnaptest.Booted); returns it with t_start/t_return around the command."""
+    t0 = time.monotonic()
+    b = vmsnaptest.Booted(archive, work, name, extra=extra, args=args)
+    b.t_start, b.t_return = t0, time.monotonic()
+    return b
 
 
 class Restored:
@@ -301,7 +252,7 @@ class VmsnapSnap(Method):
                 "note": res.get("method", "") + (f" ({res['fallback-reason']})" if res.get("fallback-reason") else "")}
 
     def restore(self, snap, work, ram_mib):
-        b = Booted(snap["file"], work, f"r-{self.mode}")
+        b = boot(snap["file"], work, f"r-{self.mode}-{time.monotonic_ns()}")
         return Restored(b.agent, b.t_return - b.t_start, b.close, b.status, b.t_start)
 
 
