@@ -1,18 +1,20 @@
 """bench/run's output: raw CSV (one row per method, RAM size and repeat), summary CSV (median, min, max), a markdown
 fragment with the tables and ratios against vmsnap live, and a gnuplot PNG of pause and restore time."""
 import csv
+import json
 import os
 import shutil
 import statistics
 import subprocess
 
-RAW_FIELDS = ["run", "ram_mib", "repeat", "method", "fill_mib", "mix", "load1", "idle_gap_ms", "pause_ms",
+RAW_FIELDS = ["run", "ram_mib", "repeat", "method", "fill_mib", "mix", "load1", "idle_gap_ms", "pause_ms", "pause_at_s",
               "tool_pause_ms", "qemu_downtime_ms", "return_s", "durable_s", "size_bytes", "stream_bytes",
               "hb_rate_idle", "hb_rate_during", "slowdown", "restore_s", "restore_hb_s", "verify", "verify_ms",
               "resumed", "note"]
 
 # (field, header, format); summarized as median [min-max]
 METRICS = [("pause_ms", "guest pause ms", "{:.1f}"), ("idle_gap_ms", "idle gap ms", "{:.1f}"),
+           ("tool_pause_ms", "vmsnap-reported pause ms", "{:.1f}"),
            ("qemu_downtime_ms", "QEMU downtime ms", "{:.0f}"), ("return_s", "return s", "{:.2f}"),
            ("durable_s", "durable s", "{:.2f}"), ("size_mib", "size MiB", "{:.0f}"),
            ("restore_s", "restore s", "{:.2f}"), ("restore_hb_s", "first beat s", "{:.2f}"),
@@ -185,3 +187,49 @@ unset multiplot
     if p.returncode != 0:
         raise RuntimeError(f"gnuplot failed: {p.stderr.strip()}")
     return True
+
+
+def load(d):
+    with open(os.path.join(d, "raw.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(d, "run.json")) as f:
+        return rows, json.load(f)
+
+
+def write_all(out, rows, meta, order, titles, log):
+    """raw.csv, run.json, summary.csv, tables.md and chart.png in out; returns the tables (markdown)."""
+    summary = summarize(rows)
+    write_raw(rows, os.path.join(out, "raw.csv"))
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    write_summary(summary, os.path.join(out, "summary.csv"), order)
+    md = markdown(summary, order, titles)
+    with open(os.path.join(out, "tables.md"), "w") as f:
+        f.write(f"Command: `{meta['command']}` (run {meta['run']})\n\nMachine: {meta['machine']}\n\n"
+                f"Memory: the agent fills {meta['fill']}% of guest RAM with 64 KiB chunks mixed {meta['mix']} "
+                f"(random:text-like:zero); the rest of RAM is whatever the guest kernel left there.\n\n")
+        if meta.get("skipped"):
+            f.write("Not run: " + "; ".join(meta["skipped"]) + "\n\n")
+        f.write(md)
+    try:
+        chart(summary, order, titles, os.path.join(out, "chart.png"), out)
+    except RuntimeError as e:
+        log(str(e))
+    return md
+
+
+DOC_BEGIN = "<!-- bench/run --doc: tables.md of the run below this line -->\n"
+DOC_END = "<!-- end of tables -->\n"
+
+
+def splice_doc(doc, tables):
+    """Put tables (markdown) between the two markers of doc, replacing what was there."""
+    with open(doc) as f:
+        s = f.read()
+    a, b = s.find(DOC_BEGIN), s.find(DOC_END)
+    if a < 0 or b < a:
+        raise ValueError(f"{doc}: markers {DOC_BEGIN.strip()} ... {DOC_END.strip()} not found")
+    s = s[:a + len(DOC_BEGIN)] + tables.rstrip("\n") + "\n" + s[b:]
+    with open(doc + ".tmp", "w") as f:
+        f.write(s)
+    os.replace(doc + ".tmp", doc)
