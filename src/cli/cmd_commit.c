@@ -17,6 +17,8 @@ static int open_overlay(const char *base, const char *path, struct nbd_overlay *
         if (r < 0)
             return r;
         r = nbd_overlay_open(path, b, NBD_OVL_READONLY, o, e);
+        if (r < 0)
+            nbd_base_close(b);   /* on failure the caller keeps the base */
         if (r == 0 || (r != -EWOULDBLOCK && r != -EAGAIN) || i >= 100)
             return r;
         nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);

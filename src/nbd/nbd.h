@@ -86,7 +86,8 @@ int nbd_overlay_freeze(struct nbd_overlay *o, uint32_t *seq, vs_err *e);
 /* Layers, bottom first. *out is malloc'd. */
 int nbd_overlay_layers(struct nbd_overlay *o, struct nbd_layer_info **out, size_t *n, vs_err *e);
 
-/* Blocks a frozen layer changes, as runs [block, block + count) of one state, in block order. */
+/* Blocks a frozen layer (or any layer of a read-only overlay) changes, as runs [block, block + count) of one
+ * state, in block order. */
 enum nbd_block_state { NBD_BLK_ABSENT = 0, NBD_BLK_DATA = 1, NBD_BLK_ZERO = 2, NBD_BLK_TRIM = 3 };
 typedef int (*nbd_run_fn)(void *opaque, uint64_t block, uint64_t count, enum nbd_block_state st);
 int nbd_overlay_layer_runs(struct nbd_overlay *o, uint32_t seq, nbd_run_fn fn, void *opaque, vs_err *e);

@@ -585,7 +585,8 @@ int nbd_overlay_layer_runs(struct nbd_overlay *o, uint32_t seq, nbd_run_fn fn, v
     pthread_rwlock_rdlock(&o->stack_lock);
     size_t i = 0;
     int r = find_layer(o, seq, &i, e);
-    if (r == 0 && i + 1 == o->nlayers)
+    /* The live layer changes under a writer; read-only (commit), nothing writes it. */
+    if (r == 0 && i + 1 == o->nlayers && !(o->flags & NBD_OVL_READONLY))
         r = vs_err_set(e, EBUSY, "overlay layer %u is live; freeze it first", seq);
     struct layer *l = r == 0 ? o->layers[i] : NULL;
     for (uint64_t b = 0; r == 0 && b < o->nblocks;) {

@@ -181,8 +181,10 @@ static int open_disks(struct host *h, vs_err *e)
             path = i == 0 ? vs_xstrdup(h->o->overlay) : vs_xasprintf("%s.disk%zu", h->o->overlay, i);
         else
             flags |= NBD_OVL_TEMP;
-        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0)
-            return r;   /* the overlay owns b from the call on */
+        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0) {
+            nbd_base_close(b);   /* the overlay owns b only once opened */
+            return r;
+        }
         /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
         h->parent_seq[i] = 0;
         h->socks[i] = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
@@ -461,6 +463,14 @@ static void host_cleanup(struct host *h)
         close(h->ctl);
     if (h->sigfd >= 0)
         close(h->sigfd);
+    /* QEMU removes its listening sockets only when it exits cleanly: the user's --qmp/--console paths must not
+     * outlive the VM either way (only sockets: never a file the user put there). */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++) {
+        struct stat sb;
+        if (h->qemu > 0 && user_socks[i] && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+            unlink(user_socks[i]);
+    }
     if (h->st.dir) {
         const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
                                 "kernel", "initrd", "dtb" };

@@ -32,14 +32,42 @@ struct pump {
     int rc;
     uint64_t bytes;
     vs_err err;
+    bool failed;    /* the writer gave up (rc, err set) */
+    bool discard;   /* set by either side: stop writing, only drain */
     bool done;
 };
 
+/* Copies the migration stream into the archive until EOF. After a failure it keeps reading (and dropping) until
+ * QEMU lets go of the pipe: QEMU's migration thread then never blocks or fails on a write. On QEMU 7.2 a background
+ * snapshot whose stream stops (a write error, or migrate_cancel) leaves the guest's vCPUs stuck on write-protected
+ * RAM for good, so vmsnap lets it run to its end into this sink instead. */
 static void *pump_main(void *arg)
 {
     struct pump *p = arg;
-    p->rc = arc_writer_stream_from_fd(p->w, p->fd, &p->bytes, &p->err);
-    /* A writer that gave up must not leave QEMU blocked on a full pipe: closing our end fails its write. */
+    const size_t chunk = 1 << 20;
+    VS_AUTOFREE char *buf = vs_xmalloc(chunk);
+    for (;;) {
+        ssize_t n = read(p->fd, buf, chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && !__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE)) {
+            p->rc = vs_err_sys(&p->err, errno, "reading the migration stream");
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->discard, true, __ATOMIC_RELEASE);
+        }
+        if (n <= 0)
+            break;
+        if (__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE))
+            continue;
+        int r = arc_writer_write(p->w, buf, n, &p->err);
+        if (r < 0) {
+            p->rc = r;
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->discard, true, __ATOMIC_RELEASE);
+            continue;
+        }
+        p->bytes += n;
+    }
     close(p->fd);
     p->fd = -1;
     __atomic_store_n(&p->done, true, __ATOMIC_RELEASE);
@@ -169,10 +197,21 @@ static void nap_ms(int ms)
     nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
 }
 
-/* After a failure: cancel and wait (bounded) until QEMU says the migration is over, so caps can be restored. */
-static void cancel_migration(struct qmp *q)
+/* After a failure: end the migration and wait (bounded) until QEMU says it is over, so caps can be restored.
+ * A background snapshot is never cancelled while it runs: on QEMU 7.2 migrate_cancel in the middle of one leaves
+ * the guest's vCPUs stuck on write-protected RAM for good (tried here: the guest never answers again, and the next
+ * snapshot hangs). The memory thread drains the stream instead, and QEMU is let finish; migrate_cancel only if it
+ * does not within the bound. */
+static void cancel_migration(struct qmp *q, enum vm_snap_method method)
 {
     struct mig_state m;
+    if (method == VM_SNAP_BACKGROUND) {
+        for (int i = 0; i < 2400; i++) {   /* 120 s */
+            if (query_migrate(q, &m, NULL) < 0 || terminal(m.status))
+                return;
+            nap_ms(50);
+        }
+    }
     qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
     for (int i = 0; i < 400; i++) {   /* 20 s */
         if (query_migrate(q, &m, NULL) < 0 || terminal(m.status))
@@ -329,7 +368,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             r = vs_err_set(e, ECANCELED, "snapshot interrupted");
             goto fail;
         }
-        if (__atomic_load_n(&pump.done, __ATOMIC_ACQUIRE) && pump.rc < 0) {
+        if (__atomic_load_n(&pump.failed, __ATOMIC_ACQUIRE)) {
             r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
             goto fail;
         }
@@ -418,8 +457,9 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
 fail:
     {
         vs_err keep = e ? *e : (vs_err){ 0 };
+        __atomic_store_n(&pump.discard, true, __ATOMIC_RELEASE);
         if (migrating || thread_started)
-            cancel_migration(q);
+            cancel_migration(q, migrating ? method : VM_SNAP_STOP);
         /* QEMU still holds the pipe's write end if migrate never took it: without this the reader never sees EOF. */
         qmp_closefd(q, "vmsnap-snap", NULL);
         if (thread_started)

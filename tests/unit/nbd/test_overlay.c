@@ -225,6 +225,13 @@ static void test_freeze_rebase(void **state)
     free(li);
     nbd_overlay_close(o);
 
+    /* Read-only (commit): nothing writes the live layer, so its runs can be listed. */
+    o = open_ovl(f, f->img, NBD_OVL_READONLY);
+    runs[0] = 0;
+    assert_int_equal(nbd_overlay_layer_runs(o, 2, collect, runs, &e), 0);
+    assert_string_equal(runs, "1+2:1 ");
+    nbd_overlay_close(o);
+
     /* Reopen: the stack comes back. */
     o = open_ovl(f, f->img, 0);
     expect_fill(o, 4096, 4096 + 50, 0xb2);
