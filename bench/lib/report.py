@@ -205,7 +205,8 @@ def write_all(out, rows, meta, order, titles, log):
     write_summary(summary, os.path.join(out, "summary.csv"), order)
     md = markdown(summary, order, titles)
     with open(os.path.join(out, "tables.md"), "w") as f:
-        f.write(f"Command: `{meta['command']}` (run {meta['run']})\n\nMachine: {meta['machine']}\n\n"
+        f.write(f"Command: `{meta['command']}` (run {meta['run']}, source {meta.get('source', 'unknown')})\n\n"
+                f"Machine: {meta['machine']}\n\n"
                 f"Memory: the agent fills {meta['fill']}% of guest RAM with 64 KiB chunks mixed {meta['mix']} "
                 f"(random:text-like:zero); the rest of RAM is whatever the guest kernel left there.\n\n")
         if meta.get("skipped"):
