@@ -171,9 +171,18 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
  * where the last write ended). Names are unique per archive, 1..255 bytes; pack names disks "disk0", "disk1"...
  * In a thin or thick archive with a base, a stream's base is the base's stream of the same name. */
 int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name, uint64_t size, vs_err *e);
+/* Start a stream of known size whose 4 KiB units may be written in any order and more than once, the last write
+ * winning (guest RAM as QEMU's migration stream delivers it; its 4 KiB pages at their offsets). Writes and zeroes
+ * must cover whole 4 KiB units (the stream's last unit may be short). A block is compressed and stored once all
+ * its units arrived; partial blocks are held in memory, at most hold_bytes of them (0: 64 MiB; the index adds 32
+ * bytes per block until arc_writer_end). Past that bound the oldest partial block is stored with its missing
+ * units as arc_writer_pwrite says for skipped bytes, and stored again once they arrive (the first copy then
+ * stays in the file unreferenced). Units never written keep the base's content, as for arc_writer_pwrite. */
+int arc_writer_begin_unordered(struct arc_writer *w, enum arc_kind kind, const char *name, uint64_t size,
+                               size_t hold_bytes, vs_err *e);
 /* Append at the current position. */
 int arc_writer_write(struct arc_writer *w, const void *buf, size_t len, vs_err *e);
-/* Write at off >= the current position (positions only move forward). Bytes skipped over keep the base's
+/* Write at off >= the current position (positions only move forward; any offset in an unordered stream). Bytes skipped over keep the base's
  * content: a reference to the parent (thin), a copy of the base (thick), or zeros (no base). Partly written
  * blocks are completed from the same source. */
 int arc_writer_pwrite(struct arc_writer *w, const void *buf, size_t len, uint64_t off, vs_err *e);

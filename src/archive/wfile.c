@@ -146,6 +146,7 @@ static void writer_free(struct arc_writer *w)
         arc_close(w->base);
     free(w->st.page);
     free(w->st.tops);
+    arc__unord_free(w->st.u);
     free(w->recs);
     free(w->cmpbuf);
     free(w->hint);

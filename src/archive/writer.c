@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int fail(struct arc_writer *w, int r, vs_err *e)
+int arc__fail(struct arc_writer *w, int r, vs_err *e)
 {
     if (!w->err) {
         w->err = r;
@@ -38,7 +38,7 @@ static int append(struct arc_writer *w, const void *buf, size_t len, vs_err *e)
 {
     int r = vs_pwrite_full(w->fd, buf, len, (off_t)w->fpos);
     if (r < 0)
-        return fail(w, vs_err_sys(e, r, "writing archive '%s'", w->path), e);
+        return arc__fail(w, vs_err_sys(e, r, "writing archive '%s'", w->path), e);
     w->fpos += len;
     return 0;
 }
@@ -74,7 +74,7 @@ static int flush_page(struct arc_writer *w, vs_err *e)
 }
 
 /* Add count entries equal to *en for the next blocks. Whole zero/parent pages cost no page at all. */
-static int add_entries(struct arc_writer *w, const struct arc_entry *en, uint64_t count, vs_err *e)
+int arc__add_entries(struct arc_writer *w, const struct arc_entry *en, uint64_t count, vs_err *e)
 {
     struct wstream *st = &w->st;
     uint32_t pe = st->rec.page_entries;
@@ -105,7 +105,7 @@ static int add_entries(struct arc_writer *w, const struct arc_entry *en, uint64_
 
 /* ---- block commit (in order, caller's thread) ---------------------------------------------------------- */
 
-static int base_read(struct arc_writer *w, void *buf, uint64_t off, size_t len, vs_err *e)
+int arc__base_read(struct arc_writer *w, void *buf, uint64_t off, size_t len, vs_err *e)
 {
     struct wstream *st = &w->st;
     memset(buf, 0, len);
@@ -116,7 +116,7 @@ static int base_read(struct arc_writer *w, void *buf, uint64_t off, size_t len, 
     if (off >= si.size)
         return 0;
     int r = arc_pread(w->base, (unsigned)st->base_stream, buf, VS_MIN((uint64_t)len, si.size - off), off, e);
-    return r < 0 ? fail(w, vs_err_prefix(e, "reading base archive"), e) : 0;
+    return r < 0 ? arc__fail(w, vs_err_prefix(e, "reading base archive"), e) : 0;
 }
 
 /* Same bytes as the base's block at this index? (checksum first, then a byte compare: never trust a hash) */
@@ -132,10 +132,10 @@ static int equals_base(struct arc_writer *w, const struct wslot *s, vs_err *e)
     struct arc_entry en;
     int r = arc__entry(w->base, (unsigned)st->base_stream, s->block, &en, e);
     if (r < 0)
-        return fail(w, vs_err_prefix(e, "reading base archive"), e);
+        return arc__fail(w, vs_err_prefix(e, "reading base archive"), e);
     if (en.type == ARC_BLOCK_ZERO || (en.type == ARC_BLOCK_DATA && en.csum != s->csum))
         return 0;
-    r = base_read(w, w->cmpbuf, s->block * w->bs, s->len, e);
+    r = arc__base_read(w, w->cmpbuf, s->block * w->bs, s->len, e);
     if (r < 0)
         return r;
     return !memcmp(w->cmpbuf, s->in, s->len);
@@ -147,16 +147,19 @@ int arc__commit(struct arc_writer *w, struct wslot *s, vs_err *e)
         return check(w, e);
     struct wrec *rec = &w->st.rec;
     struct arc_entry en = { 0 };
-    int r;
+    int r, ub = UB_DATA;
     if (s->zero) {
         rec->zero_blocks++;
+        ub = UB_ZERO;
     } else if ((r = equals_base(w, s, e)) != 0) {
         if (r < 0)
             return r;
         en.type = ARC_BLOCK_PARENT;
         rec->parent_blocks++;
+        ub = UB_PARENT;
     } else if (arc__dedup_find(w, s, &en, e)) {
         rec->dedup_blocks++;
+        ub = UB_DEDUP;
     } else {
         en = (struct arc_entry){ .offset = w->fpos, .stored_len = s->out_len, .type = ARC_BLOCK_DATA,
                                  .codec = s->codec, .csum = s->csum, .scsum = s->scsum };
@@ -167,7 +170,11 @@ int arc__commit(struct arc_writer *w, struct wslot *s, vs_err *e)
         rec->stored += s->out_len;
         arc__dedup_add(w, s, &en);
     }
-    return add_entries(w, &en, 1, e);
+    if (w->st.u) {   /* indexed at the end, in block order */
+        arc__unord_committed(w, s, &en, ub);
+        return 0;
+    }
+    return arc__add_entries(w, &en, 1, e);
 }
 
 /* ---- block assembly ------------------------------------------------------------------------------------- */
@@ -183,7 +190,7 @@ static int start_block(struct arc_writer *w, uint64_t block, vs_err *e)
 {
     struct wslot *s = arc__slot_acquire(w, e);
     if (!s)
-        return fail(w, e ? e->code : -EIO, e);
+        return arc__fail(w, e ? e->code : -EIO, e);
     w->st.cur = s->in;
     w->st.cur_block = block;
     w->st.cur_fill = 0;
@@ -196,7 +203,7 @@ static int submit_block(struct arc_writer *w, uint32_t len, vs_err *e)
 {
     struct wstream *st = &w->st;
     if (st->cur_fill < len) {
-        int r = base_read(w, st->cur + st->cur_fill, st->cur_block * w->bs + st->cur_fill, len - st->cur_fill, e);
+        int r = arc__base_read(w, st->cur + st->cur_fill, st->cur_block * w->bs + st->cur_fill, len - st->cur_fill, e);
         if (r < 0)
             return r;
     }
@@ -206,7 +213,7 @@ static int submit_block(struct arc_writer *w, uint32_t len, vs_err *e)
     st->cur_active = false;
     st->next_block = st->cur_block + 1;
     int r = arc__slot_submit(w, e);
-    return r < 0 ? fail(w, r, e) : 0;
+    return r < 0 ? arc__fail(w, r, e) : 0;
 }
 
 /* Blocks [from, to) not written by the caller: zeros, or what the base holds there. */
@@ -217,7 +224,7 @@ static int fill_blocks(struct arc_writer *w, uint64_t from, uint64_t to, bool ze
         return 0;
     int r = arc__pool_drain(w, e);
     if (r < 0)
-        return fail(w, r, e);
+        return arc__fail(w, r, e);
     struct arc_stream_info si = { 0 };
     if (st->base_stream >= 0)
         arc_stream_get(w->base, (unsigned)st->base_stream, &si);
@@ -238,7 +245,7 @@ static int fill_blocks(struct arc_writer *w, uint64_t from, uint64_t to, bool ze
                 uint64_t blen = VS_MIN((uint64_t)len, si.size - b * w->bs);
                 r = arc_block_status(w->base, (unsigned)st->base_stream, b * w->bs, blen, &run, &fl, e);
                 if (r < 0)
-                    return fail(w, vs_err_prefix(e, "reading base archive"), e);
+                    return arc__fail(w, vs_err_prefix(e, "reading base archive"), e);
                 if (!(fl == ARC_STATUS_ZERO && run == blen)) {
                     if ((r = start_block(w, b, e)) < 0 || (r = submit_block(w, len, e)) < 0)
                         return r;
@@ -251,12 +258,12 @@ static int fill_blocks(struct arc_writer *w, uint64_t from, uint64_t to, bool ze
             n = to - b;   /* past the base's end: zeros */
         }
         if ((r = arc__pool_drain(w, e)) < 0)
-            return fail(w, r, e);
+            return arc__fail(w, r, e);
         if (en.type == ARC_BLOCK_PARENT)
             w->st.rec.parent_blocks += n;
         else
             w->st.rec.zero_blocks += n;
-        if ((r = add_entries(w, &en, n, e)) < 0)
+        if ((r = arc__add_entries(w, &en, n, e)) < 0)
             return r;
         b += n;
     }
@@ -271,7 +278,7 @@ static int put(struct arc_writer *w, const void *buf, uint64_t len, uint64_t off
     if (r < 0)
         return r;
     struct wstream *st = &w->st;
-    if (off < st->pos)
+    if (off < st->pos && !st->u)
         return vs_err_set(e, EINVAL, "%s: stream '%s': write at %" PRIu64 " before the current position %" PRIu64,
                           w->path, st->rec.name, off, st->pos);
     if (st->declared != ARC_SIZE_UNKNOWN && (off > st->declared || len > st->declared - off))
@@ -279,6 +286,8 @@ static int put(struct arc_writer *w, const void *buf, uint64_t len, uint64_t off
                           w->path, st->rec.name, off, len, st->declared);
     if (off + len > (UINT64_MAX >> 2))
         return vs_err_set(e, EFBIG, "%s: stream '%s' too large", w->path, st->rec.name);
+    if (st->u)
+        return arc__unord_put(w, buf, len, off, e);
     const uint8_t *src = buf;
     while (len) {
         uint64_t block = off / w->bs;
@@ -306,7 +315,7 @@ static int put(struct arc_writer *w, const void *buf, uint64_t len, uint64_t off
                 return r;
         }
         if (boff > st->cur_fill &&
-            (r = base_read(w, st->cur + st->cur_fill, block * w->bs + st->cur_fill, boff - st->cur_fill, e)) < 0)
+            (r = arc__base_read(w, st->cur + st->cur_fill, block * w->bs + st->cur_fill, boff - st->cur_fill, e)) < 0)
             return r;
         if (src)
             memcpy(st->cur + boff, src, n);
@@ -401,6 +410,19 @@ int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name,
     return 0;
 }
 
+int arc_writer_begin_unordered(struct arc_writer *w, enum arc_kind kind, const char *name, uint64_t size,
+                               size_t hold_bytes, vs_err *e)
+{
+    if (size == ARC_SIZE_UNKNOWN || size == 0)
+        return vs_err_set(e, EINVAL, "%s: unordered stream '%s' needs a known, non-zero size", w->path,
+                          name ? name : "");
+    int r = arc_writer_begin(w, kind, name, size, e);
+    if (r < 0)
+        return r;
+    arc__unord_init(w, hold_bytes);
+    return 0;
+}
+
 int arc_writer_end(struct arc_writer *w, vs_err *e)
 {
     int r = check(w, e);
@@ -410,13 +432,19 @@ int arc_writer_end(struct arc_writer *w, vs_err *e)
     uint64_t size = st->declared == ARC_SIZE_UNKNOWN ? st->pos : st->declared;
     if (st->declared == ARC_SIZE_UNKNOWN)
         st->declared = size;   /* the last block is as long as what was written */
+    uint64_t blocks = VS_DIV_ROUND_UP(size, w->bs);
+    if (st->u) {
+        if ((r = arc__unord_end(w, e)) < 0)
+            return r;
+        arc__unord_free(st->u);
+        st->u = NULL;
+    }
     if (st->cur_active && (r = submit_block(w, block_len(st, st->cur_block, w->bs), e)) < 0)
         return r;
-    uint64_t blocks = VS_DIV_ROUND_UP(size, w->bs);
     if ((r = fill_blocks(w, st->next_block, blocks, false, e)) < 0)
         return r;
     if ((r = arc__pool_drain(w, e)) < 0)
-        return fail(w, r, e);
+        return arc__fail(w, r, e);
     if ((r = flush_page(w, e)) < 0)
         return r;
     struct wrec *rec = &st->rec;

@@ -47,6 +47,27 @@ struct wstream {
     bool page_zero, page_parent;
     struct arc_top *tops;
     size_t ntops, tops_cap;
+    struct wunord *u;         /* unordered stream (arc_writer_begin_unordered), else NULL */
+};
+
+/* An unordered stream: its index is built in memory (one entry per block) and written at the end; blocks are
+ * assembled in partial buffers (at most max_parts) from 4 KiB units arriving in any order. */
+enum { UB_NONE, UB_ZERO, UB_PARENT, UB_DEDUP, UB_DATA, UB_INFLIGHT = 0x80 };
+struct wpart {
+    struct wpart *next;       /* hash chain */
+    uint64_t block, seq;
+    uint32_t have, need;      /* units present / units in the block */
+    uint64_t bits[ARC_MAX_BLOCK_SIZE / ARC_MIN_BLOCK_SIZE / 64];
+    uint8_t *buf;
+};
+struct wunord {
+    uint64_t nblocks;
+    struct arc_entry *ents;
+    uint8_t *state;           /* UB_* per block */
+    struct wpart **tab;
+    size_t tab_cap, nparts, max_parts;
+    uint64_t seq, rewrites;
+    uint8_t *scratch, *sscratch;
 };
 
 struct arc_writer {
@@ -95,6 +116,15 @@ int arc__slot_submit(struct arc_writer *w, vs_err *e);               /* the acqu
 int arc__pool_drain(struct arc_writer *w, vs_err *e);                /* commit everything in flight */
 /* writer.c: commit a processed slot (in order). */
 int arc__commit(struct arc_writer *w, struct wslot *s, vs_err *e);
+int arc__fail(struct arc_writer *w, int r, vs_err *e);                       /* sticky error */
+int arc__base_read(struct arc_writer *w, void *buf, uint64_t off, size_t len, vs_err *e);
+int arc__add_entries(struct arc_writer *w, const struct arc_entry *en, uint64_t count, vs_err *e);
+/* wunord.c: unordered streams. */
+void arc__unord_init(struct arc_writer *w, size_t hold_bytes);
+void arc__unord_free(struct wunord *u);
+int arc__unord_put(struct arc_writer *w, const void *buf, uint64_t len, uint64_t off, vs_err *e);
+void arc__unord_committed(struct arc_writer *w, const struct wslot *s, const struct arc_entry *en, int ub);
+int arc__unord_end(struct arc_writer *w, vs_err *e);   /* everything committed and indexed */
 /* dedup table: find a stored block with the same content (byte-checked), or remember a new one. */
 bool arc__dedup_find(struct arc_writer *w, const struct wslot *s, struct arc_entry *en, vs_err *e);
 void arc__dedup_add(struct arc_writer *w, const struct wslot *s, const struct arc_entry *en);

@@ -26,13 +26,17 @@ static char *absolute(const char *p)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f}", "qmp", i->qmp, "console", i->console, "overlay", i->overlay,
-                     "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid, "resumed", i->resumed,
-                     "start-to-running", i->start_to_running_s);
+    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?}", "qmp", i->qmp, "console", i->console, "overlay",
+                     i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid, "resumed",
+                     i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy, "memory-note",
+                     i->memory_note);
 }
 
 static void print_info(json_t *i, bool json, FILE *f)
 {
+    const char *note = json_string_value(json_object_get(i, "memory-note"));
+    if (note)
+        fprintf(stderr, "vmsnap: note: %s\n", note);
     if (json) {
         char *s = json_dumps(i, JSON_COMPACT);
         fprintf(f, "%s\n", s);
@@ -41,8 +45,9 @@ static void print_info(json_t *i, bool json, FILE *f)
         return;
     }
     bool resumed = json_is_true(json_object_get(i, "resumed"));
-    fprintf(f, "vm %s in %.3f s (QEMU start included)\n", resumed ? "resumed and running" : "booted",
-            json_number_value(json_object_get(i, "start-to-running")));
+    fprintf(f, "vm %s in %.3f s (QEMU start included)%s\n", resumed ? "resumed and running" : "booted",
+            json_number_value(json_object_get(i, "start-to-running")),
+            json_is_true(json_object_get(i, "lazy")) ? ", memory served on demand from the archive" : "");
     fprintf(f, "  qmp:      %s\n", json_string_value(json_object_get(i, "qmp")));
     fprintf(f, "  console:  %s\n", json_string_value(json_object_get(i, "console")));
     const char *ov = json_string_value(json_object_get(i, "overlay"));
@@ -114,7 +119,7 @@ int cmd_boot(int argc, char **argv)
         { "cpus", required_argument, NULL, 'c' },    { "qmp", required_argument, NULL, 'q' },
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
-        { NULL, 0, NULL, 0 },
+        { "eager", no_argument, NULL, 'E' },         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
     int nopt = argc;
@@ -155,6 +160,7 @@ int cmd_boot(int argc, char **argv)
             break;
         case 'd': ui.detach = true; break;
         case 'j': ui.json = true; break;
+        case 'E': ho.eager = true; break;
         default: return cli_usage("boot", "bad option");
         }
     }

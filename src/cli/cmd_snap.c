@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static volatile int interrupted;
+static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)
 {
@@ -67,11 +67,12 @@ static json_t *result_json(const char *out, const struct vm_snap_result *r)
 {
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s}", "output", out, "method",
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s}", "output", out, "method",
                      vm_snap_method_name(r->method), "thin", 0, "pause", r->resumed_at, "qemu-downtime",
                      r->qemu_downtime_s, "writing", r->writing_s, "total", r->total_s, "memory-bytes",
                      (json_int_t)r->memory_bytes, "archive-bytes", size, "stopped-to-converge",
-                     r->stopped_to_converge, "fallback-reason", r->fallback_reason);
+                     r->stopped_to_converge, "fallback-reason", r->fallback_reason, "memory-paged", r->memory_paged,
+                     "memory-note", r->memory_note);
 }
 
 /* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
@@ -108,8 +109,14 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
+    VS_AUTOFREE char *outdir = vs_xstrdup(out);
+    char *slash = strrchr(outdir, '/');
+    if (slash)
+        *slash = 0;
+    /* Pages under the VM's own block names (pc.ram, or its backend's id); boot resumes such a VM eagerly. */
     struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .write_rest = foreign_rest,
-                               .cancelled = local_cancelled, .progress = local_progress, .opaque = &f };
+                               .cancelled = local_cancelled, .progress = local_progress, .opaque = &f,
+                               .paged = true, .tmpdir = slash ? (outdir[0] ? outdir : "/") : "." };
     struct vm_snap_result res;
     r = vm_snap_run(q, w, &so, &res, e);
     if (!res.writer_consumed)
@@ -205,6 +212,10 @@ int cmd_snap(int argc, char **argv)
                             interrupted, e.msg);
         return cli_fail("snap: %s (no archive written)", e.msg);
     }
+    const char *note = json_string_value(json_object_get(res, "memory-note"));
+    if (note && note[0])
+        fprintf(stderr, "vmsnap: warning: memory stored as one opaque stream (no lazy resume, no thin memory): %s\n",
+                note);
     if (json) {
         char *s = json_dumps(res, JSON_COMPACT);
         printf("%s\n", s);

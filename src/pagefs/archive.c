@@ -4,6 +4,7 @@
  * are kind "other": an older vmsnap sees no memory stream and never feeds QEMU a stream without its RAM. */
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "pagefs/pagefs.h"
 
@@ -75,4 +76,62 @@ int pf_image_to_archive(struct pf_image *im, struct arc_writer *w, vs_err *e)
             return vs_err_prefix(e, "RAM block '%s'", b[i].name);
     }
     return 0;
+}
+
+bool pf_archive_is_paged(struct arc *a)
+{
+    return arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE) != ARC_STREAM_NONE;
+}
+
+static int ram_stream(struct arc *a, const struct ms_block *b)
+{
+    VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, b->name);
+    return arc_find_stream(a, ARC_KIND_OTHER, name);
+}
+
+static bool ra_want(void *opaque, const struct ms_block *b) { return ram_stream(opaque, b) >= 0; }
+
+static int ra_fill(void *opaque, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e)
+{
+    struct arc *a = opaque;
+    int s = ram_stream(a, b);
+    uint64_t run;
+    unsigned fl;
+    int r = arc_block_status(a, (unsigned)s, off, PF_PAGE_SIZE, &run, &fl, e);
+    if (r < 0)
+        return r;
+    if ((*zero = fl == ARC_STATUS_ZERO))
+        return 0;
+    if ((r = arc_pread(a, (unsigned)s, buf, PF_PAGE_SIZE, off, e)) < 0)
+        return r;   /* the caller names the block and page */
+    static const uint8_t zp[PF_PAGE_SIZE];
+    *zero = !memcmp(buf, zp, PF_PAGE_SIZE);
+    return 0;
+}
+
+int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_err *e)
+{
+    int dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
+    if (dev == ARC_STREAM_NONE)
+        return vs_err_set(e, -ENOENT, "no \"%s\" stream: memory is not stored as pages", PF_ARC_DEVICE);
+    /* The device stream is small (no RAM): a memfd gives ms_reassemble the fd it reads. */
+    VS_AUTOCLOSE int mfd = memfd_create("vmsnap-device-stream", MFD_CLOEXEC);
+    if (mfd < 0)
+        return vs_err_sys(e, errno, "memfd_create");
+    struct arc_stream_info si;
+    arc_stream_get(a, (unsigned)dev, &si);
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
+    for (uint64_t off = 0; off < si.size;) {
+        size_t n = (size_t)VS_MIN((uint64_t)1 << 20, si.size - off);
+        int r = arc_pread(a, (unsigned)dev, buf, n, off, e);
+        if (r < 0)
+            return r;
+        if ((r = vs_write_full(mfd, buf, n)) < 0)
+            return vs_err_sys(e, r, "copying the device stream");
+        off += n;
+    }
+    if (lseek(mfd, 0, SEEK_SET) < 0)
+        return vs_err_sys(e, errno, "lseek");
+    struct ms_page_reader rd = { .fill = ra_fill, .want = ra_want, .opaque = a };
+    return ms_reassemble(mfd, out_fd, &rd, sum, e);
 }

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "archive/archive.h"
+#include "migstream/migstream.h"
 #include "util/util.h"
 
 #define PF_PAGE_SIZE 4096u
@@ -67,7 +68,44 @@ bool pf_image_is_zero(struct pf_image *im, unsigned i, uint64_t off);
 /* One pf_file per RAM stream of a (held open) archive, reading through arc_pread. */
 int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e);
 void pf_archive_files_free(struct pf_file *files, unsigned n);
+/* Eager restore from such an archive: write the complete migration stream (the device stream with the RAM
+ * streams' non-zero pages put back, ms_reassemble) to out_fd, e.g. the pipe QEMU loads from. Every page read
+ * is checked against its block's checksum. */
+int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_err *e);
+/* Whether the archive holds memory as pages (a PF_ARC_DEVICE stream). */
+bool pf_archive_is_paged(struct arc *a);
 /* Write each block of the image as a RAM stream (zero pages as zero blocks). The caller adds PF_ARC_DEVICE. */
 int pf_image_to_archive(struct pf_image *im, struct arc_writer *w, vs_err *e);
+
+/* ---- capture: a migration stream into an archive, page-addressed ------------------------------------------ */
+struct pf_capture_opts {
+    const char *split;             /* RAM block to store as pages; NULL: "mem", else "pc.ram", else the largest */
+    size_t hold_bytes;             /* bound on partial RAM blocks held (arc_writer_begin_unordered); 0 = 64 MiB */
+    const char *tmpdir;            /* where the device stream is spilled (unlinked file); NULL = /var/tmp */
+};
+struct pf_capture_result {
+    bool paged;                    /* false: stored as the opaque "memory" stream (see note) */
+    char note[512];                /* why the stream was stored opaque ("" when paged) */
+    char block[256];               /* the RAM block stored as pages */
+    uint64_t ram_size;
+    uint64_t stream_bytes;         /* bytes read from fd */
+    struct ms_summary sum;         /* the splitter's summary (paged) */
+};
+/* Read a migration stream from fd until EOF into w (no stream open): the RAM block as stream
+ * PF_ARC_RAM_PREFIX<idstr> (unordered: pages as QEMU sends them, zero pages elided, thin against the base's
+ * stream of that name) and then PF_ARC_DEVICE. If the splitter refuses the stream before it committed (no page
+ * stored yet), everything is stored as the opaque kind-memory stream "memory" instead: returns 0 with
+ * res->paged false and res->note saying why (the caller warns). A refusal or error after that fails (the
+ * caller aborts the archive: a snapshot is never half paged). Memory: hold_bytes + the RAM index (32 bytes per
+ * 64 KiB) + up to 64 MiB of raw bytes before the commit (in practice a few KB) + the splitter's tail. */
+int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o, struct pf_capture_result *res,
+                  vs_err *e);
+/* The same, pushed: new, push the bytes as they come, finish at EOF (fills res), free. After a failed push the
+ * capture refuses everything (the caller drains its input and aborts the archive). */
+struct pf_capture;
+int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct pf_capture **out, vs_err *e);
+int pf_capture_push(struct pf_capture *c, const void *buf, size_t len, vs_err *e);
+int pf_capture_finish(struct pf_capture *c, struct pf_capture_result *res, vs_err *e);
+void pf_capture_free(struct pf_capture *c);   /* NULL is fine */
 
 #endif

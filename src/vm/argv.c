@@ -100,11 +100,49 @@ static char *abs_path(const char *p, const char *cwd)
     return vs_xasprintf("%s/%s", cwd, p);
 }
 
+/* Relative paths in extra args from `first` on become absolute (QEMU's working directory is not the user's once
+ * detached or resumed); then c->xfiles lists what a thick archive must store. A bare -bios name that is not in
+ * cwd is one QEMU finds in its data directories: left alone. */
+static void absolute_xfiles(struct vm_config *c, size_t first, const char *cwd)
+{
+    struct vm_xfile_ref *refs = NULL;
+    size_t nrefs = 0;
+    vm_xfile_refs(c->extra, c->n_extra, &refs, &nrefs);
+    /* Back to front: a rewrite shifts later spans of the same argument. */
+    for (size_t k = nrefs; cwd && k-- > 0;) {
+        struct vm_xfile_ref *r = &refs[k];
+        if (r->arg < first || r->path[0] == '/' || (!strchr(r->path, '/') && access(r->path, R_OK) < 0))
+            continue;
+        VS_AUTOFREE char *abs = abs_path(r->path, cwd);
+        char *arg = vm_xfile_ref_replace(c->extra[r->arg], r, abs);
+        free(c->extra[r->arg]);
+        c->extra[r->arg] = arg;
+    }
+    vm_xfile_refs_free(refs, nrefs);
+    vm_xfile_refs(c->extra, c->n_extra, &refs, &nrefs);
+    vm_config_clear_xfiles(c);
+    for (size_t k = 0; k < nrefs; k++) {
+        const struct vm_xfile_ref *r = &refs[k];
+        if (r->path[0] != '/' || (!r->writable && vm_xfile_is_installed(r->path)))
+            continue;
+        for (size_t j = 0; j < c->n_xfiles; j++)
+            if (!strcmp(c->xfiles[j].name, r->name)) {   /* QEMU takes the last one */
+                free(c->xfiles[j].name);
+                free(c->xfiles[j].path);
+                c->xfiles[j] = c->xfiles[--c->n_xfiles];
+                break;
+            }
+        vm_config_add_xfile(c, r->name, r->path, r->writable);
+    }
+    vm_xfile_refs_free(refs, nrefs);
+}
+
 int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err *e)
 {
     char cwdbuf[4096];
     const char *cwd = getcwd(cwdbuf, sizeof cwdbuf) ? cwdbuf : NULL;
     c->extra = vs_xrealloc(c->extra, (c->n_extra + n + 1) * sizeof *c->extra);
+    size_t first = c->n_extra;
     for (size_t i = 0; i < n; i++) {
         const char *name = opt_name(args[i]);
         int role = name ? role_of_opt(name) : -1;
@@ -124,6 +162,7 @@ int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err
         c->extra[c->n_extra++] = vs_xstrdup(args[i]);
     }
     c->extra[c->n_extra] = NULL;
+    absolute_xfiles(c, first, cwd);
     return 0;
 }
 
@@ -248,6 +287,31 @@ static void add_console_chardev(struct vm_argv *a, const struct vm_launch *l)
     }
 }
 
+/* The extra args, with the files stored in the archive replaced by their copies (l->xfiles). */
+static void add_extra(struct vm_argv *a, const struct vm_config *c, const struct vm_launch *l)
+{
+    struct vm_xfile_ref *refs = NULL;
+    size_t nrefs = 0;
+    if (l->n_xfiles)
+        vm_xfile_refs(c->extra, c->n_extra, &refs, &nrefs);
+    for (size_t i = 0; i < c->n_extra; i++) {
+        VS_AUTOFREE char *arg = vs_xstrdup(c->extra[i]);
+        for (size_t k = nrefs; k-- > 0;) {   /* back to front: spans of one argument stay valid */
+            if (refs[k].arg != i)
+                continue;
+            for (size_t j = 0; j < l->n_xfiles; j++)
+                if (!strcmp(l->xfiles[j].name, refs[k].name)) {
+                    char *n = vm_xfile_ref_replace(arg, &refs[k], l->xfiles[j].path);
+                    free(arg);
+                    arg = n;
+                    break;
+                }
+        }
+        vm_argv_add(a, arg);
+    }
+    vm_xfile_refs_free(refs, nrefs);
+}
+
 static int build_native(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
 {
     vm_argv_add(a, c->qemu ? c->qemu : "qemu-system-x86_64");
@@ -256,7 +320,13 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
     vm_argv_add(a, "-display");
     vm_argv_add(a, "none");
     const char *backend = c->mem_backend;
-    if (backend && c->ram_bytes) {
+    if (backend && c->ram_bytes && l->mem_path) {
+        /* Lazy resume: a private (copy-on-write) mapping of the page file; the guest's writes never reach it. */
+        VS_AUTOFREE char *mp = vm_qemu_escape(l->mem_path);
+        vm_argv_add(a, "-object");
+        vm_argv_addf(a, "memory-backend-file,id=%s,size=%llu,mem-path=%s,share=off", backend,
+                     (unsigned long long)c->ram_bytes, mp);
+    } else if (backend && c->ram_bytes) {
         vm_argv_add(a, "-object");
         vm_argv_addf(a, "memory-backend-ram,id=%s,size=%llu", backend, (unsigned long long)c->ram_bytes);
     }
@@ -305,8 +375,7 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
     vm_argv_add(a, "-serial");
     vm_argv_add(a, "chardev:vmsnap-con");
     add_monitors(a, l);
-    for (size_t i = 0; i < c->n_extra; i++)
-        vm_argv_add(a, c->extra[i]);
+    add_extra(a, c, l);
     if (l->incoming) {
         vm_argv_add(a, "-incoming");
         vm_argv_add(a, "defer");

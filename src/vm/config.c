@@ -24,6 +24,23 @@ static void free_strv(char **v, size_t n)
     free(v);
 }
 
+void vm_config_clear_xfiles(struct vm_config *c)
+{
+    for (size_t i = 0; i < c->n_xfiles; i++) {
+        free(c->xfiles[i].name);
+        free(c->xfiles[i].path);
+    }
+    free(c->xfiles);
+    c->xfiles = NULL;
+    c->n_xfiles = 0;
+}
+
+void vm_config_add_xfile(struct vm_config *c, const char *name, const char *path, bool writable)
+{
+    c->xfiles = vs_xrealloc(c->xfiles, (c->n_xfiles + 1) * sizeof *c->xfiles);
+    c->xfiles[c->n_xfiles++] = (struct vm_xfile){ vs_xstrdup(name), vs_xstrdup(path), writable };
+}
+
 void vm_config_free(struct vm_config *c)
 {
     free(c->qemu);
@@ -40,6 +57,7 @@ void vm_config_free(struct vm_config *c)
     }
     free(c->disks);
     free_strv(c->extra, c->n_extra);
+    vm_config_clear_xfiles(c);
     free_strv(c->cmdline, c->n_cmdline);
     free(c->cwd);
     vm_config_init(c);
@@ -80,6 +98,8 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
     }
     dst->n_extra = src->n_extra;
     dst->extra = dup_strv(src->extra, src->n_extra);
+    for (size_t i = 0; i < src->n_xfiles; i++)
+        vm_config_add_xfile(dst, src->xfiles[i].name, src->xfiles[i].path, src->xfiles[i].writable);
     dst->foreign = src->foreign;
     dst->n_cmdline = src->n_cmdline;
     dst->cmdline = dup_strv(src->cmdline, src->n_cmdline);
@@ -130,6 +150,13 @@ char *vm_config_to_json(const struct vm_config *c)
     }
     json_object_set_new(o, "disks", disks);
     json_object_set_new(o, "extra-args", strv_json(c->extra, c->n_extra));
+    if (c->n_xfiles) {
+        json_t *xf = json_array();
+        for (size_t i = 0; i < c->n_xfiles; i++)
+            json_array_append_new(xf, json_pack("{s:s,s:s,s:b}", "name", c->xfiles[i].name, "path",
+                                                c->xfiles[i].path, "writable", c->xfiles[i].writable));
+        json_object_set_new(o, "extra-files", xf);
+    }
     if (c->foreign) {
         json_object_set_new(o, "foreign", json_true());
         json_object_set_new(o, "cmdline", strv_json(c->cmdline, c->n_cmdline));
@@ -189,6 +216,36 @@ static int get_strv(json_t *o, const char *k, char ***out, size_t *n, vs_err *e)
     return 0;
 }
 
+/* A name becomes a file name in the run directory: lower-case letters and digits only. */
+static bool xfile_name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    return len > 0 && len < VM_XFILE_NAME_MAX && strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789") == len;
+}
+
+static int get_xfiles(json_t *o, struct vm_config *c, vs_err *e)
+{
+    json_t *v = json_object_get(o, "extra-files");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return vs_err_set(e, EINVAL, "VM config: \"extra-files\" must be an array");
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+        json_t *n = json_object_get(x, "name"), *p = json_object_get(x, "path"), *w = json_object_get(x, "writable");
+        if (!json_is_string(n) || !xfile_name_ok(json_string_value(n)) || !json_is_string(p) ||
+            json_string_value(p)[0] != '/' || (w && !json_is_boolean(w)))
+            return vs_err_set(e, EINVAL, "VM config: \"extra-files\"[%zu] must be {\"name\": [a-z0-9]{1,15}, "
+                              "\"path\": absolute path, \"writable\": boolean}", i);
+        for (size_t k = 0; k < c->n_xfiles; k++)
+            if (!strcmp(c->xfiles[k].name, json_string_value(n)))
+                return vs_err_set(e, EINVAL, "VM config: \"extra-files\" names '%s' twice", c->xfiles[k].name);
+        vm_config_add_xfile(c, json_string_value(n), json_string_value(p), w && json_is_true(w));
+    }
+    return 0;
+}
+
 static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
 {
     uint64_t ver = 0, cpus = 0;
@@ -228,7 +285,7 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
             return r;
     }
     if ((r = get_strv(o, "extra-args", &c->extra, &c->n_extra, e)) < 0 ||
-        (r = get_strv(o, "cmdline", &c->cmdline, &c->n_cmdline, e)) < 0)
+        (r = get_strv(o, "cmdline", &c->cmdline, &c->n_cmdline, e)) < 0 || (r = get_xfiles(o, c, e)) < 0)
         return r;
     json_t *f = json_object_get(o, "foreign");
     if (f && !json_is_boolean(f))

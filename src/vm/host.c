@@ -3,6 +3,7 @@
  * the run directory's control socket (one JSON line in; progress lines and one result line out), so a snapshot
  * is taken by the one process that can freeze the overlay and read the frozen layers. */
 #include "vm/vm.h"
+#include "pagefs/pagefs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +28,10 @@ struct host {
     uint64_t *sizes;
     uint32_t *parent_seq, *frozen_seq;
     char *files[VM_FILE__COUNT];   /* usable paths of the VM's start files (extracted copies or originals) */
-    bool extracted[VM_FILE__COUNT];
+    bool extracted[VM_FILE__COUNT];   /* in the parent chain of the next --thin snap */
+    struct vm_xfile *xfiles;       /* config.xfiles with usable paths (run-dir copies or originals) */
+    bool *x_in_chain;              /* stored in the archive chain (read-only ones need no new copy in a thin snap) */
+    bool *x_extracted;             /* a copy in the run directory, removed at the end */
     struct qmp *q;
     pid_t qemu;
     int qemu_status;
@@ -36,6 +40,13 @@ struct host {
     int client;                    /* snap client during a snapshot */
     bool quit_requested;
     char *qemu_log;
+    /* memory stored as pages (pf_capture_fd) */
+    bool paged, lazy;
+    struct pf_mount *pfm;          /* lazy: the RAM streams as FUSE files in pages_dir */
+    struct pf_file *pff;
+    unsigned npff;
+    char *pages_dir, *mem_path;
+    char memory_note[512];         /* why paged memory is resumed eagerly */
 };
 
 /* ---- setup ---------------------------------------------------------------------------------------------- */
@@ -102,8 +113,72 @@ static int load_config(struct host *h, bool *has_memory, vs_err *e)
         if (r < 0 || (r = vm_config_from_json(text, len, c, e)) < 0)
             return vs_err_prefix(e, "archive %s: config", h->o->archive);
     }
-    *has_memory = arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
+    h->paged = pf_archive_is_paged(h->arc);
+    *has_memory = h->paged || arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
     return 0;
+}
+
+/* Can the paged memory be mapped lazily? If not, why (one line). */
+static bool can_be_lazy(struct host *h, char *why, size_t len)
+{
+    const struct vm_config *c = &h->st.config;
+    VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, c->mem_backend ? c->mem_backend : "");
+    int s = arc_find_stream(h->arc, ARC_KIND_OTHER, name);
+    struct arc_stream_info si = { 0 };
+    if (s != ARC_STREAM_NONE)
+        arc_stream_get(h->arc, (unsigned)s, &si);
+    unsigned nram = 0;
+    for (unsigned i = 0; i < arc_stream_count(h->arc); i++) {
+        struct arc_stream_info x;
+        if (arc_stream_get(h->arc, i, &x) == 0 && !strncmp(x.name, PF_ARC_RAM_PREFIX, strlen(PF_ARC_RAM_PREFIX)))
+            nram++;
+    }
+    if (h->o->eager)
+        snprintf(why, len, "--eager");
+    else if (c->foreign)
+        snprintf(why, len, "a foreign VM's command line names its own RAM: resuming eagerly");
+    else if (!c->mem_backend || s == ARC_STREAM_NONE || nram != 1)
+        snprintf(why, len, "the archive's RAM streams do not match the VM's memory backend '%s': resuming eagerly",
+                 c->mem_backend ? c->mem_backend : "");
+    else if (si.size != c->ram_bytes)
+        snprintf(why, len, "RAM stream %s holds %" PRIu64 " bytes, the VM has %" PRIu64 ": resuming eagerly", name,
+                 si.size, c->ram_bytes);
+    else if (!pf_available())
+        snprintf(why, len, "vmsnap was built without libfuse3: resuming eagerly (memory copied before running)");
+    else if (access("/dev/fuse", R_OK | W_OK) < 0)
+        snprintf(why, len, "/dev/fuse is not usable (%s): resuming eagerly (memory copied before running)",
+                 strerror(errno));
+    else
+        return true;
+    return false;
+}
+
+/* Mount the RAM streams as files in the run directory (0700): QEMU maps the one of its backend privately. */
+static int mount_pages(struct host *h, vs_err *e)
+{
+    h->pages_dir = vs_xasprintf("%s/pages", h->st.dir);
+    if (mkdir(h->pages_dir, 0700) < 0)
+        return vs_err_sys(e, errno, "creating %s", h->pages_dir);
+    int r = pf_archive_files(h->arc, &h->pff, &h->npff, e);
+    if (r < 0)
+        return r;
+    if ((r = pf_mount(h->pages_dir, h->pff, h->npff, &h->pfm, e)) < 0)
+        return r;
+    h->mem_path = vs_xasprintf("%s/%s", h->pages_dir, h->pff[0].name);
+    return 0;
+}
+
+static void unmount_pages(struct host *h)
+{
+    pf_unmount(h->pfm);
+    h->pfm = NULL;
+    pf_archive_files_free(h->pff, h->npff);
+    h->pff = NULL;
+    if (h->pages_dir)
+        rmdir(h->pages_dir);
+    free(h->pages_dir);
+    free(h->mem_path);
+    h->pages_dir = h->mem_path = NULL;
 }
 
 static int apply_options(struct host *h, bool has_memory, vs_err *e)
@@ -195,6 +270,33 @@ static int open_disks(struct host *h, vs_err *e)
     return 0;
 }
 
+/* Files named in the extra args: copies from the archive chain in the run directory (a writable one is this
+ * boot's own copy: QEMU never writes the archive), else the originals. */
+static int prepare_xfiles(struct host *h, vs_err *e)
+{
+    const struct vm_config *c = &h->st.config;
+    h->xfiles = vs_xcalloc(c->n_xfiles + 1, sizeof *h->xfiles);
+    h->x_in_chain = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_in_chain);
+    h->x_extracted = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_extracted);
+    for (size_t i = 0; i < c->n_xfiles; i++) {
+        const struct vm_xfile *x = &c->xfiles[i];
+        h->xfiles[i] = (struct vm_xfile){ vs_xstrdup(x->name), NULL, x->writable };
+        VS_AUTOFREE char *dest = vs_xasprintf("%s/fw-%s", h->st.dir, x->name);
+        int rc = extract_file(h->arc, x->name, dest, e);
+        if (rc == 0) {
+            h->xfiles[i].path = VS_STEAL(dest);
+            h->x_in_chain[i] = h->x_extracted[i] = true;
+        } else if (rc == -ENOENT) {
+            if (access(x->path, x->writable ? R_OK | W_OK : R_OK) < 0)
+                return vs_err_sys(e, errno, "%s file %s (not stored in the archive)", x->name, x->path);
+            h->xfiles[i].path = vs_xstrdup(x->path);
+        } else {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int prepare_files(struct host *h, vs_err *e)
 {
     for (int r = 0; r < VM_FILE__COUNT; r++) {
@@ -214,7 +316,7 @@ static int prepare_files(struct host *h, vs_err *e)
             return rc;
         }
     }
-    return 0;
+    return prepare_xfiles(h, e);
 }
 
 static void record_qemu_version(struct host *h)
@@ -251,7 +353,35 @@ struct snapctx {
     struct host *h;
     bool thin;
     bool cancel;
+    struct varbuf { uint8_t *data; size_t len; } *vars;   /* per xfile: a writable one's content read inside the freeze window */
 };
+
+/* Firmware variables as of the snapshot instant: QEMU is stopped and has flushed its block devices (stop or
+ * pre-switchover), and pflash writes reach the file synchronously, so the file holds what the guest last wrote.
+ * Read now, inside the pause: they are small (pflash is at most a few MiB; 256 MiB refused). */
+static int capture_vars(struct snapctx *s, vs_err *e)
+{
+    struct host *h = s->h;
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++) {
+        if (!h->xfiles[i].writable)
+            continue;
+        const char *path = h->xfiles[i].path;
+        VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+            return vs_err_sys(e, errno, "reading firmware variables %s", path);
+        if (st.st_size > (off_t)256 << 20)
+            return vs_err_set(e, EFBIG, "firmware variables %s: %lld bytes, expected at most 256 MiB", path,
+                              (long long)st.st_size);
+        struct varbuf *b = &s->vars[i];
+        b->len = (size_t)st.st_size;
+        b->data = vs_xmalloc(b->len + 1);
+        ssize_t n = vs_pread_full(fd, b->data, b->len, 0);
+        if (n < 0 || (size_t)n != b->len)
+            return vs_err_sys(e, n < 0 ? (int)-n : EIO, "reading firmware variables %s", path);
+    }
+    return 0;
+}
 
 static int hook_freeze(void *opaque, vs_err *e)
 {
@@ -261,7 +391,7 @@ static int hook_freeze(void *opaque, vs_err *e)
         if (r < 0)
             return vs_err_prefix(e, "freezing the overlay of disk %zu", i);
     }
-    return 0;
+    return capture_vars(s, e);
 }
 
 static int hook_disks(void *opaque, struct arc_writer *w, vs_err *e)
@@ -299,8 +429,17 @@ static int hook_rest(void *opaque, struct arc_writer *w, vs_err *e)
     VS_AUTOFREE char *cfg = vm_config_to_json(&h->st.config);
     int r = arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), e);
     for (int i = 0; r == 0 && i < VM_FILE__COUNT; i++)
-        if (h->files[i] && !s->thin)   /* a thin archive finds them in its parents */
+        if (h->files[i] && (!s->thin || !h->extracted[i]))   /* a thin archive finds the others in its parents */
             r = add_file(w, vm_file_role_name(i), h->files[i], e);
+    for (size_t i = 0; r == 0 && i < h->st.config.n_xfiles; i++) {
+        const struct vm_xfile *x = &h->xfiles[i];
+        if (x->writable)   /* always: they change while the VM runs */
+            r = arc_writer_add(w, ARC_KIND_FILE, x->name, s->vars[i].data, s->vars[i].len, e);
+        else if (!s->thin || !h->x_in_chain[i])
+            r = add_file(w, x->name, x->path, e);
+        if (r < 0)
+            vs_err_prefix(e, "storing %s", x->name);
+    }
     return r;
 }
 
@@ -367,16 +506,21 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     const char *codec = json_string_value(json_object_get(rq, "codec"));
     if (codec && arc_parse_codec(codec, &wo.codec, &wo.level, e) < 0)
         return NULL;
-    struct snapctx sc = { .h = h, .thin = json_is_true(json_object_get(rq, "thin")) };
+    struct snapctx sc = { .h = h, .thin = json_is_true(json_object_get(rq, "thin")),
+                          .vars = vs_xcalloc(h->st.config.n_xfiles + 1, sizeof *sc.vars) };
     wo.parent_path = h->st.parent;
     wo.thin = sc.thin;
     wo.message = json_string_value(json_object_get(rq, "message"));
     struct arc_writer *w = NULL;
     if (arc_writer_create(out, &wo, &w, e) < 0)
         return NULL;
+    VS_AUTOFREE char *outdir = vs_xstrdup(out);
+    *strrchr(outdir, '/') = 0;
     struct vm_snap_opts so = {
         .mode_live = !json_is_false(json_object_get(rq, "live")),
         .precopy_bound_s = 10,
+        .paged = true,   /* boot names main RAM (VM_MEM_BACKEND_ID): both sides agree on the block */
+        .tmpdir = outdir[0] ? outdir : "/",
         .freeze = hook_freeze, .write_disks = hook_disks, .write_rest = hook_rest,
         .cancelled = hook_cancelled, .progress = hook_progress, .opaque = &sc,
     };
@@ -385,6 +529,9 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     int r = vm_snap_run(h->q, w, &so, &res, e);
     if (!res.writer_consumed)
         arc_writer_abort(w);
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++)
+        free(sc.vars[i].data);
+    free(sc.vars);
     if (r < 0) {
         if (sc.cancel && h->quit_requested)
             vs_err_prefix(e, "vmsnap boot is shutting down");
@@ -397,16 +544,21 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
             nbd_base_close(nb);
         h->parent_seq[i] = h->frozen_seq[i];
     }
+    for (int i = 0; i < VM_FILE__COUNT; i++)   /* the next --thin snap's parent chain holds them now */
+        h->extracted[i] = true;
+    for (size_t i = 0; i < h->st.config.n_xfiles; i++)
+        h->x_in_chain[i] = true;
     free(h->st.parent);
     h->st.parent = vs_xstrdup(out);
     vm_state_save(&h->st, NULL);
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s}", "output", out, "method",
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s}", "output", out, "method",
                      vm_snap_method_name(res.method), "thin", sc.thin, "pause", res.resumed_at, "qemu-downtime",
                      res.qemu_downtime_s, "freeze", res.frozen_at, "writing", res.writing_s, "total", res.total_s,
                      "memory-bytes", (json_int_t)res.memory_bytes, "archive-bytes", size, "stopped-to-converge",
-                     res.stopped_to_converge, "fallback-reason", res.fallback_reason);
+                     res.stopped_to_converge, "fallback-reason", res.fallback_reason, "memory-paged",
+                     res.memory_paged, "memory-note", res.memory_note);
 }
 
 static void serve_client(struct host *h, int fd)
@@ -458,6 +610,7 @@ static void host_cleanup(struct host *h)
     free(h->sizes);
     free(h->parent_seq);
     free(h->frozen_seq);
+    unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
     arc_close(h->arc);
     if (h->ctl >= 0)
         close(h->ctl);
@@ -478,10 +631,20 @@ static void host_cleanup(struct host *h)
             VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
             unlink(p);
         }
+        for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++)
+            if (h->x_extracted[i])
+                unlink(h->xfiles[i].path);
         rmdir(h->st.dir);
     }
     for (int r = 0; r < VM_FILE__COUNT; r++)
         free(h->files[r]);
+    for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++) {
+        free(h->xfiles[i].name);
+        free(h->xfiles[i].path);
+    }
+    free(h->xfiles);
+    free(h->x_in_chain);
+    free(h->x_extracted);
     free(h->qemu_log);
     vm_state_free(&h->st);
 }
@@ -535,11 +698,26 @@ static int start(struct host *h, vs_err *e)
     h->st.parent = vs_xstrdup(h->st.archive ? h->st.archive : o->archive);
     if ((r = open_disks(h, e)) < 0 || (r = prepare_files(h, e)) < 0)
         return r;
+    double t_restore = vs_now_s();   /* restore starts: page files, QEMU, device state */
+    if (h->paged && (h->lazy = can_be_lazy(h, h->memory_note, sizeof h->memory_note))) {
+        vs_err me = { 0 };
+        if (mount_pages(h, &me) < 0) {
+            snprintf(h->memory_note, sizeof h->memory_note, "cannot serve memory pages over FUSE (%.300s): "
+                     "resuming eagerly", me.msg);
+            unmount_pages(h);
+            h->lazy = false;
+        }
+    }
+    if (h->o->eager && !strcmp(h->memory_note, "--eager"))
+        h->memory_note[0] = 0;
     struct vm_launch l = { .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
                            .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
-                           .disk_sockets = (const char *const *)h->socks, .incoming = has_memory };
+                           .disk_sockets = (const char *const *)h->socks, .incoming = has_memory,
+                           .mem_path = h->lazy ? h->mem_path : NULL };
     for (int i = 0; i < VM_FILE__COUNT; i++)
         l.files[i] = h->files[i];
+    l.xfiles = h->xfiles;
+    l.n_xfiles = h->st.config.n_xfiles;
     struct vm_argv argv;
     if ((r = vm_build_argv(&h->st.config, &l, &argv, e)) < 0)
         return r;
@@ -560,7 +738,6 @@ static int start(struct host *h, vs_err *e)
     if (r < 0)
         return r;
     h->st.qemu_pid = h->qemu;
-    double t0 = vs_now_s();
     if ((r = vm_wait_socket(h->st.private_qmp, h->qemu, 30, e)) < 0) {
         if (h->qemu_log) {
             char tail[300];
@@ -575,11 +752,15 @@ static int start(struct host *h, vs_err *e)
     if ((r = qmp_connect(h->st.private_qmp, &qo, &h->q, e)) < 0)
         return r;
     record_qemu_version(h);
-    if (has_memory) {
+    if (has_memory && h->paged) {
+        if ((r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e)) < 0)
+            return vs_err_prefix(e, "resuming %s", o->archive);
+    } else if (has_memory) {
         int s = arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL);
         if ((r = vm_resume_memory(h->q, h->arc, (unsigned)s, 600, e)) < 0)
             return vs_err_prefix(e, "resuming %s", o->archive);
     }
+    double t_running = vs_now_s();
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
     if ((h->ctl = listen_unix(h->st.control, e)) < 0)
@@ -587,7 +768,8 @@ static int start(struct host *h, vs_err *e)
     if (o->ready) {
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
-                                     .resumed = has_memory, .start_to_running_s = vs_now_s() - t0 };
+                                     .resumed = has_memory, .start_to_running_s = t_running - t_restore,
+                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL };
         o->ready(o->opaque, &info);
     }
     return 0;
@@ -610,6 +792,12 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             o->ready(o->opaque, NULL);
         vs_err keep = e ? *e : (vs_err){ 0 };
         stop_qemu(&h);
+        /* A QEMU that died (a failed incoming migration exits) leaves its socket files: no VM, no sockets. */
+        const char *socks[] = { h.st.user_qmp, h.st.console };
+        struct stat sb;
+        for (size_t i = 0; h.qemu > 0 && i < VS_ARRAY_SIZE(socks); i++)
+            if (socks[i] && lstat(socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+                unlink(socks[i]);
         host_cleanup(&h);
         if (e)
             *e = keep;
@@ -648,7 +836,13 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
         }
     }
     int status = h.qemu_status;
+    struct pf_stats ps = { 0 };
+    if (h.pfm)
+        pf_get_stats(h.pfm, &ps);
     host_cleanup(&h);
+    if (ps.errors && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        return vs_err_set(e, EIO, "QEMU was stopped: guest memory could not be read from %s (%s); the VM never ran "
+                          "on wrong data", o->archive, ps.first_error);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
     return vs_err_set(e, EIO, "QEMU exited with %s %d", WIFEXITED(status) ? "status" : "signal",

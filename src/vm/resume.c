@@ -2,6 +2,7 @@
  * QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged block stops the feed (QEMU then sees a
  * truncated stream and fails the load): the archive's error is the one reported. */
 #include "vm/vm.h"
+#include "pagefs/pagefs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,11 +18,18 @@ struct feed {
     int fd;
     int rc;
     vs_err err;
+    bool reassemble;       /* paged memory, eager: device stream + pages -> a full stream */
 };
 
 static void *feed_main(void *arg)
 {
     struct feed *f = arg;
+    if (f->reassemble) {
+        f->rc = pf_archive_reassemble(f->a, f->fd, NULL, &f->err);
+        close(f->fd);
+        f->fd = -1;
+        return NULL;
+    }
     size_t cap = 1u << 20;
     uint8_t *buf = vs_xmalloc(cap);
     f->rc = 0;
@@ -45,7 +53,22 @@ static void *feed_main(void *arg)
     return NULL;
 }
 
+static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble, double timeout_s, vs_err *e);
+
 int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e)
+{
+    return resume(q, a, stream, false, timeout_s, e);
+}
+
+int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e)
+{
+    int s = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
+    if (s == ARC_STREAM_NONE)
+        return vs_err_set(e, ENOENT, "the archive has no \"%s\" stream", PF_ARC_DEVICE);
+    return resume(q, a, (unsigned)s, !lazy, timeout_s, e);
+}
+
+static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble, double timeout_s, vs_err *e)
 {
     struct arc_stream_info si;
     int r = arc_stream_get(a, stream, &si);
@@ -62,7 +85,7 @@ int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeo
         close(p[1]);
         return r;
     }
-    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1] };
+    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1], .reassemble = reassemble };
     pthread_t th;
     if ((r = pthread_create(&th, NULL, feed_main, &f)) != 0) {
         close(p[1]);

@@ -9,6 +9,7 @@
  *   migrate-continue and cont. A guest that does not converge within a bound is stopped (stop-and-copy).
  * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused). */
 #include "vm/vm.h"
+#include "pagefs/pagefs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,8 @@ struct pump {
     bool failed;    /* the writer gave up (rc, err set) */
     bool discard;   /* set by either side: stop writing, only drain */
     bool done;
+    struct pf_capture *cap;          /* memory as pages (pf_capture_*), else the opaque "memory" stream */
+    struct pf_capture_result cres;
 };
 
 /* Copies the migration stream into the archive until EOF. After a failure it keeps reading (and dropping) until
@@ -59,7 +62,7 @@ static void *pump_main(void *arg)
             break;
         if (__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE))
             continue;
-        int r = arc_writer_write(p->w, buf, n, &p->err);
+        int r = p->cap ? pf_capture_push(p->cap, buf, (size_t)n, &p->err) : arc_writer_write(p->w, buf, n, &p->err);
         if (r < 0) {
             p->rc = r;
             __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
@@ -67,6 +70,13 @@ static void *pump_main(void *arg)
             continue;
         }
         p->bytes += n;
+    }
+    if (p->cap && !__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE)) {
+        int r = pf_capture_finish(p->cap, &p->cres, &p->err);   /* RAM stream end, then the device stream */
+        if (r < 0) {
+            p->rc = r;
+            __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
+        }
     }
     close(p->fd);
     p->fd = -1;
@@ -270,6 +280,28 @@ static double pause_from_events(struct qmp *q, double fallback)
     return d;
 }
 
+/* Capabilities whose streams the splitter does not read (docs/MIGRATION-STREAM.md): a foreign VM may have one
+ * on. Returns its name, or NULL. */
+static const char *unsplittable_cap(struct qmp *q)
+{
+    static const char *const bad[] = { "compress", "xbzrle", "multifd", "postcopy-ram", "x-ignore-shared",
+                                       "rdma-pin-all", "mapped-ram" };
+    json_t *ret = NULL;
+    if (qmp_execute(q, "query-migrate-capabilities", NULL, &ret, NULL) < 0)
+        return "query-migrate-capabilities failed";
+    const char *found = NULL;
+    size_t i;
+    json_t *c;
+    json_array_foreach(ret, i, c) {
+        const char *name = json_string_value(json_object_get(c, "capability"));
+        for (size_t k = 0; name && !found && k < VS_ARRAY_SIZE(bad); k++)
+            if (!strcmp(name, bad[k]) && json_is_true(json_object_get(c, "state")))
+                found = bad[k];
+    }
+    json_decref(ret);
+    return found;
+}
+
 static bool cancelled(const struct vm_snap_opts *o)
 {
     return o->cancelled && o->cancelled(o->opaque);
@@ -331,8 +363,16 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     close(pfd[1]);
     pfd[1] = -1;
-    if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0)
+    const char *cap = o->paged ? unsplittable_cap(q) : NULL;
+    if (cap)
+        snprintf(res->memory_note, sizeof res->memory_note, "migration capability %s is on", cap);
+    struct pf_capture_opts copts = { .tmpdir = o->tmpdir };
+    if (o->paged && !cap) {
+        if ((r = pf_capture_new(w, &copts, &pump.cap, e)) < 0)
+            goto fail;
+    } else if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0) {
         goto fail;
+    }
     pump.fd = pfd[0];
     pfd[0] = -1;
     if ((r = -pthread_create(&th, NULL, pump_main, &pump)) < 0) {
@@ -411,8 +451,14 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
         goto fail;
     }
+    bool captured = pump.cap != NULL;   /* its results are in pump.cres */
+    pf_capture_free(pump.cap);
+    pump.cap = NULL;
     res->memory_bytes = pump.bytes;
-    if ((r = arc_writer_end(w, e)) < 0)
+    res->memory_paged = captured && pump.cres.paged;
+    if (captured && !pump.cres.paged)
+        snprintf(res->memory_note, sizeof res->memory_note, "%s", pump.cres.note);
+    if (!captured && (r = arc_writer_end(w, e)) < 0)   /* the capture ended its streams itself */
         goto fail;
     qmp_closefd(q, "vmsnap-snap", NULL);
 
@@ -464,6 +510,7 @@ fail:
         qmp_closefd(q, "vmsnap-snap", NULL);
         if (thread_started)
             pthread_join(th, NULL);
+        pf_capture_free(pump.cap);
         if (pfd[0] >= 0)
             close(pfd[0]);
         if (pfd[1] >= 0)

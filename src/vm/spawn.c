@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -37,6 +38,8 @@ int vm_spawn(const struct vm_argv *argv, const char *cwd, int errlog_fd, bool qu
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
         signal(SIGPIPE, SIG_DFL);
+        /* QEMU creates the QMP and console sockets (also the user's --qmp/--console paths): born 0600. */
+        umask(0177);
         if (quiet_stdio) {
             int dn = open("/dev/null", O_RDWR);
             if (dn >= 0) {

@@ -36,6 +36,36 @@ struct vm_disk {
 enum vm_file_role { VM_FILE_KERNEL, VM_FILE_INITRD, VM_FILE_DTB, VM_FILE__COUNT };
 const char *vm_file_role_name(enum vm_file_role r);   /* "kernel", "initrd", "dtb" */
 
+/* Files named inside EXTRA-QEMU-ARGS that the VM needs to start and that are not part of the QEMU installation:
+ * firmware (-bios, pflash code) and firmware variables (a writable pflash unit), -device loader images. Stored in
+ * thick archives as named blobs "file:<name>"; boot hands QEMU copies in the run directory instead (a writable one
+ * is a per-boot copy: the archive is never written). */
+#define VM_XFILE_NAME_MAX 16
+struct vm_xfile {
+    char *name;          /* "bios", "pflash0", "pflash1", "loader0", ...: blob name, run-dir file "fw-<name>" */
+    char *path;          /* absolute path as named on the command line */
+    bool writable;       /* QEMU writes it (firmware variables): its content is stored as of the snapshot */
+};
+
+/* Where a file is named in an argument list: extra[arg][start, start+len) holds the path as written
+ * (",," for a comma when escaped). */
+struct vm_xfile_ref {
+    char name[VM_XFILE_NAME_MAX];
+    size_t arg, start, len;
+    bool escaped;        /* QEMU option syntax (-drive, -device, -blockdev); -bios/-pflash take the raw path */
+    bool writable;
+    char *path;          /* unescaped */
+};
+/* Every file reference found in args: -bios, -pflash, -drive if=pflash, -blockdev nodes behind -machine
+ * pflash0=/pflash1= (key=value form), -device loader,file=. Protocol URIs and JSON forms are not files here. */
+int vm_xfile_refs(char *const *args, size_t n, struct vm_xfile_ref **out, size_t *nout);
+void vm_xfile_refs_free(struct vm_xfile_ref *r, size_t n);
+/* arg with r's path replaced by path (escaped as r says). Caller frees. */
+char *vm_xfile_ref_replace(const char *arg, const struct vm_xfile_ref *r, const char *path);
+/* A file of the QEMU installation (/usr/share/..., /usr/lib/..., a bare name QEMU finds in its data dirs): such
+ * a read-only file is not stored; it comes with QEMU. */
+bool vm_xfile_is_installed(const char *path);
+
 struct vm_config {
     char *qemu;            /* binary name or absolute path; default "qemu-system-x86_64" */
     char *qemu_version;    /* "7.2.22" as reported by query-version, NULL if unknown */
@@ -50,6 +80,8 @@ struct vm_config {
     struct vm_disk *disks;
     size_t n_extra;
     char **extra;          /* EXTRA-QEMU-ARGS, after -kernel/-initrd/-dtb/-append were lifted out */
+    size_t n_xfiles;
+    struct vm_xfile *xfiles;  /* files named in extra that a thick archive stores (set by vm_config_add_extra) */
     /* A VM vmsnap did not start (snap --memory-only): its command line and working directory, verbatim. */
     bool foreign;
     size_t n_cmdline;
@@ -60,11 +92,14 @@ struct vm_config {
 void vm_config_init(struct vm_config *c);
 void vm_config_free(struct vm_config *c);   /* frees members; c may be reused after vm_config_init */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+void vm_config_add_xfile(struct vm_config *c, const char *name, const char *path, bool writable);
+void vm_config_clear_xfiles(struct vm_config *c);
 /* JSON text (NUL-terminated, caller frees). */
 char *vm_config_to_json(const struct vm_config *c);
 int vm_config_from_json(const char *text, size_t len, struct vm_config *out, vs_err *e);
 /* Append EXTRA-QEMU-ARGS to c->extra, lifting -kernel/-initrd/-dtb/-append (and their `-opt=value` forms) into
- * their fields; file paths are made absolute against cwd. */
+ * their fields; file paths are made absolute against cwd, also those inside the extra args (vm_xfile_refs), and
+ * c->xfiles is recomputed: every writable file, and every read-only one outside the QEMU installation. */
 int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err *e);
 /* Parse a foreign QEMU's command line (argv[0] is the binary) into c: foreign=true, cmdline/cwd recorded, and what
  * can be read from it (machine, -m, -smp, accel, files) filled in for `info` and the RAM check. */
@@ -88,7 +123,10 @@ struct vm_launch {
     const char *console;           /* unix socket path for ttyS0, "stdio", or NULL (socket-less null chardev) */
     const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs) */
     const char *files[VM_FILE__COUNT]; /* paths overriding c->files (extracted from the archive), may be NULL */
+    size_t n_xfiles;
+    const struct vm_xfile *xfiles; /* {name, path}: the extra args' file of that name is replaced by path */
     bool incoming;                 /* -incoming defer */
+    const char *mem_path;          /* main RAM as a private mapping of this file (lazy resume), NULL: anonymous */
 };
 /* Build QEMU's argv for c. A foreign config replays its recorded command line with -daemonize/-pidfile and its
  * monitors dropped, our QMP sockets added and ttyS0 replaced by the console. */
@@ -163,6 +201,12 @@ struct vm_snap_opts {
     int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
     int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
     bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
+    /* Store memory as pages (pf_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
+     * the opaque "memory" stream. Falls back to opaque, with res->memory_note, when QEMU has a capability the
+     * splitter does not read or the splitter refuses the stream before storing a page; a refusal after that
+     * fails the snapshot (VM resumed, no archive). tmpdir: where the device stream is spilled (NULL: /var/tmp). */
+    bool paged;
+    const char *tmpdir;
     void (*progress)(void *opaque, const struct vm_snap_progress *p);
     void *opaque;
 };
@@ -179,6 +223,8 @@ struct vm_snap_result {
     bool stopped_to_converge;    /* precopy did not converge in time: stop-and-copy */
     bool frozen;                 /* the freeze hook ran (the overlay has a new frozen layer) */
     bool writer_consumed;        /* arc_writer_finish was called: do not abort w */
+    bool memory_paged;           /* memory stored as pages */
+    char memory_note[512];       /* why it was not, when paged was asked ("" otherwise) */
 };
 
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
@@ -189,6 +235,9 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
  * `migrate-incoming fd:`, decompressed by a thread straight from the archive; wait until the migration
  * completes, then cont if the VM is paused. No temporary file, no shell. */
 int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e);
+/* Memory stored as pages (pf_capture_fd): lazy, QEMU's RAM already maps the RAM streams (FUSE) and only the
+ * device stream is fed; eager, the full stream is reassembled on the fly (ms_reassemble) and fed. */
+int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e);
 
 /* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
 /* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
@@ -209,6 +258,8 @@ struct vm_host_info {
     pid_t qemu_pid;
     bool resumed;
     double start_to_running_s;
+    bool lazy;                /* RAM served on demand from the archive (FUSE) */
+    const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -222,6 +273,7 @@ struct vm_host_opts {
     size_t n_extra;
     int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
+    bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
     void *opaque;

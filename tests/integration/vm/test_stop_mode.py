@@ -3,6 +3,7 @@ resumes where it was, after the kernel and initrd it was started with are gone (
 Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
 integer bytes, times seconds)."""
 import os
+import stat
 import shutil
 import time
 
@@ -34,6 +35,9 @@ def test():
         check_json_types(info, ["qemu-pid"], ["start-to-running"], ["qmp", "console", "overlay", "rundir"], "boot")
         check(info["qmp"] == vm.qmp_path and info["console"] == vm.console and info["overlay"] == ovl,
               f"boot says where QMP, console and overlay are: {info}")
+        for sock in (info["qmp"], info["console"]):
+            mode = stat.S_IMODE(os.stat(sock).st_mode)
+            check(stat.S_ISSOCK(os.stat(sock).st_mode) and mode == 0o600, f"{sock} is a socket of mode 0600 ({mode:o})")
         check(info["resumed"] is False, "a disk-only archive boots cold")
         check(os.path.exists(ovl), "the --overlay file exists")
         a = vm.agent
