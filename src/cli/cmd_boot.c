@@ -119,7 +119,8 @@ int cmd_boot(int argc, char **argv)
         { "cpus", required_argument, NULL, 'c' },    { "qmp", required_argument, NULL, 'q' },
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
-        { "eager", no_argument, NULL, 'E' },         { NULL, 0, NULL, 0 },
+        { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
+        { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
     int nopt = argc;
@@ -161,6 +162,11 @@ int cmd_boot(int argc, char **argv)
         case 'd': ui.detach = true; break;
         case 'j': ui.json = true; break;
         case 'E': ho.eager = true; break;
+        case 'P':
+            if (strcmp(optarg, "none") && strcmp(optarg, "background"))
+                return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);
+            ho.no_prefetch = !strcmp(optarg, "none");
+            break;
         default: return cli_usage("boot", "bad option");
         }
     }

@@ -16,6 +16,15 @@ static int arc_file_read(void *opaque, void *buf, size_t len, uint64_t off, vs_e
     return arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
 }
 
+static int arc_file_data_run(void *opaque, uint64_t off, uint64_t *len, bool *zero, vs_err *e)
+{
+    struct arc_file *f = opaque;
+    unsigned fl;
+    int r = arc_block_status(f->a, f->stream, off, *len, len, &fl, e);
+    *zero = fl == ARC_STATUS_ZERO;
+    return r;
+}
+
 int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e)
 {
     unsigned ns = arc_stream_count(a), k = 0;
@@ -40,7 +49,8 @@ int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err 
         for (char *c = name; *c; c++)   /* block names may hold '/': flatten for a file name */
             if (*c == '/')
                 *c = '_';
-        out[k++] = (struct pf_file){ .name = name, .size = si.size, .read = arc_file_read, .opaque = af };
+        out[k++] = (struct pf_file){ .name = name, .size = si.size, .read = arc_file_read,
+                                    .data_run = arc_file_data_run, .opaque = af };
     }
     *files = out;
     *n = k;

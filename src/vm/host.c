@@ -674,6 +674,9 @@ static int start(struct host *h, vs_err *e)
             return vs_err_prefix(e, "resuming %s", o->archive);
     }
     double t_running = vs_now_s();
+    vs_err pe = { 0 };
+    if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
+        snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
     if ((h->ctl = listen_unix(h->st.control, e)) < 0)
