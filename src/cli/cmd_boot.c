@@ -77,6 +77,12 @@ static void on_ready(void *opaque, const struct vm_host_info *info)
     json_decref(j);
 }
 
+static void on_log(void *opaque, const char *msg)
+{
+    (void)opaque;
+    fprintf(stderr, "vmsnap: %s\n", msg);
+}
+
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
 static int wait_detached(int fd, pid_t child, bool json)
 {
@@ -185,6 +191,7 @@ int cmd_boot(int argc, char **argv)
     ho.extra = nopt < argc ? argv + nopt + 1 : NULL;
     ho.n_extra = nopt < argc ? (size_t)(argc - nopt - 1) : 0;
     ho.ready = on_ready;
+    ho.log = on_log;
     ho.opaque = &ui;
     if (ui.detach) {
         int p[2];

@@ -13,7 +13,12 @@ struct arc_file { struct arc *a; unsigned stream; };
 static int arc_file_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e)
 {
     struct arc_file *f = opaque;
-    return arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
+    /* A VM reads its RAM from the archive for its whole life: a file rewritten in place (size or mtime of the
+     * open fd changed) is refused from then on, even for blocks whose checksums would still pass. */
+    int r = arc_check_unchanged(f->a, e);
+    if (r == 0)
+        r = arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
+    return r;
 }
 
 static int arc_file_data_run(void *opaque, uint64_t off, uint64_t *len, bool *zero, vs_err *e)

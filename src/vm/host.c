@@ -719,13 +719,21 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             *e = keep;
         return r;
     }
+    bool mem_error_logged = false;
     while (!h.qemu_exited) {
+        struct pf_stats ps;
+        if (h.pfm && o->log && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "guest memory could not be read: %s", ps.first_error);
+            o->log(o->opaque, msg);
+            mem_error_logged = true;
+        }
         if (h.quit_requested) {
             stop_qemu(&h);
             break;
         }
         struct pollfd p[3] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 } };
-        if (poll(p, 3, 1000) < 0 && errno != EINTR)
+        if (poll(p, 3, h.pfm ? 200 : 1000) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
