@@ -13,7 +13,7 @@
 #include "pagefs/pagefs.h"
 
 #ifdef VMSNAP_HAVE_FUSE3
-#define FUSE_USE_VERSION 31
+#define FUSE_USE_VERSION 312   /* fuse_loop_config API: the 3.1 compat loop leaks its config */
 #include <fuse_lowlevel.h>
 
 #define GRAIN_SHIFT 16                 /* demand-read map: one bit per 64 KiB */
@@ -212,7 +212,12 @@ static const struct fuse_lowlevel_ops ops = {
 static void *loop_thread(void *arg)
 {
     struct pf_mount *m = arg;
-    fuse_session_loop_mt(m->se, 0);
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (cfg) {
+        fuse_loop_cfg_set_clone_fd(cfg, 0);
+        fuse_session_loop_mt(m->se, cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
     return NULL;
 }
 
