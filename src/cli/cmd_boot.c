@@ -77,6 +77,12 @@ static void on_ready(void *opaque, const struct vm_host_info *info)
     json_decref(j);
 }
 
+static void on_log(void *opaque, const char *msg)
+{
+    (void)opaque;
+    fprintf(stderr, "vmsnap: %s\n", msg);
+}
+
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
 static int wait_detached(int fd, pid_t child, bool json)
 {
@@ -119,7 +125,8 @@ int cmd_boot(int argc, char **argv)
         { "cpus", required_argument, NULL, 'c' },    { "qmp", required_argument, NULL, 'q' },
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
-        { "eager", no_argument, NULL, 'E' },         { NULL, 0, NULL, 0 },
+        { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
+        { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
     int nopt = argc;
@@ -161,6 +168,11 @@ int cmd_boot(int argc, char **argv)
         case 'd': ui.detach = true; break;
         case 'j': ui.json = true; break;
         case 'E': ho.eager = true; break;
+        case 'P':
+            if (strcmp(optarg, "none") && strcmp(optarg, "background"))
+                return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);
+            ho.no_prefetch = !strcmp(optarg, "none");
+            break;
         default: return cli_usage("boot", "bad option");
         }
     }
@@ -179,6 +191,7 @@ int cmd_boot(int argc, char **argv)
     ho.extra = nopt < argc ? argv + nopt + 1 : NULL;
     ho.n_extra = nopt < argc ? (size_t)(argc - nopt - 1) : 0;
     ho.ready = on_ready;
+    ho.log = on_log;
     ho.opaque = &ui;
     if (ui.detach) {
         int p[2];

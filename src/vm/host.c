@@ -761,6 +761,9 @@ static int start(struct host *h, vs_err *e)
             return vs_err_prefix(e, "resuming %s", o->archive);
     }
     double t_running = vs_now_s();
+    vs_err pe = { 0 };
+    if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
+        snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
     if ((h->ctl = listen_unix(h->st.control, e)) < 0)
@@ -803,13 +806,21 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             *e = keep;
         return r;
     }
+    bool mem_error_logged = false;
     while (!h.qemu_exited) {
+        struct pf_stats ps;
+        if (h.pfm && o->log && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "guest memory could not be read: %s", ps.first_error);
+            o->log(o->opaque, msg);
+            mem_error_logged = true;
+        }
         if (h.quit_requested) {
             stop_qemu(&h);
             break;
         }
         struct pollfd p[3] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 } };
-        if (poll(p, 3, 1000) < 0 && errno != EINTR)
+        if (poll(p, 3, h.pfm ? 200 : 1000) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;

@@ -274,8 +274,11 @@ struct vm_host_opts {
     int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
     bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
+    bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
+    /* Optional: told (one line) of trouble while the VM runs, e.g. guest memory that could not be served. */
+    void (*log)(void *opaque, const char *msg);
     void *opaque;
 };
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
