@@ -33,6 +33,7 @@ struct host {
     bool *x_in_chain;              /* stored in the archive chain (read-only ones need no new copy in a thin snap) */
     bool *x_extracted;             /* a copy in the run directory, removed at the end */
     struct qmp *q;
+    struct stat user_sock[2];      /* the user's --qmp and --console sockets as QEMU made them (st_ino 0: unknown) */
     pid_t qemu;
     int qemu_status;
     bool qemu_exited;
@@ -616,12 +617,14 @@ static void host_cleanup(struct host *h)
         close(h->ctl);
     if (h->sigfd >= 0)
         close(h->sigfd);
-    /* QEMU removes its listening sockets only when it exits cleanly: the user's --qmp/--console paths must not
-     * outlive the VM either way (only sockets: never a file the user put there). */
+    /* QEMU removes its listening sockets only when it exits cleanly (a failed incoming migration, a kill): the
+     * user's --qmp/--console paths must not outlive the VM either way. Only the very sockets this QEMU made: by
+     * now the path may hold a new VM's socket (same paths reused), or a file the user put there. */
     const char *user_socks[] = { h->st.user_qmp, h->st.console };
     for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++) {
         struct stat sb;
-        if (h->qemu > 0 && user_socks[i] && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+        if (user_socks[i] && h->user_sock[i].st_ino && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+            sb.st_dev == h->user_sock[i].st_dev && sb.st_ino == h->user_sock[i].st_ino)
             unlink(user_socks[i]);
     }
     if (h->st.dir) {
@@ -751,6 +754,11 @@ static int start(struct host *h, vs_err *e)
     struct qmp_opts qo = { .timeout_s = 60 };
     if ((r = qmp_connect(h->st.private_qmp, &qo, &h->q, e)) < 0)
         return r;
+    /* QEMU made every chardev socket before its monitor answered: remember which files are its. */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++)
+        if (!user_socks[i] || lstat(user_socks[i], &h->user_sock[i]) < 0 || !S_ISSOCK(h->user_sock[i].st_mode))
+            h->user_sock[i].st_ino = 0;
     record_qemu_version(h);
     if (has_memory && h->paged) {
         if ((r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e)) < 0)
@@ -795,12 +803,6 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             o->ready(o->opaque, NULL);
         vs_err keep = e ? *e : (vs_err){ 0 };
         stop_qemu(&h);
-        /* A QEMU that died (a failed incoming migration exits) leaves its socket files: no VM, no sockets. */
-        const char *socks[] = { h.st.user_qmp, h.st.console };
-        struct stat sb;
-        for (size_t i = 0; h.qemu > 0 && i < VS_ARRAY_SIZE(socks); i++)
-            if (socks[i] && lstat(socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
-                unlink(socks[i]);
         host_cleanup(&h);
         if (e)
             *e = keep;
