@@ -26,10 +26,10 @@ static char *absolute(const char *p)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?}", "qmp", i->qmp, "console", i->console, "overlay",
-                     i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid, "resumed",
-                     i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy, "memory-note",
-                     i->memory_note);
+    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?,s:s?}", "qmp", i->qmp, "console", i->console,
+                     "overlay", i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid,
+                     "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
+                     "memory-note", i->memory_note, "generation-id", i->generation_id);
 }
 
 static void print_info(json_t *i, bool json, FILE *f)
@@ -53,6 +53,9 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *ov = json_string_value(json_object_get(i, "overlay"));
     fprintf(f, "  overlay:  %s\n", ov ? ov : "temporary (removed when the VM ends)");
     fprintf(f, "  run dir:  %s\n", json_string_value(json_object_get(i, "rundir")));
+    const char *genid = json_string_value(json_object_get(i, "generation-id"));
+    if (genid)
+        fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
     fprintf(f, "  snapshot: vmsnap snap --qmp %s -o FILE.vmsnap\n", json_string_value(json_object_get(i, "qmp")));
     fprintf(f, "  stop:     vmsnap qmp %s quit   (or kill %lld)\n", json_string_value(json_object_get(i, "qmp")),
             (long long)json_integer_value(json_object_get(i, "qemu-pid")));

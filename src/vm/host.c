@@ -205,6 +205,9 @@ static int apply_options(struct host *h, bool has_memory, vs_err *e)
             c->cpus = 1;
         if (!has_memory && !c->mem_backend)
             c->mem_backend = vs_xstrdup(VM_MEM_BACKEND_ID);
+        /* Only at a cold boot: a resumed VM must have exactly the devices its memory snapshot was taken with. */
+        if (!has_memory)
+            c->vmgenid = true;
     }
     if (o->n_extra) {
         int r = vm_config_add_extra(c, o->extra, o->n_extra, e);
@@ -777,10 +780,17 @@ static int start(struct host *h, vs_err *e)
     if ((h->ctl = listen_unix(h->st.control, e)) < 0)
         return h->ctl;
     if (o->ready) {
+        /* After the VM runs, off the start-to-running path. */
+        char genid[64] = "";
+        json_t *g = NULL;
+        if (h->st.config.vmgenid && qmp_execute(h->q, "query-vm-generation-id", NULL, &g, NULL) == 0)
+            snprintf(genid, sizeof genid, "%s", json_string_value(json_object_get(g, "guid")) ?: "");
+        json_decref(g);
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
-                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL };
+                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
+                                     .generation_id = genid[0] ? genid : NULL };
         o->ready(o->opaque, &info);
     }
     return 0;

@@ -76,6 +76,8 @@ struct vm_config {
     char *files[VM_FILE__COUNT];  /* -kernel/-initrd/-dtb paths as given at boot (absolute), NULL if none */
     char *append;          /* kernel command line */
     char *mem_backend;     /* id of the backend naming main RAM, NULL if none */
+    bool vmgenid;          /* has vmsnap's vmgenid device: every boot/resume gets a fresh VM generation ID, so
+                            * clones resumed from one snapshot can tell they are clones (reseed RNGs, new IDs) */
     size_t n_disks;
     struct vm_disk *disks;
     size_t n_extra;
@@ -260,6 +262,7 @@ struct vm_host_info {
     double start_to_running_s;
     bool lazy;                /* RAM served on demand from the archive (FUSE) */
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
+    const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
 };
 struct vm_host_opts {
     const char *archive;
