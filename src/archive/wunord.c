@@ -78,7 +78,7 @@ static int previous(struct arc_writer *w, uint64_t block, uint8_t *out, vs_err *
         memset(out, 0, len);
         return 0;
     case UB_DATA:
-    case UB_DEDUP:
+    case UB_DEDUP: {
         ssize_t n = vs_pread_full(w->fd, u->sscratch, en->stored_len, (off_t)en->offset);
         if (n != (ssize_t)en->stored_len)
             return arc__fail(w, vs_err_sys(e, n < 0 ? (int)n : -EIO, "%s: reading back block %" PRIu64 " of '%s'",
@@ -89,6 +89,7 @@ static int previous(struct arc_writer *w, uint64_t block, uint8_t *out, vs_err *
             return arc__fail(w, vs_err_set(e, -EIO, "%s: block %" PRIu64 " of '%s' changed on disk while writing",
                                            w->path, block, w->st.rec.name), e);
         return 0;
+    }
     default:   /* never stored, or a parent reference: the base's bytes (zeros without a base) */
         return arc__base_read(w, out, block * w->bs, len, e);
     }
