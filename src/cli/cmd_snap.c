@@ -102,6 +102,8 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     int maj, min, mic;
     qmp_version(q, &maj, &min, &mic);
     f.cfg.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+    /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
+    VS_AUTOFREE char *outdir = vs_xstrdup(out);
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
@@ -109,7 +111,6 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
-    VS_AUTOFREE char *outdir = vs_xstrdup(out);
     char *slash = strrchr(outdir, '/');
     if (slash)
         *slash = 0;
