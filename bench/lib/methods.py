@@ -9,7 +9,8 @@ snapshot(src, work) -> dict with: return_s (command start to return), durable_s 
 disk), qemu_downtime_ms (None when QEMU reports none), tool_pause_ms (what the tool itself says, if it does),
 size_bytes (on disk), stream_bytes (raw migration stream, if known), after (a function to call after the
 heartbeats were read: e.g. resume), note.
-restore(snap, work) -> a Restored: the VM, its agent, start_to_running_s (restore start until QEMU says running).
+restores: the ways a method's snapshot is restored, [(name, title)], the first one its default; restore(snap, work,
+ram_mib, how) -> a Restored: the VM, its agent, start_to_running_s (restore start until QEMU says running).
 """
 import json
 import os
@@ -115,9 +116,9 @@ def boot(archive, work, name, args=(), extra=()):
 
 
 class Restored:
-    def __init__(self, agent, start_to_running_s, close, status, t_start):
+    def __init__(self, agent, start_to_running_s, close, status, t_start, info=None):
         self.agent, self.start_to_running_s, self.close, self.status = agent, start_to_running_s, close, status
-        self.t_start = t_start
+        self.t_start, self.info = t_start, info or {}
 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Restored:
 class Method:
     name = family = title = ""
     restore_how = ""
+    restores = []
 
     def available(self):
         return True, ""
@@ -136,6 +138,7 @@ class Seed000(Method):
     with `-incoming defer`, then migrate-incoming `exec:lz4 -dc FILE.lz4` (decompression streamed into QEMU), cont."""
     name, family, title = "seed000", "qemu", "seed-000 stop+exec:cat+lz4"
     restore_how = "QEMU -incoming defer; migrate-incoming exec:lz4 -dc FILE; cont"
+    restores = [("seed000-incoming", "seed-000 `-incoming` (lz4 -dc)")]
 
     def available(self):
         import shutil
@@ -160,7 +163,7 @@ class Seed000(Method):
                 "tool_pause_ms": None, "size_bytes": _allocated(out), "stream_bytes": stream, "file": out,
                 "disk": src.disk, "note": "fsync after return (the method has none)"}
 
-    def restore(self, snap, work, ram_mib):
+    def restore(self, snap, work, ram_mib, how=None):
         t0 = time.monotonic()
         vm = vmtest.VM(mem=f"{ram_mib}M", disks=[QemuSource.spec(snap["disk"])], extra=["-incoming", "defer"],
                        name="bench-r-seed")
@@ -182,6 +185,7 @@ class SaveVM(Method):
     `-loadvm TAG` on a fresh QEMU. QEMU stops the guest for the whole save. durable_s adds an fsync of the qcow2."""
     name, family, title = "savevm", "qemu", "QEMU savevm (snapshot-save)"
     restore_how = "QEMU -loadvm TAG on the qcow2"
+    restores = [("savevm-loadvm", "QEMU `-loadvm`")]
 
     def snapshot(self, src, work):
         q = src.vm.qmp
@@ -204,7 +208,7 @@ class SaveVM(Method):
                 "size_bytes": _allocated(src.disk) - before, "stream_bytes": None, "tag": tag, "disk": src.disk,
                 "note": "size: qcow2 growth"}
 
-    def restore(self, snap, work, ram_mib):
+    def restore(self, snap, work, ram_mib, how=None):
         t0 = time.monotonic()
         vm = vmtest.VM(mem=f"{ram_mib}M", disks=[QemuSource.spec(snap["disk"])], extra=["-loadvm", snap["tag"]],
                        name="bench-r-savevm")
@@ -218,15 +222,21 @@ class SaveVM(Method):
 
 class VmsnapSnap(Method):
     """`vmsnap snap --mode MODE` of a VM started by `vmsnap boot`; restore with `vmsnap boot ARCHIVE --detach`,
-    which returns once the VM runs. vmsnap writes a temp file, fsyncs, renames and fsyncs the directory before it
-    returns, so durable_s == return_s."""
+    which returns once the VM runs: by default lazily (RAM pages served from the archive over FUSE on first touch,
+    background prefetch), with --eager by streaming all of RAM into QEMU first. vmsnap writes a temp file, fsyncs,
+    renames and fsyncs the directory before it returns, so durable_s == return_s. The live snapshot is restored both
+    ways; the stop snapshot (same kind of archive) only the default way."""
     family = "vmsnap"
-    restore_how = "vmsnap boot ARCHIVE --detach"
+    restore_how = "vmsnap boot ARCHIVE --detach [--eager]"
+    BOOT_ARGS = {"vmsnap-lazy": [], "vmsnap-eager": ["--eager"]}
 
     def __init__(self, mode):
         self.mode = mode
         self.name = "vmsnap-" + mode
         self.title = f"vmsnap snap --mode {mode}"
+        self.restores = [("vmsnap-lazy", "vmsnap boot (lazy, default)"), ("vmsnap-eager", "vmsnap boot --eager")]
+        if mode != "live":
+            self.restores = [(f"vmsnap-{mode}-lazy", f"vmsnap boot (lazy) of --mode {mode}")]
 
     def available(self):
         exe = os.environ.get("VMSNAP")
@@ -245,15 +255,24 @@ class VmsnapSnap(Method):
         t_ret = time.monotonic()
         res = json.loads(p.stdout)
         dt = res.get("qemu-downtime")
-        return {"return_s": t_ret - t0, "durable_s": t_ret - t0,
+        ph = res.get("phases") or {}
+        phases = {f"ph_{k.replace('-', '_')}_ms": ph[k] * 1000 for k in ("stop", "freeze", "migrate", "resume-event",
+                                                                           "qemu-setup-time")
+                  if isinstance(ph.get(k), (int, float))}
+        return {**phases, "return_s": t_ret - t0, "durable_s": t_ret - t0,
                 "qemu_downtime_ms": dt * 1000 if isinstance(dt, (int, float)) and dt >= 0 else None,
                 "tool_pause_ms": res.get("pause", 0) * 1000, "size_bytes": _allocated(out),
                 "stream_bytes": res.get("memory-bytes"), "file": out,
                 "note": res.get("method", "") + (f" ({res['fallback-reason']})" if res.get("fallback-reason") else "")}
 
-    def restore(self, snap, work, ram_mib):
-        b = boot(snap["file"], work, f"r-{self.mode}-{time.monotonic_ns()}")
-        return Restored(b.agent, b.t_return - b.t_start, b.close, b.status, b.t_start)
+    def restore(self, snap, work, ram_mib, how=None):
+        args = self.BOOT_ARGS.get(how, [])
+        b = boot(snap["file"], work, f"r-{self.mode}-{time.monotonic_ns()}", args=args)
+        lazy = bool(b.info.get("lazy"))
+        if lazy != ("--eager" not in args):
+            b.close()
+            raise TestFailure(f"vmsnap boot {' '.join(args)} resumed {'lazily' if lazy else 'eagerly'}: {b.info}")
+        return Restored(b.agent, b.t_return - b.t_start, b.close, b.status, b.t_start, b.info)
 
 
 ALL = {m.name: m for m in (VmsnapSnap("live"), VmsnapSnap("stop"), Seed000(), SaveVM())}

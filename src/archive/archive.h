@@ -168,6 +168,8 @@ struct arc_writer_opts {
     const char *message;       /* recorded in the metadata stream */
     size_t dedup_max_entries;  /* cap of the in-memory dedup table; 0 = default (1 Mi entries) */
     unsigned debug;            /* ARC_DEBUG_* */
+    int worker_nice;           /* compression workers add this to their own nice value (0: unchanged): during a
+                                  live snapshot the guest's vCPU then wins a busy CPU over compression */
 };
 void arc_writer_opts_init(struct arc_writer_opts *o);   /* LZ4, 64 KiB, threads 0 */
 

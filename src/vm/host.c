@@ -514,6 +514,8 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
                           .vars = vs_xcalloc(h->st.config.n_xfiles + 1, sizeof *sc.vars) };
     wo.parent_path = h->st.parent;
     wo.thin = sc.thin;
+    bool live = !json_is_false(json_object_get(rq, "live"));
+    wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     wo.message = json_string_value(json_object_get(rq, "message"));
     struct arc_writer *w = NULL;
     if (arc_writer_create(out, &wo, &w, e) < 0)
@@ -521,7 +523,7 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     VS_AUTOFREE char *outdir = vs_xstrdup(out);
     *strrchr(outdir, '/') = 0;
     struct vm_snap_opts so = {
-        .mode_live = !json_is_false(json_object_get(rq, "live")),
+        .mode_live = live,
         .precopy_bound_s = 10,
         .paged = true,   /* boot names main RAM (VM_MEM_BACKEND_ID): both sides agree on the block */
         .tmpdir = outdir[0] ? outdir : "/",
@@ -557,12 +559,12 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     vm_state_save(&h->st, NULL);
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s}", "output", out, "method",
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", out, "method",
                      vm_snap_method_name(res.method), "thin", sc.thin, "pause", res.resumed_at, "qemu-downtime",
                      res.qemu_downtime_s, "freeze", res.frozen_at, "writing", res.writing_s, "total", res.total_s,
                      "memory-bytes", (json_int_t)res.memory_bytes, "archive-bytes", size, "stopped-to-converge",
                      res.stopped_to_converge, "fallback-reason", res.fallback_reason, "memory-paged",
-                     res.memory_paged, "memory-note", res.memory_note);
+                     res.memory_paged, "memory-note", res.memory_note, "phases", vm_snap_phases_json(&res));
 }
 
 static void serve_client(struct host *h, int fd)

@@ -219,6 +219,13 @@ struct vm_snap_result {
     double pause_start;          /* monotonic time the VM was stopped */
     double frozen_at;            /* seconds from the stop to the disks frozen */
     double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw */
+    /* Where the pause goes, seconds from pause_start (-1: did not happen / not seen): our `stop` returned
+     * (QEMU's stop flushes every disk: an NBD FLUSH to our server), `migrate` returned, and QEMU's STOP and
+     * RESUME events (their timestamps, wall clock, against the wall clock read at pause_start). NAN: not seen. */
+    double stop_ret_at, migrate_ret_at, stop_event_at, resume_event_at;
+    double qemu_setup_s;         /* query-migrate's setup-time (background-snapshot: populating and write-protecting
+                                  * RAM, before QEMU resumes the VM), NAN if not reported */
+    double pause_start_wall;     /* CLOCK_REALTIME at pause_start */
     double qemu_downtime_s;      /* as QEMU reports it, -1 if not */
     double writing_s, total_s;
     uint64_t memory_bytes;
@@ -231,6 +238,14 @@ struct vm_snap_result {
 
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
                 vs_err *e);
+/* arc_writer_opts.worker_nice for a live snapshot's writer: on a busy host the guest's vCPU, blocked on
+ * write-protect faults that QEMU's snapshot thread resolves, otherwise shares the CPU with our compression
+ * (measured with bench/pause/run: docs/BENCHMARKS.md). */
+#define VM_SNAP_WORKER_NICE 10
+/* res's pause phases as a JSON object {stop, freeze, migrate, stop-event, resume-event,
+ * qemu-setup-time} (seconds from the start
+ * of the pause, null when not seen), for `snap --json`. */
+json_t *vm_snap_phases_json(const struct vm_snap_result *res);
 
 /* ---- resume (resume.c) -------------------------------------------------------------------------------------
  * Feed stream `stream` of a (QEMU started with -incoming defer) through a pipe passed with getfd and

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """bench/run --quick produces sane rows: every method that ran has a positive size, a measured pause and restore,
-and its snapshot restored with the RAM content verified by the agent. No timing is asserted."""
+and its snapshot restored with the RAM content verified by the agent (vmsnap's both lazily and eagerly, the agent
+checking its RAM twice after each restore). No timing is asserted."""
 import csv
 import os
 import shutil
@@ -40,6 +41,18 @@ def test():
             check(float(r["return_s"]) > 0 and float(r["durable_s"]) >= float(r["return_s"]),
                   f"{what}: durable {r['durable_s']} before return {r['return_s']}")
             check(float(r["restore_s"]) > 0, f"{what}: restore time {r['restore_s']}")
+        with open(os.path.join(out, "restore.csv")) as f:
+            restores = list(csv.DictReader(f))
+        log(f"restores: {[(r['restore'], r['restore_s'], r['check1_ms'], r['check2_ms'], r['verify']) for r in restores]}")
+        hows = {r["restore"] for r in restores}
+        check({"seed000-incoming", "savevm-loadvm"} <= hows, f"baseline restores missing from restore.csv: {hows}")
+        check(not has_snap or {"vmsnap-lazy", "vmsnap-eager"} <= hows,
+              f"vmsnap's snapshot was not restored both lazily and eagerly: {hows}")
+        for r in restores:
+            what = f"restore {r['restore']} of {r['snapshot']}"
+            check(r["verify"] == "ok" and r["resumed"] == "True", f"{what}: {r['verify']}, resumed {r['resumed']}")
+            check(float(r["restore_s"]) > 0 and float(r["check1_ms"]) >= 0 and float(r["check2_ms"]) >= 0,
+                  f"{what}: restore time or RAM checks missing")
         with open(os.path.join(out, "summary.csv")) as f:
             summary = list(csv.DictReader(f))
         check(len(summary) == len(methods), "one summary row per method")
