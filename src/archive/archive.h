@@ -48,6 +48,10 @@ struct arc_source {
     char *name;                            /* for messages (a path, a URL) */
     char *path;                            /* local file path, or NULL: parent hints resolve next to it */
     void *opaque;
+    /* Optional: 0 while the bytes may still be those seen at open, else -ESTALE saying what changed (and from
+     * then on always). A local file compares size and mtime of its open fd with those at open: a rewrite in
+     * place is caught, a rename or replacement of the path is not a change (the fd keeps the old file). */
+    int (*check)(struct arc_source *s, vs_err *e);
 };
 /* A regular local file (directories, FIFOs, devices refused with a clear error). */
 int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
@@ -86,6 +90,9 @@ struct arc_info {
 };
 void arc_get_info(const struct arc *a, struct arc_info *out);
 const uint8_t *arc_uuid(const struct arc *a);
+/* Whether the archive and its parents still hold the bytes they held at open (arc_source.check): -ESTALE naming
+ * the file that changed. Cheap (an fstat per file): for readers that live long, e.g. lazily resumed memory. */
+int arc_check_unchanged(struct arc *a, vs_err *e);
 /* The resolved parent, or NULL (not thin, or opened with no_parent). */
 struct arc *arc_parent(const struct arc *a);
 /* Bytes of memory the handle has allocated now (index pages, caches, tables; not counting the parent). */
@@ -161,6 +168,8 @@ struct arc_writer_opts {
     const char *message;       /* recorded in the metadata stream */
     size_t dedup_max_entries;  /* cap of the in-memory dedup table; 0 = default (1 Mi entries) */
     unsigned debug;            /* ARC_DEBUG_* */
+    int worker_nice;           /* compression workers add this to their own nice value (0: unchanged): during a
+                                  live snapshot the guest's vCPU then wins a busy CPU over compression */
 };
 void arc_writer_opts_init(struct arc_writer_opts *o);   /* LZ4, 64 KiB, threads 0 */
 

@@ -292,6 +292,16 @@ void arc_closep(struct arc **a) { arc_close(*a); }
 void arc_get_info(const struct arc *a, struct arc_info *out) { *out = a->info; }
 const uint8_t *arc_uuid(const struct arc *a) { return a->info.uuid; }
 struct arc *arc_parent(const struct arc *a) { return a->parent; }
+
+int arc_check_unchanged(struct arc *a, vs_err *e)
+{
+    for (; a; a = a->parent) {
+        int r = a->src->check ? a->src->check(a->src, e) : 0;
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
 size_t arc_mem_usage(const struct arc *a) { return atomic_load(&((struct arc *)a)->mem); }
 unsigned arc_stream_count(const struct arc *a) { return a->nstreams; }
 uint32_t arc__block_size(const struct arc *a, unsigned stream) { return a->streams[stream].block_size; }

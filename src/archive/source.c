@@ -5,10 +5,32 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 
-struct file_src { struct arc_source s; int fd; };
+struct file_src {
+    struct arc_source s;
+    int fd;
+    struct timespec mtime;         /* at open: a later difference (or of size) means a write in place */
+    atomic_bool changed;           /* latched: a file that changed once is never trusted again */
+};
+
+static int file_check(struct arc_source *s, vs_err *e)
+{
+    struct file_src *f = (struct file_src *)s;
+    struct stat st;
+    if (!atomic_load(&f->changed)) {
+        if (fstat(f->fd, &st) < 0)
+            return vs_err_sys(e, errno, "%s: cannot check whether it changed", s->name);
+        if ((uint64_t)st.st_size == s->size && st.st_mtim.tv_sec == f->mtime.tv_sec
+            && st.st_mtim.tv_nsec == f->mtime.tv_nsec)
+            return 0;
+        atomic_store(&f->changed, true);
+    }
+    return vs_err_set(e, ESTALE, "archive %s was modified in place after it was opened (it must not change while "
+                      "it is read): refusing to read from it", s->name);
+}
 
 static int file_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
 {
@@ -53,6 +75,8 @@ int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e)
     f->fd = VS_STEAL_FD(fd);
     f->s.pread = file_pread;
     f->s.close = file_close;
+    f->s.check = file_check;
+    f->mtime = st.st_mtim;
     f->s.size = (uint64_t)st.st_size;
     f->s.name = vs_xstrdup(path);
     f->s.path = vs_xstrdup(path);

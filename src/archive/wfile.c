@@ -88,6 +88,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     w->bs = o->block_size;
     w->thin = o->thin;
     w->debug = o->debug;
+    w->worker_nice = o->worker_nice;
     w->dd_max = o->dedup_max_entries ? o->dedup_max_entries : (1u << 20);
     w->message = o->message ? vs_xstrdup(o->message) : NULL;
     w->created = vs_wall_s();

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <zstd.h>
 
 static void process(struct arc_writer *w, struct wslot *s, void *zctx)
@@ -21,9 +23,22 @@ static void process(struct arc_writer *w, struct wslot *s, void *zctx)
     s->scsum = arc_hash64(s->out, s->out_len);
 }
 
+/* Linux: a thread id names one thread for setpriority. Best effort: a worker that cannot lower its priority still
+ * works. */
+static void lower_priority(int by)
+{
+    id_t self = (id_t)gettid();
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, self);
+    if (errno == 0)
+        (void)setpriority(PRIO_PROCESS, self, VS_MIN(cur + by, 19));
+}
+
 static void *worker(void *arg)
 {
     struct arc_writer *w = arg;
+    if (w->worker_nice > 0)
+        lower_priority(w->worker_nice);
     void *zctx = w->codec == ARC_CODEC_ZSTD ? ZSTD_createCCtx() : NULL;
     pthread_mutex_lock(&w->mu);
     for (;;) {

@@ -79,6 +79,7 @@ struct arc_writer {
     uint32_t bs;
     bool thin;
     unsigned debug;
+    int worker_nice;
     struct arc *base;
     bool own_base;
     uint8_t uuid[16];

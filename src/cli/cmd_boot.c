@@ -26,10 +26,10 @@ static char *absolute(const char *p)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?}", "qmp", i->qmp, "console", i->console, "overlay",
-                     i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid, "resumed",
-                     i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy, "memory-note",
-                     i->memory_note);
+    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?,s:s?}", "qmp", i->qmp, "console", i->console,
+                     "overlay", i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid,
+                     "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
+                     "memory-note", i->memory_note, "generation-id", i->generation_id);
 }
 
 static void print_info(json_t *i, bool json, FILE *f)
@@ -53,6 +53,9 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *ov = json_string_value(json_object_get(i, "overlay"));
     fprintf(f, "  overlay:  %s\n", ov ? ov : "temporary (removed when the VM ends)");
     fprintf(f, "  run dir:  %s\n", json_string_value(json_object_get(i, "rundir")));
+    const char *genid = json_string_value(json_object_get(i, "generation-id"));
+    if (genid)
+        fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
     fprintf(f, "  snapshot: vmsnap snap --qmp %s -o FILE.vmsnap\n", json_string_value(json_object_get(i, "qmp")));
     fprintf(f, "  stop:     vmsnap qmp %s quit   (or kill %lld)\n", json_string_value(json_object_get(i, "qmp")),
             (long long)json_integer_value(json_object_get(i, "qemu-pid")));
@@ -75,6 +78,12 @@ static void on_ready(void *opaque, const struct vm_host_info *info)
         print_info(j, ui->json, ui->json ? stdout : stderr);
     }
     json_decref(j);
+}
+
+static void on_log(void *opaque, const char *msg)
+{
+    (void)opaque;
+    fprintf(stderr, "vmsnap: %s\n", msg);
 }
 
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
@@ -119,7 +128,8 @@ int cmd_boot(int argc, char **argv)
         { "cpus", required_argument, NULL, 'c' },    { "qmp", required_argument, NULL, 'q' },
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
-        { "eager", no_argument, NULL, 'E' },         { NULL, 0, NULL, 0 },
+        { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
+        { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
     int nopt = argc;
@@ -165,6 +175,11 @@ int cmd_boot(int argc, char **argv)
         case 'd': ui.detach = true; break;
         case 'j': ui.json = true; break;
         case 'E': ho.eager = true; break;
+        case 'P':
+            if (strcmp(optarg, "none") && strcmp(optarg, "background"))
+                return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);
+            ho.no_prefetch = !strcmp(optarg, "none");
+            break;
         default: return cli_usage("boot", "bad option");
         }
     }
@@ -183,6 +198,7 @@ int cmd_boot(int argc, char **argv)
     ho.extra = nopt < argc ? argv + nopt + 1 : NULL;
     ho.n_extra = nopt < argc ? (size_t)(argc - nopt - 1) : 0;
     ho.ready = on_ready;
+    ho.log = on_log;
     ho.opaque = &ui;
     if (ui.detach) {
         int p[2];

@@ -67,12 +67,12 @@ static json_t *result_json(const char *out, const struct vm_snap_result *r)
 {
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s}", "output", out, "method",
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", out, "method",
                      vm_snap_method_name(r->method), "thin", 0, "pause", r->resumed_at, "qemu-downtime",
                      r->qemu_downtime_s, "writing", r->writing_s, "total", r->total_s, "memory-bytes",
                      (json_int_t)r->memory_bytes, "archive-bytes", size, "stopped-to-converge",
                      r->stopped_to_converge, "fallback-reason", r->fallback_reason, "memory-paged", r->memory_paged,
-                     "memory-note", r->memory_note);
+                     "memory-note", r->memory_note, "phases", vm_snap_phases_json(r));
 }
 
 /* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
@@ -109,12 +109,13 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     int maj, min, mic;
     qmp_version(q, &maj, &min, &mic);
     f.cfg.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
-    /* Declared before the first goto: a jump past it would free an uninitialised pointer. */
+    /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
     VS_AUTOFREE char *outdir = vs_xstrdup(out);
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
         goto out;
+    wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;

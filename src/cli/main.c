@@ -9,10 +9,11 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--detach] [--json] [--eager] [-- EXTRA-QEMU-ARGS]",
+      "[--detach] [--json] [--eager] [--prefetch none|background] [-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
-      "place and unchanged while the VM runs); --eager (or no FUSE) loads it all first. Its disks are served from the\n"
+      "place and unchanged while the VM runs) and pulled in by a background prefetch once it runs (--prefetch none:\n"
+      "on first touch only); --eager (or no FUSE) loads it all first. Its disks are served from the\n"
       "archive over NBD with a 4 KiB copy-on-write overlay (temporary unless --overlay). Stays in the foreground until\n"
       "QEMU exits (SIGINT/SIGTERM: clean shutdown); --detach returns once the VM runs and prints its sockets.\n"
       "Extra QEMU arguments become part of the VM's config (a later snap stores them and the files they name)." },

@@ -13,7 +13,21 @@ struct arc_file { struct arc *a; unsigned stream; };
 static int arc_file_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e)
 {
     struct arc_file *f = opaque;
-    return arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
+    /* A VM reads its RAM from the archive for its whole life: a file rewritten in place (size or mtime of the
+     * open fd changed) is refused from then on, even for blocks whose checksums would still pass. */
+    int r = arc_check_unchanged(f->a, e);
+    if (r == 0)
+        r = arc_pread(f->a, f->stream, buf, len, off, e);   /* every block checked; damage is an error */
+    return r;
+}
+
+static int arc_file_data_run(void *opaque, uint64_t off, uint64_t *len, bool *zero, vs_err *e)
+{
+    struct arc_file *f = opaque;
+    unsigned fl;
+    int r = arc_block_status(f->a, f->stream, off, *len, len, &fl, e);
+    *zero = fl == ARC_STATUS_ZERO;
+    return r;
 }
 
 int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e)
@@ -40,7 +54,8 @@ int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err 
         for (char *c = name; *c; c++)   /* block names may hold '/': flatten for a file name */
             if (*c == '/')
                 *c = '_';
-        out[k++] = (struct pf_file){ .name = name, .size = si.size, .read = arc_file_read, .opaque = af };
+        out[k++] = (struct pf_file){ .name = name, .size = si.size, .read = arc_file_read,
+                                    .data_run = arc_file_data_run, .opaque = af };
     }
     *files = out;
     *n = k;

@@ -1,158 +1,329 @@
-/* pagefs: the FUSE mount (libfuse3 high-level API, one thread of its own, multi-threaded loop). */
+/* pagefs: the FUSE mount (libfuse3 low-level API: the prefetcher needs inode numbers for notify_store). A flat
+ * directory, inode 1 the root and inode 2+i file i; a multi-threaded loop in a thread of its own; an optional
+ * prefetch thread that warms the kernel's page cache of the files after the VM runs. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 
 #include "pagefs/pagefs.h"
 
 #ifdef VMSNAP_HAVE_FUSE3
-#define FUSE_USE_VERSION 31
-#include <fuse.h>
+#define FUSE_USE_VERSION 312   /* fuse_loop_config API: the 3.1 compat loop leaks its config */
+#include <fuse_lowlevel.h>
+
+#define GRAIN_SHIFT 16                 /* demand-read map: one bit per 64 KiB */
+#define PREFETCH_CHUNK (1u << 20)      /* one decompress + notify_store step */
 
 struct pf_mount {
     struct pf_file *files;
     unsigned n;
-    struct fuse *fuse;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t lock;          /* guards stats */
+    struct fuse_session *se;
+    pthread_t thread, pf_thread;
+    bool thread_started, pf_started;
+    atomic_bool pf_stop;
+    atomic_int demand;                 /* demand reads in flight: the prefetcher waits for them */
+    _Atomic uint64_t **seen;           /* per file: grains already in the page cache (read or stored) */
+    pthread_mutex_t lock;              /* guards stats */
     struct pf_stats stats;
 };
 
 bool pf_available(void) { return true; }
 
-static struct pf_mount *ctx(void) { return fuse_get_context()->private_data; }
-
-static int lookup(struct pf_mount *m, const char *path)
+static void mark(_Atomic uint64_t *map, uint64_t off, uint64_t len)
 {
-    if (path[0] != '/')
-        return -1;
-    for (unsigned i = 0; i < m->n; i++)
-        if (strcmp(path + 1, m->files[i].name) == 0)
-            return (int)i;
-    return -1;
+    for (uint64_t g = off >> GRAIN_SHIFT; len && g <= (off + len - 1) >> GRAIN_SHIFT; g++)
+        atomic_fetch_or(&map[g / 64], 1ull << (g % 64));
 }
 
-static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static bool all_seen(_Atomic uint64_t *map, uint64_t off, uint64_t len)
 {
-    (void)conn;
-    cfg->kernel_cache = 1;         /* content never changes: keep pages across opens */
-    cfg->entry_timeout = cfg->attr_timeout = 3600;
-    return ctx();
+    for (uint64_t g = off >> GRAIN_SHIFT; g <= (off + len - 1) >> GRAIN_SHIFT; g++)
+        if (!(atomic_load(&map[g / 64]) & (1ull << (g % 64))))
+            return false;
+    return true;
 }
 
-static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+static void record_error(struct pf_mount *m, const char *msg)
 {
-    (void)fi;
-    struct pf_mount *m = ctx();
+    pthread_mutex_lock(&m->lock);
+    if (m->stats.errors++ == 0)
+        snprintf(m->stats.first_error, sizeof m->stats.first_error, "%s", msg);
+    pthread_mutex_unlock(&m->lock);
+}
+
+static int file_of(struct pf_mount *m, fuse_ino_t ino)
+{
+    return ino >= 2 && ino - 2 < m->n ? (int)(ino - 2) : -1;
+}
+
+static void fill_attr(struct pf_mount *m, fuse_ino_t ino, struct stat *st)
+{
     memset(st, 0, sizeof *st);
-    if (strcmp(path, "/") == 0) {
+    st->st_ino = ino;
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    int i = file_of(m, ino);
+    if (i < 0) {
         st->st_mode = S_IFDIR | 0500;
         st->st_nlink = 2;
-        return 0;
+        return;
     }
-    int i = lookup(m, path);
-    if (i < 0)
-        return -ENOENT;
     st->st_mode = S_IFREG | 0600;  /* "writable" so QEMU's O_RDWR open passes; writes are refused */
     st->st_nlink = 1;
     st->st_size = (off_t)m->files[i].size;
     st->st_blocks = (blkcnt_t)(m->files[i].size / 512);
-    st->st_uid = getuid();
-    st->st_gid = getgid();
-    return 0;
 }
 
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off, struct fuse_file_info *fi,
-                      enum fuse_readdir_flags flags)
+static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)off; (void)fi; (void)flags;
-    struct pf_mount *m = ctx();
-    if (strcmp(path, "/") != 0)
-        return -ENOTDIR;
-    fill(buf, ".", NULL, 0, 0);
-    fill(buf, "..", NULL, 0, 0);
-    for (unsigned i = 0; i < m->n; i++)
-        fill(buf, m->files[i].name, NULL, 0, 0);
-    return 0;
+    (void)userdata;
+    conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;   /* content never changes: keep the page cache */
 }
 
-static int op_open(const char *path, struct fuse_file_info *fi)
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    int i = lookup(ctx(), path);
-    if (i < 0)
-        return -ENOENT;
-    if (fi->flags & O_TRUNC)
-        return -EROFS;
-    fi->fh = (uint64_t)i;
-    fi->keep_cache = 1;
-    return 0;
-}
-
-static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    (void)path;
-    struct pf_mount *m = ctx();
-    struct pf_file *f = &m->files[fi->fh];
-    if (off < 0 || (uint64_t)off >= f->size)
-        return 0;
-    size = (size_t)VS_MIN((uint64_t)size, f->size - (uint64_t)off);
-    vs_err e = { 0 };
-    int r = f->read(f->opaque, buf, size, (uint64_t)off, &e);
-    pthread_mutex_lock(&m->lock);
-    m->stats.reads++;
-    if (r < 0) {
-        if (m->stats.errors++ == 0)
-            snprintf(m->stats.first_error, sizeof m->stats.first_error, "%s", e.msg);
-    } else {
-        m->stats.bytes += size;
+    struct pf_mount *m = fuse_req_userdata(req);
+    for (unsigned i = 0; parent == FUSE_ROOT_ID && i < m->n; i++) {
+        if (strcmp(name, m->files[i].name))
+            continue;
+        struct fuse_entry_param ep = { .ino = i + 2, .attr_timeout = 3600, .entry_timeout = 3600 };
+        fill_attr(m, ep.ino, &ep.attr);
+        fuse_reply_entry(req, &ep);
+        return;
     }
-    pthread_mutex_unlock(&m->lock);
-    return r < 0 ? -EIO : (int)size;
+    fuse_reply_err(req, ENOENT);
 }
 
-static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    (void)path; (void)buf; (void)size; (void)off; (void)fi;
-    return -EROFS;
-}
-
-static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
-    int i = lookup(ctx(), path);
-    if (i < 0)
-        return -ENOENT;
-    return (uint64_t)size == ctx()->files[i].size ? 0 : -EROFS;
+    struct pf_mount *m = fuse_req_userdata(req);
+    if (ino != FUSE_ROOT_ID && file_of(m, ino) < 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    fill_attr(m, ino, &st);
+    fuse_reply_attr(req, &st, 3600);
 }
 
-static const struct fuse_operations ops = {
-    .init = op_init, .getattr = op_getattr, .readdir = op_readdir, .open = op_open, .read = op_read,
-    .write = op_write, .truncate = op_truncate,
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct pf_mount *m = fuse_req_userdata(req);
+    int i = file_of(m, ino);
+    /* A truncate to the size it has is harmless (QEMU may do it); anything else would change the content. */
+    if (i < 0 || (to_set & ~FUSE_SET_ATTR_SIZE) || ((to_set & FUSE_SET_ATTR_SIZE)
+                                                     && (uint64_t)attr->st_size != m->files[i].size)) {
+        fuse_reply_err(req, i < 0 ? EPERM : EROFS);
+        return;
+    }
+    struct stat st;
+    fill_attr(m, ino, &st);
+    fuse_reply_attr(req, &st, 3600);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct pf_mount *m = fuse_req_userdata(req);
+    if (ino != FUSE_ROOT_ID) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    VS_AUTOFREE char *buf = vs_xmalloc(size);
+    size_t used = 0;
+    for (unsigned k = (unsigned)off; k < m->n + 2; k++) {   /* entry k: ".", "..", files; its next offset k+1 */
+        struct stat st = { .st_ino = k < 2 ? FUSE_ROOT_ID : k, .st_mode = k < 2 ? S_IFDIR : S_IFREG };
+        const char *name = k == 0 ? "." : k == 1 ? ".." : m->files[k - 2].name;
+        size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)k + 1);
+        if (need > size - used)
+            break;
+        used += need;
+    }
+    fuse_reply_buf(req, buf, used);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct pf_mount *m = fuse_req_userdata(req);
+    if (file_of(m, ino) < 0) {
+        fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+        return;
+    }
+    if (fi->flags & O_TRUNC) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    fi->keep_cache = 1;            /* content never changes: keep pages across opens */
+    fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct pf_mount *m = fuse_req_userdata(req);
+    int i = file_of(m, ino);
+    if (i < 0) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    struct pf_file *f = &m->files[i];
+    if (off < 0 || (uint64_t)off >= f->size) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    size = (size_t)VS_MIN((uint64_t)size, f->size - (uint64_t)off);
+    atomic_fetch_add(&m->demand, 1);
+    VS_AUTOFREE char *buf = vs_xmalloc(size ? size : 1);
+    vs_err e = { 0 };
+    int r = f->read(f->opaque, buf, size, (uint64_t)off, &e);
+    atomic_fetch_sub(&m->demand, 1);
+    if (r < 0) {
+        record_error(m, e.msg);
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    mark(m->seen[i], (uint64_t)off, size);
+    pthread_mutex_lock(&m->lock);
+    m->stats.reads++;
+    m->stats.bytes += size;
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_buf(req, buf, size);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    (void)ino; (void)buf; (void)size; (void)off; (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init, .lookup = op_lookup, .getattr = op_getattr, .setattr = op_setattr, .readdir = op_readdir,
+    .open = op_open, .read = op_read, .write = op_write,
 };
 
 static void *loop_thread(void *arg)
 {
     struct pf_mount *m = arg;
-    fuse_loop_mt(m->fuse, 0);
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (cfg) {
+        fuse_loop_cfg_set_clone_fd(cfg, 0);
+        fuse_session_loop_mt(m->se, cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
     return NULL;
 }
+
+/* ---- prefetch ------------------------------------------------------------------------------------------- */
+
+static void sleep_ms(long ms) { nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL); }
+
+/* Lowest CPU and I/O priority for this thread: it runs only when the guest and demand reads leave a core. */
+static void idle_priority(void)
+{
+    struct sched_param sp = { 0 };
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
+}
+
+/* Prefetch file i: its non-zero data in offset order, decompressed here and stored into the kernel's page
+ * cache of the file with notify_store (bounded: one chunk of user memory; the page cache is reclaimable).
+ * Grains a demand read already brought in are skipped. */
+static int prefetch_file(struct pf_mount *m, unsigned i, uint8_t *buf, vs_err *e)
+{
+    struct pf_file *f = &m->files[i];
+    for (uint64_t off = 0; off < f->size && !atomic_load(&m->pf_stop);) {
+        uint64_t len = VS_MIN((uint64_t)PREFETCH_CHUNK, f->size - off);
+        bool zero = false;
+        if (f->data_run) {
+            int r = f->data_run(f->opaque, off, &len, &zero, e);
+            if (r < 0)
+                return r;
+            len = VS_MIN(len, (uint64_t)PREFETCH_CHUNK);
+        }
+        if (zero || all_seen(m->seen[i], off, len)) {   /* holes read as zeros quickly on demand */
+            off += len;
+            continue;
+        }
+        while (atomic_load(&m->demand) > 0 && !atomic_load(&m->pf_stop))
+            sleep_ms(1);   /* a vCPU waits on a demand read: leave it the CPU and the archive */
+        int r = f->read(f->opaque, buf, (size_t)len, off, e);
+        if (r < 0)
+            return r;
+        struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
+        bv.buf[0].mem = buf;
+        if ((r = fuse_lowlevel_notify_store(m->se, i + 2, (off_t)off, &bv, 0)) < 0)
+            return vs_err_sys(e, r, "storing %" PRIu64 " bytes at offset %" PRIu64 " of %s in the page cache", len,
+                              off, f->name);
+        mark(m->seen[i], off, len);
+        pthread_mutex_lock(&m->lock);
+        m->stats.prefetched += len;
+        pthread_mutex_unlock(&m->lock);
+        off += len;
+    }
+    return 0;
+}
+
+static void *prefetch_thread(void *arg)
+{
+    struct pf_mount *m = arg;
+    idle_priority();
+    double t0 = vs_now_s();
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
+    vs_err e = { 0 };
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < m->n && !atomic_load(&m->pf_stop); i++)
+        r = prefetch_file(m, i, buf, &e);
+    pthread_mutex_lock(&m->lock);
+    if (r < 0)   /* not a page error of the VM: a demand read of that page reports it if it is ever needed */
+        snprintf(m->stats.prefetch_error, sizeof m->stats.prefetch_error, "%s", e.msg);
+    else if (!atomic_load(&m->pf_stop))
+        m->stats.prefetch_done_s = vs_now_s() - t0;
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+int pf_prefetch_start(struct pf_mount *m, vs_err *e)
+{
+    if (m->pf_started)
+        return 0;
+    int r = pthread_create(&m->pf_thread, NULL, prefetch_thread, m);
+    if (r)
+        return vs_err_sys(e, r, "starting the prefetch thread");
+    m->pf_started = true;
+    return 0;
+}
+
+/* ---- mount ---------------------------------------------------------------------------------------------- */
 
 void pf_unmount(struct pf_mount *m)
 {
     if (!m)
         return;
-    if (m->fuse) {
-        fuse_exit(m->fuse);
+    if (m->pf_started) {
+        atomic_store(&m->pf_stop, true);
+        pthread_join(m->pf_thread, NULL);
+    }
+    if (m->se) {
+        fuse_session_exit(m->se);
         if (m->thread_started) {
-            fuse_unmount(m->fuse);   /* the loop's reads of /dev/fuse end: the thread returns */
+            fuse_session_unmount(m->se);   /* the loop's reads of /dev/fuse end: the thread returns */
             pthread_join(m->thread, NULL);
         }
-        fuse_destroy(m->fuse);
+        fuse_session_destroy(m->se);
     }
-    for (unsigned i = 0; i < m->n; i++)
+    for (unsigned i = 0; i < m->n; i++) {
         free((char *)m->files[i].name);
+        free(m->seen ? (void *)m->seen[i] : NULL);
+    }
+    free(m->seen);
     free(m->files);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -163,10 +334,13 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
     struct pf_mount *m = vs_xcalloc(1, sizeof *m);
     pthread_mutex_init(&m->lock, NULL);
     m->files = vs_xcalloc(n ? n : 1, sizeof *m->files);
+    m->seen = vs_xcalloc(n ? n : 1, sizeof *m->seen);
     m->n = n;
     for (unsigned i = 0; i < n; i++) {
         m->files[i] = files[i];
         m->files[i].name = vs_xstrdup(files[i].name);
+        uint64_t grains = (files[i].size >> GRAIN_SHIFT) + 1;
+        m->seen[i] = vs_xcalloc((size_t)(grains + 63) / 64, sizeof(uint64_t));
     }
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     if (fuse_opt_add_arg(&args, "vmsnap") || fuse_opt_add_arg(&args, "-o")
@@ -175,21 +349,19 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
         pf_unmount(m);
         return vs_err_set(e, -ENOMEM, "FUSE arguments");
     }
-    m->fuse = fuse_new(&args, &ops, sizeof ops, m);
+    m->se = fuse_session_new(&args, &ops, sizeof ops, m);
     fuse_opt_free_args(&args);
-    if (!m->fuse) {
+    if (!m->se) {
         pf_unmount(m);
         return vs_err_set(e, -EIO, "FUSE: cannot create a file system for %s", dir);
     }
-    if (fuse_mount(m->fuse, dir) != 0) {
-        fuse_destroy(m->fuse);
-        m->fuse = NULL;
+    if (fuse_session_mount(m->se, dir) != 0) {
         pf_unmount(m);
         return vs_err_set(e, -EIO, "FUSE: cannot mount on %s (is /dev/fuse usable, fusermount3 installed?)", dir);
     }
     int r = pthread_create(&m->thread, NULL, loop_thread, m);
     if (r) {
-        fuse_unmount(m->fuse);
+        fuse_session_unmount(m->se);
         pf_unmount(m);
         return vs_err_sys(e, r, "starting the FUSE thread");
     }
@@ -216,5 +388,6 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
 }
 void pf_unmount(struct pf_mount *m) { (void)m; }
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out) { (void)m; memset(out, 0, sizeof *out); }
+int pf_prefetch_start(struct pf_mount *m, vs_err *e) { (void)m; (void)e; return 0; }
 
 #endif

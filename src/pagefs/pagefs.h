@@ -27,12 +27,17 @@ struct pf_file {
     uint64_t size;
     /* Fill buf with [off, off+len) (within size, page aligned unless at the end). Thread-safe. */
     int (*read)(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e);
+    /* Optional, for prefetch: *len (in: the most wanted, > 0) bytes from off all zero (*zero) or all data. */
+    int (*data_run)(void *opaque, uint64_t off, uint64_t *len, bool *zero, vs_err *e);
     void *opaque;
 };
 
 struct pf_stats {
-    uint64_t reads, bytes, errors;
+    uint64_t reads, bytes, errors; /* demand reads (the kernel asking for pages QEMU faulted on, + readahead) */
     char first_error[512];         /* "" if none */
+    uint64_t prefetched;           /* bytes the prefetcher stored in the page cache */
+    double prefetch_done_s;        /* seconds the prefetch took once finished, else 0 */
+    char prefetch_error[512];      /* why the prefetch stopped early ("" if it did not) */
 };
 
 struct pf_mount;
@@ -41,6 +46,12 @@ bool pf_available(void);           /* built with libfuse3 */
 int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf_mount **out, vs_err *e);
 void pf_unmount(struct pf_mount *m);   /* NULL is fine */
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out);
+/* Start warming the files' page cache in the background (call once the VM runs): each file's data runs in
+ * offset order, 1 MiB at a time, read through the page source by a thread at idle CPU and I/O priority that
+ * waits while demand reads are in flight, and handed to the kernel with FUSE notify_store (no user memory beyond
+ * one chunk; the page cache is reclaimable and refilled on demand). Ranges already read on demand are skipped;
+ * holes are left to demand reads. Stops at pf_unmount(); an error stops only the prefetch (pf_stats). */
+int pf_prefetch_start(struct pf_mount *m, vs_err *e);
 
 /* ---- page image --------------------------------------------------------------------------------------- */
 struct pf_image;

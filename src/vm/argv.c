@@ -312,6 +312,15 @@ static void add_extra(struct vm_argv *a, const struct vm_config *c, const struct
     vm_xfile_refs_free(refs, nrefs);
 }
 
+/* The user's own -device vmgenid in EXTRA-QEMU-ARGS wins (QEMU allows one). */
+static bool extra_has_vmgenid(const struct vm_config *c)
+{
+    for (size_t i = 0; i + 1 < c->n_extra; i++)
+        if (!strcmp(c->extra[i], "-device") && !strncmp(c->extra[i + 1], "vmgenid", 7))
+            return true;
+    return false;
+}
+
 static int build_native(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
 {
     vm_argv_add(a, c->qemu ? c->qemu : "qemu-system-x86_64");
@@ -375,6 +384,12 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
     vm_argv_add(a, "-serial");
     vm_argv_add(a, "chardev:vmsnap-con");
     add_monitors(a, l);
+    if (c->vmgenid && !extra_has_vmgenid(c)) {
+        /* guid=auto: a new generation ID at every start. It is not part of the migration stream (QEMU writes the
+         * destination's value into guest memory after loading), so each resume of a snapshot gets its own. */
+        vm_argv_add(a, "-device");
+        vm_argv_add(a, "vmgenid,id=vmsnap-genid,guid=auto");
+    }
     add_extra(a, c, l);
     if (l->incoming) {
         vm_argv_add(a, "-incoming");

@@ -89,6 +89,7 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
         dst->files[i] = dup_or_null(src->files[i]);
     dst->append = dup_or_null(src->append);
     dst->mem_backend = dup_or_null(src->mem_backend);
+    dst->vmgenid = src->vmgenid;
     dst->n_disks = src->n_disks;
     dst->disks = vs_xcalloc(src->n_disks + 1, sizeof *dst->disks);
     for (size_t i = 0; i < src->n_disks; i++) {
@@ -139,6 +140,8 @@ char *vm_config_to_json(const struct vm_config *c)
         set_str(o, role_names[i], c->files[i]);
     set_str(o, "append", c->append);
     set_str(o, "memory-backend", c->mem_backend);
+    if (c->vmgenid)
+        json_object_set_new(o, "vmgenid", json_true());
     json_t *disks = json_array();
     for (size_t i = 0; i < c->n_disks; i++) {
         json_t *d = json_object();
@@ -287,6 +290,10 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
     if ((r = get_strv(o, "extra-args", &c->extra, &c->n_extra, e)) < 0 ||
         (r = get_strv(o, "cmdline", &c->cmdline, &c->n_cmdline, e)) < 0 || (r = get_xfiles(o, c, e)) < 0)
         return r;
+    json_t *g = json_object_get(o, "vmgenid");
+    if (g && !json_is_boolean(g))
+        return vs_err_set(e, EINVAL, "VM config: \"vmgenid\" must be true or false");
+    c->vmgenid = json_is_true(g);
     json_t *f = json_object_get(o, "foreign");
     if (f && !json_is_boolean(f))
         return vs_err_set(e, EINVAL, "VM config: \"foreign\" must be a boolean");

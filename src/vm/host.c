@@ -33,6 +33,7 @@ struct host {
     bool *x_in_chain;              /* stored in the archive chain (read-only ones need no new copy in a thin snap) */
     bool *x_extracted;             /* a copy in the run directory, removed at the end */
     struct qmp *q;
+    struct stat user_sock[2];      /* the user's --qmp and --console sockets as QEMU made them (st_ino 0: unknown) */
     pid_t qemu;
     int qemu_status;
     bool qemu_exited;
@@ -204,6 +205,9 @@ static int apply_options(struct host *h, bool has_memory, vs_err *e)
             c->cpus = 1;
         if (!has_memory && !c->mem_backend)
             c->mem_backend = vs_xstrdup(VM_MEM_BACKEND_ID);
+        /* Only at a cold boot: a resumed VM must have exactly the devices its memory snapshot was taken with. */
+        if (!has_memory)
+            c->vmgenid = true;
     }
     if (o->n_extra) {
         int r = vm_config_add_extra(c, o->extra, o->n_extra, e);
@@ -510,6 +514,8 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
                           .vars = vs_xcalloc(h->st.config.n_xfiles + 1, sizeof *sc.vars) };
     wo.parent_path = h->st.parent;
     wo.thin = sc.thin;
+    bool live = !json_is_false(json_object_get(rq, "live"));
+    wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     wo.message = json_string_value(json_object_get(rq, "message"));
     struct arc_writer *w = NULL;
     if (arc_writer_create(out, &wo, &w, e) < 0)
@@ -517,7 +523,7 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     VS_AUTOFREE char *outdir = vs_xstrdup(out);
     *strrchr(outdir, '/') = 0;
     struct vm_snap_opts so = {
-        .mode_live = !json_is_false(json_object_get(rq, "live")),
+        .mode_live = live,
         .precopy_bound_s = 10,
         .paged = true,   /* boot names main RAM (VM_MEM_BACKEND_ID): both sides agree on the block */
         .tmpdir = outdir[0] ? outdir : "/",
@@ -553,12 +559,12 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     vm_state_save(&h->st, NULL);
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s}", "output", out, "method",
+    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", out, "method",
                      vm_snap_method_name(res.method), "thin", sc.thin, "pause", res.resumed_at, "qemu-downtime",
                      res.qemu_downtime_s, "freeze", res.frozen_at, "writing", res.writing_s, "total", res.total_s,
                      "memory-bytes", (json_int_t)res.memory_bytes, "archive-bytes", size, "stopped-to-converge",
                      res.stopped_to_converge, "fallback-reason", res.fallback_reason, "memory-paged",
-                     res.memory_paged, "memory-note", res.memory_note);
+                     res.memory_paged, "memory-note", res.memory_note, "phases", vm_snap_phases_json(&res));
 }
 
 /* One request line within 5 s in all: this runs in the host's only loop (signals, QEMU's exit), so a client
@@ -626,12 +632,14 @@ static void host_cleanup(struct host *h)
         close(h->ctl);
     if (h->sigfd >= 0)
         close(h->sigfd);
-    /* QEMU removes its listening sockets only when it exits cleanly: the user's --qmp/--console paths must not
-     * outlive the VM either way (only sockets: never a file the user put there). */
+    /* QEMU removes its listening sockets only when it exits cleanly (a failed incoming migration, a kill): the
+     * user's --qmp/--console paths must not outlive the VM either way. Only the very sockets this QEMU made: by
+     * now the path may hold a new VM's socket (same paths reused), or a file the user put there. */
     const char *user_socks[] = { h->st.user_qmp, h->st.console };
     for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++) {
         struct stat sb;
-        if (h->qemu > 0 && user_socks[i] && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
+        if (user_socks[i] && h->user_sock[i].st_ino && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+            sb.st_dev == h->user_sock[i].st_dev && sb.st_ino == h->user_sock[i].st_ino)
             unlink(user_socks[i]);
     }
     if (h->st.dir) {
@@ -761,6 +769,11 @@ static int start(struct host *h, vs_err *e)
     struct qmp_opts qo = { .timeout_s = 60 };
     if ((r = qmp_connect(h->st.private_qmp, &qo, &h->q, e)) < 0)
         return r;
+    /* QEMU made every chardev socket before its monitor answered: remember which files are its. */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++)
+        if (!user_socks[i] || lstat(user_socks[i], &h->user_sock[i]) < 0 || !S_ISSOCK(h->user_sock[i].st_mode))
+            h->user_sock[i].st_ino = 0;
     record_qemu_version(h);
     if (has_memory && h->paged) {
         if ((r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e)) < 0)
@@ -771,15 +784,25 @@ static int start(struct host *h, vs_err *e)
             return vs_err_prefix(e, "resuming %s", o->archive);
     }
     double t_running = vs_now_s();
+    vs_err pe = { 0 };
+    if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
+        snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
     if ((h->ctl = listen_unix(h->st.control, e)) < 0)
         return h->ctl;
     if (o->ready) {
+        /* After the VM runs, off the start-to-running path. */
+        char genid[64] = "";
+        json_t *g = NULL;
+        if (h->st.config.vmgenid && qmp_execute(h->q, "query-vm-generation-id", NULL, &g, NULL) == 0)
+            snprintf(genid, sizeof genid, "%s", json_string_value(json_object_get(g, "guid")) ?: "");
+        json_decref(g);
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
-                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL };
+                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
+                                     .generation_id = genid[0] ? genid : NULL };
         o->ready(o->opaque, &info);
     }
     return 0;
@@ -802,24 +825,26 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             o->ready(o->opaque, NULL);
         vs_err keep = e ? *e : (vs_err){ 0 };
         stop_qemu(&h);
-        /* A QEMU that died (a failed incoming migration exits) leaves its socket files: no VM, no sockets. */
-        const char *socks[] = { h.st.user_qmp, h.st.console };
-        struct stat sb;
-        for (size_t i = 0; h.qemu > 0 && i < VS_ARRAY_SIZE(socks); i++)
-            if (socks[i] && lstat(socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode))
-                unlink(socks[i]);
         host_cleanup(&h);
         if (e)
             *e = keep;
         return r;
     }
+    bool mem_error_logged = false;
     while (!h.qemu_exited) {
+        struct pf_stats ps;
+        if (h.pfm && o->log && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "guest memory could not be read: %s", ps.first_error);
+            o->log(o->opaque, msg);
+            mem_error_logged = true;
+        }
         if (h.quit_requested) {
             stop_qemu(&h);
             break;
         }
         struct pollfd p[3] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 } };
-        if (poll(p, 3, 1000) < 0 && errno != EINTR)
+        if (poll(p, 3, h.pfm ? 200 : 1000) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;

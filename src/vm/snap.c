@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -169,6 +170,7 @@ struct mig_state {
     uint64_t transferred, remaining, total, dirty_syncs;
     double mbps;
     int64_t downtime_ms;   /* -1 if not reported */
+    int64_t setup_ms;      /* QEMU's setup-time, -1 if not reported */
     char error[256];
 };
 
@@ -179,7 +181,7 @@ static int query_migrate(struct qmp *q, struct mig_state *m, vs_err *e)
     if (r < 0)
         return r;
     memset(m, 0, sizeof *m);
-    m->downtime_ms = -1;
+    m->downtime_ms = m->setup_ms = -1;
     snprintf(m->status, sizeof m->status, "%s", json_string_value(json_object_get(ret, "status")) ?: "none");
     json_t *ram = json_object_get(ret, "ram");
     if (ram) {
@@ -189,6 +191,9 @@ static int query_migrate(struct qmp *q, struct mig_state *m, vs_err *e)
         m->dirty_syncs = (uint64_t)json_integer_value(json_object_get(ram, "dirty-sync-count"));
         m->mbps = json_number_value(json_object_get(ram, "mbps"));
     }
+    json_t *st = json_object_get(ret, "setup-time");
+    if (json_is_integer(st))
+        m->setup_ms = json_integer_value(st);
     json_t *dt = json_object_get(ret, "downtime");
     if (json_is_integer(dt))
         m->downtime_ms = json_integer_value(dt);
@@ -263,9 +268,27 @@ static double event_time(json_t *ev)
            (double)json_integer_value(json_object_get(ts, "microseconds")) / 1e6;
 }
 
-/* The pause as QEMU timed it: from its STOP event to the RESUME event that followed (their timestamps).
- * fallback if either is missing. */
-static double pause_from_events(struct qmp *q, double fallback)
+static double wall_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void mark_pause_start(struct vm_snap_result *res)
+{
+    res->pause_start = vs_now_s();
+    res->pause_start_wall = wall_now_s();
+}
+
+static double since_pause(const struct vm_snap_result *res)
+{
+    return vs_now_s() - res->pause_start;
+}
+
+/* The pause as QEMU timed it: from its STOP event to the RESUME event that followed (their timestamps); both
+ * are also recorded against the start of the pause. fallback if either is missing. */
+static double pause_from_events(struct qmp *q, struct vm_snap_result *res, double fallback)
 {
     json_t *stop = NULL, *resume = NULL;
     qmp_pump(q, NULL);
@@ -274,10 +297,23 @@ static double pause_from_events(struct qmp *q, double fallback)
         json_decref(stop);
         return fallback;
     }
+    res->stop_event_at = event_time(stop) - res->pause_start_wall;
+    res->resume_event_at = event_time(resume) - res->pause_start_wall;
     double d = event_time(resume) - event_time(stop);
     json_decref(stop);
     json_decref(resume);
     return d;
+}
+
+json_t *vm_snap_phases_json(const struct vm_snap_result *res)
+{
+    const double v[] = { res->stop_ret_at, res->frozen_at, res->migrate_ret_at, res->stop_event_at,
+                         res->resume_event_at, res->qemu_setup_s };
+    const char *const k[] = { "stop", "freeze", "migrate", "stop-event", "resume-event", "qemu-setup-time" };
+    json_t *o = json_object();
+    for (size_t i = 0; i < VS_ARRAY_SIZE(v); i++)
+        json_object_set_new(o, k[i], isnan(v[i]) ? json_null() : json_real(v[i]));
+    return o;
 }
 
 /* Capabilities whose streams the splitter does not read (docs/MIGRATION-STREAM.md): a foreign VM may have one
@@ -311,6 +347,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
                 vs_err *e)
 {
     memset(res, 0, sizeof *res);
+    res->stop_ret_at = res->migrate_ret_at = res->stop_event_at = res->resume_event_at = res->qemu_setup_s = NAN;
     double t0 = vs_now_s();
     struct saved saved = { 0 };
     struct pump pump = { .w = w, .fd = -1 };
@@ -383,16 +420,17 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     thread_started = true;
 
     if (method != VM_SNAP_PRECOPY) {
-        res->pause_start = vs_now_s();
+        mark_pause_start(res);
         if (was_running) {
             if ((r = qmp_stop(q, e)) < 0)
                 goto fail;
             we_paused = true;
+            res->stop_ret_at = since_pause(res);
         }
         if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
             goto fail;
         frozen = true;
-        res->frozen_at = vs_now_s() - res->pause_start;
+        res->frozen_at = since_pause(res);
     }
     json_t *margs = json_pack("{s:s}", "uri", "fd:vmsnap-snap");
     r = qmp_execute(q, "migrate", margs, NULL, e);
@@ -400,6 +438,8 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     if (r < 0)
         goto fail;
     migrating = true;
+    if (method != VM_SNAP_PRECOPY)
+        res->migrate_ret_at = since_pause(res);
 
     double deadline_precopy = vs_now_s() + o->precopy_bound_s;
     struct mig_state m = { 0 };
@@ -423,10 +463,11 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         }
         if (!strcmp(m.status, "pre-switchover")) {
             /* QEMU stopped the VM and flushed its disks: this is the instant the snapshot is of. */
-            res->pause_start = vs_now_s();
+            mark_pause_start(res);
             if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
                 goto fail;
             frozen = true;
+            res->frozen_at = since_pause(res);
             json_t *a = json_pack("{s:s}", "state", "pre-switchover");
             r = qmp_execute(q, "migrate-continue", a, NULL, e);
             json_decref(a);
@@ -445,6 +486,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     }
     migrating = false;
     res->qemu_downtime_s = m.downtime_ms >= 0 ? m.downtime_ms / 1000.0 : -1;
+    res->qemu_setup_s = m.setup_ms >= 0 ? m.setup_ms / 1000.0 : NAN;
     pthread_join(th, NULL);
     thread_started = false;
     if (pump.rc < 0) {
@@ -467,10 +509,10 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = qmp_cont(q, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
+        res->resumed_at = pause_from_events(q, res, since_pause(res));
     } else if (method == VM_SNAP_BACKGROUND) {
         we_paused = false;
-        res->resumed_at = pause_from_events(q, -1);
+        res->resumed_at = pause_from_events(q, res, -1);
     }
     report(o, "disks", NULL, t0);
     if (o->write_disks && (r = o->write_disks(o->opaque, w, e)) < 0)
@@ -491,7 +533,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = qmp_cont(q, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = pause_from_events(q, vs_now_s() - res->pause_start);
+        res->resumed_at = pause_from_events(q, res, since_pause(res));
     }
     res->total_s = vs_now_s() - t0;
     r = restore(q, &saved, e);

@@ -76,6 +76,8 @@ struct vm_config {
     char *files[VM_FILE__COUNT];  /* -kernel/-initrd/-dtb paths as given at boot (absolute), NULL if none */
     char *append;          /* kernel command line */
     char *mem_backend;     /* id of the backend naming main RAM, NULL if none */
+    bool vmgenid;          /* has vmsnap's vmgenid device: every boot/resume gets a fresh VM generation ID, so
+                            * clones resumed from one snapshot can tell they are clones (reseed RNGs, new IDs) */
     size_t n_disks;
     struct vm_disk *disks;
     size_t n_extra;
@@ -217,6 +219,13 @@ struct vm_snap_result {
     double pause_start;          /* monotonic time the VM was stopped */
     double frozen_at;            /* seconds from the stop to the disks frozen */
     double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw */
+    /* Where the pause goes, seconds from pause_start (-1: did not happen / not seen): our `stop` returned
+     * (QEMU's stop flushes every disk: an NBD FLUSH to our server), `migrate` returned, and QEMU's STOP and
+     * RESUME events (their timestamps, wall clock, against the wall clock read at pause_start). NAN: not seen. */
+    double stop_ret_at, migrate_ret_at, stop_event_at, resume_event_at;
+    double qemu_setup_s;         /* query-migrate's setup-time (background-snapshot: populating and write-protecting
+                                  * RAM, before QEMU resumes the VM), NAN if not reported */
+    double pause_start_wall;     /* CLOCK_REALTIME at pause_start */
     double qemu_downtime_s;      /* as QEMU reports it, -1 if not */
     double writing_s, total_s;
     uint64_t memory_bytes;
@@ -229,6 +238,14 @@ struct vm_snap_result {
 
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
                 vs_err *e);
+/* arc_writer_opts.worker_nice for a live snapshot's writer: on a busy host the guest's vCPU, blocked on
+ * write-protect faults that QEMU's snapshot thread resolves, otherwise shares the CPU with our compression
+ * (measured with bench/pause/run: docs/BENCHMARKS.md). */
+#define VM_SNAP_WORKER_NICE 10
+/* res's pause phases as a JSON object {stop, freeze, migrate, stop-event, resume-event,
+ * qemu-setup-time} (seconds from the start
+ * of the pause, null when not seen), for `snap --json`. */
+json_t *vm_snap_phases_json(const struct vm_snap_result *res);
 
 /* ---- resume (resume.c) -------------------------------------------------------------------------------------
  * Feed stream `stream` of a (QEMU started with -incoming defer) through a pipe passed with getfd and
@@ -260,6 +277,7 @@ struct vm_host_info {
     double start_to_running_s;
     bool lazy;                /* RAM served on demand from the archive (FUSE) */
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
+    const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -274,8 +292,11 @@ struct vm_host_opts {
     int errlog_fd;            /* QEMU's stderr goes here (-1: inherited) */
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
     bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
+    bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
+    /* Optional: told (one line) of trouble while the VM runs, e.g. guest memory that could not be served. */
+    void (*log)(void *opaque, const char *msg);
     void *opaque;
 };
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */

@@ -43,6 +43,7 @@ struct agent {
     uint64_t *mem;                    /* the filled RAM region */
     size_t mem_bytes;
     uint64_t mem_seed;
+    unsigned mem_mix[3];              /* weights of random, text-like and zero 64 KiB chunks (fill mix=R:T:Z) */
 
     /* rawloop: record gen g goes to slot g % slots at base + slot * 4 KiB, written in place with O_DIRECT|O_DSYNC. */
     pthread_mutex_t loop_lock;        /* held for each write and for a check */
@@ -190,11 +191,73 @@ static void mem_release(struct agent *a)
     a->mem_bytes = 0;
 }
 
+/* fill mix=R:T:Z: the region is cut in 64 KiB chunks, each random (pattern words), text-like (words from a small
+ * dictionary: compresses about like logs or source) or zero, chosen by the seed and the chunk's index with weights
+ * R, T, Z. The default 100:0:0 is all random (the original fill). Every chunk depends on seed and position. */
+#define MIX_CHUNK (64u << 10)
+enum { MIX_RANDOM, MIX_TEXT, MIX_ZERO };
+
+static int mix_kind(const unsigned mix[3], uint64_t seed, size_t chunk)
+{
+    unsigned total = mix[0] + mix[1] + mix[2];
+    unsigned r = (unsigned)(pat(seed ^ 0x6d69786d69786d69ull, chunk) % total);
+    return r < mix[0] ? MIX_RANDOM : r < mix[0] + mix[1] ? MIX_TEXT : MIX_ZERO;
+}
+
+static void mix_text(uint64_t seed, size_t chunk, char *out)
+{
+    static const char *const words[32] = {
+        "the", "snapshot", "of", "a", "virtual", "machine", "is", "written", "to", "disk", "and", "restored",
+        "later", "when", "guest", "memory", "pages", "are", "copied", "with", "their", "device", "state", "in",
+        "one", "stream", "error:", "INFO", "kernel", "0x7f3a", "request", "done",
+    };
+    size_t p = 0;
+    for (uint64_t i = 0; p < MIX_CHUNK; i++) {
+        uint64_t r = pat(seed, ((uint64_t)chunk << 16) + i);
+        for (int j = 0; j < 8 && p < MIX_CHUNK; j++, r >>= 8) {
+            const char *w = words[r & 31];
+            while (*w && p < MIX_CHUNK)
+                out[p++] = *w++;
+            if (p < MIX_CHUNK)
+                out[p++] = (r & 0xe0) == 0 ? '\n' : ' ';
+        }
+    }
+}
+
+static bool parse_mix(const char *s, unsigned mix[3])
+{
+    unsigned long v[3];
+    char *end;
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        v[i] = strtoul(s, &end, 10);
+        if (errno || end == s || v[i] > 1000 || *end != (i < 2 ? ':' : 0))
+            return false;
+        s = end + 1;
+    }
+    if (v[0] + v[1] + v[2] == 0)
+        return false;
+    for (int i = 0; i < 3; i++)
+        mix[i] = (unsigned)v[i];
+    return true;
+}
+
+static const char *opt_str(char **argv, int argc, const char *key)
+{
+    size_t kl = strlen(key);
+    for (int i = 0; i < argc; i++)
+        if (strncmp(argv[i], key, kl) == 0 && argv[i][kl] == '=')
+            return argv[i] + kl + 1;
+    return NULL;
+}
+
 static void cmd_fill(struct agent *a, const char *id, int argc, char **argv)
 {
     uint64_t mib;
-    if (argc < 1 || !parse_u64(argv[0], &mib) || mib == 0 || mib > (1u << 20))
-        FAIL(a, "R %s ERR usage: fill MIB [seed=N]", id);
+    unsigned mix[3] = { 100, 0, 0 };
+    const char *m = opt_str(argv + 1, argc - 1, "mix");
+    if (argc < 1 || !parse_u64(argv[0], &mib) || mib == 0 || mib > (1u << 20) || (m && !parse_mix(m, mix)))
+        FAIL(a, "R %s ERR usage: fill MIB [seed=N] [mix=RANDOM:TEXT:ZERO]", id);
     uint64_t seed = opt_u64(argv + 1, argc - 1, "seed", 1);
     mem_release(a);
     uint64_t avail = mem_available_kib();
@@ -205,26 +268,50 @@ static void cmd_fill(struct agent *a, const char *id, int argc, char **argv)
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         FAIL(a, "R %s ERR mmap %" PRIu64 " MiB: %s", id, mib, strerror(errno));
-    uint64_t t0 = mono_us();
+    uint64_t t0 = mono_us(), n[3] = { 0, 0, 0 };
     uint64_t *w = p;
-    for (size_t i = 0; i < bytes / 8; i++)
-        w[i] = pat(seed, i);
+    for (size_t c = 0; c < bytes / MIX_CHUNK; c++) {
+        int k = mix_kind(mix, seed, c);
+        size_t i0 = c * (MIX_CHUNK / 8);
+        n[k]++;
+        if (k == MIX_TEXT)
+            mix_text(seed, c, (char *)(w + i0));
+        else if (k == MIX_ZERO)
+            memset(w + i0, 0, MIX_CHUNK); /* touched, so the guest really holds it */
+        else
+            for (size_t i = i0; i < i0 + MIX_CHUNK / 8; i++)
+                w[i] = pat(seed, i);
+    }
     a->mem = w;
     a->mem_bytes = bytes;
     a->mem_seed = seed;
-    emit(a, "R %s OK mib=%" PRIu64 " seed=%" PRIu64 " ms=%" PRIu64, id, mib, seed, (mono_us() - t0) / 1000);
+    memcpy(a->mem_mix, mix, sizeof mix);
+    emit(a, "R %s OK mib=%" PRIu64 " seed=%" PRIu64 " ms=%" PRIu64 " mix=%u:%u:%u random_kib=%" PRIu64
+         " text_kib=%" PRIu64 " zero_kib=%" PRIu64, id, mib, seed, (mono_us() - t0) / 1000, mix[0], mix[1], mix[2],
+         n[0] * (MIX_CHUNK >> 10), n[1] * (MIX_CHUNK >> 10), n[2] * (MIX_CHUNK >> 10));
 }
 
 static void cmd_verify(struct agent *a, const char *id, int argc, char **argv)
 {
+    static char text[MIX_CHUNK];
     if (!a->mem)
         FAIL(a, "R %s ERR nothing filled", id);
     uint64_t seed = opt_u64(argv, argc, "seed", a->mem_seed);
     uint64_t t0 = mono_us();
-    for (size_t i = 0; i < a->mem_bytes / 8; i++)
-        if (a->mem[i] != pat(seed, i))
-            FAIL(a, "R %s ERR mismatch offset=%zu seed=%" PRIu64 " got=0x%016" PRIx64 " want=0x%016" PRIx64,
-                        id, i * 8, seed, a->mem[i], pat(seed, i));
+    for (size_t c = 0; c < a->mem_bytes / MIX_CHUNK; c++) {
+        int k = mix_kind(a->mem_mix, seed, c);
+        size_t i0 = c * (MIX_CHUNK / 8);
+        if (k == MIX_TEXT)
+            mix_text(seed, c, text);
+        for (size_t i = i0; i < i0 + MIX_CHUNK / 8; i++) {
+            uint64_t want = k == MIX_RANDOM ? pat(seed, i) : 0;
+            if (k == MIX_TEXT)
+                memcpy(&want, text + (i - i0) * 8, 8);
+            if (a->mem[i] != want)
+                FAIL(a, "R %s ERR mismatch offset=%zu seed=%" PRIu64 " got=0x%016" PRIx64 " want=0x%016" PRIx64,
+                            id, i * 8, seed, a->mem[i], want);
+        }
+    }
     emit(a, "R %s OK mib=%zu seed=%" PRIu64 " ms=%" PRIu64, id, a->mem_bytes >> 20, seed, (mono_us() - t0) / 1000);
 }
 
@@ -566,8 +653,9 @@ static void cmd_status(struct agent *a, const char *id)
     uint64_t c = a->hb_counter;
     unsigned ms = a->hb_ms;
     pthread_mutex_unlock(&a->hb_lock);
-    emit(a, "R %s OK boot=%s uptime=%s hb=%" PRIu64 " hb_ms=%u fill_mib=%zu fill_seed=%" PRIu64 " guest_us=%" PRIu64
-         " mem_avail_kib=%" PRIu64, id, a->boot_id, up, c, ms, a->mem_bytes >> 20, a->mem_seed, mono_us(),
+    emit(a, "R %s OK boot=%s uptime=%s hb=%" PRIu64 " hb_ms=%u fill_mib=%zu fill_seed=%" PRIu64
+         " fill_mix=%u:%u:%u guest_us=%" PRIu64 " mem_avail_kib=%" PRIu64, id, a->boot_id, up, c, ms,
+         a->mem_bytes >> 20, a->mem_seed, a->mem_mix[0], a->mem_mix[1], a->mem_mix[2], mono_us(),
          mem_available_kib());
 }
 
@@ -690,7 +778,8 @@ int main(int argc, char **argv)
 {
     static struct agent a = {
         .out_lock = PTHREAD_MUTEX_INITIALIZER, .hb_lock = PTHREAD_MUTEX_INITIALIZER,
-        .loop_lock = PTHREAD_MUTEX_INITIALIZER, .hb_ms = 5, .mem_seed = 1, .loop_fd = -1,
+        .loop_lock = PTHREAD_MUTEX_INITIALIZER, .hb_ms = 5, .mem_seed = 1, .mem_mix = { 100, 0, 0 },
+        .loop_fd = -1,
     };
     const char *dev = argc > 1 ? argv[1] : "/dev/ttyS0";
     a.fd = open_tty(dev);

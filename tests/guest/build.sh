@@ -74,7 +74,10 @@ kdir=$cache/kernel/$abi
 append="console=ttyS0 quiet loglevel=1 panic=-1"
 key=$( { cat "$here/build.sh" "$here/init" "$here/agent.c"; echo "$abi"; } | sha256sum | cut -c1-16)
 
-if [ "$(cat "$cache/stamp" 2>/dev/null || true)" != "$key" ] || [ ! -f "$cache/initrd.gz" ]; then
+# One initramfs per key: worktrees with different agents share the cache without swapping each other's initrd
+# under a running test (a VM started later would boot the other agent).
+initrd=$cache/initrd-$key.gz
+if [ ! -f "$initrd" ]; then
     command -v cpio >/dev/null || die "cpio not found (apt-get install cpio)"
     bb=/bin/busybox
     "$bb" --list 2>/dev/null | grep -qx mke2fs || die "$bb is not busybox-static (apt-get install busybox-static)"
@@ -91,11 +94,15 @@ if [ "$(cat "$cache/stamp" 2>/dev/null || true)" != "$key" ] || [ ! -f "$cache/i
     cp "$kdir"/modules/*.ko "$root/lib/modules/"
     (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio -o -H newc -0 --quiet --owner=0:0 --reproducible) |
         gzip -6 > "$tmp/initrd.gz"
-    mv "$tmp/initrd.gz" "$cache/initrd.gz"
+    mv "$tmp/initrd.gz" "$initrd"
+    find "$cache" -maxdepth 1 -name 'initrd-*.gz' -mtime +7 -delete  # initramfs of long-gone agents
+fi
+touch "$initrd"
+if [ "$(cat "$cache/stamp" 2>/dev/null || true)" != "$key" ] || ! cmp -s "$kdir/vmlinuz" "$cache/vmlinuz"; then
     cp "$kdir/vmlinuz" "$cache/vmlinuz.tmp" && mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
     echo "$append" > "$cache/append"
     cat > "$cache/guest.json.tmp" <<EOF
-{"kernel": "$cache/vmlinuz", "initrd": "$cache/initrd.gz", "append": "$append",
+{"kernel": "$cache/vmlinuz", "initrd": "$initrd", "append": "$append",
  "kernel_package": "$(cat "$kdir/package")", "key": "$key"}
 EOF
     mv "$cache/guest.json.tmp" "$cache/guest.json"

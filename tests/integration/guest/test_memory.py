@@ -27,6 +27,14 @@ def test():
         check_eq(agent.cmd("status")["boot"], agent.boot_id, "boot id (agent must not have restarted)")
         agent.cmd("fill 16 seed=9")
         agent.cmd("verify seed=9")
+        # the benchmark's mix: random, text-like and zero chunks, all checked
+        r = agent.cmd("fill 32 seed=4 mix=40:40:20")
+        check_eq(r.int("random_kib") + r.int("text_kib") + r.int("zero_kib"), 32 << 10, "mix covers the fill")
+        check(min(r.int("random_kib"), r.int("text_kib"), r.int("zero_kib")) > 0, f"every kind present: {r}")
+        agent.cmd("verify")
+        check(not agent.cmd("verify seed=5", check=False).ok, "mixed fill verified with the wrong seed")
+        check_eq(agent.cmd("status")["fill_mix"], "40:40:20", "status fill_mix")
+        check(not agent.cmd("fill 8 mix=1:2", check=False).ok, "bad mix accepted")
 
 
 vmtest.main(test)

@@ -338,6 +338,59 @@ static bool damaged_detected(const uint8_t *img, size_t len, const uint8_t *data
     return n > 0;
 }
 
+/* A long-lived reader notices an archive (or its parent) rewritten in place, not a rename of its path. */
+static void test_unchanged(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *pp = tpath("uparent.vmsnap");
+    VS_AUTOFREE char *cp = tpath("uchild.vmsnap");
+    VS_AUTOFREE char *moved = tpath("umoved.vmsnap");
+    size_t len = 3 << 20;
+    uint8_t *pd, *cd;
+    make_parent_child(pp, cp, &pd, &cd, len);
+    struct arc *a;
+    vs_err e = { 0 };
+    assert_int_equal(arc_open(cp, NULL, &a, &e), 0);
+    assert_int_equal(arc_check_unchanged(a, &e), 0);
+    /* renamed, and another file put under the old name: the open fd still reads the original */
+    assert_int_equal(rename(cp, moved), 0);
+    FILE *f = fopen(cp, "w");
+    fputs("not an archive", f);
+    fclose(f);
+    assert_int_equal(arc_check_unchanged(a, &e), 0);
+    check_reads(a, 0, cd, len);
+    /* the parent's mtime touched: stale, and stays so even with the mtime put back */
+    struct stat st;
+    assert_int_equal(stat(pp, &st), 0);
+    struct timespec later[2] = { st.st_atim, { st.st_mtim.tv_sec + 10, st.st_mtim.tv_nsec } };
+    assert_int_equal(utimensat(AT_FDCWD, pp, later, 0), 0);
+    assert_int_equal(arc_check_unchanged(a, &e), -ESTALE);
+    assert_non_null(strstr(e.msg, "uparent.vmsnap"));
+    assert_non_null(strstr(e.msg, "modified in place"));
+    struct timespec back[2] = { st.st_atim, st.st_mtim };
+    assert_int_equal(utimensat(AT_FDCWD, pp, back, 0), 0);
+    assert_int_equal(arc_check_unchanged(a, &e), -ESTALE);
+    arc_close(a);
+    /* a byte appended to the archive itself */
+    assert_int_equal(arc_open(moved, NULL, &a, &e), 0);
+    assert_int_equal(arc_check_unchanged(a, &e), 0);
+    int fd = open(moved, O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    assert_int_equal(arc_check_unchanged(a, &e), -ESTALE);
+    assert_non_null(strstr(e.msg, "umoved.vmsnap"));
+    arc_close(a);
+    /* memory sources have nothing to check */
+    struct arc_source *ms = arc_source_open_mem(cd, 16, "mem");
+    assert_null(ms->check);
+    arc_source_close(ms);
+    unlink(cp);
+    unlink(moved);
+    unlink(pp);
+    free(pd);
+    free(cd);
+}
+
 static void test_corruption_every_byte(void **state)
 {
     (void)state;
@@ -558,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),          cmocka_unit_test(test_unknown_length),
         cmocka_unit_test(test_zero_and_dedup),     cmocka_unit_test(test_forced_collision),
         cmocka_unit_test(test_thin),               cmocka_unit_test(test_corruption_every_byte),
+        cmocka_unit_test(test_unchanged),
         cmocka_unit_test(test_feature_flags),      cmocka_unit_test(test_threads),
         cmocka_unit_test(test_disk_full_and_abort), cmocka_unit_test(test_sparse_terabyte),
     };
