@@ -120,7 +120,8 @@ int arc_find_stream(const struct arc *a, enum arc_kind kind, const char *name);
 int arc_find_disk(const struct arc *a, int n);
 
 /* Read len bytes at off of a stream, across blocks and through the parent chain. Every block is checked against
- * its checksum: damaged data is an error, never returned. Reading past the end of the stream is -EINVAL. */
+ * its checksum: damaged data is an error, never returned (after an error buf's contents are undefined). Reading
+ * past the end of the stream is -EINVAL. */
 int arc_pread(struct arc *a, unsigned stream, void *buf, size_t len, uint64_t off, vs_err *e);
 
 /* Allocation status of [off, off+len): on success *run (>0, <= len) bytes from off all have status *flags. */

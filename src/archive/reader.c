@@ -438,14 +438,20 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
 {
     struct arc_stream *s = &a->streams[stream];
     size_t blen = arc__block_len(s, block);
-    VS_AUTOFREE uint8_t *raw = vs_xmalloc(en->stored_len);
-    int r = a->src->pread(a->src, raw, en->stored_len, en->offset, e);
+    /* Stored as is (incompressible RAM, random data): read it in place, one hash serves both checksums. */
+    bool in_place = en->codec == ARC_CODEC_NONE && en->stored_len == blen;
+    VS_AUTOFREE uint8_t *raw = in_place ? NULL : vs_xmalloc(en->stored_len);
+    int r = a->src->pread(a->src, in_place ? dst : raw, en->stored_len, en->offset, e);
     if (r < 0)
         return vs_err_prefix(e, "stream '%s' block %" PRIu64 " (offset %" PRIu64 ")", s->name, block,
                              block * s->block_size);
     const char *why = NULL;
-    if (arc_hash64(raw, en->stored_len) != en->scsum) {
+    uint64_t h = arc_hash64(in_place ? dst : raw, en->stored_len);
+    if (h != en->scsum) {
         why = "stored data checksum mismatch";
+    } else if (in_place) {
+        if (h != en->csum)
+            why = "data checksum mismatch";
     } else {
         void *d = en->codec == ARC_CODEC_ZSTD ? arc__dctx_get(a) : NULL;
         r = arc_decompress(en->codec, d, raw, en->stored_len, dst, blen);

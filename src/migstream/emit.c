@@ -60,19 +60,43 @@ int ms_emit_flush(struct ms_emitter *m, vs_err *e)
 }
 
 /* ---- reassembly ---------------------------------------------------------------------------------------- */
+/* Output goes out in large writes: a page is two records (header, data), and a write per record into QEMU's pipe
+ * cost a wakeup of its reader each. Page runs are read in chunks, so a reader can fetch whole archive blocks. */
+#define RA_OUT_CAP (1u << 20)
+#define RA_RUN_MAX (1u << 20)
+
 struct reasm {
     int out_fd;
     const struct ms_page_reader *r;
     struct ms_parser *p;
     struct ms_emitter em;
-    uint8_t *page;
+    uint8_t *page;          /* fill(): one page; fill_run(): RA_RUN_MAX bytes */
+    uint8_t *out;           /* RA_OUT_CAP bytes pending for out_fd */
+    size_t out_len;
 };
+
+static int ra_flush(struct reasm *ra, vs_err *e)
+{
+    int r = vs_write_full(ra->out_fd, ra->out, ra->out_len);
+    ra->out_len = 0;
+    return r < 0 ? vs_err_sys(e, r, "writing the reassembled stream") : 0;
+}
 
 static int ra_write(void *opaque, const void *buf, size_t len, vs_err *e)
 {
     struct reasm *ra = opaque;
-    int r = vs_write_full(ra->out_fd, buf, len);
-    return r < 0 ? vs_err_sys(e, r, "writing the reassembled stream") : 0;
+    if (ra->out_len + len > RA_OUT_CAP) {
+        int r = ra_flush(ra, e);
+        if (r < 0)
+            return r;
+        if (len >= RA_OUT_CAP) {   /* a large device chunk: no point in copying it */
+            r = vs_write_full(ra->out_fd, buf, len);
+            return r < 0 ? vs_err_sys(e, r, "writing the reassembled stream") : 0;
+        }
+    }
+    memcpy(ra->out + ra->out_len, buf, len);
+    ra->out_len += len;
+    return 0;
 }
 
 static int ra_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
@@ -92,6 +116,31 @@ static int ra_page(void *opaque, const struct ms_block *b, uint64_t off, const u
                       off);
 }
 
+static bool page_is_zero(const uint8_t *p)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    for (size_t i = 0; i < MS_PAGE_SIZE / 8; i += 8)
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+            return false;
+    return true;
+}
+
+/* Pages of block b from off (non-zero ones emitted) through fill_run: returns bytes consumed (> 0). */
+static int64_t ra_run(struct reasm *ra, const struct ms_block *b, uint64_t off, vs_err *e)
+{
+    size_t want = (size_t)VS_MIN((uint64_t)RA_RUN_MAX, b->size - off), got = 0;
+    bool zero = false;
+    int r = ra->r->fill_run(ra->r->opaque, b, off, want, ra->page, &got, &zero, e);
+    if (r < 0)
+        return r;
+    if (got == 0 || got > want || got % MS_PAGE_SIZE)
+        return vs_err_set(e, -EIO, "page reader returned %zu bytes for a run of %zu", got, want);
+    for (size_t k = 0; !zero && k < got; k += MS_PAGE_SIZE)
+        if (!page_is_zero(ra->page + k) && (r = ms_emit_page(&ra->em, b, off + k, ra->page + k, e)) < 0)
+            return r;
+    return (int64_t)got;
+}
+
 static int ra_setup_done(void *opaque, vs_err *e)
 {
     struct reasm *ra = opaque;
@@ -101,15 +150,22 @@ static int ra_setup_done(void *opaque, vs_err *e)
     for (unsigned i = 0; i < n; i++) {
         if (!b[i].split)
             continue;
-        for (uint64_t off = 0; off < b[i].size; off += MS_PAGE_SIZE) {
-            bool zero = false;
-            int r = ra->r->fill(ra->r->opaque, &b[i], off, ra->page, &zero, e);
+        for (uint64_t off = 0; off < b[i].size;) {
+            uint64_t at = off;
+            int r = 0;
+            if (ra->r->fill_run) {
+                int64_t got = ra_run(ra, &b[i], off, e);
+                r = got < 0 ? (int)got : 0;
+                off += got > 0 ? (uint64_t)got : 0;
+            } else {
+                bool zero = false;
+                r = ra->r->fill(ra->r->opaque, &b[i], off, ra->page, &zero, e);
+                if (r == 0 && !zero)   /* zero pages are skipped: the destination's fresh RAM is zero */
+                    r = ms_emit_page(&ra->em, &b[i], off, ra->page, e);
+                off += MS_PAGE_SIZE;
+            }
             if (r < 0)
-                return vs_err_prefix(e, "RAM block '%s' page 0x%" PRIx64, b[i].name, off);
-            if (zero)
-                continue;   /* the destination's fresh RAM is zero */
-            if ((r = ms_emit_page(&ra->em, &b[i], off, ra->page, e)) < 0)
-                return r;
+                return vs_err_prefix(e, "RAM block '%s' page 0x%" PRIx64, b[i].name, at);
         }
     }
     return ms_emit_flush(&ra->em, e);
@@ -118,8 +174,10 @@ static int ra_setup_done(void *opaque, vs_err *e)
 int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e)
 {
     struct reasm ra = { .out_fd = out_fd, .r = r };
-    VS_AUTOFREE uint8_t *page = vs_xmalloc(MS_PAGE_SIZE);
+    VS_AUTOFREE uint8_t *page = vs_xmalloc(r->fill_run ? RA_RUN_MAX : MS_PAGE_SIZE);
+    VS_AUTOFREE uint8_t *out = vs_xmalloc(RA_OUT_CAP);
     ra.page = page;
+    ra.out = out;
     struct ms_ops ops = { .blocks = ra_blocks, .page = ra_page, .device = ra_write,
                           .ram_setup_done = ra_setup_done, .opaque = &ra };
     MS_AUTOFREE struct ms_parser *p = NULL;
@@ -131,5 +189,5 @@ int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct
         return vs_err_prefix(e, "device stream");
     if ((rc = ms_finish(p, sum, e)) < 0)
         return vs_err_prefix(e, "device stream");
-    return 0;
+    return ra_flush(&ra, e);
 }

@@ -106,9 +106,15 @@ int ms_emit_flush(struct ms_emitter *m, vs_err *e);
  * device stream (none were split out) are not asked. want(b) says which blocks were split (NULL: all). */
 struct ms_page_reader {
     int (*fill)(void *opaque, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e);
+    /* Optional, preferred over fill (which may then be NULL): a run of pages from off, at most len bytes (whole
+     * pages, len <= 1 MiB): set *got (> 0, whole pages) and either *zero (all zero, buf untouched) or the data in
+     * buf (its all-zero pages are skipped too). Lets a reader fetch storage blocks whole and skip holes. */
+    int (*fill_run)(void *opaque, const struct ms_block *b, uint64_t off, size_t len, uint8_t *buf, size_t *got,
+                    bool *zero, vs_err *e);
     bool (*want)(void *opaque, const struct ms_block *b);
     void *opaque;
 };
+/* Output is written in writes of up to 1 MiB; memory: that buffer plus one run. */
 int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e);
 
 #endif

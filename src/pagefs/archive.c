@@ -106,22 +106,21 @@ static int ram_stream(struct arc *a, const struct ms_block *b)
 
 static bool ra_want(void *opaque, const struct ms_block *b) { return ram_stream(opaque, b) >= 0; }
 
-static int ra_fill(void *opaque, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e)
+/* A run of pages: up to len bytes of one allocation status, data read whole blocks at a time. */
+static int ra_fill_run(void *opaque, const struct ms_block *b, uint64_t off, size_t len, uint8_t *buf, size_t *got,
+                       bool *zero, vs_err *e)
 {
     struct arc *a = opaque;
     int s = ram_stream(a, b);
     uint64_t run;
     unsigned fl;
-    int r = arc_block_status(a, (unsigned)s, off, PF_PAGE_SIZE, &run, &fl, e);
+    int r = arc_block_status(a, (unsigned)s, off, len, &run, &fl, e);
     if (r < 0)
         return r;
+    *got = (size_t)run;
     if ((*zero = fl == ARC_STATUS_ZERO))
         return 0;
-    if ((r = arc_pread(a, (unsigned)s, buf, PF_PAGE_SIZE, off, e)) < 0)
-        return r;   /* the caller names the block and page */
-    static const uint8_t zp[PF_PAGE_SIZE];
-    *zero = !memcmp(buf, zp, PF_PAGE_SIZE);
-    return 0;
+    return arc_pread(a, (unsigned)s, buf, *got, off, e);   /* the caller names the block and page */
 }
 
 int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_err *e)
@@ -147,6 +146,6 @@ int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_
     }
     if (lseek(mfd, 0, SEEK_SET) < 0)
         return vs_err_sys(e, errno, "lseek");
-    struct ms_page_reader rd = { .fill = ra_fill, .want = ra_want, .opaque = a };
+    struct ms_page_reader rd = { .fill_run = ra_fill_run, .want = ra_want, .opaque = a };
     return ms_reassemble(mfd, out_fd, &rd, sum, e);
 }

@@ -234,6 +234,97 @@ static void test_reassemble_fixed_point(void **state)
     got_free(&g2);
 }
 
+/* ---- reassembly by runs: the same bytes as page by page -------------------------------------------------- */
+#define SYN_PAGES 2048u   /* 8 MiB of pages: the output crosses the 1 MiB write buffer several times */
+
+/* Page i: a hole (i % 7 == 0 or beyond SYN_PAGES), stored but all zero (i % 7 == 1), or a pattern. */
+static int syn_kind(size_t i) { return i >= SYN_PAGES || i % 7 == 0 ? 0 : i % 7 == 1 ? 1 : 2; }
+
+static void syn_page(size_t i, uint8_t *buf)
+{
+    for (size_t j = 0; j < MS_PAGE_SIZE; j++)
+        buf[j] = syn_kind(i) == 2 ? (uint8_t)(i * 31 + j * 7 + 1) : 0;
+}
+
+static int syn_fill(void *o, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e)
+{
+    (void)o; (void)b; (void)e;
+    size_t i = off / MS_PAGE_SIZE;
+    if ((*zero = syn_kind(i) != 2))   /* fill() reports every all-zero page */
+        return 0;
+    syn_page(i, buf);
+    return 0;
+}
+
+/* Runs of varying length: holes as long as they go (up to len), stored pages 1..5 at a time (zero ones included:
+ * the reassembler must skip them). */
+static int syn_run(void *o, const struct ms_block *b, uint64_t off, size_t len, uint8_t *buf, size_t *got,
+                   bool *zero, vs_err *e)
+{
+    (void)o; (void)b; (void)e;
+    assert_true(len > 0 && len % MS_PAGE_SIZE == 0 && len <= (1u << 20) && off + len <= b->size);
+    size_t i = off / MS_PAGE_SIZE, n = 0, max = len / MS_PAGE_SIZE;
+    *zero = syn_kind(i) == 0;
+    if (*zero) {
+        while (n < max && syn_kind(i + n) == 0)
+            n++;
+    } else {
+        for (; n < max && n < 1 + i % 5 && syn_kind(i + n) != 0; n++)
+            syn_page(i + n, buf + n * MS_PAGE_SIZE);
+    }
+    *got = n * MS_PAGE_SIZE;
+    return 0;
+}
+
+static uint8_t *reassemble_with(const struct ms_page_reader *rd, const struct got *g, size_t *len)
+{
+    vs_err e = { 0 };
+    int dfd = tmpfd_with(g->dev, g->dev_len);
+    int ofd = tmpfd_with("", 0);
+    if (ms_reassemble(dfd, ofd, rd, NULL, &e))
+        fail_msg("%s", e.msg);
+    off_t n = lseek(ofd, 0, SEEK_END);
+    uint8_t *out = malloc((size_t)n);
+    assert_int_equal(vs_pread_full(ofd, out, (size_t)n, 0), n);
+    close(dfd);
+    close(ofd);
+    *len = (size_t)n;
+    return out;
+}
+
+static void test_reassemble_runs(void **state)
+{
+    (void)state;
+    struct got g = { 0 }, g2 = { 0 };
+    struct ms_summary s, s2;
+    vs_err e = { 0 };
+    assert_int_equal(split(stream, stream_len, 0, &g, &s, &e), 0);
+    struct ms_page_reader by_page = { .fill = syn_fill, .want = r_want };
+    struct ms_page_reader by_run = { .fill_run = syn_run, .want = r_want };
+    size_t n1, n2;
+    uint8_t *a = reassemble_with(&by_page, &g, &n1), *b = reassemble_with(&by_run, &g, &n2);
+    assert_true(n1 > 4 * (1u << 20));
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1);
+    /* And it is the stream meant: exactly the stored non-zero pages, the same device stream. */
+    if (split(b, n2, 0, &g2, &s2, &e))
+        fail_msg("%s", e.msg);
+    uint8_t want[MS_PAGE_SIZE];
+    for (size_t i = 0; i < g2.npages; i++) {
+        assert_int_equal(g2.pages[i] != NULL, syn_kind(i) == 2);
+        if (g2.pages[i]) {
+            syn_page(i, want);
+            assert_memory_equal(g2.pages[i], want, MS_PAGE_SIZE);
+        }
+    }
+    assert_int_equal(g2.dev_len, g.dev_len);
+    assert_memory_equal(g2.dev, g.dev, g.dev_len);
+    free(a);
+    free(b);
+    got_free(&g);
+    got_free(&g2);
+}
+
 /* ---- failures ---------------------------------------------------------------------------------------------- */
 static void test_truncations_fail(void **state)
 {
@@ -390,6 +481,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_real),
         cmocka_unit_test(test_reassemble_fixed_point),
+        cmocka_unit_test(test_reassemble_runs),
         cmocka_unit_test(test_truncations_fail),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_committed),
