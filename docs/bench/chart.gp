@@ -11,8 +11,8 @@ set title 'Guest-visible pause: longest 5 ms heartbeat gap (dashed: idle)'
 set ylabel 'ms (log scale)'
 set logscale y
 set yrange [1:*]
-set arrow 1 from graph 0, first 9.080 to graph 1, first 9.080 nohead dt 2 lc rgb 'gray40'
-set label 1 sprintf('idle %.0f ms', 9.080) at graph 0.01, first 11.804 tc rgb 'gray40' front
+set arrow 1 from graph 0, first 5.940 to graph 1, first 5.940 nohead dt 2 lc rgb 'gray40'
+set label 1 sprintf('idle %.0f ms', 5.940) at graph 0.01, first 7.722 tc rgb 'gray40' front
 plot 'docs/bench/chart-pause_ms.dat' using 2:3:4:xtic(1) title 'vmsnap snap --mode live' lc rgb '#7b2cbf', 'docs/bench/chart-pause_ms.dat' using 5:6:7:xtic(1) title 'vmsnap snap --mode stop' lc rgb '#c77dff', 'docs/bench/chart-pause_ms.dat' using 8:9:10:xtic(1) title 'seed-000 stop+exec:cat+lz4' lc rgb '#2a9d8f', 'docs/bench/chart-pause_ms.dat' using 11:12:13:xtic(1) title 'QEMU savevm (snapshot-save)' lc rgb '#e9c46a'
 
 unset logscale y
