@@ -32,10 +32,19 @@ flock 9
 mods=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk)
 
 # --- kernel: fetched once, then pinned (offline reruns keep working) -----------------------------------------------
+resolve_kernel_pkg() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}' || true
+}
+
 fetch_kernel() {
     local pkg abi tmp deb
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-          awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}') || true
+    pkg=$(resolve_kernel_pkg)
+    # Package lists absent or stale (a fresh machine that never ran apt-get update): refresh once, as root.
+    if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(resolve_kernel_pkg)
+    fi
     [ -n "$pkg" ] || die "cannot resolve the kernel package from 'apt-cache depends linux-image-cloud-amd64' (run apt-get update?)"
     pkg=${pkg%-unsigned}-unsigned
     abi=${pkg#linux-image-}; abi=${abi%-unsigned}
