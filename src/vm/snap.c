@@ -343,6 +343,19 @@ static bool cancelled(const struct vm_snap_opts *o)
     return o->cancelled && o->cancelled(o->opaque);
 }
 
+/* The disks as of now: the VM is stopped and QEMU has flushed them (both the stop and pre-switchover paths). */
+static int freeze_disks(const struct vm_snap_opts *o, struct vm_snap_result *res, bool *frozen, vs_err *e)
+{
+    if (o->freeze) {
+        int r = o->freeze(o->opaque, e);
+        if (r < 0)
+            return r;
+    }
+    *frozen = true;
+    res->frozen_at = since_pause(res);
+    return 0;
+}
+
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
                 vs_err *e)
 {
@@ -427,10 +440,8 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             we_paused = true;
             res->stop_ret_at = since_pause(res);
         }
-        if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
+        if ((r = freeze_disks(o, res, &frozen, e)) < 0)
             goto fail;
-        frozen = true;
-        res->frozen_at = since_pause(res);
     }
     json_t *margs = json_pack("{s:s}", "uri", "fd:vmsnap-snap");
     r = qmp_execute(q, "migrate", margs, NULL, e);
@@ -464,10 +475,8 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if (!strcmp(m.status, "pre-switchover")) {
             /* QEMU stopped the VM and flushed its disks: this is the instant the snapshot is of. */
             mark_pause_start(res);
-            if (o->freeze && (r = o->freeze(o->opaque, e)) < 0)
+            if ((r = freeze_disks(o, res, &frozen, e)) < 0)
                 goto fail;
-            frozen = true;
-            res->frozen_at = since_pause(res);
             json_t *a = json_pack("{s:s}", "state", "pre-switchover");
             r = qmp_execute(q, "migrate-continue", a, NULL, e);
             json_decref(a);

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import time
 
-from vmsnaptest import Booted, base_archive, check, guest_args, log, tmpdir, vmtest
+from vmsnaptest import Booted, base_archive, check, check_failed_cleanly, guest_args, log, tmpdir, vmtest
 
 REC_OFF = 40 << 20   # raw records beyond the 32 MiB file system
 BASE_OFF = 48 << 20  # data already in the base
@@ -29,13 +29,7 @@ def lock_overlay(path, timeout=60):
 
 def expect_fail(args, words, out, ovl):
     p = vmtest.vmsnap("commit", *args, check=False, timeout=60)
-    err = p.stderr.strip()
-    log(f"-> {p.returncode}: {err}")
-    check(p.returncode == 1, f"exit 1, got {p.returncode}")
-    check(err.startswith("vmsnap: ") and "\n" not in err, f"one 'vmsnap: ' line: {err!r}")
-    for w in words:
-        check(w in err, f"message names {w!r}: {err!r}")
-    check(not os.path.exists(out), f"nothing under {out}")
+    check_failed_cleanly(p, words, out)
     check(os.path.exists(ovl), "overlay kept after a failed commit")
 
 

@@ -8,17 +8,11 @@ import signal
 import subprocess
 import time
 
-from vmsnaptest import Booted, base_archive, check, guest_args, log, tmpdir, vmtest
+from vmsnaptest import Booted, base_archive, check, check_failed_cleanly, guest_args, log, tmpdir, vmtest
 
 
 def expect_failure(p, words, out, vm=None):
-    err = p.stderr.strip()
-    log(f"-> {p.returncode}: {err}")
-    check(p.returncode == 1, f"exit status 1, got {p.returncode}")
-    check(err.startswith("vmsnap: ") and "\n" not in err, f"one 'vmsnap: ' line: {err!r}")
-    for w in words:
-        check(w in err, f"message names {w!r}: {err!r}")
-    check(not os.path.exists(out), f"nothing under {out}")
+    check_failed_cleanly(p, words, out)
     check(not any(n.startswith(os.path.basename(out)) for n in os.listdir(os.path.dirname(out))),
           "no temp file left beside the output")
     if vm:

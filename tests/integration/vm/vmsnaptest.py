@@ -81,5 +81,17 @@ def snap(qmp_path, out, *args, check_ok=True):
     return json.loads(p.stdout) if check_ok else p
 
 
+def check_failed_cleanly(p, words, out):
+    """CLI.md: exit 1, one 'vmsnap: ' line naming what failed, nothing under the output name."""
+    err = p.stderr.strip()
+    log(f"-> {p.returncode}: {err}")
+    check(p.returncode == 1, f"exit status 1, got {p.returncode}")
+    check(err.startswith("vmsnap: ") and "\n" not in err, f"one 'vmsnap: ' line: {err!r}")
+    for w in words:
+        check(w in err, f"message names {w!r}: {err!r}")
+    check(not os.path.exists(out), f"nothing under {out}")
+    return err
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix="vmsnap-vmtest-")
