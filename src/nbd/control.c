@@ -205,7 +205,7 @@ int nbd_control_start(struct nbd_overlay *o, const char *path, nbd_open_base_fn 
     if (path) {
         if (pipe2(c->wake, O_CLOEXEC) < 0)
             r = vs_err_sys(e, errno, "creating a pipe");
-        else if ((r = nbd_listen_unix(path, &c->listen_fd, e)) == 0) {
+        else if ((r = vs_listen_unix(path, &c->listen_fd, e)) == 0) {
             c->path = vs_xstrdup(path);
             if ((r = pthread_create(&c->th, NULL, control_main, c)) != 0)
                 r = vs_err_sys(e, r, "starting the control thread");

@@ -104,7 +104,5 @@ int session_writev(struct session *s, struct iovec *iov, int n);
 /* ---- server.c ------------------------------------------------------------------ */
 bool server_stopping(struct nbd_server *srv);
 const struct nbd_server_opts *server_opts(struct nbd_server *srv);
-/* Create a listening Unix socket at path, mode 0600 from birth (a stale socket file is replaced). */
-int nbd_listen_unix(const char *path, int *out, vs_err *e);
 
 #endif

@@ -149,44 +149,13 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-int nbd_listen_unix(const char *path, int *out, vs_err *e)
-{
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    if (!path || !*path)
-        return vs_err_set(e, EINVAL, "no socket path given");
-    if (strlen(path) >= sizeof(a.sun_path))
-        return vs_err_set(e, ENAMETOOLONG, "socket path %s is longer than %zu bytes", path, sizeof(a.sun_path) - 1);
-    strcpy(a.sun_path, path);
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return vs_err_set(e, EEXIST, "%s exists and is not a socket", path);
-        unlink(path);
-    }
-    VS_AUTOCLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return vs_err_sys(e, errno, "creating socket %s", path);
-    mode_t old = umask(0177); /* the socket is born 0600: no window where others can connect */
-    int r = bind(fd, (struct sockaddr *)&a, sizeof(a));
-    umask(old);
-    if (r < 0)
-        return vs_err_sys(e, errno, "binding socket %s", path);
-    if (chmod(path, 0600) < 0 || listen(fd, 64) < 0) {
-        r = vs_err_sys(e, errno, "listening on socket %s", path);
-        unlink(path);
-        return r;
-    }
-    *out = VS_STEAL_FD(fd);
-    return 0;
-}
-
 int nbd_server_listen_unix(struct nbd_server *s, const char *path, vs_err *e)
 {
     if (s->accepting)
         return vs_err_set(e, EBUSY, "server already listening");
     if (pipe2(s->wake, O_CLOEXEC) < 0)
         return vs_err_sys(e, errno, "creating a pipe");
-    int r = nbd_listen_unix(path, &s->listen_fd, e);
+    int r = vs_listen_unix(path, &s->listen_fd, e);
     if (r < 0)
         return r;
     s->sock_path = vs_xstrdup(path);

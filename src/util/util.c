@@ -5,6 +5,9 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -306,4 +309,35 @@ int vs_uuid_parse(const char *s, uint8_t out[16])
         n++;
     }
     return n == 32 ? 0 : -EINVAL;
+}
+
+int vs_listen_unix(const char *path, int *out, vs_err *e)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    if (!path || !*path)
+        return vs_err_set(e, EINVAL, "no socket path given");
+    if (strlen(path) >= sizeof(a.sun_path))
+        return vs_err_set(e, ENAMETOOLONG, "socket path %s is longer than %zu bytes", path, sizeof(a.sun_path) - 1);
+    strcpy(a.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return vs_err_set(e, EEXIST, "%s exists and is not a socket", path);
+        unlink(path);
+    }
+    VS_AUTOCLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "creating socket %s", path);
+    mode_t old = umask(0177); /* the socket is born 0600: no window where others can connect */
+    int r = bind(fd, (struct sockaddr *)&a, sizeof(a));
+    umask(old);
+    if (r < 0)
+        return vs_err_sys(e, errno, "binding socket %s", path);
+    if (chmod(path, 0600) < 0 || listen(fd, 64) < 0) {
+        r = vs_err_sys(e, errno, "listening on socket %s", path);
+        unlink(path);
+        return r;
+    }
+    *out = VS_STEAL_FD(fd);
+    return 0;
 }

@@ -67,6 +67,11 @@ int vs_fsync_dir_of(const char *path, vs_err *e);
  * trailing "XXXXXX" of tmpl is replaced. Returns the fd, or -1 with errno set. */
 int vs_mkstemp_mode(char *tmpl, mode_t mode);
 
+/* ---- sockets ----------------------------------------------------------- */
+/* A listening Unix socket at path, born 0600 (no window where others can connect); a stale socket there is
+ * replaced, any other file refused. *out gets the fd. */
+int vs_listen_unix(const char *path, int *out, vs_err *e);
+
 /* ---- time -------------------------------------------------------------- */
 uint64_t vs_now_ns(void);      /* CLOCK_MONOTONIC */
 double vs_now_s(void);         /* CLOCK_MONOTONIC, seconds */

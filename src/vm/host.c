@@ -52,27 +52,6 @@ struct host {
 
 /* ---- setup ---------------------------------------------------------------------------------------------- */
 
-static int listen_unix(const char *path, vs_err *e)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sa.sun_path)
-        return vs_err_set(e, ENAMETOOLONG, "socket path too long: %s", path);
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return vs_err_sys(e, errno, "socket");
-    unlink(path);
-    mode_t old = umask(0177);
-    int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(old);
-    if (r < 0 || listen(fd, 8) < 0) {
-        r = vs_err_sys(e, errno, "listening on %s", path);
-        close(fd);
-        return r;
-    }
-    return fd;
-}
-
 /* A named blob of the archive (or of its parents) into dir/name, mode 0600. 0 written, -ENOENT absent. */
 static int extract_file(struct arc *a, const char *name, const char *dest, vs_err *e)
 {
@@ -789,8 +768,8 @@ static int start(struct host *h, vs_err *e)
         snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
-    if ((h->ctl = listen_unix(h->st.control, e)) < 0)
-        return h->ctl;
+    if ((r = vs_listen_unix(h->st.control, &h->ctl, e)) < 0)
+        return r;
     if (o->ready) {
         /* After the VM runs, off the start-to-running path. */
         char genid[64] = "";
