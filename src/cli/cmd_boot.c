@@ -129,6 +129,7 @@ int cmd_boot(int argc, char **argv)
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
         { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
+        { "qemu", required_argument, NULL, 'Q' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -175,6 +176,7 @@ int cmd_boot(int argc, char **argv)
         case 'd': ui.detach = true; break;
         case 'j': ui.json = true; break;
         case 'E': ho.eager = true; break;
+        case 'Q': ho.qemu = optarg; break;
         case 'P':
             if (strcmp(optarg, "none") && strcmp(optarg, "background"))
                 return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);

@@ -321,9 +321,15 @@ static bool extra_has_vmgenid(const struct vm_config *c)
     return false;
 }
 
+const char *vm_qemu_binary(const char *flag)
+{
+    const char *env = getenv("VMSNAP_QEMU");
+    return flag && *flag ? flag : env && *env ? env : "qemu-system-x86_64";
+}
+
 static int build_native(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
 {
-    vm_argv_add(a, c->qemu ? c->qemu : "qemu-system-x86_64");
+    vm_argv_add(a, vm_qemu_binary(l->qemu));
     vm_argv_add(a, "-nodefaults");
     vm_argv_add(a, "-no-user-config");
     vm_argv_add(a, "-display");
@@ -436,7 +442,7 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
         else
             free(id);
     }
-    vm_argv_add(a, cl[0]);
+    vm_argv_add(a, vm_qemu_binary(l->qemu));   /* the recorded cl[0] is never run */
     bool serial_done = false;
     int r = 0;
     for (size_t i = 1; i < n; i++) {

@@ -308,6 +308,8 @@ static void record_qemu_version(struct host *h)
     qmp_version(h->q, &maj, &min, &mic);
     free(h->st.config.qemu_version);
     h->st.config.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+    free(h->st.config.qemu);
+    h->st.config.qemu = vs_xstrdup(vm_qemu_binary(h->o->qemu));
 }
 
 /* Last line of QEMU's log, for an error message. */
@@ -677,7 +679,7 @@ static int start(struct host *h, vs_err *e)
     const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
     if (!want && has_memory && h->st.config.accel)
         want = h->st.config.accel;   /* a memory snapshot resumes under its recorded accelerator */
-    if ((r = vm_accel_resolve(want ? want : "auto", h->st.config.qemu, NULL, accel, e)) < 0)
+    if ((r = vm_accel_resolve(want ? want : "auto", vm_qemu_binary(o->qemu), NULL, accel, e)) < 0)
         return r;
     if (!h->st.config.foreign || (o->accel && strcmp(o->accel, "auto"))) {
         free(h->st.config.accel);
@@ -707,7 +709,8 @@ static int start(struct host *h, vs_err *e)
     }
     if (h->o->eager && !strcmp(h->memory_note, "--eager"))
         h->memory_note[0] = 0;
-    struct vm_launch l = { .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
+    struct vm_launch l = { .qemu = vm_qemu_binary(o->qemu),
+                           .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
                            .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
                            .disk_sockets = (const char *const *)h->socks, .incoming = has_memory,
                            .mem_path = h->lazy ? h->mem_path : NULL };

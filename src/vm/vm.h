@@ -67,7 +67,7 @@ char *vm_xfile_ref_replace(const char *arg, const struct vm_xfile_ref *r, const 
 bool vm_xfile_is_installed(const char *path);
 
 struct vm_config {
-    char *qemu;            /* binary name or absolute path; default "qemu-system-x86_64" */
+    char *qemu;            /* binary the VM ran under, as chosen locally (informational: never run from a config) */
     char *qemu_version;    /* "7.2.22" as reported by query-version, NULL if unknown */
     char *machine;         /* "pc", "q35", ...; NULL: QEMU's default */
     uint64_t ram_bytes;    /* 0: QEMU's default */
@@ -119,6 +119,7 @@ void vm_argv_addf(struct vm_argv *a, const char *fmt, ...) __attribute__((format
 
 /* How this particular QEMU process is wired: everything that is not part of the VM's identity. */
 struct vm_launch {
+    const char *qemu;              /* QEMU binary to run (vm_qemu_binary); never the one a config records */
     const char *accel;             /* "kvm"/"tcg" (already resolved) */
     const char *private_qmp;       /* vmsnap's own -qmp socket path (required) */
     const char *user_qmp;          /* the user's -qmp socket path, NULL for none */
@@ -133,6 +134,9 @@ struct vm_launch {
 /* Build QEMU's argv for c. A foreign config replays its recorded command line with -daemonize/-pidfile and its
  * monitors dropped, our QMP sockets added and ttyS0 replaced by the console. */
 int vm_build_argv(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *out, vs_err *e);
+/* The QEMU binary vmsnap runs is a local choice: flag (may be NULL), else $VMSNAP_QEMU, else qemu-system-x86_64
+ * from PATH. What an archive records is informational and never run. */
+const char *vm_qemu_binary(const char *flag);
 /* QEMU option values are comma-separated: "," inside a value is written ",,". Caller frees. */
 char *vm_qemu_escape(const char *s);
 
@@ -285,6 +289,7 @@ struct vm_host_opts {
     uint64_t ram;             /* 0: recorded / default */
     unsigned cpus;            /* 0: recorded / default */
     const char *accel;        /* NULL or "auto": recorded for a memory snapshot, else auto */
+    const char *qemu;         /* --qemu; NULL: vm_qemu_binary's default */
     const char *qmp;          /* user's QMP socket path; NULL: rundir/qmp.sock */
     const char *console;      /* path, "stdio" or NULL: rundir/console.sock */
     char *const *extra;

@@ -98,7 +98,7 @@ static void test_foreign(void **state)
                            .incoming = true };
     struct vm_argv a;
     assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
-    assert_string_equal(a.v[0], "/usr/bin/qemu-system-x86_64");
+    assert_string_equal(a.v[0], "qemu-system-x86_64");   /* the recorded binary is never run */
     assert_int_equal(count(&a, "daemonize"), 0);
     assert_int_equal(count(&a, "pidfile"), 0);
     assert_int_equal(count(&a, "q.pid"), 0);
@@ -119,6 +119,14 @@ static void test_foreign(void **state)
     assert_true(find_pair(&a, "-incoming", "defer") > 0);
     assert_int_equal(count(&a, "mode=control"), 2);
     vm_argv_free(&a);
+
+    /* the local choice wins over the recorded one */
+    l.qemu = "/opt/q/qemu";
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    assert_string_equal(a.v[0], "/opt/q/qemu");
+    assert_int_equal(count(&a, "/usr/bin/qemu-system-x86_64"), 0);
+    vm_argv_free(&a);
+    l.qemu = NULL;
 
     /* an accel override replaces the recorded one */
     l.accel = "tcg";
@@ -165,6 +173,7 @@ static void test_accel_explicit(void **state)
 
 int main(void)
 {
+    unsetenv("VMSNAP_QEMU");   /* the default binary is asserted */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_native),
         cmocka_unit_test(test_foreign),
