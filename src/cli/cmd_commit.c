@@ -13,7 +13,7 @@ static int open_overlay(const char *base, const char *path, struct nbd_overlay *
 {
     for (int i = 0;; i++) {
         struct nbd_base *b = NULL;
-        int r = vm_disk_base_open(base, 0, &b, e);
+        int r = nbd_base_open_archive(base, 0, &b, e);
         if (r < 0)
             return r;
         r = nbd_overlay_open(path, b, NBD_OVL_READONLY, o, e);

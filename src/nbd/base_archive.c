@@ -37,6 +37,12 @@ static void ab_close(struct nbd_base *b)
     free(b);
 }
 
+void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, uint8_t out[16])
+{
+    memcpy(out, archive_uuid, 16);
+    out[15] ^= (uint8_t)disk;
+}
+
 int nbd_base_open_archive(const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
 {
     struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE };
@@ -67,7 +73,7 @@ int nbd_base_open_archive(const char *path, unsigned disk, struct nbd_base **out
     ab->a = a;
     ab->stream = (unsigned)s;
     b->size = si.size;
-    memcpy(b->uuid, arc_uuid(a), 16);
+    nbd_base_archive_identity(arc_uuid(a), disk, b->uuid);
     b->ctx = ab;
     b->pread = ab_pread;
     b->extent = ab_extent;

@@ -1,69 +1,8 @@
-/* vm: archive disks under overlays, and writing an overlay's frozen changes into a new archive. */
+/* vm: writing an overlay's frozen changes into a new archive. */
 #include "vm/vm.h"
 
 #include <errno.h>
 #include <string.h>
-
-struct dbase {
-    struct nbd_base b;
-    struct arc *a;
-    unsigned stream;
-};
-
-static int dbase_pread(void *ctx, void *buf, size_t len, uint64_t off, vs_err *e)
-{
-    struct dbase *d = ctx;
-    return arc_pread(d->a, d->stream, buf, len, off, e);
-}
-
-static int dbase_extent(void *ctx, uint64_t off, uint64_t len, uint64_t *run, uint32_t *flags, vs_err *e)
-{
-    struct dbase *d = ctx;
-    unsigned st = 0;
-    int r = arc_block_status(d->a, d->stream, off, len, run, &st, e);
-    if (r < 0)
-        return r;
-    *flags = (st & ARC_STATUS_ZERO) ? (NBD_EXTENT_ZERO | NBD_EXTENT_HOLE) : 0;
-    return 0;
-}
-
-static void dbase_close(struct nbd_base *b)
-{
-    struct dbase *d = b->ctx;
-    arc_close(d->a);
-    free(d);
-}
-
-int vm_disk_base_open(const char *path, int disk, struct nbd_base **out, vs_err *e)
-{
-    struct arc *a = NULL;
-    int r = arc_open(path, NULL, &a, e);
-    if (r < 0)
-        return r;
-    int s = arc_find_disk(a, disk);
-    if (s == ARC_STREAM_NONE) {
-        arc_close(a);
-        return vs_err_set(e, ENOENT, "archive %s has no disk %d", path, disk);
-    }
-    struct arc_stream_info si;
-    if ((r = arc_stream_get(a, (unsigned)s, &si)) < 0) {
-        arc_close(a);
-        return vs_err_set(e, r, "archive %s: disk %d unreadable", path, disk);
-    }
-    struct dbase *d = vs_xcalloc(1, sizeof *d);
-    d->a = a;
-    d->stream = (unsigned)s;
-    d->b.size = si.size;
-    /* One identity per (archive, disk): an overlay made for another disk or archive is refused. */
-    memcpy(d->b.uuid, arc_uuid(a), 16);
-    d->b.uuid[15] ^= (uint8_t)disk;
-    d->b.ctx = d;
-    d->b.pread = dbase_pread;
-    d->b.extent = dbase_extent;
-    d->b.close = dbase_close;
-    *out = &d->b;
-    return 0;
-}
 
 /* ---- changed blocks ------------------------------------------------------------------------------------- */
 

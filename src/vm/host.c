@@ -230,7 +230,7 @@ static int open_disks(struct host *h, vs_err *e)
         h->sizes[i] = si.size;
         c->disks[i].size = si.size;
         struct nbd_base *b = NULL;
-        int r = vm_disk_base_open(h->o->archive, (int)i, &b, e);
+        int r = nbd_base_open_archive(h->o->archive, (unsigned)i, &b, e);
         if (r < 0)
             return r;
         VS_AUTOFREE char *path = NULL;
@@ -527,7 +527,7 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     /* The VM now continues on top of the new snapshot: its frozen layers are in `out`. */
     for (size_t i = 0; i < h->ndisks; i++) {
         struct nbd_base *nb = NULL;
-        if (vm_disk_base_open(out, (int)i, &nb, NULL) == 0 && nbd_overlay_rebase(h->ovl[i], h->frozen_seq[i], nb, NULL) < 0)
+        if (nbd_base_open_archive(out, (unsigned)i, &nb, NULL) == 0 && nbd_overlay_rebase(h->ovl[i], h->frozen_seq[i], nb, NULL) < 0)
             nbd_base_close(nb);
         h->parent_seq[i] = h->frozen_seq[i];
     }

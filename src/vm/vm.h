@@ -261,8 +261,6 @@ int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeo
 int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e);
 
 /* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
-/* An archive's n-th disk as an overlay base; the base owns its own reader of path. */
-int vm_disk_base_open(const char *path, int disk, struct nbd_base **out, vs_err *e);
 /* Write disk stream `name` (size bytes) into w: the blocks changed in overlay layers (after_seq, upto_seq], read
  * as of upto_seq; everything else is left to w's base (copied in a thick archive, referenced in a thin one).
  * upto_seq VM_SEQ_LIVE: every layer after after_seq, the live one included, read as the disk is now. */
