@@ -51,6 +51,7 @@ struct ms_parser {
 static int unsupported(struct ms_parser *p, vs_err *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int malformed(struct ms_parser *p, vs_err *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+__attribute__((format(printf, 5, 0)))
 static int fail(struct ms_parser *p, vs_err *e, int code, const char *what, const char *fmt, va_list ap)
 {
     char msg[400];

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+__attribute__((format(printf, 4, 0)))
 static int vs_err_vset(vs_err *e, int code, bool sys, const char *fmt, va_list ap)
 {
     int neg = code > 0 ? -code : code;
