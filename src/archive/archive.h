@@ -132,6 +132,11 @@ int arc_block_status(struct arc *a, unsigned stream, uint64_t off, uint64_t len,
 
 /* Read a whole small stream (config JSON) into a malloc'd, NUL-terminated buffer; refuses streams > max. */
 int arc_read_stream(struct arc *a, unsigned stream, size_t max, char **out, size_t *len, vs_err *e);
+/* Read the config stream (at most ARC_MAX_CONFIG bytes) like arc_read_stream, after checking that the header's
+ * feature bits agree with it (a bit whose config key is missing is damage). 1 and the text, or 0 and NULL when
+ * the archive has no config stream. */
+#define ARC_MAX_CONFIG (1u << 20)
+int arc_read_config(struct arc *a, char **out, size_t *len, vs_err *e);
 
 /* Check everything: directory, index pages, every block of every stream, and the parent chain. Calls cb for
  * each problem (stream = -1 / block = UINT64_MAX when not about a block). Returns the number of problems
@@ -202,7 +207,8 @@ int arc_writer_zero(struct arc_writer *w, uint64_t off, uint64_t len, vs_err *e)
 int arc_writer_stream_from_fd(struct arc_writer *w, int fd, uint64_t *copied, vs_err *e);
 /* End the current stream (fills the rest of a known-size stream as arc_writer_pwrite says). */
 int arc_writer_end(struct arc_writer *w, vs_err *e);
-/* begin + write + end of a small stream (config, metadata, file blobs). */
+/* begin + write + end of a small stream (config, metadata, file blobs). A config stream is written only this
+ * way: its keys set the archive's incompatible feature bits (a config with "vmgenid": true sets VMGENID). */
 int arc_writer_add(struct arc_writer *w, enum arc_kind kind, const char *name, const void *buf, size_t len,
                    vs_err *e);
 /* Bytes accepted for the current stream so far (for progress). */

@@ -20,7 +20,8 @@ enum {
 };
 
 #define ARC_INCOMPAT_PARENT (1ull << 0)   /* thin: blocks may live in the parent */
-#define ARC_INCOMPAT_KNOWN ARC_INCOMPAT_PARENT
+#define ARC_INCOMPAT_VMGENID (1ull << 1)  /* config says "vmgenid": true (a resume must recreate the device) */
+#define ARC_INCOMPAT_KNOWN (ARC_INCOMPAT_PARENT | ARC_INCOMPAT_VMGENID)
 #define ARC_COMPAT_KNOWN 0ull
 
 /* Directory: fixed part, then per stream a fixed record + name, then an XXH64. */
@@ -75,6 +76,9 @@ int arc_decompress(uint8_t codec, void *zdctx, const void *src, size_t len, void
 uint64_t arc_hash64(const void *p, size_t len);        /* XXH3_64: block data */
 uint64_t arc_meta_hash(const void *p, size_t len);     /* XXH64 seed 0: header, directory, top, pages */
 bool arc_is_zero(const void *p, size_t len);
+
+/* Incompatible feature bits a config stream's JSON calls for (config.c). */
+uint64_t arc__config_features(const void *text, size_t len);
 
 /* Reader internals the writer uses on its base archive. */
 int arc__entry(struct arc *a, unsigned stream, uint64_t block, struct arc_entry *en, vs_err *e);

@@ -231,7 +231,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     memcpy(h + H_MAGIC, ARC_MAGIC, ARC_MAGIC_LEN);
     vs_put_le32(h + H_VERSION, ARC_VERSION);
     vs_put_le32(h + H_HDRSIZE, ARC_HEADER_SIZE);
-    vs_put_le64(h + H_INCOMPAT, w->thin ? ARC_INCOMPAT_PARENT : 0);
+    vs_put_le64(h + H_INCOMPAT, w->incompat | (w->thin ? ARC_INCOMPAT_PARENT : 0));
     vs_put_le64(h + H_COMPAT, 0);
     memcpy(h + H_UUID, w->uuid, 16);
     if (w->thin)

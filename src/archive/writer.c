@@ -388,6 +388,8 @@ int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name,
             return vs_err_set(e, EEXIST, "%s: stream '%s' already exists", w->path, name);
     if (w->nrecs >= ARC_MAX_STREAMS)
         return vs_err_set(e, E2BIG, "%s: too many streams", w->path);
+    if (kind == ARC_KIND_CONFIG && !w->adding)
+        return vs_err_set(e, EINVAL, "%s: a config stream is written whole, with arc_writer_add", w->path);
     if (size != ARC_SIZE_UNKNOWN && size > (UINT64_MAX >> 2))
         return vs_err_set(e, EFBIG, "%s: stream '%s' too large", w->path, name);
     struct wstream *st = &w->st;
@@ -470,10 +472,14 @@ int arc_writer_end(struct arc_writer *w, vs_err *e)
 int arc_writer_add(struct arc_writer *w, enum arc_kind kind, const char *name, const void *buf, size_t len,
                    vs_err *e)
 {
+    w->adding = true;
     int r = arc_writer_begin(w, kind, name, len, e);
+    w->adding = false;
     if (r >= 0)
         r = arc_writer_write(w, buf, len, e);
     if (r >= 0)
         r = arc_writer_end(w, e);
+    if (r >= 0 && kind == ARC_KIND_CONFIG)
+        w->incompat |= arc__config_features(buf, len);
     return r;
 }

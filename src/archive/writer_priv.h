@@ -88,6 +88,8 @@ struct arc_writer {
     struct wrec *recs;
     size_t nrecs;
     bool in_stream, has_metadata;
+    bool adding;              /* inside arc_writer_add (the only way to write a config stream) */
+    uint64_t incompat;        /* feature bits the config asked for (ARC_INCOMPAT_PARENT comes from thin) */
     struct wstream st;
     int err;                  /* sticky failure */
     vs_err err_msg;

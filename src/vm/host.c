@@ -84,15 +84,12 @@ static int extract_file(struct arc *a, const char *name, const char *dest, vs_er
 static int load_config(struct host *h, bool *has_memory, vs_err *e)
 {
     struct vm_config *c = &h->st.config;
-    int s = arc_find_stream(h->arc, ARC_KIND_CONFIG, NULL);
     vm_config_init(c);
-    if (s != ARC_STREAM_NONE) {
-        VS_AUTOFREE char *text = NULL;
-        size_t len = 0;
-        int r = arc_read_stream(h->arc, (unsigned)s, 1 << 20, &text, &len, e);
-        if (r < 0 || (r = vm_config_from_json(text, len, c, e)) < 0)
-            return vs_err_prefix(e, "archive %s: config", h->o->archive);
-    }
+    VS_AUTOFREE char *text = NULL;
+    size_t len = 0;
+    int r = arc_read_config(h->arc, &text, &len, e);
+    if (r < 0 || (r > 0 && (r = vm_config_from_json(text, len, c, e)) < 0))
+        return vs_err_prefix(e, "archive %s: config", h->o->archive);
     h->paged = pf_archive_is_paged(h->arc);
     *has_memory = h->paged || arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
     return 0;

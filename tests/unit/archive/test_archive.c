@@ -488,6 +488,59 @@ static void test_feature_flags(void **state)
     free(data);
 }
 
+/* Archive with one small disk and the given config; returns its incompatible feature bits. */
+static uint64_t write_with_config(const char *path, const char *cfg)
+{
+    struct arc_writer *w;
+    vs_err e = { 0 };
+    assert_int_equal(arc_writer_create(path, NULL, &w, &e), 0);
+    assert_int_equal(arc_writer_add(w, ARC_KIND_DISK, "disk0", "data", 4, &e), 0);
+    assert_int_equal(arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), &e), 0);
+    assert_int_equal(arc_writer_finish(w, &e), 0);
+    struct arc *a;
+    assert_int_equal(arc_open(path, NULL, &a, &e), 0);
+    struct arc_info in;
+    arc_get_info(a, &in);
+    VS_AUTOFREE char *text = NULL;
+    assert_int_equal(arc_read_config(a, &text, NULL, &e), 1);
+    assert_string_equal(text, cfg);
+    arc_close(a);
+    return in.incompat;
+}
+
+/* A config with "vmgenid": true sets incompatible bit 1, which readers check against the config. */
+static void test_vmgenid_bit(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("genid.vmsnap");
+    assert_int_equal(write_with_config(p, "{\"version\":1}"), 0);
+    assert_int_equal(write_with_config(p, "{\"version\":1,\"vmgenid\":false}"), 0);
+    assert_int_equal(write_with_config(p, "{\"version\":1,\"vmgenid\":true}"), 2);
+
+    /* The bit with a config that does not say vmgenid: damage, named. */
+    write_with_config(p, "{\"version\":1}");
+    size_t len;
+    uint8_t *img = slurp(p, &len);
+    img[16] |= 2;
+    rehash_header(img);
+    struct arc *a;
+    vs_err e = { 0 };
+    assert_int_equal(arc_open_source(arc_source_open_mem(img, len, "x"), NULL, &a, &e), 0);
+    char *text = (char *)"unchanged";
+    assert_int_equal(arc_read_config(a, &text, NULL, &e), -EIO);
+    assert_null(text);
+    assert_non_null(strstr(e.msg, "feature bit 'vmgenid' is set but the config"));
+    arc_close(a);
+    free(img);
+
+    /* Only arc_writer_add writes a config stream (it must see the whole JSON). */
+    struct arc_writer *w;
+    assert_int_equal(arc_writer_create(p, NULL, &w, &e), 0);
+    assert_int_equal(arc_writer_begin(w, ARC_KIND_CONFIG, "config", 2, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "arc_writer_add"));
+    arc_writer_abort(w);
+}
+
 struct rt { struct arc *a; const uint8_t *data; size_t len; unsigned seed; int fails; };
 
 static void *reader_thread(void *arg)
@@ -641,7 +694,8 @@ int main(void)
         cmocka_unit_test(test_thin),               cmocka_unit_test(test_corruption_every_byte),
         cmocka_unit_test(test_corruption_uncompressed),
         cmocka_unit_test(test_unchanged),
-        cmocka_unit_test(test_feature_flags),      cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_feature_flags),      cmocka_unit_test(test_vmgenid_bit),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_disk_full_and_abort), cmocka_unit_test(test_sparse_terabyte),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
