@@ -99,6 +99,12 @@ static int verify_one(struct arc *a, const struct arc_verify_opts *o, const char
         verify_stream(&v, i, page, data);
     free(page);
     free(data);
+    if (a->info.incompat & ARC_INCOMPAT_VMGENID) {   /* the bit must agree with the config */
+        vs_err e = { 0 };
+        VS_AUTOFREE char *cfg = NULL;
+        if (arc_read_config(a, &cfg, NULL, &e) < 0)
+            report(&v, -1, UINT64_MAX, 0, e.msg);
+    }
     if (o && o->progress)
         o->progress(o->opaque, v.done, v.total);
     *problems += v.problems;
