@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include "util/util.h"
 
-/* Exit statuses (../shared/CLI.md). */
+/* Exit statuses (docs/CLI.md). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 struct cli_command {

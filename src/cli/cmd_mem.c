@@ -1,4 +1,4 @@
-/* cli: vmsnap mem — memory as pages (issue 9's building blocks, until snap/boot use them):
+/* cli: vmsnap mem — memory as pages by hand, the pieces snap and boot use (docs/LAZY-RESUME.md):
  *   split       migration stream -> page image (split RAM blocks) + device stream
  *   reassemble  page image + device stream -> a complete migration stream
  *   serve       page image -> FUSE files (one per block) until SIGINT/SIGTERM

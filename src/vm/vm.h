@@ -2,8 +2,8 @@
  *
  *  - the VM config model (JSON <-> struct) recorded in archives;
  *  - QEMU's argv, built from a config (never a shell string);
- *  - the per-user run directory of a VM started by `vmsnap boot` (private QMP socket, NBD and overlay control
- *    sockets, state file) and how `snap` finds it from the user's QMP socket alone;
+ *  - the per-user run directory of a VM started by `vmsnap boot` (private QMP socket, NBD sockets, the boot
+ *    host's control socket, state file) and how `snap` finds it from the user's QMP socket alone;
  *  - the accelerator choice (auto|kvm|tcg) with the host's verdict cached;
  *  - snapshot and resume orchestration (vm_snap_*, vm_resume_*).
  *
@@ -24,7 +24,7 @@
  * Recorded in an archive's config stream as JSON (docs/FORMAT.md, "VM config"). Unknown JSON keys are ignored;
  * a config with a newer "version" than we know is refused. */
 #define VM_CONFIG_VERSION 1
-#define VM_MEM_BACKEND_ID "mem"   /* boot names main RAM with this backend id (issue 9 relies on it) */
+#define VM_MEM_BACKEND_ID "mem"   /* boot names main RAM with this backend id (memory as pages: ram/mem) */
 
 struct vm_disk {
     char *format;        /* "raw" (what QEMU sees over NBD) */
@@ -148,8 +148,9 @@ int vm_accel_resolve(const char *want, const char *qemu, const char *cache_dir, 
 
 /* ---- run directory and state --------------------------------------------------------------------------------
  * Base: $XDG_RUNTIME_DIR/vmsnap, else /run/user/UID/vmsnap, else /tmp/vmsnap-UID (all 0700, owner checked).
- * One subdirectory per VM: vm-<uuid>/ with qmp.sock (private), console.sock, nbd0.sock..., ctl.sock,
- * state.json. The state file tells `snap` everything it needs. */
+ * One subdirectory per VM: vm-<uuid>/ with vmsnap-qmp.sock (vmsnap's private QMP), qmp.sock (the user's QMP when
+ * boot got no --qmp), console.sock, nbd0.sock..., ctl.sock, state.json. The state file tells `snap` everything
+ * it needs. */
 struct vm_state {
     char *dir;             /* run directory of this VM */
     pid_t boot_pid;        /* the vmsnap boot process serving its disks */
@@ -157,7 +158,7 @@ struct vm_state {
     char *private_qmp;
     char *user_qmp;        /* the user's --qmp (absolute), or the default in dir */
     char *console;
-    char *control;         /* overlay control socket (docs/CONTROL.md) */
+    char *control;         /* the boot host's control socket (snapshot requests), not docs/CONTROL.md's */
     char *overlay;         /* overlay file */
     char *archive;         /* archive the VM was booted from (absolute) */
     char *parent;          /* archive a --thin snap is relative to: the last snapshot, else `archive` */

@@ -1,4 +1,4 @@
-"""issue 9: what a lazily resumed VM does with its archive while it runs (256 MiB guest, 64 MiB pattern).
+"""What a lazily resumed VM does with its archive while it runs (256 MiB guest, 64 MiB pattern).
 
 1. prefetch: with --prefetch=background the RAM file's page cache fills with the stored data while the guest does
    nothing; with --prefetch=none it holds only what the guest touched (fincore on the FUSE file).

@@ -1,4 +1,4 @@
-"""issue 9 end to end, with `vmsnap snap` and `vmsnap boot` on the test guest (256 MiB).
+"""Memory as pages end to end, with `vmsnap snap` and `vmsnap boot` on the test guest (256 MiB).
 
 1. snap A (thick), B (--thin, a few seconds later, guest idle), C (--thin, after the guest rewrote 16 MiB): each
    stores memory as pages (ram/mem + memory-device); B is a small fraction of A.

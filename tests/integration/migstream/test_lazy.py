@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lazy resume with real QEMU and the test guest (issue 9's building blocks, before snap/boot use them).
+"""Lazy resume with real QEMU and the test guest (the building blocks snap and boot use, driven by hand).
 
 A 256 MiB guest whose RAM is a named backend fills a 64 MiB pattern; a live background-snapshot goes through a pipe
 into `vmsnap mem split -` (pages of block `mem` -> checksummed page image, the rest -> device stream); the source is

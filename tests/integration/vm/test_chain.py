@@ -1,4 +1,4 @@
-"""issue 6, test 3: base -> snap A (thick) -> B (--thin) -> C (--thin); each boots to its own state; verify passes."""
+"""base -> snap A (thick) -> B (--thin) -> C (--thin); each boots to its own state; verify passes."""
 import os
 import shutil
 

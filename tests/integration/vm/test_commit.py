@@ -1,4 +1,4 @@
-"""issue 6: `vmsnap commit BASE OVERLAY -o OUT [--thin] [--keep-overlay]` after a boot with --overlay whose guest
+"""`vmsnap commit BASE OVERLAY -o OUT [--thin] [--keep-overlay]` after a boot with --overlay whose guest
 wrote records and a file: OUT boots cold and shows the writes (thick and thin); the overlay is kept with
 --keep-overlay and on every failure (overlay locked for good, wrong base, output directory full), removed after a
 successful commit without it; commit waits for an overlay still locked by a boot that is ending (CLI.md)."""

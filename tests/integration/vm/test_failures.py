@@ -1,4 +1,4 @@
-"""issue 6, test 4: each failure gives a clear one-line message, exit 1, the VM running, no file under the output
+"""Each failure gives a clear one-line message, exit 1, the VM running, no file under the output
 name, and the migration capabilities/parameters put back: migrate refused by QEMU (a qcow v1 drive blocks
 migration), output directory full (small tmpfs), SIGTERM to vmsnap mid-snapshot, missing QMP socket, corrupt
 archive at boot."""

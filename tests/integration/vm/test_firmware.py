@@ -1,4 +1,4 @@
-"""issue 6: a thick archive holds the firmware a VM was started with when it is not part of the QEMU installation
+"""A thick archive holds the firmware a VM was started with when it is not part of the QEMU installation
 (-bios FILE, a pflash code image, a pflash variables file), and `boot` uses it from there: the snapshot resumes after
 the originals are gone. The variables file QEMU gets is this boot's own writable copy in the run directory; the
 archive is never written. A --thin snapshot stores the variables again (they are VM state) but not the read-only

@@ -1,4 +1,4 @@
-"""issue 6, test 5: a QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures
+"""A QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures
 RAM, device state and its command line, and `vmsnap boot` resumes it (its own disk file as it is now)."""
 import os
 import shutil

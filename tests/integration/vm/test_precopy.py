@@ -1,4 +1,4 @@
-"""issue 6: when background-snapshot is refused (RAM a private mapping of a regular file: userfaultfd cannot
+"""When background-snapshot is refused (RAM a private mapping of a regular file: userfaultfd cannot
 write-protect it), `snap` falls back to precopy with pause-before-switchover: it succeeds, says which method and why
 (--json), the guest keeps running, capabilities and parameters are put back, and the snapshot resumes intact."""
 import os

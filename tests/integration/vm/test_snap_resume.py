@@ -1,4 +1,4 @@
-"""issue 6, tests 1 and 2: live snapshot of a VM booted from a packed disk, then resume after QEMU is killed.
+"""Live snapshot of a VM booted from a packed disk, then resume after QEMU is killed.
 
 RAM pattern verifies, the heartbeat counter continues from the snapshot (no reboot: same boot id, uptime goes on),
 the disk is from the snapshot instant (raw records written in place by a loop during the snapshot agree with RAM;

@@ -1,4 +1,4 @@
-"""issue 6: `snap --mode stop` keeps the VM paused until the archive is durable, then lets it run; the snapshot
+"""`snap --mode stop` keeps the VM paused until the archive is durable, then lets it run; the snapshot
 resumes where it was, after the kernel and initrd it was started with are gone (a thick archive holds them).
 Also checks the --json documents of `snap` and `boot --detach` (CLI.md: one document, sizes
 integer bytes, times seconds)."""
