@@ -74,7 +74,7 @@ int cmd_commit(int argc, char **argv)
         return cli_fail_err(&e);
     if (access(ovl_path, R_OK) < 0)
         return cli_fail("overlay %s: %s", ovl_path, strerror(errno));
-    NBD_AUTO_OVERLAY struct nbd_overlay *o = NULL;
+    NBD_OVERLAY_AUTOCLOSE struct nbd_overlay *o = NULL;
     if (open_overlay(base_path, ovl_path, &o, &e) < 0)
         return cli_fail_err(&e);
     VS_AUTOCLOSE int memfd = -1;

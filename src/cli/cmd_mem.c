@@ -129,7 +129,7 @@ static int mem_split(int argc, char **argv)
     struct ms_ops ops = { .blocks = sp_blocks, .page = sp_page, .device = sp_device, .opaque = &s };
     vs_err e = { 0 };
     struct ms_summary sum;
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     int r = ms_parser_new(&ops, NULL, &p, &e);
     /* The device stream is written beside the image (whose directory exists only once the block list was
      * read) and moved into it at the end. */

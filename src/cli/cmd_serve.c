@@ -77,13 +77,13 @@ int cmd_serve(int argc, char **argv)
     unsigned flags = overlay ? NBD_OVL_CREATE : NBD_OVL_TEMP;
     if (ro)
         flags |= NBD_OVL_READONLY;
-    NBD_AUTO_OVERLAY struct nbd_overlay *o = NULL;
+    NBD_OVERLAY_AUTOCLOSE struct nbd_overlay *o = NULL;
     if (nbd_overlay_open(overlay, base, flags, &o, &e) < 0) {
         nbd_base_close(base);
         return cli_fail_err(&e);
     }
     struct nbd_server_opts so = { .threads = (unsigned)threads, .description = archive };
-    NBD_AUTO_SERVER struct nbd_server *srv = NULL;
+    NBD_SERVER_AUTOFREE struct nbd_server *srv = NULL;
     if (nbd_server_new(o, &so, &srv, &e) < 0 || nbd_server_listen_unix(srv, sock, &e) < 0)
         return cli_fail_err(&e);
     struct nbd_control *ctl = NULL;

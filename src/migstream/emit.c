@@ -180,7 +180,7 @@ int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct
     ra.out = out;
     struct ms_ops ops = { .blocks = ra_blocks, .page = ra_page, .device = ra_write,
                           .ram_setup_done = ra_setup_done, .opaque = &ra };
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     int rc = ms_parser_new(&ops, NULL, &p, e);
     if (rc < 0)
         return rc;

@@ -66,7 +66,7 @@ struct ms_parser;
 int ms_parser_new(const struct ms_ops *ops, const struct ms_opts *o, struct ms_parser **out, vs_err *e);
 void ms_parser_free(struct ms_parser *p);
 void ms_parser_freep(struct ms_parser **p);
-#define MS_AUTOFREE __attribute__((cleanup(ms_parser_freep)))
+#define MS_PARSER_AUTOFREE __attribute__((cleanup(ms_parser_freep)))
 
 /* Feed bytes. 0, or -ENOTSUP (unsupported), -EBADMSG (malformed) or a callback's error. After an error the
  * parser refuses further input. */

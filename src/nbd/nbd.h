@@ -139,8 +139,8 @@ void nbd_control_stop(struct nbd_control *c);
 static inline void nbd_overlay_closep(struct nbd_overlay **p) { nbd_overlay_close(*p); }
 static inline void nbd_server_freep(struct nbd_server **p) { nbd_server_free(*p); }
 static inline void nbd_base_closep(struct nbd_base **p) { nbd_base_close(*p); }
-#define NBD_AUTO_OVERLAY __attribute__((cleanup(nbd_overlay_closep)))
-#define NBD_AUTO_SERVER __attribute__((cleanup(nbd_server_freep)))
-#define NBD_AUTO_BASE __attribute__((cleanup(nbd_base_closep)))
+#define NBD_OVERLAY_AUTOCLOSE __attribute__((cleanup(nbd_overlay_closep)))
+#define NBD_SERVER_AUTOFREE __attribute__((cleanup(nbd_server_freep)))
+#define NBD_BASE_AUTOCLOSE __attribute__((cleanup(nbd_base_closep)))
 
 #endif

@@ -14,7 +14,7 @@ int qops_dirty_rate_start(struct qmp *q, int seconds, vs_err *e)
     if (r <= 0)
         return r < 0 ? r : vs_err_set(e, -ENOTSUP, "the QEMU on %s has no calc-dirty-rate (QEMU 5.2+)", qmp_name(q));
     /* Page sampling, explicitly: dirty-bitmap mode needs KVM's dirty log (a TCG QEMU 7.2 aborts on it). */
-    QOPS_AUTOJSON json_t *args = json_pack("{s:I}", "calc-time", (json_int_t)seconds);
+    QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:I}", "calc-time", (json_int_t)seconds);
     if (qmp_version_at_least(q, 6, 2))
         json_object_set_new(args, "mode", json_string("page-sampling"));
     return qmp_execute(q, "calc-dirty-rate", args, NULL, e);
@@ -22,7 +22,7 @@ int qops_dirty_rate_start(struct qmp *q, int seconds, vs_err *e)
 
 int qops_dirty_rate_result(struct qmp *q, struct qops_dirty_rate *out, vs_err *e)
 {
-    QOPS_AUTOJSON json_t *info = NULL;
+    QOPS_JSON_AUTODECREF json_t *info = NULL;
     *out = (struct qops_dirty_rate){ 0 };
     int r = qmp_execute(q, "query-dirty-rate", NULL, &info, e);
     if (r < 0)
@@ -60,9 +60,9 @@ int qops_dirty_rate_measure(struct qmp *q, int seconds, struct qops_dirty_rate *
 int qops_vm_facts_query(struct qmp *q, struct qops_vm_facts *out, vs_err *e)
 {
     *out = (struct qops_vm_facts){ 0 };
-    QOPS_AUTOJSON json_t *mem = NULL;
-    QOPS_AUTOJSON json_t *params = NULL;
-    QOPS_AUTOJSON json_t *mig = NULL;
+    QOPS_JSON_AUTODECREF json_t *mem = NULL;
+    QOPS_JSON_AUTODECREF json_t *params = NULL;
+    QOPS_JSON_AUTODECREF json_t *mig = NULL;
     int r = qmp_execute(q, "query-memory-size-summary", NULL, &mem, e);
     if (r < 0)
         return r;

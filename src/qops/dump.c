@@ -7,7 +7,7 @@
 
 int qops_dump_formats(struct qmp *q, struct qops_strv *out, vs_err *e)
 {
-    QOPS_AUTOJSON json_t *ret = NULL;
+    QOPS_JSON_AUTODECREF json_t *ret = NULL;
     *out = (struct qops_strv){ 0 };
     int r = qmp_execute(q, "query-dump-guest-memory-capability", NULL, &ret, e);
     if (r < 0)
@@ -41,13 +41,13 @@ static int wait_dump(struct qmp *q, const struct qops_dump_opts *o, const struct
         if (slice < 0)
             return vs_err_set(e, -ETIMEDOUT, "memory dump on %s did not complete in time (it keeps running; "
                               "see query-dump)", qmp_name(q));
-        QOPS_AUTOJSON json_t *ev = NULL;
+        QOPS_JSON_AUTODECREF json_t *ev = NULL;
         int r = qmp_wait_event(q, "DUMP_COMPLETED", NULL, slice, &ev, e);
         if (r == 0)
             return dump_outcome(q, json_object_get(ev, "data"), res, e);
         if (r != -ETIMEDOUT)
             return r;
-        QOPS_AUTOJSON json_t *st = NULL;
+        QOPS_JSON_AUTODECREF json_t *st = NULL;
         if ((r = qmp_execute(q, "query-dump", NULL, &st, e)) < 0)
             return r;
         const char *status = qops_json_str(st, "status", "?");
@@ -94,7 +94,7 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
     if ((r = qmp_getfd(q, fdname, fd, e)) < 0)
         return r;
     VS_AUTOFREE char *proto = vs_xasprintf("fd:%s", fdname);
-    QOPS_AUTOJSON json_t *args = json_pack("{s:b, s:s, s:b, s:s}", "paging", o->paging, "protocol", proto,
+    QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:b, s:s, s:b, s:s}", "paging", o->paging, "protocol", proto,
                                            "detach", 1, "format", format);
     r = qmp_execute(q, "dump-guest-memory", args, NULL, e);
     if (r < 0) {

@@ -81,20 +81,20 @@ static int precheck(const char *who, enum qops_internal_op op, const char *tag, 
 static int follow_job(struct qmp *q, const char *cmd, const char *tag, const char *id, const struct qops_deadline *dl,
                       vs_err *e)
 {
-    QOPS_AUTOJSON json_t *match = json_pack("{s:s, s:s}", "id", id, "status", "concluded");
+    QOPS_JSON_AUTODECREF json_t *match = json_pack("{s:s, s:s}", "id", id, "status", "concluded");
     for (;;) {
         double slice = qops_deadline_slice(dl, 1.0);
         if (slice < 0)
             return vs_err_set(e, -ETIMEDOUT, "job '%s' on %s did not conclude in time (it keeps running; "
                               "see query-jobs)", id, qmp_name(q));
-        QOPS_AUTOJSON json_t *ev = NULL;
+        QOPS_JSON_AUTODECREF json_t *ev = NULL;
         int r = qmp_wait_event(q, "JOB_STATUS_CHANGE", match, slice, &ev, e);
         if (r == 0)
             break;
         if (r != -ETIMEDOUT)
             return r;
         /* No event yet: make sure the job still exists (an event can be lost to a full queue). */
-        QOPS_AUTOJSON json_t *jobs = NULL;
+        QOPS_JSON_AUTODECREF json_t *jobs = NULL;
         if ((r = qmp_execute(q, "query-jobs", NULL, &jobs, e)) < 0)
             return r;
         size_t i;
@@ -111,7 +111,7 @@ static int follow_job(struct qmp *q, const char *cmd, const char *tag, const cha
         if (concluded)
             break;
     }
-    QOPS_AUTOJSON json_t *jobs = NULL;
+    QOPS_JSON_AUTODECREF json_t *jobs = NULL;
     int r = qmp_execute(q, "query-jobs", NULL, &jobs, e);
     if (r < 0)
         return r;
@@ -124,7 +124,7 @@ static int follow_job(struct qmp *q, const char *cmd, const char *tag, const cha
             snprintf(errbuf, sizeof errbuf, "%s", msg);
     }
     vs_err de;
-    QOPS_AUTOJSON json_t *args = json_pack("{s:s}", "id", id);
+    QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:s}", "id", id);
     int dr = qmp_execute(q, "job-dismiss", args, NULL, &de);
     if (errbuf[0])
         return vs_err_set(e, -EIO, "%s of '%s' on %s failed (job '%s'): %s", cmd, tag, qmp_name(q), id, errbuf);
@@ -142,7 +142,7 @@ static int run_job(struct qmp *q, enum qops_internal_op op, const char *tag, con
     json_t *devs = json_array();
     for (size_t i = 0; i < sel->n; i++)
         json_array_append_new(devs, json_string(sel->v[i]));
-    QOPS_AUTOJSON json_t *args = json_pack("{s:s, s:s, s:o}", "job-id", id, "tag", tag, "devices", devs);
+    QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:s, s:s, s:o}", "job-id", id, "tag", tag, "devices", devs);
     if (op != QOPS_DELETE)
         json_object_set_new(args, "vmstate", json_string(vmstate));
     const char *cmd = op == QOPS_SAVE ? "snapshot-save" : op == QOPS_LOAD ? "snapshot-load" : "snapshot-delete";
@@ -160,8 +160,8 @@ static int run_hmp(struct qmp *q, enum qops_internal_op op, const char *tag, dou
                           tag, op == QOPS_DELETE ? "del" : op_name(op));
     VS_AUTOFREE char *line = vs_xasprintf("%s %s", op == QOPS_SAVE ? "savevm" : op == QOPS_LOAD ? "loadvm" : "delvm",
                                           tag);
-    QOPS_AUTOJSON json_t *args = json_pack("{s:s}", "command-line", line);
-    QOPS_AUTOJSON json_t *ret = NULL;
+    QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:s}", "command-line", line);
+    QOPS_JSON_AUTODECREF json_t *ret = NULL;
     int r = qmp_execute_timeout(q, "human-monitor-command", args, timeout_s > 0 ? timeout_s : 24 * 3600.0, &ret, e);
     if (r < 0)
         return r;

@@ -37,7 +37,7 @@ static void parse_snapshots(struct qops_node *n, const json_t *arr)
 
 int qops_nodes_query(struct qmp *q, struct qops_nodes *out, vs_err *e)
 {
-    QOPS_AUTOJSON json_t *ret = NULL;
+    QOPS_JSON_AUTODECREF json_t *ret = NULL;
     *out = (struct qops_nodes){ 0 };
     int r = qmp_execute(q, "query-block", NULL, &ret, e);
     if (r < 0)

@@ -21,6 +21,6 @@ void qops_deadline_init(struct qops_deadline *d, double timeout_s);
 double qops_deadline_slice(const struct qops_deadline *d, double slice);
 
 static inline void qops_json_decrefp(json_t **j) { json_decref(*j); }
-#define QOPS_AUTOJSON __attribute__((cleanup(qops_json_decrefp)))
+#define QOPS_JSON_AUTODECREF __attribute__((cleanup(qops_json_decrefp)))
 
 #endif

@@ -69,8 +69,8 @@ json_t *qops_status_build(const json_t *qs, const json_t *qm)
 
 int qops_status(struct qmp *q, json_t **out, vs_err *e)
 {
-    QOPS_AUTOJSON json_t *qs = NULL;
-    QOPS_AUTOJSON json_t *qm = NULL;
+    QOPS_JSON_AUTODECREF json_t *qs = NULL;
+    QOPS_JSON_AUTODECREF json_t *qm = NULL;
     int r = qmp_execute(q, "query-status", NULL, &qs, e);
     if (r < 0)
         return r;

@@ -62,7 +62,7 @@ static void reference(const uint8_t *buf, size_t len, struct ref *r)
 {
     *r = (struct ref){ 0 };
     struct ms_ops ops = { .blocks = r_blocks, .page = r_page, .device = r_device, .opaque = r };
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     vs_err e = { 0 };
     struct ms_summary s;
     assert_int_equal(ms_parser_new(&ops, NULL, &p, &e), 0);
@@ -172,7 +172,7 @@ static void test_paged(void **state)
 /* Offset of the first page record's flag byte (a page record of block 'mem' right after the setup section). */
 static size_t first_flags(void)
 {
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     struct ms_ops ops = { 0 };
     vs_err e = { 0 };
     ms_parser_new(&ops, NULL, &p, &e);

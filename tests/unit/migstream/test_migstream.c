@@ -90,7 +90,7 @@ static void got_free(struct got *g)
 static int split(const uint8_t *buf, size_t len, size_t chunk, struct got *g, struct ms_summary *sum, vs_err *e)
 {
     struct ms_ops ops = { .blocks = g_blocks, .page = g_page, .device = g_device, .opaque = g };
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     assert_int_equal(ms_parser_new(&ops, NULL, &p, e), 0);
     g->p = p;
     int r = 0;
@@ -348,7 +348,7 @@ static size_t first_record(void)
     struct ms_summary s;
     vs_err e = { 0 };
     struct ms_ops ops = { .blocks = g_blocks, .page = g_page, .device = g_device, .opaque = &g };
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     ms_parser_new(&ops, NULL, &p, &e);
     size_t i = 0;
     while (!ms_blocks(p, &(unsigned){ 0 }))
@@ -400,7 +400,7 @@ static void test_committed(void **state)
 {
     (void)state;
     struct ms_ops ops = { 0 };
-    MS_AUTOFREE struct ms_parser *p = NULL;
+    MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     vs_err e = { 0 };
     ms_parser_new(&ops, NULL, &p, &e);
     size_t rec = first_record();
