@@ -40,7 +40,7 @@ static int file_pread(struct arc_source *s, void *buf, size_t len, uint64_t off,
                           off, s->size);
     ssize_t n = vs_pread_full(f->fd, buf, len, (off_t)off);
     if (n < 0)
-        return vs_err_sys(e, (int)n, "%s: reading %zu bytes at offset %" PRIu64, s->name, len, off);
+        return vs_err_sys(e, (int)-n, "%s: reading %zu bytes at offset %" PRIu64, s->name, len, off);
     if ((size_t)n < len)
         return vs_err_set(e, EIO, "%s: truncated: wanted %zu bytes at offset %" PRIu64 ", file ends at %" PRIu64,
                           s->name, len, off, off + (uint64_t)n);

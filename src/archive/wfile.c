@@ -94,7 +94,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     w->created = vs_wall_s();
     int r = vs_uuid_generate(w->uuid);
     if (r < 0) {
-        vs_err_sys(e, r, "generating a UUID");
+        vs_err_sys(e, -r, "generating a UUID");
         goto fail;
     }
     if (o->parent) {
@@ -122,7 +122,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     w->fpos = 0;
     r = vs_pwrite_full(w->fd, zero, sizeof zero, 0);
     if (r < 0) {
-        vs_err_sys(e, r, "writing archive '%s'", path);
+        vs_err_sys(e, -r, "writing archive '%s'", path);
         goto fail;
     }
     w->fpos = ARC_HEADER_SIZE;
@@ -224,7 +224,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     uint64_t dir_off = w->fpos;
     int r = vs_pwrite_full(w->fd, d, len, (off_t)dir_off);
     if (r < 0)
-        return vs_err_sys(e, r, "writing archive '%s'", w->path);
+        return vs_err_sys(e, -r, "writing archive '%s'", w->path);
     w->fpos += len;
 
     uint8_t h[ARC_HEADER_SIZE] = { 0 };
@@ -244,7 +244,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF));
     r = vs_pwrite_full(w->fd, h, sizeof h, 0);
     if (r < 0)
-        return vs_err_sys(e, r, "writing archive '%s'", w->path);
+        return vs_err_sys(e, -r, "writing archive '%s'", w->path);
     return 0;
 }
 

@@ -38,7 +38,7 @@ static int append(struct arc_writer *w, const void *buf, size_t len, vs_err *e)
 {
     int r = vs_pwrite_full(w->fd, buf, len, (off_t)w->fpos);
     if (r < 0)
-        return arc__fail(w, vs_err_sys(e, r, "writing archive '%s'", w->path), e);
+        return arc__fail(w, vs_err_sys(e, -r, "writing archive '%s'", w->path), e);
     w->fpos += len;
     return 0;
 }
@@ -356,7 +356,7 @@ int arc_writer_stream_from_fd(struct arc_writer *w, int fd, uint64_t *copied, vs
     for (;;) {
         ssize_t n = vs_read_full(fd, buf, cap);
         if (n < 0)
-            return vs_err_sys(e, (int)n, "%s: reading the input of stream '%s'", w->path, w->st.rec.name);
+            return vs_err_sys(e, (int)-n, "%s: reading the input of stream '%s'", w->path, w->st.rec.name);
         if (n == 0)
             break;
         int r = arc_writer_write(w, buf, (size_t)n, e);

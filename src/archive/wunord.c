@@ -81,12 +81,12 @@ static int previous(struct arc_writer *w, uint64_t block, uint8_t *out, vs_err *
     case UB_DEDUP: {
         ssize_t n = vs_pread_full(w->fd, u->sscratch, en->stored_len, (off_t)en->offset);
         if (n != (ssize_t)en->stored_len)
-            return arc__fail(w, vs_err_sys(e, n < 0 ? (int)n : -EIO, "%s: reading back block %" PRIu64 " of '%s'",
+            return arc__fail(w, vs_err_sys(e, n < 0 ? (int)-n : EIO, "%s: reading back block %" PRIu64 " of '%s'",
                                            w->path, block, w->st.rec.name), e);
         if (arc_hash64(u->sscratch, en->stored_len) != en->scsum ||
             arc_decompress(en->codec, NULL, u->sscratch, en->stored_len, out, len) < 0 ||
             arc_hash64(out, len) != en->csum)
-            return arc__fail(w, vs_err_set(e, -EIO, "%s: block %" PRIu64 " of '%s' changed on disk while writing",
+            return arc__fail(w, vs_err_set(e, EIO, "%s: block %" PRIu64 " of '%s' changed on disk while writing",
                                            w->path, block, w->st.rec.name), e);
         return 0;
     }

@@ -22,7 +22,7 @@ static int measure(const char *path, int seconds, struct qops_vm_facts *facts, s
     double end = vs_now_s() + 30;
     while ((r = qops_dirty_rate_result(q, dr, e)) == -EAGAIN) {
         if (vs_now_s() > end)
-            return vs_err_set(e, -ETIMEDOUT, "dirty-rate measurement on %s did not finish", path);
+            return vs_err_set(e, ETIMEDOUT, "dirty-rate measurement on %s did not finish", path);
         nanosleep(&(struct timespec){ .tv_nsec = 200 * 1000 * 1000 }, NULL);
     }
     return r;

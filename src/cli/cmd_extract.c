@@ -28,7 +28,7 @@ static int extract(struct arc *a, unsigned s, int fd, uint64_t size, struct cli_
                 if ((r = arc_pread(a, s, buf, n, off, e)) < 0)
                     return r;
                 if ((r = vs_pwrite_full(fd, buf, n, (off_t)off)) < 0)
-                    return vs_err_sys(e, r, "writing the output");
+                    return vs_err_sys(e, -r, "writing the output");
                 off += n;
                 cli_progress_update(prog, off);
             }

@@ -62,7 +62,7 @@ static int sp_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
         for (unsigned i = 0; i < n; i++)
             found |= strlen(b[i].name) == l && memcmp(b[i].name, p, l) == 0;
         if (!found)
-            return vs_err_set(e, -ENOENT, "RAM block '%.*s' is not in the stream (its first block is '%s')",
+            return vs_err_set(e, ENOENT, "RAM block '%.*s' is not in the stream (its first block is '%s')",
                               (int)l, p, n ? b[0].name : "");
         p += l + (c != NULL);
     }
@@ -79,7 +79,7 @@ static int sp_device(void *opaque, const void *buf, size_t len, vs_err *e)
 {
     struct split *s = opaque;
     int r = vs_write_full(s->dev_fd, buf, len);
-    return r < 0 ? vs_err_sys(e, r, "writing the device stream in %s", s->dir) : 0;
+    return r < 0 ? vs_err_sys(e, -r, "writing the device stream in %s", s->dir) : 0;
 }
 
 static void remove_tree(const char *dir)
@@ -141,7 +141,7 @@ static int mem_split(int argc, char **argv)
     if (r == 0)
         r = ms_finish(p, &sum, &e);
     if (r == 0 && !s.im)
-        r = vs_err_set(&e, -EBADMSG, "migration stream %s has no RAM block list", in);
+        r = vs_err_set(&e, EBADMSG, "migration stream %s has no RAM block list", in);
     if (r == 0 && fsync(s.dev_fd) < 0)
         r = vs_err_sys(&e, errno, "fsync of %s", devtmp);
     VS_AUTOFREE char *devfin = vs_xasprintf("%s/device.stream", tmp);
@@ -386,9 +386,9 @@ static int wait_loaded(struct qmp *q, double timeout_s, vs_err *e)
         if (done)
             return 0;
         if (failed)
-            return vs_err_set(e, -EIO, "QEMU on %s: incoming migration failed (see QEMU's log)", qmp_name(q));
+            return vs_err_set(e, EIO, "QEMU on %s: incoming migration failed (see QEMU's log)", qmp_name(q));
         if (vs_now_s() > end)
-            return vs_err_set(e, -ETIMEDOUT, "QEMU on %s: incoming migration not complete after %.0f s",
+            return vs_err_set(e, ETIMEDOUT, "QEMU on %s: incoming migration not complete after %.0f s",
                               qmp_name(q), timeout_s);
         usleep(2000);
     }

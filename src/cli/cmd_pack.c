@@ -73,7 +73,7 @@ static int pack_memory(struct pack *p, const char *path, vs_err *e)
             return vs_err_set(e, EINTR, "interrupted");
         ssize_t n = vs_read_full(fd, p->buf, CHUNK);
         if (n < 0)
-            return vs_err_sys(e, (int)n, "reading memory stream '%s'", path);
+            return vs_err_sys(e, (int)-n, "reading memory stream '%s'", path);
         if (n == 0)
             break;
         r = arc_writer_write(p->w, p->buf, (size_t)n, e);
@@ -94,7 +94,7 @@ static int pack_config(struct pack *p, const char *path, vs_err *e)
     VS_AUTOFREE char *buf = vs_xmalloc((size_t)st.st_size + 1);
     ssize_t n = vs_read_full(fd, buf, (size_t)st.st_size);
     if (n < 0)
-        return vs_err_sys(e, (int)n, "reading config '%s'", path);
+        return vs_err_sys(e, (int)-n, "reading config '%s'", path);
     json_error_t je;
     json_t *j = json_loadb(buf, (size_t)n, 0, &je);
     if (!j || !json_is_object(j)) {

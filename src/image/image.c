@@ -43,7 +43,7 @@ int img_file_pread(struct img *im, void *buf, size_t len, uint64_t off, bool zer
     } else if (have) {
         ssize_t n = vs_pread_full(im->fd, buf, have, (off_t)off);
         if (n < 0)
-            return vs_err_sys(e, (int)n, "reading '%s' at offset %" PRIu64, im->name, off);
+            return vs_err_sys(e, (int)-n, "reading '%s' at offset %" PRIu64, im->name, off);
         if ((size_t)n < have)
             return vs_err_set(e, EIO, "'%s' shrank while being read (ends at %" PRIu64 ")", im->name,
                               off + (uint64_t)n);

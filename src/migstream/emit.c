@@ -16,7 +16,7 @@ int ms_emit_page(struct ms_emitter *m, const struct ms_block *b, uint64_t off, c
     uint8_t h[5 + 8 + 1 + 255 + 1];
     size_t hl = 0;
     if (off % MS_PAGE_SIZE || off >= b->size)
-        return vs_err_set(e, -EINVAL, "page offset 0x%" PRIx64 " invalid for RAM block '%s'", off, b->name);
+        return vs_err_set(e, EINVAL, "page offset 0x%" PRIx64 " invalid for RAM block '%s'", off, b->name);
     if (!m->open) {
         h[0] = MS_SEC_PART;
         vs_put_be32(h + 1, m->section_id);
@@ -79,7 +79,7 @@ static int ra_flush(struct reasm *ra, vs_err *e)
 {
     int r = vs_write_full(ra->out_fd, ra->out, ra->out_len);
     ra->out_len = 0;
-    return r < 0 ? vs_err_sys(e, r, "writing the reassembled stream") : 0;
+    return r < 0 ? vs_err_sys(e, -r, "writing the reassembled stream") : 0;
 }
 
 static int ra_write(void *opaque, const void *buf, size_t len, vs_err *e)
@@ -91,7 +91,7 @@ static int ra_write(void *opaque, const void *buf, size_t len, vs_err *e)
             return r;
         if (len >= RA_OUT_CAP) {   /* a large device chunk: no point in copying it */
             r = vs_write_full(ra->out_fd, buf, len);
-            return r < 0 ? vs_err_sys(e, r, "writing the reassembled stream") : 0;
+            return r < 0 ? vs_err_sys(e, -r, "writing the reassembled stream") : 0;
         }
     }
     memcpy(ra->out + ra->out_len, buf, len);
@@ -112,7 +112,7 @@ static int ra_page(void *opaque, const struct ms_block *b, uint64_t off, const u
 {
     (void)opaque; (void)data;
     /* A device stream holds no pages of split blocks: one here means the pair does not belong together. */
-    return vs_err_set(e, -EBADMSG, "device stream holds a page of split RAM block '%s' at 0x%" PRIx64, b->name,
+    return vs_err_set(e, EBADMSG, "device stream holds a page of split RAM block '%s' at 0x%" PRIx64, b->name,
                       off);
 }
 
@@ -134,7 +134,7 @@ static int64_t ra_run(struct reasm *ra, const struct ms_block *b, uint64_t off, 
     if (r < 0)
         return r;
     if (got == 0 || got > want || got % MS_PAGE_SIZE)
-        return vs_err_set(e, -EIO, "page reader returned %zu bytes for a run of %zu", got, want);
+        return vs_err_set(e, EIO, "page reader returned %zu bytes for a run of %zu", got, want);
     for (size_t k = 0; !zero && k < got; k += MS_PAGE_SIZE)
         if (!page_is_zero(ra->page + k) && (r = ms_emit_page(&ra->em, b, off + k, ra->page + k, e)) < 0)
             return r;

@@ -64,7 +64,7 @@ static int unsupported(struct ms_parser *p, vs_err *e, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int r = fail(p, e, -ENOTSUP, "unsupported", fmt, ap);
+    int r = fail(p, e, ENOTSUP, "unsupported", fmt, ap);
     va_end(ap);
     return r;
 }
@@ -73,7 +73,7 @@ static int malformed(struct ms_parser *p, vs_err *e, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int r = fail(p, e, -EBADMSG, "malformed", fmt, ap);
+    int r = fail(p, e, EBADMSG, "malformed", fmt, ap);
     va_end(ap);
     return r;
 }
@@ -543,7 +543,7 @@ int ms_push(struct ms_parser *p, const void *buf, size_t len, vs_err *e)
 {
     const uint8_t *in = buf;
     if (p->st == S_ERROR)
-        return vs_err_set(e, -EINVAL, "migration stream parser used after an error");
+        return vs_err_set(e, EINVAL, "migration stream parser used after an error");
     while (len > 0) {
         if (p->st == S_TAIL) {
             p->sum.bytes_in += len;
@@ -648,7 +648,7 @@ static int check_devices(struct ms_parser *p, json_t *desc, size_t end, vs_err *
 int ms_finish(struct ms_parser *p, struct ms_summary *sum, vs_err *e)
 {
     if (p->st == S_ERROR)
-        return vs_err_set(e, -EINVAL, "migration stream parser used after an error");
+        return vs_err_set(e, EINVAL, "migration stream parser used after an error");
     if (p->st != S_TAIL)
         return malformed(p, e, "stream ends before the device state (truncated)");
     json_t *desc = NULL;

@@ -62,7 +62,7 @@ int nbd_base_open_archive(const char *path, unsigned disk, struct nbd_base **out
     }
     if ((r = arc_stream_get(a, (unsigned)s, &si)) < 0) {
         arc_close(a);
-        return vs_err_set(e, r, "%s: reading disk %u's description", path, disk);
+        return vs_err_set(e, -r, "%s: reading disk %u's description", path, disk);
     }
     if (si.size == 0) {
         arc_close(a);

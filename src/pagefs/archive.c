@@ -40,13 +40,13 @@ int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err 
         int r = arc_stream_get(a, i, &si);
         if (r < 0) {
             pf_archive_files_free(out, k);
-            return vs_err_set(e, r, "reading the stream list");
+            return vs_err_set(e, -r, "reading the stream list");
         }
         if (si.kind != ARC_KIND_OTHER || strncmp(si.name, PF_ARC_RAM_PREFIX, plen) != 0)
             continue;
         if (si.size == 0 || si.size % PF_PAGE_SIZE) {
             pf_archive_files_free(out, k);
-            return vs_err_set(e, -EINVAL, "RAM stream '%s' has size %" PRIu64 ", not whole pages", si.name, si.size);
+            return vs_err_set(e, EINVAL, "RAM stream '%s' has size %" PRIu64 ", not whole pages", si.name, si.size);
         }
         struct arc_file *af = vs_xcalloc(1, sizeof *af);
         *af = (struct arc_file){ a, i };
@@ -127,7 +127,7 @@ int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_
 {
     int dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
     if (dev == ARC_STREAM_NONE)
-        return vs_err_set(e, -ENOENT, "no \"%s\" stream: memory is not stored as pages", PF_ARC_DEVICE);
+        return vs_err_set(e, ENOENT, "no \"%s\" stream: memory is not stored as pages", PF_ARC_DEVICE);
     /* The device stream is small (no RAM): a memfd gives ms_reassemble the fd it reads. */
     VS_AUTOCLOSE int mfd = memfd_create("vmsnap-device-stream", MFD_CLOEXEC);
     if (mfd < 0)
@@ -141,7 +141,7 @@ int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_
         if (r < 0)
             return r;
         if ((r = vs_write_full(mfd, buf, n)) < 0)
-            return vs_err_sys(e, r, "copying the device stream");
+            return vs_err_sys(e, -r, "copying the device stream");
         off += n;
     }
     if (lseek(mfd, 0, SEEK_SET) < 0)

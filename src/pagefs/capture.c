@@ -46,10 +46,10 @@ static int on_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
     struct cap *c = opaque;
     int k = pick_block(c, b, n);
     if (k < 0)
-        return vs_err_set(e, -ENOTSUP, "RAM block '%s' is not in the migration stream (first block '%s')",
+        return vs_err_set(e, ENOTSUP, "RAM block '%s' is not in the migration stream (first block '%s')",
                           c->o->split, n ? b[0].name : "");
     if (b[k].size % MS_PAGE_SIZE)
-        return vs_err_set(e, -ENOTSUP, "RAM block '%s' is not a whole number of pages", b[k].name);
+        return vs_err_set(e, ENOTSUP, "RAM block '%s' is not a whole number of pages", b[k].name);
     for (unsigned i = 0; i < n; i++)
         b[i].split = (int)i == k;   /* one RAM stream: the writer takes one stream at a time */
     c->split = k;
@@ -80,7 +80,7 @@ static int on_device(void *opaque, const void *buf, size_t len, vs_err *e)
 {
     struct cap *c = opaque;
     int r = vs_write_full(c->dev_fd, buf, len);
-    return r < 0 ? vs_err_sys(e, r, "spilling the device stream to a temporary file") : 0;
+    return r < 0 ? vs_err_sys(e, -r, "spilling the device stream to a temporary file") : 0;
 }
 
 static int store_device(struct cap *c, vs_err *e)
@@ -158,7 +158,7 @@ static int go_opaque(struct pf_capture *cp, vs_err *e)
 int pf_capture_push(struct pf_capture *cp, const void *buf, size_t len, vs_err *e)
 {
     if (cp->err)
-        return vs_err_set(e, cp->err, "memory capture already failed");
+        return vs_err_set(e, -cp->err, "memory capture already failed");
     cp->res.stream_bytes += len;
     int r;
     if (cp->opaque) {
@@ -207,12 +207,12 @@ int pf_capture_finish(struct pf_capture *cp, struct pf_capture_result *res, vs_e
 {
     int r = cp->err;
     if (r < 0)
-        return vs_err_set(e, r, "memory capture already failed");
+        return vs_err_set(e, -r, "memory capture already failed");
     if (cp->opaque) {
         r = arc_writer_end(cp->c.w, e);
     } else if ((r = ms_finish(cp->p, &cp->res.sum, e)) == 0) {
         if (cp->c.split < 0)
-            r = vs_err_set(e, -EBADMSG, "the migration stream has no RAM block list");
+            r = vs_err_set(e, EBADMSG, "the migration stream has no RAM block list");
         else if (!cp->c.ram_open)   /* no page at all: the block reads as zeros (or the parent's) */
             r = open_ram(&cp->c, &ms_blocks(cp->p, &(unsigned){ 0 })[cp->c.split], e);
         if (r == 0)

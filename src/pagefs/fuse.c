@@ -260,7 +260,7 @@ static int prefetch_file(struct pf_mount *m, unsigned i, uint8_t *buf, vs_err *e
         struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
         bv.buf[0].mem = buf;
         if ((r = fuse_lowlevel_notify_store(m->se, i + 2, (off_t)off, &bv, 0)) < 0)
-            return vs_err_sys(e, r, "storing %" PRIu64 " bytes at offset %" PRIu64 " of %s in the page cache", len,
+            return vs_err_sys(e, -r, "storing %" PRIu64 " bytes at offset %" PRIu64 " of %s in the page cache", len,
                               off, f->name);
         mark(m->seen[i], off, len);
         pthread_mutex_lock(&m->lock);
@@ -347,17 +347,17 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
         || fuse_opt_add_arg(&args, "fsname=vmsnap-pages,subtype=vmsnap")) {
         fuse_opt_free_args(&args);
         pf_unmount(m);
-        return vs_err_set(e, -ENOMEM, "FUSE arguments");
+        return vs_err_set(e, ENOMEM, "FUSE arguments");
     }
     m->se = fuse_session_new(&args, &ops, sizeof ops, m);
     fuse_opt_free_args(&args);
     if (!m->se) {
         pf_unmount(m);
-        return vs_err_set(e, -EIO, "FUSE: cannot create a file system for %s", dir);
+        return vs_err_set(e, EIO, "FUSE: cannot create a file system for %s", dir);
     }
     if (fuse_session_mount(m->se, dir) != 0) {
         pf_unmount(m);
-        return vs_err_set(e, -EIO, "FUSE: cannot mount on %s (is /dev/fuse usable, fusermount3 installed?)", dir);
+        return vs_err_set(e, EIO, "FUSE: cannot mount on %s (is /dev/fuse usable, fusermount3 installed?)", dir);
     }
     int r = pthread_create(&m->thread, NULL, loop_thread, m);
     if (r) {
@@ -384,7 +384,7 @@ bool pf_available(void) { return false; }
 int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf_mount **out, vs_err *e)
 {
     (void)files; (void)n; (void)out;
-    return vs_err_set(e, -ENOTSUP, "cannot serve RAM lazily on %s: vmsnap was built without libfuse3", dir);
+    return vs_err_set(e, ENOTSUP, "cannot serve RAM lazily on %s: vmsnap was built without libfuse3", dir);
 }
 void pf_unmount(struct pf_mount *m) { (void)m; }
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out) { (void)m; memset(out, 0, sizeof *out); }

@@ -80,7 +80,7 @@ int pf_image_create(const char *dir, const struct pf_image_block *b, unsigned n,
         int r;
         if (b[i].size % PF_PAGE_SIZE) {
             pf_image_close(im);
-            return vs_err_set(e, -EINVAL, "RAM block '%s': size %" PRIu64 " is not a multiple of 4 KiB",
+            return vs_err_set(e, EINVAL, "RAM block '%s': size %" PRIu64 " is not a multiple of 4 KiB",
                               b[i].name, b[i].size);
         }
         if ((r = open_files(im, i, O_RDWR | O_CREAT | O_EXCL, e)) < 0) {
@@ -95,20 +95,20 @@ int pf_image_create(const char *dir, const struct pf_image_block *b, unsigned n,
 int pf_image_put(struct pf_image *im, unsigned i, uint64_t off, const void *data, vs_err *e)
 {
     if (i >= im->n || off % PF_PAGE_SIZE || off >= im->b[i].size)
-        return vs_err_set(e, -EINVAL, "page image %s: page 0x%" PRIx64 " of block %u out of range", im->dir, off, i);
+        return vs_err_set(e, EINVAL, "page image %s: page 0x%" PRIx64 " of block %u out of range", im->dir, off, i);
     uint8_t s[8];
     uint64_t h = 0;
     int r;
     if (data) {
         h = page_hash(data);
         if ((r = vs_pwrite_full(im->img[i], data, PF_PAGE_SIZE, (off_t)off)) < 0)
-            return vs_err_sys(e, r, "writing page image %s/block%u.img", im->dir, i);
+            return vs_err_sys(e, -r, "writing page image %s/block%u.img", im->dir, i);
     } else if (fallocate(im->img[i], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, PF_PAGE_SIZE) < 0) {
         return vs_err_sys(e, errno, "punching a hole in %s/block%u.img", im->dir, i);
     }
     vs_put_le64(s, h);
     if ((r = vs_pwrite_full(im->sum[i], s, 8, (off_t)(off / PF_PAGE_SIZE * 8))) < 0)
-        return vs_err_sys(e, r, "writing page image %s/block%u.sum", im->dir, i);
+        return vs_err_sys(e, -r, "writing page image %s/block%u.sum", im->dir, i);
     return 0;
 }
 
@@ -126,7 +126,7 @@ int pf_image_commit(struct pf_image *im, vs_err *e)
     int r = json_dump_file(j, tmp, JSON_INDENT(1));
     json_decref(j);
     if (r < 0)
-        return vs_err_set(e, -EIO, "writing %s", tmp);
+        return vs_err_set(e, EIO, "writing %s", tmp);
     VS_AUTOCLOSE int fd = open(tmp, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) < 0 || rename(tmp, fin) < 0)
         return vs_err_sys(e, errno, "completing %s", fin);
@@ -139,11 +139,11 @@ int pf_image_open(const char *dir, struct pf_image **out, vs_err *e)
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j)
-        return vs_err_set(e, -EINVAL, "%s: %s (not a complete page image)", path, je.text);
+        return vs_err_set(e, EINVAL, "%s: %s (not a complete page image)", path, je.text);
     json_t *arr = json_object_get(j, "blocks");
     if (!json_is_array(arr) || json_array_size(arr) > 256) {
         json_decref(j);
-        return vs_err_set(e, -EINVAL, "%s: no \"blocks\" list", path);
+        return vs_err_set(e, EINVAL, "%s: no \"blocks\" list", path);
     }
     struct pf_image *im = image_new(dir, (unsigned)json_array_size(arr));
     int r = 0;
@@ -152,7 +152,7 @@ int pf_image_open(const char *dir, struct pf_image **out, vs_err *e)
         const char *name = json_string_value(json_object_get(b, "name"));
         json_int_t size = json_integer_value(json_object_get(b, "size"));
         if (!name || strlen(name) > 255 || size <= 0 || size % PF_PAGE_SIZE) {
-            r = vs_err_set(e, -EINVAL, "%s: block %u has a bad name or size", path, i);
+            r = vs_err_set(e, EINVAL, "%s: block %u has a bad name or size", path, i);
             break;
         }
         snprintf(im->b[i].name, sizeof im->b[i].name, "%s", name);
@@ -162,7 +162,7 @@ int pf_image_open(const char *dir, struct pf_image **out, vs_err *e)
         struct stat st1, st2;
         if (fstat(im->img[i], &st1) < 0 || fstat(im->sum[i], &st2) < 0 || (uint64_t)st1.st_size != im->b[i].size
             || (uint64_t)st2.st_size != im->b[i].size / PF_PAGE_SIZE * 8)
-            r = vs_err_set(e, -EINVAL, "%s: files of block %u ('%s') do not have the sizes it says", dir, i, name);
+            r = vs_err_set(e, EINVAL, "%s: files of block %u ('%s') do not have the sizes it says", dir, i, name);
     }
     json_decref(j);
     if (r < 0) {
@@ -184,7 +184,7 @@ static int page_sum(struct pf_image *im, unsigned i, uint64_t off, uint64_t *h, 
     uint8_t s[8];
     ssize_t r = vs_pread_full(im->sum[i], s, 8, (off_t)(off / PF_PAGE_SIZE * 8));
     if (r != 8)
-        return vs_err_sys(e, r < 0 ? (int)r : EIO, "reading %s/block%u.sum", im->dir, i);
+        return vs_err_sys(e, r < 0 ? (int)-r : EIO, "reading %s/block%u.sum", im->dir, i);
     *h = vs_get_le64(s);
     return 0;
 }
@@ -198,10 +198,10 @@ bool pf_image_is_zero(struct pf_image *im, unsigned i, uint64_t off)
 int pf_image_read(struct pf_image *im, unsigned i, void *buf, size_t len, uint64_t off, vs_err *e)
 {
     if (i >= im->n || off > im->b[i].size || len > im->b[i].size - off)
-        return vs_err_set(e, -EINVAL, "page image %s: read beyond block %u", im->dir, i);
+        return vs_err_set(e, EINVAL, "page image %s: read beyond block %u", im->dir, i);
     ssize_t n = vs_pread_full(im->img[i], buf, len, (off_t)off);
     if (n < 0 || (size_t)n != len)
-        return vs_err_sys(e, n < 0 ? (int)n : EIO, "reading %s/block%u.img", im->dir, i);
+        return vs_err_sys(e, n < 0 ? (int)-n : EIO, "reading %s/block%u.img", im->dir, i);
     static const uint8_t zero[PF_PAGE_SIZE];
     uint8_t *p = buf;
     for (uint64_t pg = off / PF_PAGE_SIZE * PF_PAGE_SIZE; pg < off + len; pg += PF_PAGE_SIZE) {
@@ -221,7 +221,7 @@ int pf_image_read(struct pf_image *im, unsigned i, void *buf, size_t len, uint64
         }
         bool ok = h == 0 ? memcmp(page, zero, PF_PAGE_SIZE) == 0 : page_hash(page) == h;
         if (!ok)
-            return vs_err_set(e, -EIO, "page 0x%" PRIx64 " of RAM block '%s' fails its checksum (%s)", pg,
+            return vs_err_set(e, EIO, "page 0x%" PRIx64 " of RAM block '%s' fails its checksum (%s)", pg,
                               im->b[i].name, im->dir);
     }
     return 0;

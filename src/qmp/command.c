@@ -48,7 +48,7 @@ static int execute(struct qmp *q, const char *cmd, json_t *args, int fd, double 
     if (r < 0)
         return r;
     if (args && !json_is_object(args))
-        return vs_err_set(e, -EINVAL, "QMP '%s': arguments must be a JSON object", cmd);
+        return vs_err_set(e, EINVAL, "QMP '%s': arguments must be a JSON object", cmd);
 
     json_t *id = json_integer(q->next_id++);
     json_t *msg = json_pack("{s:s, s:O}", "execute", cmd, "id", id);
@@ -73,7 +73,7 @@ static int execute(struct qmp *q, const char *cmd, json_t *args, int fd, double 
     if (r == 0) {
         r = wait_reply(q, id, deadline, what, &reply, e);
         if (r == -ETIMEDOUT)
-            vs_err_set(e, r, "QMP socket '%s': no %s within %.1f s", q->name, what,
+            vs_err_set(e, ETIMEDOUT, "QMP socket '%s': no %s within %.1f s", q->name, what,
                        timeout_s > 0 ? timeout_s : q->timeout_s);
     }
     json_decref(id);
@@ -90,9 +90,9 @@ static int execute(struct qmp *q, const char *cmd, json_t *args, int fd, double 
         const char *desc = json_string_value(json_object_get(err, "desc"));
         q->err_class = vs_xstrdup(cls ? cls : "GenericError");
         q->err_desc = vs_xstrdup(desc ? desc : "(no description)");
-        r = vs_err_set(e, -EREMOTEIO, "QMP '%s' failed: %s: %s", cmd, q->err_class, q->err_desc);
+        r = vs_err_set(e, EREMOTEIO, "QMP '%s' failed: %s: %s", cmd, q->err_class, q->err_desc);
     } else {
-        r = vs_err_set(e, -EPROTO, "QMP socket '%s': reply to '%s' has neither 'return' nor 'error'", q->name, cmd);
+        r = vs_err_set(e, EPROTO, "QMP socket '%s': reply to '%s' has neither 'return' nor 'error'", q->name, cmd);
     }
     json_decref(reply);
     return r;
@@ -111,7 +111,7 @@ int qmp_execute_timeout(struct qmp *q, const char *cmd, json_t *args, double tim
 int qmp_execute_with_fd(struct qmp *q, const char *cmd, json_t *args, int fd, json_t **ret, vs_err *e)
 {
     if (fd < 0)
-        return vs_err_set(e, -EBADF, "QMP '%s': no file descriptor to pass", cmd);
+        return vs_err_set(e, EBADF, "QMP '%s': no file descriptor to pass", cmd);
     return execute(q, cmd, args, fd, -1, ret, e);
 }
 
@@ -149,7 +149,7 @@ int qmp_add_fd(struct qmp *q, int fd, int64_t fdset_id, const char *opaque, int6
     json_t *set = json_object_get(ret, "fdset-id"), *qfd = json_object_get(ret, "fd");
     if (!json_is_integer(set) || !json_is_integer(qfd)) {
         json_decref(ret);
-        return vs_err_set(e, -EPROTO, "QMP socket '%s': add-fd reply lacks 'fdset-id' or 'fd'", q->name);
+        return vs_err_set(e, EPROTO, "QMP socket '%s': add-fd reply lacks 'fdset-id' or 'fd'", q->name);
     }
     if (fdset_out)
         *fdset_out = json_integer_value(set);
@@ -177,7 +177,7 @@ static int load_set(struct qmp *q, const char *cmd, const char *key, json_t **se
         return r;
     if (!json_is_array(ret)) {
         json_decref(ret);
-        return vs_err_set(e, -EPROTO, "QMP socket '%s': '%s' did not return an array", q->name, cmd);
+        return vs_err_set(e, EPROTO, "QMP socket '%s': '%s' did not return an array", q->name, cmd);
     }
     *set = json_object();
     size_t i;
@@ -215,7 +215,7 @@ int qmp_query_status(struct qmp *q, bool *running, char *status, size_t len, vs_
     const char *st = json_string_value(json_object_get(ret, "status"));
     if (!json_is_boolean(run) || !st) {
         json_decref(ret);
-        return vs_err_set(e, -EPROTO, "QMP socket '%s': query-status reply lacks 'running' or 'status'", q->name);
+        return vs_err_set(e, EPROTO, "QMP socket '%s': query-status reply lacks 'running' or 'status'", q->name);
     }
     if (running)
         *running = json_is_true(run);
@@ -239,6 +239,6 @@ int qmp_recv_reply(struct qmp *q, double timeout_s, json_t **msg, vs_err *e)
 {
     int r = wait_reply(q, NULL, qmp__deadline(q, timeout_s), "a reply", msg, e);
     if (r == -ETIMEDOUT)
-        vs_err_set(e, r, "QMP socket '%s': no reply within %.1f s", q->name, timeout_s < 0 ? q->timeout_s : timeout_s);
+        vs_err_set(e, ETIMEDOUT, "QMP socket '%s': no reply within %.1f s", q->name, timeout_s < 0 ? q->timeout_s : timeout_s);
     return r;
 }

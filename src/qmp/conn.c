@@ -14,7 +14,7 @@ static int connect_unix(const char *path, double timeout_s, int *out, vs_err *e)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof sa.sun_path)
-        return vs_err_set(e, -ENAMETOOLONG, "QMP socket '%s': path longer than %zu bytes", path,
+        return vs_err_set(e, ENAMETOOLONG, "QMP socket '%s': path longer than %zu bytes", path,
                           sizeof sa.sun_path - 1);
     memcpy(sa.sun_path, path, strlen(path) + 1);
     VS_AUTOCLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -29,7 +29,7 @@ static int connect_unix(const char *path, double timeout_s, int *out, vs_err *e)
             continue;
         }
         if (errno == ECONNREFUSED)
-            return vs_err_set(e, -ECONNREFUSED, "QMP socket '%s': connection refused (is QEMU running?)", path);
+            return vs_err_set(e, ECONNREFUSED, "QMP socket '%s': connection refused (is QEMU running?)", path);
         return vs_err_sys(e, errno, "QMP socket '%s': cannot connect", path);
     }
     *out = VS_STEAL_FD(fd);
@@ -50,7 +50,7 @@ static int read_greeting(struct qmp *q, vs_err *e)
     json_t *msg = NULL;
     int r = qmp__read_message(q, qmp__deadline(q, -1), "the greeting", &msg, e);
     if (r == 0)
-        return vs_err_set(e, -ETIMEDOUT,
+        return vs_err_set(e, ETIMEDOUT,
                           "QMP socket '%s': no greeting within %.1f s (is another client connected to it?)", q->name,
                           q->timeout_s);
     if (r < 0)
@@ -61,7 +61,7 @@ static int read_greeting(struct qmp *q, vs_err *e)
         int_member(ver, "minor", &q->version[1]) || int_member(ver, "micro", &q->version[2])) {
         VS_AUTOFREE char *s = json_dumps(msg, JSON_COMPACT);
         json_decref(msg);
-        return qmp__kill(q, e, -EPROTO, "not a QMP greeting (no QMP.version.qemu): %.120s", s ? s : "?");
+        return qmp__kill(q, e, EPROTO, "not a QMP greeting (no QMP.version.qemu): %.120s", s ? s : "?");
     }
     q->greeting = json_incref(g);
     json_decref(msg);

@@ -116,7 +116,7 @@ int qmp_wait_event(struct qmp *q, const char *name, const json_t *match, double 
 {
     *event = NULL;
     if (match && !json_is_object(match))
-        return vs_err_set(e, -EINVAL, "QMP socket '%s': event match must be a JSON object", q->name);
+        return vs_err_set(e, EINVAL, "QMP socket '%s': event match must be a JSON object", q->name);
     json_t *ev = take(q, name, match);
     if (!ev) {
         char what[160];
@@ -125,7 +125,7 @@ int qmp_wait_event(struct qmp *q, const char *name, const json_t *match, double 
         if (r < 0)
             return r;
         if (r == 0)
-            return vs_err_set(e, -ETIMEDOUT, "QMP socket '%s': no %s within %.1f s", q->name, what,
+            return vs_err_set(e, ETIMEDOUT, "QMP socket '%s': no %s within %.1f s", q->name, what,
                               timeout_s < 0 ? q->timeout_s : timeout_s);
         ev = take(q, name, match);
     }

@@ -77,7 +77,7 @@ static int extract(struct qmp *q, json_t **msg, vs_err *e)
                 continue;
             }
             if (c != '{')
-                return qmp__kill(q, e, -EPROTO, "expected a JSON object from QEMU, got byte 0x%02x%s%c%s", c,
+                return qmp__kill(q, e, EPROTO, "expected a JSON object from QEMU, got byte 0x%02x%s%c%s", c,
                                  c >= 0x20 && c < 0x7f ? " '" : "", c >= 0x20 && c < 0x7f ? c : ' ',
                                  c >= 0x20 && c < 0x7f ? "'" : "");
             q->start = q->scan++;
@@ -109,7 +109,7 @@ static int extract(struct qmp *q, json_t **msg, vs_err *e)
             q->in_str = true;
         } else if (c == '{' || c == '[') {
             if (++q->depth > MAX_DEPTH)
-                return qmp__kill(q, e, -EPROTO, "JSON from QEMU nested deeper than %d levels", MAX_DEPTH);
+                return qmp__kill(q, e, EPROTO, "JSON from QEMU nested deeper than %d levels", MAX_DEPTH);
         } else if (c == '}' || c == ']') {
             if (--q->depth == 0)
                 break;
@@ -118,19 +118,19 @@ static int extract(struct qmp *q, json_t **msg, vs_err *e)
     size_t n = q->scan - q->start;
     if (q->depth > 0 || n == 0) {
         if (q->depth > 0 && n > q->max_message)
-            return qmp__kill(q, e, -EMSGSIZE, "message from QEMU larger than the limit of %zu bytes", q->max_message);
+            return qmp__kill(q, e, EMSGSIZE, "message from QEMU larger than the limit of %zu bytes", q->max_message);
         return 0;
     }
     /* A complete object [start, scan). */
     if (n > q->max_message)
-        return qmp__kill(q, e, -EMSGSIZE, "message from QEMU larger than the limit of %zu bytes", q->max_message);
+        return qmp__kill(q, e, EMSGSIZE, "message from QEMU larger than the limit of %zu bytes", q->max_message);
     const char *text = q->buf + q->start;
     qmp__log(q, '<', text, n);
     json_error_t jerr;
     json_t *m = json_loadb(text, n, JSON_ALLOW_NUL, &jerr);
     q->start = q->scan;
     if (!m)
-        return qmp__kill(q, e, -EPROTO, "invalid JSON from QEMU: %s (byte %d of a %zu-byte message)", jerr.text,
+        return qmp__kill(q, e, EPROTO, "invalid JSON from QEMU: %s (byte %d of a %zu-byte message)", jerr.text,
                          jerr.position, n);
     *msg = m;
     return 1;
@@ -168,20 +168,20 @@ static int fill(struct qmp *q, double deadline, const char *what, vs_err *e)
             return 1;
         }
         if (n == 0)
-            return qmp__kill(q, e, -ECONNRESET, "connection closed by QEMU while waiting for %s", what);
+            return qmp__kill(q, e, ECONNRESET, "connection closed by QEMU while waiting for %s", what);
         if (errno == EINTR)
             continue;
         if (errno == ECONNRESET)
-            return qmp__kill(q, e, -ECONNRESET, "connection reset by QEMU while waiting for %s", what);
+            return qmp__kill(q, e, ECONNRESET, "connection reset by QEMU while waiting for %s", what);
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             int err = errno;
-            return qmp__kill(q, e, -err, "reading while waiting for %s: %s", what, strerror(err));
+            return qmp__kill(q, e, err, "reading while waiting for %s: %s", what, strerror(err));
         }
         struct pollfd p = { .fd = q->fd, .events = POLLIN };
         int ms = remaining_ms(deadline);
         int r = poll(&p, 1, ms);
         if (r < 0 && errno != EINTR)
-            return qmp__kill(q, e, -errno, "poll: %s", strerror(errno));
+            return qmp__kill(q, e, errno, "poll: %s", strerror(errno));
         if (r == 0)
             return 0;
     }
@@ -238,19 +238,19 @@ int qmp__send(struct qmp *q, const char *data, size_t len, int fd, double deadli
             struct pollfd p = { .fd = q->fd, .events = POLLOUT };
             int pr = poll(&p, 1, remaining_ms(deadline));
             if (pr < 0 && errno != EINTR)
-                return qmp__kill(q, e, -errno, "poll: %s", strerror(errno));
+                return qmp__kill(q, e, errno, "poll: %s", strerror(errno));
             if (pr == 0) {
                 if (done > 0) /* half a message on the wire: the stream cannot be resynced */
-                    return qmp__kill(q, e, -ETIMEDOUT, "QEMU stopped reading while sending %s", what);
-                return vs_err_set(e, -ETIMEDOUT, "QMP socket '%s': QEMU is not reading (could not send %s)",
+                    return qmp__kill(q, e, ETIMEDOUT, "QEMU stopped reading while sending %s", what);
+                return vs_err_set(e, ETIMEDOUT, "QMP socket '%s': QEMU is not reading (could not send %s)",
                                   q->name, what);
             }
             continue;
         }
         int err = n < 0 ? errno : EIO;
         if (err == EPIPE || err == ECONNRESET)
-            return qmp__kill(q, e, -ECONNRESET, "connection closed by QEMU while sending %s", what);
-        return qmp__kill(q, e, -err, "sending %s: %s", what, strerror(err));
+            return qmp__kill(q, e, ECONNRESET, "connection closed by QEMU while sending %s", what);
+        return qmp__kill(q, e, err, "sending %s: %s", what, strerror(err));
     }
     return 0;
 }

@@ -121,11 +121,11 @@ char *qops_job_id(const char *what)
 int qops_check_text(const char *what, const char *s, vs_err *e)
 {
     if (!s || !*s)
-        return vs_err_set(e, -EINVAL, "%s must not be empty", what);
+        return vs_err_set(e, EINVAL, "%s must not be empty", what);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
-            return vs_err_set(e, -EINVAL, "%s '%s' contains a control character", what, s);
+            return vs_err_set(e, EINVAL, "%s '%s' contains a control character", what, s);
     if (strlen(s) > 127)
-        return vs_err_set(e, -EINVAL, "%s '%.32s...' is longer than 127 bytes", what, s);
+        return vs_err_set(e, EINVAL, "%s '%.32s...' is longer than 127 bytes", what, s);
     return 0;
 }

@@ -9,10 +9,10 @@
 int qops_dirty_rate_start(struct qmp *q, int seconds, vs_err *e)
 {
     if (seconds < 1 || seconds > 60)
-        return vs_err_set(e, -EINVAL, "dirty-rate measuring time must be 1..60 seconds, not %d", seconds);
+        return vs_err_set(e, EINVAL, "dirty-rate measuring time must be 1..60 seconds, not %d", seconds);
     int r = qmp_has_command(q, "calc-dirty-rate", e);
     if (r <= 0)
-        return r < 0 ? r : vs_err_set(e, -ENOTSUP, "the QEMU on %s has no calc-dirty-rate (QEMU 5.2+)", qmp_name(q));
+        return r < 0 ? r : vs_err_set(e, ENOTSUP, "the QEMU on %s has no calc-dirty-rate (QEMU 5.2+)", qmp_name(q));
     /* Page sampling, explicitly: dirty-bitmap mode needs KVM's dirty log (a TCG QEMU 7.2 aborts on it). */
     QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:I}", "calc-time", (json_int_t)seconds);
     if (qmp_version_at_least(q, 6, 2))
@@ -31,10 +31,10 @@ int qops_dirty_rate_result(struct qmp *q, struct qops_dirty_rate *out, vs_err *e
     if (!strcmp(status, "measuring"))
         return -EAGAIN;
     if (strcmp(status, "measured"))
-        return vs_err_set(e, -ENOENT, "no dirty-rate measurement on %s (status '%s')", qmp_name(q), status);
+        return vs_err_set(e, ENOENT, "no dirty-rate measurement on %s (status '%s')", qmp_name(q), status);
     json_t *rate = json_object_get(info, "dirty-rate");
     if (!json_is_integer(rate))
-        return vs_err_set(e, -EPROTO, "query-dirty-rate on %s says 'measured' but gives no dirty-rate", qmp_name(q));
+        return vs_err_set(e, EPROTO, "query-dirty-rate on %s says 'measured' but gives no dirty-rate", qmp_name(q));
     out->mib_per_s = (double)json_integer_value(rate);
     out->calc_time_s = qops_json_int(info, "calc-time", 0);
     out->sample_pages = (uint64_t)qops_json_int(info, "sample-pages", 0);
@@ -51,7 +51,7 @@ int qops_dirty_rate_measure(struct qmp *q, int seconds, struct qops_dirty_rate *
     nanosleep(&(struct timespec){ .tv_sec = seconds }, NULL);
     while ((r = qops_dirty_rate_result(q, out, e)) == -EAGAIN) {
         if (vs_now_s() > end)
-            return vs_err_set(e, -ETIMEDOUT, "dirty-rate measurement on %s did not finish", qmp_name(q));
+            return vs_err_set(e, ETIMEDOUT, "dirty-rate measurement on %s did not finish", qmp_name(q));
         nanosleep(&(struct timespec){ .tv_nsec = 200 * 1000 * 1000 }, NULL);
     }
     return r;
@@ -68,7 +68,7 @@ int qops_vm_facts_query(struct qmp *q, struct qops_vm_facts *out, vs_err *e)
         return r;
     int64_t base = qops_json_int(mem, "base-memory", 0), plugged = qops_json_int(mem, "plugged-memory", 0);
     if (base <= 0)
-        return vs_err_set(e, -EPROTO, "query-memory-size-summary on %s gives no base-memory", qmp_name(q));
+        return vs_err_set(e, EPROTO, "query-memory-size-summary on %s gives no base-memory", qmp_name(q));
     out->ram_bytes = (uint64_t)base + (uint64_t)(plugged > 0 ? plugged : 0);
 
     if ((r = qmp_execute(q, "query-migrate-parameters", NULL, &params, e)) < 0)

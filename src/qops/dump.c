@@ -29,7 +29,7 @@ static int dump_outcome(struct qmp *q, const json_t *data, struct qops_dump_resu
     int64_t total = qops_json_int(result, "total", 0);
     res->total = total > 0 ? (uint64_t)total : 0;
     if (err || strcmp(status, "completed"))
-        return vs_err_set(e, -EIO, "memory dump on %s ended '%s': %s", qmp_name(q), status, err ? err : "no reason given");
+        return vs_err_set(e, EIO, "memory dump on %s ended '%s': %s", qmp_name(q), status, err ? err : "no reason given");
     return 0;
 }
 
@@ -39,7 +39,7 @@ static int wait_dump(struct qmp *q, const struct qops_dump_opts *o, const struct
     for (;;) {
         double slice = qops_deadline_slice(dl, 0.5);
         if (slice < 0)
-            return vs_err_set(e, -ETIMEDOUT, "memory dump on %s did not complete in time (it keeps running; "
+            return vs_err_set(e, ETIMEDOUT, "memory dump on %s did not complete in time (it keeps running; "
                               "see query-dump)", qmp_name(q));
         QOPS_JSON_AUTODECREF json_t *ev = NULL;
         int r = qmp_wait_event(q, "DUMP_COMPLETED", NULL, slice, &ev, e);
@@ -52,9 +52,9 @@ static int wait_dump(struct qmp *q, const struct qops_dump_opts *o, const struct
             return r;
         const char *status = qops_json_str(st, "status", "?");
         if (!strcmp(status, "failed"))
-            return vs_err_set(e, -EIO, "memory dump on %s failed (query-dump says 'failed')", qmp_name(q));
+            return vs_err_set(e, EIO, "memory dump on %s failed (query-dump says 'failed')", qmp_name(q));
         if (!strcmp(status, "none"))
-            return vs_err_set(e, -EIO, "memory dump on %s is not running (query-dump says 'none')", qmp_name(q));
+            return vs_err_set(e, EIO, "memory dump on %s is not running (query-dump says 'none')", qmp_name(q));
         if (o->progress)
             o->progress(o->opaque, (uint64_t)qops_json_int(st, "completed", 0), (uint64_t)qops_json_int(st, "total", 0));
         /* "completed" without the event yet: the next wait picks the event up. */
@@ -72,7 +72,7 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
     *res = (struct qops_dump_result){ 0 };
     const char *format = o->format ? o->format : "elf";
     if (o->paging && strcmp(format, "elf"))
-        return vs_err_set(e, -EINVAL, "--paging works only with the elf format, not '%s'", format);
+        return vs_err_set(e, EINVAL, "--paging works only with the elf format, not '%s'", format);
 
     struct qops_strv formats __attribute__((cleanup(qops_strv_free))) = { 0 };
     int r = qops_dump_formats(q, &formats, e);
@@ -80,7 +80,7 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
         return r;
     if (!qops_strv_has(&formats, format)) {
         VS_AUTOFREE char *list = qops_strv_join(&formats, ", ");
-        return vs_err_set(e, -ENOTSUP, "dump format '%s' is not supported by the QEMU on %s (it supports: %s)",
+        return vs_err_set(e, ENOTSUP, "dump format '%s' is not supported by the QEMU on %s (it supports: %s)",
                           format, qmp_name(q), list);
     }
 

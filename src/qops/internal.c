@@ -20,10 +20,10 @@ static int select_devices(const char *who, const struct qops_nodes *nodes, const
             const char *name = o->devices[i];
             const struct qops_node *n = qops_nodes_find(nodes, name);
             if (!n)
-                return vs_err_set(e, -ENOENT, "no block node '%s' on %s (internal list shows the nodes)",
+                return vs_err_set(e, ENOENT, "no block node '%s' on %s (internal list shows the nodes)",
                                   name, who);
             if (!qops_drv_can_snapshot(n->drv))
-                return vs_err_set(e, -ENOTSUP, "node '%s' is %s and cannot hold internal snapshots (only qcow2 can)",
+                return vs_err_set(e, ENOTSUP, "node '%s' is %s and cannot hold internal snapshots (only qcow2 can)",
                                   name, n->drv);
             if (!qops_strv_has(sel, name))
                 qops_strv_add(sel, name);
@@ -34,7 +34,7 @@ static int select_devices(const char *who, const struct qops_nodes *nodes, const
             if (n->ro)
                 continue;
             if (!qops_drv_can_snapshot(n->drv))
-                return vs_err_set(e, -ENOTSUP,
+                return vs_err_set(e, ENOTSUP,
                                   "node '%s'%s%s%s is a writable %s disk and cannot hold internal snapshots "
                                   "(only qcow2 can); pass --devices with the qcow2 nodes to leave it out",
                                   n->node, n->device[0] ? " (device '" : "", n->device,
@@ -43,7 +43,7 @@ static int select_devices(const char *who, const struct qops_nodes *nodes, const
         }
     }
     if (!sel->n)
-        return vs_err_set(e, -ENODEV, "no writable qcow2 disk on %s to hold a snapshot", who);
+        return vs_err_set(e, ENODEV, "no writable qcow2 disk on %s to hold a snapshot", who);
     return 0;
 }
 
@@ -58,21 +58,21 @@ static int precheck(const char *who, enum qops_internal_op op, const char *tag, 
         if (n && qops_node_find_snapshot(n, tag)) {
             have++;
             if (op == QOPS_SAVE)
-                return vs_err_set(e, -EEXIST, "snapshot '%s' already exists on node '%s' (delete it first)",
+                return vs_err_set(e, EEXIST, "snapshot '%s' already exists on node '%s' (delete it first)",
                                   tag, n->node);
         } else if (!missing) {
             missing = sel->v[i];
         }
     }
     if (op == QOPS_LOAD && missing)
-        return vs_err_set(e, -ENOENT, "no snapshot '%s' on node '%s' of %s", tag, missing, who);
+        return vs_err_set(e, ENOENT, "no snapshot '%s' on node '%s' of %s", tag, missing, who);
     if (op == QOPS_DELETE && !have)
-        return vs_err_set(e, -ENOENT, "no snapshot '%s' on any selected node of %s", tag, who);
+        return vs_err_set(e, ENOENT, "no snapshot '%s' on any selected node of %s", tag, who);
     if (op == QOPS_LOAD) {
         const struct qops_node *vn = qops_nodes_find(nodes, vmstate);
         const struct qops_snapshot *s = vn ? qops_node_find_snapshot(vn, tag) : NULL;
         if (s && !s->vmstate_size)
-            return vs_err_set(e, -ENOENT, "snapshot '%s' on node '%s' holds no VM state", tag, vmstate);
+            return vs_err_set(e, ENOENT, "snapshot '%s' on node '%s' holds no VM state", tag, vmstate);
     }
     return 0;
 }
@@ -85,7 +85,7 @@ static int follow_job(struct qmp *q, const char *cmd, const char *tag, const cha
     for (;;) {
         double slice = qops_deadline_slice(dl, 1.0);
         if (slice < 0)
-            return vs_err_set(e, -ETIMEDOUT, "job '%s' on %s did not conclude in time (it keeps running; "
+            return vs_err_set(e, ETIMEDOUT, "job '%s' on %s did not conclude in time (it keeps running; "
                               "see query-jobs)", id, qmp_name(q));
         QOPS_JSON_AUTODECREF json_t *ev = NULL;
         int r = qmp_wait_event(q, "JOB_STATUS_CHANGE", match, slice, &ev, e);
@@ -107,7 +107,7 @@ static int follow_job(struct qmp *q, const char *cmd, const char *tag, const cha
             }
         }
         if (!found)
-            return vs_err_set(e, -EIO, "job '%s' vanished from query-jobs on %s", id, qmp_name(q));
+            return vs_err_set(e, EIO, "job '%s' vanished from query-jobs on %s", id, qmp_name(q));
         if (concluded)
             break;
     }
@@ -127,7 +127,7 @@ static int follow_job(struct qmp *q, const char *cmd, const char *tag, const cha
     QOPS_JSON_AUTODECREF json_t *args = json_pack("{s:s}", "id", id);
     int dr = qmp_execute(q, "job-dismiss", args, NULL, &de);
     if (errbuf[0])
-        return vs_err_set(e, -EIO, "%s of '%s' on %s failed (job '%s'): %s", cmd, tag, qmp_name(q), id, errbuf);
+        return vs_err_set(e, EIO, "%s of '%s' on %s failed (job '%s'): %s", cmd, tag, qmp_name(q), id, errbuf);
     if (dr < 0) {
         *e = de;
         return dr;
@@ -156,7 +156,7 @@ static int run_job(struct qmp *q, enum qops_internal_op op, const char *tag, con
 static int run_hmp(struct qmp *q, enum qops_internal_op op, const char *tag, double timeout_s, vs_err *e)
 {
     if (strpbrk(tag, " \t\"'\\"))
-        return vs_err_set(e, -EINVAL, "tag '%s' has spaces, quotes or backslashes, which HMP %svm cannot take",
+        return vs_err_set(e, EINVAL, "tag '%s' has spaces, quotes or backslashes, which HMP %svm cannot take",
                           tag, op == QOPS_DELETE ? "del" : op_name(op));
     VS_AUTOFREE char *line = vs_xasprintf("%s %s", op == QOPS_SAVE ? "savevm" : op == QOPS_LOAD ? "loadvm" : "delvm",
                                           tag);
@@ -172,7 +172,7 @@ static int run_hmp(struct qmp *q, enum qops_internal_op op, const char *tag, dou
         snprintf(msg, sizeof msg, "%s", out);
         msg[strcspn(msg, "\r\n")] = 0;
         const char *m = !strncmp(msg, "Error: ", 7) ? msg + 7 : msg;
-        return vs_err_set(e, -EIO, "HMP '%s' on %s failed: %s", line, qmp_name(q), m);
+        return vs_err_set(e, EIO, "HMP '%s' on %s failed: %s", line, qmp_name(q), m);
     }
     return 0;
 }
@@ -187,11 +187,11 @@ int qops_internal_plan(const struct qops_nodes *nodes, const char *who, enum qop
     if (op != QOPS_DELETE && !qops_strv_has(sel, vm)) {
         const struct qops_node *vn = qops_nodes_find(nodes, vm);
         if (!vn)
-            return vs_err_set(e, -ENOENT, "no block node '%s' on %s for the VM state", vm, who);
+            return vs_err_set(e, ENOENT, "no block node '%s' on %s for the VM state", vm, who);
         if (!qops_drv_can_snapshot(vn->drv))
-            return vs_err_set(e, -ENOTSUP, "vmstate node '%s' is %s and cannot hold VM state (only qcow2 can)",
+            return vs_err_set(e, ENOTSUP, "vmstate node '%s' is %s and cannot hold VM state (only qcow2 can)",
                               vm, vn->drv);
-        return vs_err_set(e, -EINVAL, "vmstate node '%s' must be one of --devices", vm);
+        return vs_err_set(e, EINVAL, "vmstate node '%s' must be one of --devices", vm);
     }
     if ((r = precheck(who, op, tag, nodes, sel, vm, e)) < 0)
         return r;
@@ -223,7 +223,7 @@ int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, cons
         return has_jobs;
     bool hmp = o->force_hmp || !has_jobs;
     if (hmp && (o->devices || o->vmstate))
-        return vs_err_set(e, -ENOTSUP, "--devices/--vmstate need QEMU's snapshot-%s job (QEMU 6.0+); %s",
+        return vs_err_set(e, ENOTSUP, "--devices/--vmstate need QEMU's snapshot-%s job (QEMU 6.0+); %s",
                           op_name(op), has_jobs ? "HMP was forced" : "this QEMU has only HMP savevm/loadvm/delvm");
 
     struct qops_nodes nodes __attribute__((cleanup(qops_nodes_free))) = { 0 };

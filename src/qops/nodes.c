@@ -43,7 +43,7 @@ int qops_nodes_query(struct qmp *q, struct qops_nodes *out, vs_err *e)
     if (r < 0)
         return r;
     if (!json_is_array(ret))
-        return vs_err_set(e, -EPROTO, "query-block on %s did not return a list", qmp_name(q));
+        return vs_err_set(e, EPROTO, "query-block on %s did not return a list", qmp_name(q));
     qops_nodes_parse(ret, out);
     return 0;
 }

@@ -77,7 +77,7 @@ int qops_status(struct qmp *q, json_t **out, vs_err *e)
     if ((r = qmp_execute(q, "query-migrate", NULL, &qm, e)) < 0)
         return r;
     if (!json_is_object(qs) || !json_is_object(qm))
-        return vs_err_set(e, -EPROTO, "query-status/query-migrate on %s returned no object", qmp_name(q));
+        return vs_err_set(e, EPROTO, "query-status/query-migrate on %s returned no object", qmp_name(q));
     *out = qops_status_build(qs, qm);
     return 0;
 }

@@ -14,7 +14,7 @@
 __attribute__((format(printf, 4, 0)))
 static int vs_err_vset(vs_err *e, int code, bool sys, const char *fmt, va_list ap)
 {
-    int neg = code > 0 ? -code : code;
+    int neg = code > 0 ? -code : code;   /* a negative code is the caller's slip: never make an error path worse */
     if (neg == 0)
         neg = -EIO;
     if (e) {

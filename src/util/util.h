@@ -14,13 +14,15 @@
 
 /* ---- errors ----------------------------------------------------------
  * Functions return 0 / a count on success and a negative errno on failure;
- * the human message goes to a caller-supplied vs_err (may be NULL). */
+ * the human message goes to a caller-supplied vs_err (may be NULL).
+ * The code given to vs_err_set/vs_err_sys is a POSITIVE errno value: an E* constant or errno, and -r for a
+ * negative result r of another call. They return its negation. (tests/unit/util/check_err_sign.py checks.) */
 typedef struct vs_err {
     int code;        /* negative errno, 0 if no error */
     char msg[512];   /* one line, no trailing newline, names what failed */
 } vs_err;
 
-/* Set *e (if non-NULL) and return -abs(code). code may be errno or -errno. */
+/* Set *e (if non-NULL) and return -code (code 0: -EIO). */
 int vs_err_set(vs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Same, appending ": strerror(code)". */
 int vs_err_sys(vs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -31,7 +31,7 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
     if (r == 0)
         r = vs_write_full(fd, "\n", 1);
     if (r < 0)
-        return vs_err_sys(e, r, "sending to %s", control);
+        return vs_err_sys(e, -r, "sending to %s", control);
     size_t cap = 1 << 16, len = 0;
     VS_AUTOFREE char *buf = vs_xmalloc(cap + 1);
     bool told = false;

@@ -73,7 +73,7 @@ static int extract_file(struct arc *a, const char *name, const char *dest, vs_er
             if (r < 0)
                 return vs_err_prefix(e, "extracting file '%s'", name);
             if ((r = vs_write_full(fd, buf, n)) < 0)
-                return vs_err_sys(e, r, "writing %s", dest);
+                return vs_err_sys(e, -r, "writing %s", dest);
             off += n;
         }
         return 0;

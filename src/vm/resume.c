@@ -42,7 +42,7 @@ static void *feed_main(void *arg)
         }
         r = vs_write_full(f->fd, buf, n);
         if (r < 0) {
-            f->rc = vs_err_sys(&f->err, r, "feeding the memory stream to QEMU");
+            f->rc = vs_err_sys(&f->err, -r, "feeding the memory stream to QEMU");
             break;
         }
         off += n;
@@ -73,7 +73,7 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
     struct arc_stream_info si;
     int r = arc_stream_get(a, stream, &si);
     if (r < 0)
-        return vs_err_set(e, r, "archive has no stream %u", stream);
+        return vs_err_set(e, -r, "archive has no stream %u", stream);
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return vs_err_sys(e, errno, "pipe");

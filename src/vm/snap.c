@@ -460,7 +460,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             goto fail;
         }
         if (__atomic_load_n(&pump.failed, __ATOMIC_ACQUIRE)) {
-            r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
+            r = vs_err_set(e, -pump.rc, "%s", pump.err.msg);
             goto fail;
         }
         if ((r = query_migrate(q, &m, e)) < 0)
@@ -499,7 +499,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     pthread_join(th, NULL);
     thread_started = false;
     if (pump.rc < 0) {
-        r = vs_err_set(e, pump.rc, "%s", pump.err.msg);
+        r = vs_err_set(e, -pump.rc, "%s", pump.err.msg);
         goto fail;
     }
     bool captured = pump.cap != NULL;   /* its results are in pump.cres */

@@ -77,7 +77,7 @@ static void test_err(void **state)
     vs_err e = { 0 };
     assert_int_equal(vs_err_set(&e, ENOENT, "opening '%s'", "x"), -ENOENT);
     assert_string_equal(e.msg, "opening 'x'");
-    assert_int_equal(vs_err_sys(&e, -EACCES, "opening '%s'", "y"), -EACCES);
+    assert_int_equal(vs_err_sys(&e, EACCES, "opening '%s'", "y"), -EACCES);
     assert_string_equal(e.msg, "opening 'y': Permission denied");
     assert_int_equal(vs_err_prefix(&e, "archive"), -EACCES);
     assert_string_equal(e.msg, "archive: opening 'y': Permission denied");
