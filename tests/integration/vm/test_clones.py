@@ -24,6 +24,8 @@ def test():
         out = os.path.join(d, "warm.vmsnap")
         snap(src.qmp_path, out)
         src.close()
+        bits = vmtest.vmsnap("info", out, "--json", json_out=True)["incompat_features"]
+        check(bits & 2, f"the archive of a VM with vmgenid has the VMGENID feature bit (incompatible bits {bits:#x})")
 
         a = Booted(out, d, "a")
         vms.append(a)
