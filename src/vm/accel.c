@@ -13,24 +13,6 @@
 #include <sys/wait.h>
 #include <time.h>
 
-/* Resolve a binary name through PATH (execvp's rule) to stat it for the cache key. */
-static char *which(const char *name)
-{
-    if (strchr(name, '/'))
-        return vs_xstrdup(name);
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/usr/bin:/bin";
-    VS_AUTOFREE char *copy = vs_xstrdup(path);
-    for (char *save = NULL, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        char *p = vs_xasprintf("%s/%s", d, name);
-        if (access(p, X_OK) == 0)
-            return p;
-        free(p);
-    }
-    return NULL;
-}
-
 /* 1: KVM runs a vCPU; 0: it does not. QEMU is started stopped (-S) with one vCPU of the richest model; the MSR
  * failure aborts it during vCPU setup, before the monitor is even read. */
 static int probe_kvm(const char *qemu)
@@ -72,23 +54,14 @@ static int probe_kvm(const char *qemu)
     return 0;
 }
 
-static char *default_cache_dir(void)
-{
-    const char *x = getenv("XDG_CACHE_HOME");
-    if (x && x[0] == '/')
-        return vs_xasprintf("%s/vmsnap", x);
-    const char *h = getenv("HOME");
-    return vs_xasprintf("%s/.cache/vmsnap", h && h[0] ? h : "/tmp");
-}
-
 static json_t *cache_key(const char *qemu_path)
 {
-    struct stat st;
     struct utsname u;
-    if (stat(qemu_path, &st) < 0 || uname(&u) < 0)
-        return NULL;
-    return json_pack("{s:s,s:I,s:I,s:s}", "qemu", qemu_path, "mtime", (json_int_t)st.st_mtime, "size",
-                     (json_int_t)st.st_size, "kernel", u.release);
+    json_t *k = vm_cache_binary_key(qemu_path);
+    if (k && uname(&u) == 0 && json_object_set_new(k, "kernel", json_string(u.release)) == 0)
+        return k;
+    json_decref(k);
+    return NULL;
 }
 
 int vm_accel_resolve(const char *want, const char *qemu, const char *cache_dir, char out[8], vs_err *e)
@@ -107,41 +80,22 @@ int vm_accel_resolve(const char *want, const char *qemu, const char *cache_dir, 
         return 0;
     }
     close(fd);
-    VS_AUTOFREE char *path = which(qemu ? qemu : "qemu-system-x86_64");
+    VS_AUTOFREE char *path = vm_which(qemu ? qemu : "qemu-system-x86_64");
     if (!path)
         return vs_err_set(e, ENOENT, "QEMU binary '%s' not found in PATH", qemu ? qemu : "qemu-system-x86_64");
-    VS_AUTOFREE char *dir = cache_dir ? vs_xstrdup(cache_dir) : default_cache_dir();
-    VS_AUTOFREE char *file = vs_xasprintf("%s/accel.json", dir);
+    VS_AUTOFREE char *dir = vm_cache_dir(cache_dir);
     json_t *key = cache_key(path);
-    if (key) {
-        json_t *cached = json_load_file(file, 0, NULL);
-        json_t *ck = cached ? json_object_get(cached, "key") : NULL;
-        const char *v = cached ? json_string_value(json_object_get(cached, "accel")) : NULL;
-        if (ck && v && json_equal(ck, key) && (!strcmp(v, "kvm") || !strcmp(v, "tcg"))) {
-            snprintf(out, 8, "%s", v);
-            json_decref(cached);
-            json_decref(key);
-            return 0;
-        }
-        json_decref(cached);
+    VS_AUTOFREE char *name = vm_cache_name("accel", path);
+    json_t *cached = vm_cache_get(dir, name, key);
+    const char *v = json_string_value(cached);
+    bool hit = v && (!strcmp(v, "kvm") || !strcmp(v, "tcg"));
+    snprintf(out, 8, "%s", hit ? v : probe_kvm(path) ? "kvm" : "tcg");
+    if (!hit) {
+        json_t *val = json_string(out);
+        vm_cache_put(dir, name, key, val);
+        json_decref(val);
     }
-    snprintf(out, 8, "%s", probe_kvm(path) ? "kvm" : "tcg");
-    if (key) {
-        /* Best effort: a cache we cannot write only costs the probe next time. */
-        VS_AUTOFREE char *parent = vs_xstrdup(dir);
-        char *slash = strrchr(parent, '/');
-        if (slash && slash != parent) {
-            *slash = 0;
-            mkdir(parent, 0700);
-        }
-        mkdir(dir, 0700);
-        VS_AUTOFREE char *tmp = vs_xasprintf("%s.%d.tmp", file, (int)getpid());
-        json_t *doc = json_pack("{s:o,s:s}", "key", key, "accel", out);
-        if (doc && json_dump_file(doc, tmp, 0) == 0 && rename(tmp, file) == 0)
-            ;
-        else
-            unlink(tmp);
-        json_decref(doc);
-    }
+    json_decref(cached);
+    json_decref(key);
     return 0;
 }

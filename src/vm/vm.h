@@ -20,6 +20,8 @@
 #include "qmp/qmp.h"
 #include "util/util.h"
 
+#include <jansson.h>
+
 /* ---- config model ------------------------------------------------------------------------------------------
  * Recorded in an archive's config stream as JSON (docs/FORMAT.md, "VM config"). Unknown JSON keys are ignored;
  * a config with a newer "version" than we know is refused. */
@@ -140,10 +142,23 @@ const char *vm_qemu_binary(const char *flag);
 /* QEMU option values are comma-separated: "," inside a value is written ",,". Caller frees. */
 char *vm_qemu_escape(const char *s);
 
+/* ---- caches of facts that cost a QEMU start (cache.c) ---------------------------------------------------------
+ * One JSON file per entry {"key", "value"} in a private directory: cache_dir if given (used only when it is ours,
+ * not a symlink and without group/other access), else $XDG_CACHE_HOME/vmsnap or ~/.cache/vmsnap (created 0700),
+ * never a shared fallback. Written to a fresh temp file, renamed into place. A cache that cannot be used costs
+ * only the probe again. */
+char *vm_cache_dir(const char *cache_dir);   /* NULL: no usable cache */
+char *vm_cache_name(const char *what, const char *binary);   /* "what-<hash of binary>.json" */
+json_t *vm_cache_binary_key(const char *path);   /* {binary, size, mtime}; NULL if it cannot be read */
+json_t *vm_cache_get(const char *dir, const char *name, const json_t *key);   /* the value if key matches */
+void vm_cache_put(const char *dir, const char *name, const json_t *key, const json_t *value);
+/* A binary name resolved as execvp would (through PATH), NULL if not found. Caller frees. */
+char *vm_which(const char *name);
+
 /* ---- accelerator ----------------------------------------------------------------------------------------------
  * "auto" uses KVM when it works on this host, else TCG. Whether it works is probed once (a QEMU start) and the
- * verdict cached in cache_dir (default $XDG_CACHE_HOME/vmsnap or ~/.cache/vmsnap), keyed by the QEMU binary,
- * its mtime and the kernel release, so a boot never pays for the probe again. */
+ * verdict cached (vm_cache_*), keyed by the QEMU binary, its size and mtime and the kernel release, so a boot
+ * never pays for the probe again. */
 int vm_accel_resolve(const char *want, const char *qemu, const char *cache_dir, char out[8], vs_err *e);
 
 /* ---- run directory and state --------------------------------------------------------------------------------
