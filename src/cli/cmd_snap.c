@@ -109,6 +109,11 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     int maj, min, mic;
     qmp_version(q, &maj, &min, &mic);
     f.cfg.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+    char *mt = NULL;   /* the versioned machine type it runs, which a resume pins (not the alias it was given) */
+    if (vm_machine_current(q, &mt, NULL) == 0) {
+        free(f.cfg.machine);
+        f.cfg.machine = mt;
+    }
     /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
     VS_AUTOFREE char *outdir = vs_xstrdup(out);
     struct arc_writer_opts wo;

@@ -199,6 +199,23 @@ static int parse_mem(const char *v, uint64_t *out)
     return vs_parse_size(s, out);
 }
 
+char *vm_args_machine_type(char *const *args, size_t n)
+{
+    char *t = NULL;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const char *name = opt_name(args[i]);
+        if (!name || !opt_takes_arg(name))
+            continue;
+        char *v = !strcmp(name, "machine") || !strcmp(name, "M") ? opt_field(args[i + 1], "type", true) : NULL;
+        if (v) {
+            free(t);
+            t = v;
+        }
+        i++;
+    }
+    return t;
+}
+
 int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, const char *cwd, vs_err *e)
 {
     if (argc == 0)
@@ -312,6 +329,17 @@ static void add_extra(struct vm_argv *a, const struct vm_config *c, const struct
     vm_xfile_refs_free(refs, nrefs);
 }
 
+/* A resume loads state saved from exactly c->machine: named last, it wins over a -machine/-M of the extra args
+ * or of a foreign command line (QEMU merges -machine options; a later type replaces an earlier one). */
+static void add_machine_pin(struct vm_argv *a, const struct vm_config *c, const struct vm_launch *l)
+{
+    if (!l->incoming || !c->machine)
+        return;
+    VS_AUTOFREE char *t = vm_qemu_escape(c->machine);
+    vm_argv_add(a, "-machine");
+    vm_argv_addf(a, "type=%s", t);
+}
+
 /* The user's own -device vmgenid in EXTRA-QEMU-ARGS wins (QEMU allows one). */
 static bool extra_has_vmgenid(const struct vm_config *c)
 {
@@ -397,6 +425,7 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
         vm_argv_add(a, "vmgenid,id=vmsnap-genid,guid=auto");
     }
     add_extra(a, c, l);
+    add_machine_pin(a, c, l);
     if (l->incoming) {
         vm_argv_add(a, "-incoming");
         vm_argv_add(a, "defer");
@@ -507,6 +536,7 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
         vm_argv_add(a, l->accel);
     }
     add_monitors(a, l);
+    add_machine_pin(a, c, l);
     if (l->incoming) {
         vm_argv_add(a, "-incoming");
         vm_argv_add(a, "defer");

@@ -299,7 +299,8 @@ static int prepare_files(struct host *h, vs_err *e)
     return prepare_xfiles(h, e);
 }
 
-static void record_qemu_version(struct host *h)
+/* What ran: the QEMU and its version, and the versioned machine type (never an alias), which a resume pins. */
+static void record_qemu(struct host *h)
 {
     int maj, min, mic;
     qmp_version(h->q, &maj, &min, &mic);
@@ -307,6 +308,42 @@ static void record_qemu_version(struct host *h)
     h->st.config.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
     free(h->st.config.qemu);
     h->st.config.qemu = vs_xstrdup(vm_qemu_binary(h->o->qemu));
+    char *t = NULL;
+    if (vm_machine_current(h->q, &t, NULL) == 0) {
+        free(h->st.config.machine);
+        h->st.config.machine = t;
+    }
+}
+
+/* A resume loads state saved from one machine type: pin it (inferred for archives that recorded an alias or
+ * nothing) and refuse before anything starts when the local QEMU does not have it. A cold boot runs the recorded
+ * type or what the extra args ask for. */
+static int pin_machine(struct host *h, bool has_memory, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    if (c->machine && !vm_machine_name_ok(c->machine))
+        return vs_err_set(e, EINVAL, "archive %s: config: machine type '%.64s' is not a machine type name (expected "
+                          "1-63 letters, digits, '.', '_' or '-')", h->o->archive, c->machine);
+    if (!has_memory)
+        return 0;
+    VS_AUTOFREE char *t = c->foreign ? vm_machine_infer(c->machine, c->qemu_version, c->cmdline, c->n_cmdline)
+                                     : vm_machine_infer(c->machine, c->qemu_version, c->extra, c->n_extra);
+    if (!t)
+        return 0;   /* unknown: QEMU decides, and its own words say why it refuses */
+    if (!vm_machine_name_ok(t))
+        return vs_err_set(e, EINVAL, "archive %s: the VM's machine type '%.64s' is not a machine type name",
+                          h->o->archive, t);
+    const char *qemu = vm_qemu_binary(h->o->qemu);
+    VM_MACHINES_AUTOFREE struct vm_machines m = { 0 };
+    int r = 0;
+    /* A QEMU that cannot even list its machines will not start either: then QEMU's own error is the one shown. */
+    if (vm_machines_get(qemu, NULL, &m, NULL) == 0)
+        r = vm_machine_check(&m, qemu, t, c->qemu_version, e);
+    if (r < 0)
+        return vs_err_prefix(e, "cannot resume %s", h->o->archive);
+    free(c->machine);
+    c->machine = VS_STEAL(t);
+    return 0;
 }
 
 /* Last line of QEMU's log, for an error message. */
@@ -670,7 +707,8 @@ static int start(struct host *h, vs_err *e)
     if (r < 0)
         return r;
     bool has_memory = false;
-    if ((r = load_config(h, &has_memory, e)) < 0 || (r = apply_options(h, has_memory, e)) < 0)
+    if ((r = load_config(h, &has_memory, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0 ||
+        (r = apply_options(h, has_memory, e)) < 0)
         return r;
     char accel[8];
     const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
@@ -753,15 +791,13 @@ static int start(struct host *h, vs_err *e)
     for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++)
         if (!user_socks[i] || lstat(user_socks[i], &h->user_sock[i]) < 0 || !S_ISSOCK(h->user_sock[i].st_mode))
             h->user_sock[i].st_ino = 0;
-    record_qemu_version(h);
-    if (has_memory && h->paged) {
-        if ((r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e)) < 0)
-            return vs_err_prefix(e, "resuming %s", o->archive);
-    } else if (has_memory) {
-        int s = arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL);
-        if ((r = vm_resume_memory(h->q, h->arc, (unsigned)s, 600, e)) < 0)
-            return vs_err_prefix(e, "resuming %s", o->archive);
-    }
+    record_qemu(h);
+    if (has_memory && h->paged)
+        r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e);
+    else if (has_memory)
+        r = vm_resume_memory(h->q, h->arc, (unsigned)arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL), 600, e);
+    if (r < 0)
+        return vs_err_prefix(e, "resuming %s", o->archive);
     double t_running = vs_now_s();
     vs_err pe = { 0 };
     if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */

@@ -71,7 +71,8 @@ bool vm_xfile_is_installed(const char *path);
 struct vm_config {
     char *qemu;            /* binary the VM ran under, as chosen locally (informational: never run from a config) */
     char *qemu_version;    /* "7.2.22" as reported by query-version, NULL if unknown */
-    char *machine;         /* "pc", "q35", ...; NULL: QEMU's default */
+    char *machine;         /* machine type QEMU ran, versioned ("pc-i440fx-7.2"); older archives: as asked ("pc",
+                            * "q35") or NULL (QEMU's default), see vm_machine_infer */
     uint64_t ram_bytes;    /* 0: QEMU's default */
     unsigned cpus;         /* 0: QEMU's default */
     char *accel;           /* accelerator the VM ran under ("kvm"/"tcg"); NULL if unknown */
@@ -141,6 +142,40 @@ int vm_build_argv(const struct vm_config *c, const struct vm_launch *l, struct v
 const char *vm_qemu_binary(const char *flag);
 /* QEMU option values are comma-separated: "," inside a value is written ",,". Caller frees. */
 char *vm_qemu_escape(const char *s);
+
+/* The machine type the last -machine/-M in args asks for ("q35" of "-M q35", "pc" of "-machine type=pc,..."),
+ * NULL if none does. Caller frees. */
+char *vm_args_machine_type(char *const *args, size_t n);
+
+/* ---- machine types (machine.c) -------------------------------------------------------------------------------
+ * A migration stream loads only into the machine type it was saved from ("pc-i440fx-7.2"); the aliases "pc" and
+ * "q35" stand for the newest type of each QEMU release. Boot records the versioned type QEMU ran (qom-get
+ * /machine type), a resume pins it, and a resume the local QEMU has no such type for is refused before it starts. */
+#define VM_MACHINE_NAME_MAX 64
+/* A machine type name: 1-63 of [A-Za-z0-9._-], not starting with '-' (nothing QEMU's option syntax reads). */
+bool vm_machine_name_ok(const char *s);
+/* The versioned type a recorded config ran: its machine if versioned, else the alias (the config's, or the last
+ * -machine/-M of its extra args, or "pc", QEMU's default) resolved for the recorded QEMU version ("pc" of 7.2.22
+ * is "pc-i440fx-7.2", "q35" is "pc-q35-7.2"); NULL when that cannot be known (an alias, no version). */
+char *vm_machine_infer(const char *machine, const char *qemu_version, char *const *extra, size_t n_extra);
+/* The machine types a QEMU binary offers, and its version. Asked once per binary (a QEMU start with -machine
+ * none) and cached in cache_dir (NULL: vm_cache_dir's default), keyed by the binary's path, size and mtime. */
+struct vm_machines {
+    char *version;        /* "10.0.2" */
+    size_t n;
+    char **names;         /* as QEMU lists them, aliases not included */
+};
+int vm_machines_get(const char *qemu, const char *cache_dir, struct vm_machines *out, vs_err *e);
+void vm_machines_free(struct vm_machines *m);
+void vm_machines_freep(struct vm_machines *m);
+#define VM_MACHINES_AUTOFREE __attribute__((cleanup(vm_machines_freep)))
+bool vm_machines_has(const struct vm_machines *m, const char *type);
+/* 0 if m offers type; else -ENOTSUP and a message naming type and rec_version (the QEMU that saved it), qemu and
+ * its version, and the types it has of that family. */
+int vm_machine_check(const struct vm_machines *m, const char *qemu, const char *type, const char *rec_version,
+                     vs_err *e);
+/* The versioned machine type a running QEMU has (qom-get /machine type, without the "-machine" suffix). */
+int vm_machine_current(struct qmp *q, char **out, vs_err *e);
 
 /* ---- caches of facts that cost a QEMU start (cache.c) ---------------------------------------------------------
  * One JSON file per entry {"key", "value"} in a private directory: cache_dir if given (used only when it is ours,

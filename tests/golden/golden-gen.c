@@ -268,6 +268,28 @@ static void vmgenid(struct gen *g, int rev)
            VS_ARRAY_SIZE(s));
 }
 
+/* Revision 6: the config's machine is the versioned type QEMU ran, with the QEMU version that ran it. */
+static void machine(struct gen *g)
+{
+    const char *file = "r6-machine.vmsnap";
+    if (exists(g, file))
+        return;
+    VS_AUTOFREE uint8_t *d0 = pattern(DISK1, 14), *mem = pattern(20000, 15);
+    const char *cfg = "{\"version\":1,\"qemu-version\":\"7.2.22\",\"machine\":\"pc-i440fx-7.2\",\"ram\":1048576,"
+                      "\"disks\":[{\"format\":\"raw\",\"interface\":\"virtio\",\"size\":65536}]}";
+    struct want s[] = {
+        { "disk0", ARC_KIND_DISK, d0, DISK1 }, { "memory", ARC_KIND_MEMORY, mem, 20000 },
+        { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
+    };
+    VS_AUTOFREE char *p = in_dir(g->dir, file);
+    struct arc_writer *w = create(p, ARC_CODEC_LZ4, NULL, false, "golden machine");
+    for (size_t i = 0; i < VS_ARRAY_SIZE(s); i++)
+        add(w, &s[i]);
+    finish(w);
+    record(g, file, 6, "config machine: the versioned type QEMU ran (pc-i440fx-7.2) and qemu-version", NULL, s,
+           VS_ARRAY_SIZE(s));
+}
+
 /* ---- damaged archives: a copy of a good one with one thing broken -------------------------------------- */
 
 struct damage {
@@ -439,6 +461,7 @@ int main(int argc, char **argv)
     rev3(&g);
     vmgenid(&g, 4);
     vmgenid(&g, 5);
+    machine(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
         damaged(&g, &damages[i]);
     rmdir(g.tmpdir);
