@@ -346,7 +346,8 @@ static int pin_machine(struct host *h, bool has_memory, vs_err *e)
     return 0;
 }
 
-/* Last line of QEMU's log, for an error message. */
+/* The last lines of QEMU's log (up to 3, joined by "; "), for an error message: QEMU often explains on the line
+ * before its last ("Machine type received is ...", then "load of migration failed"). */
 static void log_tail(const char *path, char *out, size_t len)
 {
     out[0] = 0;
@@ -360,10 +361,34 @@ static void log_tail(const char *path, char *out, size_t len)
     if (n <= 0)
         return;
     buf[n] = 0;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        buf[--n] = 0;
-    char *nl = strrchr(buf, '\n');
-    snprintf(out, len, "%.250s", nl ? nl + 1 : buf);
+    char *lines[3];
+    int k = 0;
+    for (char *p = buf + n; p > buf && k < 3;) {
+        while (p > buf && (p[-1] == '\n' || p[-1] == '\r'))
+            *--p = 0;
+        char *b = p;
+        while (b > buf && b[-1] != '\n')
+            b--;
+        if (b == p || (b == buf && start > 0 && k > 0))   /* empty, or cut by the read window */
+            break;
+        lines[k++] = b;
+        p = b;
+    }
+    size_t used = 0;
+    for (int i = k - 1; i >= 0 && used + 1 < len; i--)
+        used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "; " : "", lines[i]);
+}
+
+/* QEMU that exits on a failed load says why on stderr only: its last lines lead the error, unless the error
+ * already carries them. */
+static void add_qemu_words(struct host *h, vs_err *e)
+{
+    char tail[320];
+    if (!e || !h->qemu_log)
+        return;
+    log_tail(h->qemu_log, tail, sizeof tail);
+    if (tail[0] && !strstr(e->msg, tail))
+        vs_err_prefix(e, "%s", tail);
 }
 
 /* ---- snapshots on request ----------------------------------------------------------------------------- */
@@ -774,12 +799,7 @@ static int start(struct host *h, vs_err *e)
         return r;
     h->st.qemu_pid = h->qemu;
     if ((r = vm_wait_socket(h->st.private_qmp, h->qemu, 30, e)) < 0) {
-        if (h->qemu_log) {
-            char tail[300];
-            log_tail(h->qemu_log, tail, sizeof tail);
-            if (tail[0])
-                vs_err_prefix(e, "%s", tail);
-        }
+        add_qemu_words(h, e);
         h->qemu_exited = r == -ECHILD;
         return r;
     }
@@ -796,8 +816,10 @@ static int start(struct host *h, vs_err *e)
         r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e);
     else if (has_memory)
         r = vm_resume_memory(h->q, h->arc, (unsigned)arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL), 600, e);
-    if (r < 0)
+    if (r < 0) {
+        add_qemu_words(h, e);
         return vs_err_prefix(e, "resuming %s", o->archive);
+    }
     double t_running = vs_now_s();
     vs_err pe = { 0 };
     if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */

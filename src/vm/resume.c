@@ -92,6 +92,10 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         return vs_err_sys(e, r, "starting the memory feed thread");
     }
     json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
+    /* QEMU 9.1+ can stay alive when the load fails, so query-migrate tells why (older QEMU exits: the caller
+     * reads its log). */
+    if (qmp_version_at_least(q, 9, 1))
+        json_object_set_new(args, "exit-on-error", json_false());
     r = qmp_execute(q, "migrate-incoming", args, NULL, e);
     json_decref(args);
     double deadline = vs_now_s() + timeout_s;
@@ -102,13 +106,13 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         if (r < 0)
             break;
         snprintf(status, sizeof status, "%s", json_string_value(json_object_get(ret, "status")) ?: "");
-        json_decref(ret);
-        if (!strcmp(status, "completed"))
-            break;
         if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
-            r = vs_err_set(e, EIO, "QEMU failed to load the memory stream");
-            break;
+            const char *why = json_string_value(json_object_get(ret, "error-desc"));
+            r = vs_err_set(e, EIO, "QEMU failed to load the memory stream%s%.300s", why ? ": " : "", why ? why : "");
         }
+        json_decref(ret);
+        if (r < 0 || !strcmp(status, "completed"))
+            break;
         if (vs_now_s() > deadline) {
             r = vs_err_set(e, ETIMEDOUT, "QEMU did not finish loading the memory stream in %.0f s", timeout_s);
             break;

@@ -4,7 +4,8 @@
    archive's config (`info --json`).
 2. That snapshot resumes on QEMU 10, lazily and with --eager: same boot id, heartbeat continuing from the snapshot,
    RAM pattern intact. QEMU 10's machine list is asked once: the second resume reuses the cached list.
-3. A snapshot taken on QEMU 10 (`pc-i440fx-10.0`) is refused by 7.2 before QEMU starts, in one line naming the
+3. When QEMU refuses the stream anyway (here: a device the snapshot lacks), vmsnap's error carries QEMU's words.
+4. A snapshot taken on QEMU 10 (`pc-i440fx-10.0`) is refused by 7.2 before QEMU starts, in one line naming the
    recorded type and QEMU version, the local QEMU and its version, and the types of that family it has.
 
 Needs QEMU 10 from `scripts/qemu10` (cached in ~/.cache/vmsnap/qemu-10) and a QEMU 7.x first in PATH."""
@@ -100,6 +101,16 @@ def test():
         again = os.stat(lists[0])
         check((again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns),
               "the second resume used the cached machine list (no new probe)")
+
+        # QEMU refusing the stream (a device the snapshot does not have): its own words are in vmsnap's error,
+        # whether it exits (7.2) or stays up to be asked (10, exit-on-error off)
+        for q in (q72, q10):
+            qmp = os.path.join(d, "rng.qmp")
+            p = vmtest.vmsnap("boot", s72, "--detach", "--qmp", qmp, "--qemu", q, "--", "-device", "virtio-rng-pci",
+                              check=False)
+            check_failed_cleanly(p, ["Unknown savevm section or instance '0000:00:02.0/virtio-blk'"],
+                                 os.path.join(d, "nothing-written"))
+            check(not os.path.exists(qmp), "QEMU is gone and its socket removed")
 
         # 3. a QEMU 10 snapshot is refused by 7.2 before anything starts
         vm = Booted(base, d, "b", extra=guest_args(), args=["--ram", "256M", "--qemu", q10])
