@@ -227,7 +227,9 @@ int cmd_snap(int argc, char **argv)
         return cli_fail("snap: %s (no archive written)", e.msg);
     }
     const char *note = json_string_value(json_object_get(res, "memory-note"));
-    if (note && note[0])
+    if (note && note[0] && json_is_true(json_object_get(res, "memory-paged")))
+        fprintf(stderr, "vmsnap: warning: memory stored as pages, but %s\n", note);
+    else if (note && note[0])
         fprintf(stderr, "vmsnap: warning: memory stored as one opaque stream (no lazy resume, no thin memory): %s\n",
                 note);
     if (json) {

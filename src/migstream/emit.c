@@ -99,21 +99,18 @@ static int ra_write(void *opaque, const void *buf, size_t len, vs_err *e)
     return 0;
 }
 
+/* The device stream is passed on whole: its page records stay where they are (see ms_reassemble). */
 static int ra_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
 {
-    (void)e;
-    struct reasm *ra = opaque;
+    (void)opaque; (void)e;
     for (unsigned i = 0; i < n; i++)
-        b[i].split = !ra->r->want || ra->r->want(ra->r->opaque, &b[i]);
+        b[i].split = false;
     return 0;
 }
 
-static int ra_page(void *opaque, const struct ms_block *b, uint64_t off, const uint8_t *data, vs_err *e)
+static bool ra_wants(const struct reasm *ra, const struct ms_block *b)
 {
-    (void)opaque; (void)data;
-    /* A device stream holds no pages of split blocks: one here means the pair does not belong together. */
-    return vs_err_set(e, EBADMSG, "device stream holds a page of split RAM block '%s' at 0x%" PRIx64, b->name,
-                      off);
+    return !ra->r->want || ra->r->want(ra->r->opaque, b);
 }
 
 static bool page_is_zero(const uint8_t *p)
@@ -148,7 +145,7 @@ static int ra_setup_done(void *opaque, vs_err *e)
     const struct ms_block *b = ms_blocks(ra->p, &n);
     ms_emitter_init(&ra->em, ms_ram_section_id(ra->p), ra_write, ra);
     for (unsigned i = 0; i < n; i++) {
-        if (!b[i].split)
+        if (!ra_wants(ra, &b[i]))
             continue;
         for (uint64_t off = 0; off < b[i].size;) {
             uint64_t at = off;
@@ -178,10 +175,10 @@ int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct
     VS_AUTOFREE uint8_t *out = vs_xmalloc(RA_OUT_CAP);
     ra.page = page;
     ra.out = out;
-    struct ms_ops ops = { .blocks = ra_blocks, .page = ra_page, .device = ra_write,
-                          .ram_setup_done = ra_setup_done, .opaque = &ra };
+    struct ms_ops ops = { .blocks = ra_blocks, .device = ra_write, .ram_setup_done = ra_setup_done, .opaque = &ra };
+    struct ms_opts o = { .keep_unknown_rest = true };
     MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
-    int rc = ms_parser_new(&ops, NULL, &p, e);
+    int rc = ms_parser_new(&ops, &o, &p, e);
     if (rc < 0)
         return rc;
     ra.p = p;

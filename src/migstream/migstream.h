@@ -10,7 +10,10 @@
  * or version) fails with -ENOTSUP and a message naming it: the caller then stores the opaque stream instead. A
  * stream that contradicts itself (a page beyond its block, a footer for the wrong section, truncation) fails with
  * -EBADMSG. Neither ever yields a wrong split. Before ms_committed() is true no page has been delivered, so a
- * caller that kept the bytes pushed so far can still fall back; past it, only a retry can (see LAZY-RESUME.md). */
+ * caller that kept the bytes pushed so far can still fall back. Past it, with ms_opts.keep_unknown_rest, an
+ * unsupported part after the ram setup no longer fails: from there on the input is passed to the device stream as
+ * it came (after a replay of the last split page record, so that QEMU's loader reads it as it would have read the
+ * input), and the result still loads to exactly the source's state (ms_summary.opaque_from says where). */
 #ifndef VMSNAP_MIGSTREAM_H
 #define VMSNAP_MIGSTREAM_H
 
@@ -47,6 +50,7 @@ struct ms_ops {
 
 struct ms_opts {
     size_t tail_max;                /* cap on the device-state tail kept for checking; 0 = MS_DEFAULT_TAIL_MAX */
+    bool keep_unknown_rest;         /* past the ram setup, keep what is not understood opaque instead of failing */
 };
 
 struct ms_summary {
@@ -59,6 +63,8 @@ struct ms_summary {
     uint32_t ram_section_id;
     char machine[64];               /* from the configuration section, e.g. "pc-i440fx-7.2" */
     unsigned devices;               /* device sections listed in the JSON description */
+    uint64_t opaque_from;           /* keep_unknown_rest: input offset from which the rest was kept opaque, else 0 */
+    char opaque_why[512];             /* what was not understood there */
 };
 
 struct ms_parser;
@@ -75,6 +81,9 @@ int ms_push(struct ms_parser *p, const void *buf, size_t len, vs_err *e);
 int ms_finish(struct ms_parser *p, struct ms_summary *sum, vs_err *e);
 /* True once the stream's setup was understood and page delivery may have started. */
 bool ms_committed(const struct ms_parser *p);
+/* Once the rest of the input goes to the device stream unparsed (keep_unknown_rest): what was not understood;
+ * else NULL. */
+const char *ms_opaque_rest(const struct ms_parser *p);
 /* Blocks known so far (after the ram setup section); NULL before. */
 const struct ms_block *ms_blocks(const struct ms_parser *p, unsigned *n);
 /* The ram section's id (valid once the ram setup section started). */
@@ -102,8 +111,10 @@ int ms_emit_flush(struct ms_emitter *m, vs_err *e);
 
 /* Reassemble: read a device stream from dev_fd, write a complete stream to out_fd with every page that fill()
  * reports non-zero inserted after the ram setup section. fill() reads page off of block b into buf and sets
- * *zero when it is all zero (it may skip the copy then); its errors abort. Blocks that kept their pages in the
- * device stream (none were split out) are not asked. want(b) says which blocks were split (NULL: all). */
+ * *zero when it is all zero (it may skip the copy then); its errors abort. want(b) says which blocks were split
+ * (NULL: all); the others are not asked. Page records left in the device stream (unsplit blocks, and pages of
+ * split blocks in a rest kept opaque) are passed on in place: they come later in the stream than the inserted
+ * pages, as in the source's stream. */
 struct ms_page_reader {
     int (*fill)(void *opaque, const struct ms_block *b, uint64_t off, uint8_t *buf, bool *zero, vs_err *e);
     /* Optional, preferred over fill (which may then be NULL): a run of pages from off, at most len bytes (whole

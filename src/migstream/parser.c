@@ -13,15 +13,21 @@ enum st {
     S_SUB_LEN, S_SUB_NAME, S_SUB_U32, S_SUB_UUID, S_CAP_COUNT, S_CAP_LEN, S_CAP_NAME,
     S_START_HDR, S_START_ID, S_MEMSIZE, S_BLK_LEN, S_BLK,
     S_PART_HDR, S_REC, S_REC_NAMELEN, S_REC_NAME, S_REC_BODY, S_FOOTER,
-    S_TAIL, S_DONE, S_ERROR,
+    S_CMD_HDR,
+    S_TAIL, S_RAW, S_DONE, S_ERROR,
 };
 
 enum ctx { CTX_START, CTX_PART, CTX_END };
 enum sub { SUB_PAGE_BITS, SUB_CAPS, SUB_UUID };
 
+/* Bytes of the current unit (a top-level section header or a page record header) are kept, so that an unsupported
+ * unit can still be passed on whole (keep_unknown_rest). Page bodies are not part of it. */
+#define UNIT_MAX 512
+
 struct ms_parser {
     struct ms_ops ops;
     size_t tail_max;
+    bool keep_unknown_rest;
     enum st st;
     size_t need;
     uint8_t hold[MS_PAGE_SIZE + 64];
@@ -41,6 +47,17 @@ struct ms_parser {
     uint64_t rec_addr;
     unsigned rec_kind;             /* MS_RAM_ZERO or MS_RAM_PAGE */
     uint8_t name_len;
+
+    uint8_t unit[UNIT_MAX];
+    size_t unit_len;
+    enum st unit_from;             /* S_TOP or S_REC */
+    bool unit_ok;                  /* unit[] holds all of it */
+    /* The last page record of a split block (replayed if the rest of the stream goes opaque). */
+    const struct ms_block *replay_block;
+    uint64_t replay_addr;
+    unsigned replay_kind;
+    const uint8_t *replay_src;     /* its body, still in the caller's buffer (copied at the end of ms_push) */
+    uint8_t replay_body[MS_PAGE_SIZE];
 
     uint8_t *tail;
     size_t tail_len, tail_cap;
@@ -84,6 +101,7 @@ int ms_parser_new(const struct ms_ops *ops, const struct ms_opts *o, struct ms_p
     struct ms_parser *p = vs_xcalloc(1, sizeof *p);
     p->ops = *ops;
     p->tail_max = o && o->tail_max ? o->tail_max : MS_DEFAULT_TAIL_MAX;
+    p->keep_unknown_rest = o && o->keep_unknown_rest;
     p->st = S_HEADER;
     p->need = 8;
     *out = p;
@@ -105,6 +123,7 @@ void ms_parser_freep(struct ms_parser **p)
 }
 
 bool ms_committed(const struct ms_parser *p) { return p->committed; }
+const char *ms_opaque_rest(const struct ms_parser *p) { return p->st == S_RAW ? p->sum.opaque_why : NULL; }
 uint32_t ms_ram_section_id(const struct ms_parser *p) { return p->sum.ram_section_id; }
 
 const struct ms_block *ms_blocks(const struct ms_parser *p, unsigned *n)
@@ -256,6 +275,16 @@ static int deliver(struct ms_parser *p, const uint8_t *body, vs_err *e)
     }
     p->sum.pages++;
     p->committed = true;
+    p->replay_block = b;
+    p->replay_addr = p->rec_addr;
+    p->replay_kind = p->rec_kind;
+    p->replay_src = NULL;
+    if (p->rec_kind == MS_RAM_ZERO)
+        p->replay_body[0] = body[0];
+    else if (body == p->hold)      /* hold is reused by the next step that spans two pushes */
+        memcpy(p->replay_body, body, MS_PAGE_SIZE);
+    else
+        p->replay_src = body;
     int r = p->ops.page ? p->ops.page(p->ops.opaque, b, p->rec_addr, data, e) : 0;
     if (r < 0)
         p->st = S_ERROR;
@@ -289,6 +318,9 @@ static int on_top(struct ms_parser *p, uint8_t t, vs_err *e)
         p->part_emitted = false;
         go(p, S_PART_HDR, 4);
         return t == MS_SEC_END ? emit(p, &t, 1, e) : 0;
+    case MS_SEC_COMMAND:
+        go(p, S_CMD_HDR, 4);
+        return 0;
     case MS_SEC_FULL:
     case MS_SEC_EOF:
         if (!p->ram_started)
@@ -298,6 +330,31 @@ static int on_top(struct ms_parser *p, uint8_t t, vs_err *e)
     default:
         return unsupported(p, e, "section type 0x%02x", t);
     }
+}
+
+static const char *cmd_name(uint16_t c)
+{
+    static const char *const names[] = {
+        "INVALID", "OPEN_RETURN_PATH", "PING", "POSTCOPY_ADVISE", "POSTCOPY_LISTEN", "POSTCOPY_RUN",
+        "POSTCOPY_RAM_DISCARD", "PACKAGED", "ENABLE_COLO", "POSTCOPY_RESUME", "RECV_BITMAP", "SWITCHOVER_START",
+    };
+    return c < VS_ARRAY_SIZE(names) ? names[c] : "unknown";
+}
+
+/* A command section's header (be16 command, be16 length). Only commands that tell the destination something
+ * without changing how the rest of the stream is read are passed on; the others (postcopy, COLO, a packaged
+ * sub-stream, return-path requests that a pipe cannot answer) are unsupported. */
+static int on_command(struct ms_parser *p, const uint8_t *b, vs_err *e)
+{
+    uint16_t cmd = vs_get_be16(b), len = vs_get_be16(b + 2);
+    if (cmd != MS_CMD_SWITCHOVER_START)
+        return unsupported(p, e, "command section %u (%s, %u bytes)", cmd, cmd_name(cmd), len);
+    if (len != 0)
+        return malformed(p, e, "command %s with %u bytes of data (expected none)", cmd_name(cmd), len);
+    go(p, S_TOP, 1);
+    uint8_t h[5] = { MS_SEC_COMMAND };
+    memcpy(h + 1, b, 4);
+    return emit(p, h, sizeof h, e);
 }
 
 static int on_sub_name(struct ms_parser *p, const uint8_t *b, vs_err *e)
@@ -416,8 +473,27 @@ static int on_footer(struct ms_parser *p, const uint8_t *b, vs_err *e)
     return r;
 }
 
+static void unit_add(struct ms_parser *p, const uint8_t *b)
+{
+    if (p->st == S_TOP || p->st == S_REC) {
+        p->unit_len = 0;
+        p->unit_from = p->st;
+        p->unit_ok = true;
+    }
+    if (p->st == S_REC_BODY)
+        return;
+    if (p->unit_len + p->need > UNIT_MAX) {
+        p->unit_ok = false;
+        return;
+    }
+    memcpy(p->unit + p->unit_len, b, p->need);
+    p->unit_len += p->need;
+}
+
 static int step(struct ms_parser *p, const uint8_t *b, vs_err *e)
 {
+    if (p->keep_unknown_rest)
+        unit_add(p, b);
     switch (p->st) {
     case S_HEADER:
         if (vs_get_be32(b) != MS_FILE_MAGIC)
@@ -534,29 +610,97 @@ static int step(struct ms_parser *p, const uint8_t *b, vs_err *e)
         return deliver(p, b, e);
     case S_FOOTER:
         return on_footer(p, b, e);
+    case S_CMD_HDR:
+        return on_command(p, b, e);
     default:
         VS_BUG("migstream: step in state %d", p->st);
     }
 }
 
-int ms_push(struct ms_parser *p, const void *buf, size_t len, vs_err *e)
+/* Something unsupported after the ram setup (keep_unknown_rest): from the refused unit on, the input goes to the
+ * device stream as it came. QEMU's loader must reach it in the state the input left it in: inside the same ram
+ * section, and with the same previous block for CONTINUE records. When the input's last page record was of a
+ * split block, it is not in the device stream: it is replayed. It holds the value stored for its page, so
+ * loading it again changes nothing. */
+static int go_opaque(struct ms_parser *p, const vs_err *why, vs_err *e)
 {
-    const uint8_t *in = buf;
-    if (p->st == S_ERROR)
-        return vs_err_set(e, EINVAL, "migration stream parser used after an error");
+    bool in_section = p->unit_from == S_REC;
+    uint8_t h[5 + 8 + 1 + 255 + 1];
+    size_t hl = 0;
+    int r;
+    if (!in_section || (p->ctx == CTX_PART && !p->part_emitted)) {
+        h[0] = MS_SEC_PART;
+        vs_put_be32(h + 1, p->sum.ram_section_id);
+        hl = 5;
+    }
+    /* A kept record of an unsplit block already set it in the device stream. */
+    const struct ms_block *b = p->last_block && p->last_block->split ? p->replay_block : NULL;
+    if (b) {
+        size_t nl = strlen(b->name);
+        vs_put_be64(h + hl, p->replay_addr | p->replay_kind);
+        h[hl + 8] = (uint8_t)nl;
+        memcpy(h + hl + 9, b->name, nl);
+        hl += 9 + nl;
+        if ((r = emit(p, h, hl, e)) < 0 ||
+            (r = emit(p, p->replay_body, p->replay_kind == MS_RAM_ZERO ? 1 : MS_PAGE_SIZE, e)) < 0)
+            return r;
+        hl = 0;
+        if (!in_section) {
+            vs_put_be64(h, MS_RAM_EOS);
+            h[8] = MS_SEC_FOOTER;
+            vs_put_be32(h + 9, p->sum.ram_section_id);
+            hl = 13;
+        }
+    } else if (!in_section) {
+        hl = 0;                    /* nothing to replay: no section needed */
+    }
+    if ((r = emit(p, h, hl, e)) < 0 || (r = emit(p, p->unit, p->unit_len, e)) < 0)
+        return r;
+    p->sum.opaque_from = p->sum.bytes_in - p->unit_len;
+    snprintf(p->sum.opaque_why, sizeof p->sum.opaque_why, "%s", why->msg);
+    p->st = S_RAW;
+    return 0;
+}
+
+static int push(struct ms_parser *p, const uint8_t *in, size_t len, vs_err *e)
+{
+    vs_err se = { 0 };
     while (len > 0) {
-        if (p->st == S_TAIL) {
+        if (p->st == S_TAIL || p->st == S_RAW) {
             p->sum.bytes_in += len;
-            return tail_append(p, in, len, e);
+            return p->st == S_TAIL ? tail_append(p, in, len, e) : emit(p, in, len, e);
         }
         const uint8_t *b = take(p, &in, &len);
         if (!b)
             return 0;
-        int r = step(p, b, e);
-        if (r < 0)
+        int r = step(p, b, &se);
+        if (r == -ENOTSUP && p->keep_unknown_rest && p->ram_started && p->ctx != CTX_START && p->unit_ok) {
+            if (p->replay_src) {
+                memcpy(p->replay_body, p->replay_src, MS_PAGE_SIZE);
+                p->replay_src = NULL;
+            }
+            r = go_opaque(p, &se, e);
+        } else if (r < 0 && e) {
+            *e = se;
+        }
+        if (r < 0) {
+            p->st = S_ERROR;
             return r;
+        }
     }
     return 0;
+}
+
+int ms_push(struct ms_parser *p, const void *buf, size_t len, vs_err *e)
+{
+    if (p->st == S_ERROR)
+        return vs_err_set(e, EINVAL, "migration stream parser used after an error");
+    int r = push(p, buf, len, e);
+    if (p->replay_src) {           /* the caller's buffer goes away */
+        memcpy(p->replay_body, p->replay_src, MS_PAGE_SIZE);
+        p->replay_src = NULL;
+    }
+    return r;
 }
 
 int ms_push_fd(struct ms_parser *p, int fd, vs_err *e)
@@ -649,6 +793,12 @@ int ms_finish(struct ms_parser *p, struct ms_summary *sum, vs_err *e)
 {
     if (p->st == S_ERROR)
         return vs_err_set(e, EINVAL, "migration stream parser used after an error");
+    if (p->st == S_RAW) {          /* the opaque rest is QEMU's to check when it loads it */
+        p->st = S_DONE;
+        if (sum)
+            *sum = p->sum;
+        return 0;
+    }
     if (p->st != S_TAIL)
         return malformed(p, e, "stream ends before the device state (truncated)");
     json_t *desc = NULL;

@@ -18,6 +18,9 @@
 #define MS_SEC_COMMAND 0x08
 #define MS_SEC_FOOTER 0x7e
 
+/* Command sections (savevm.c MIG_CMD_*): 0x08, be16 command, be16 length, that many bytes. */
+#define MS_CMD_SWITCHOVER_START 11u /* QEMU 10.0+ precopy, before the END sections; no data */
+
 /* RAM record flags, in the low bits of the be64 that also holds the page offset (ram.c RAM_SAVE_FLAG_*). */
 #define MS_RAM_FULL 0x01u          /* obsolete */
 #define MS_RAM_ZERO 0x02u          /* + 1 fill byte */

@@ -5,7 +5,9 @@
  * blocks, so nothing RAM-sized is held); the rest of the stream (the device stream) is spilled to an unlinked
  * temp file and stored as memory-device once RAM is done. Until the splitter commits (its first page of the
  * split block), the raw bytes are kept too: if it refuses the stream before that, they and the rest of the pipe
- * are stored as today's opaque `memory` stream, with a note. A refusal after the commit fails the capture. */
+ * are stored as today's opaque `memory` stream, with a note. Something it does not understand after the commit
+ * (a newer QEMU's addition) leaves the pages stored so far where they are: the rest of the stream is kept in the
+ * device stream as QEMU sent it, which loads to the same state, with a note. */
 #include "pagefs/pagefs.h"
 #include "migstream/migstream.h"
 
@@ -123,7 +125,8 @@ int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct
         cp->o = *o;
     cp->c = (struct cap){ .w = w, .o = &cp->o, .res = &cp->res, .dev_fd = fd, .split = -1 };
     struct ms_ops ops = { .blocks = on_blocks, .page = on_page, .device = on_device, .opaque = &cp->c };
-    int r = ms_parser_new(&ops, NULL, &cp->p, e);
+    struct ms_opts mo = { .keep_unknown_rest = true };
+    int r = ms_parser_new(&ops, &mo, &cp->p, e);
     if (r < 0) {
         pf_capture_free(cp);
         return r;
@@ -185,6 +188,11 @@ int pf_capture_push(struct pf_capture *cp, const void *buf, size_t len, vs_err *
         r = go_opaque(cp, e);   /* pre already holds this chunk */
         goto out;
     }
+    if (r == 0 && !ms_committed(cp->p) && ms_opaque_rest(cp->p)) {   /* no page stored: one opaque stream is simpler */
+        snprintf(cp->res.note, sizeof cp->res.note, "%s", ms_opaque_rest(cp->p));
+        r = go_opaque(cp, e);
+        goto out;
+    }
     if (r < 0) {
         if (e)
             *e = pe;
@@ -211,6 +219,9 @@ int pf_capture_finish(struct pf_capture *cp, struct pf_capture_result *res, vs_e
     if (cp->opaque) {
         r = arc_writer_end(cp->c.w, e);
     } else if ((r = ms_finish(cp->p, &cp->res.sum, e)) == 0) {
+        if (cp->res.sum.opaque_from)
+            snprintf(cp->res.note, sizeof cp->res.note, "the migration stream from byte %" PRIu64 " on is kept as "
+                     "QEMU sent it (%.300s)", cp->res.sum.opaque_from, cp->res.sum.opaque_why);
         if (cp->c.split < 0)
             r = vs_err_set(e, EBADMSG, "the migration stream has no RAM block list");
         else if (!cp->c.ram_open)   /* no page at all: the block reads as zeros (or the parent's) */

@@ -96,7 +96,8 @@ struct pf_capture_opts {
 };
 struct pf_capture_result {
     bool paged;                    /* false: stored as the opaque "memory" stream (see note) */
-    char note[512];                /* why the stream was stored opaque ("" when paged) */
+    char note[512];                /* why the stream was stored opaque; when paged, what part of it the device
+                                    * stream keeps as QEMU sent it ("" if none) */
     char block[256];               /* the RAM block stored as pages */
     uint64_t ram_size;
     uint64_t stream_bytes;         /* bytes read from fd */
@@ -106,8 +107,9 @@ struct pf_capture_result {
  * PF_ARC_RAM_PREFIX<idstr> (unordered: pages as QEMU sends them, zero pages elided, thin against the base's
  * stream of that name) and then PF_ARC_DEVICE. If the splitter refuses the stream before it committed (no page
  * stored yet), everything is stored as the opaque kind-memory stream "memory" instead: returns 0 with
- * res->paged false and res->note saying why (the caller warns). A refusal or error after that fails (the
- * caller aborts the archive: a snapshot is never half paged). Memory: hold_bytes + the RAM index (32 bytes per
+ * res->paged false and res->note saying why (the caller warns). Something not understood after that keeps the
+ * rest of the stream in PF_ARC_DEVICE as it came (res->paged true, res->note says so; it restores the same). A
+ * malformed stream or an error fails (the caller aborts the archive: a snapshot is never half paged). Memory: hold_bytes + the RAM index (32 bytes per
  * 64 KiB) + up to 64 MiB of raw bytes before the commit (in practice a few KB) + the splitter's tail. */
 int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o, struct pf_capture_result *res,
                   vs_err *e);

@@ -507,7 +507,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     pump.cap = NULL;
     res->memory_bytes = pump.bytes;
     res->memory_paged = captured && pump.cres.paged;
-    if (captured && !pump.cres.paged)
+    if (captured && pump.cres.note[0])   /* not paged, or paged with an opaque rest */
         snprintf(res->memory_note, sizeof res->memory_note, "%s", pump.cres.note);
     if (!captured && (r = arc_writer_end(w, e)) < 0)   /* the capture ended its streams itself */
         goto fail;

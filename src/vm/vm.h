@@ -260,7 +260,8 @@ struct vm_snap_opts {
     bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
     /* Store memory as pages (pf_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
      * the opaque "memory" stream. Falls back to opaque, with res->memory_note, when QEMU has a capability the
-     * splitter does not read or the splitter refuses the stream before storing a page; a refusal after that
+     * splitter does not read or the splitter refuses the stream before storing a page; what it does not understand
+     * after that stays in the device stream as QEMU sent it (paged, with res->memory_note); a malformed stream
      * fails the snapshot (VM resumed, no archive). tmpdir: where the device stream is spilled (NULL: /var/tmp). */
     bool paged;
     const char *tmpdir;
@@ -288,7 +289,8 @@ struct vm_snap_result {
     bool frozen;                 /* the freeze hook ran (the overlay has a new frozen layer) */
     bool writer_consumed;        /* arc_writer_finish was called: do not abort w */
     bool memory_paged;           /* memory stored as pages */
-    char memory_note[512];       /* why it was not, when paged was asked ("" otherwise) */
+    char memory_note[512];       /* why it was not, when paged was asked; when paged, the part of the migration
+                                  * stream kept as QEMU sent it ("" otherwise) */
 };
 
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,

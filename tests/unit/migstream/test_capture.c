@@ -1,7 +1,8 @@
 /* pf_capture_fd over a real QEMU 7.2 stream (real-trimmed.stream): pages land page-addressed in ram/mem, the
  * device stream equals the splitter's, reassembly gives back an equivalent stream, a second capture against
  * the first as thin parent stores no RAM data, a refusal before the commit falls back to the opaque stream
- * byte for byte, and damage after it fails the capture. */
+ * byte for byte, something unknown after it keeps the rest in the device stream (the archive restores the same
+ * RAM, eagerly or lazily), and damage after it fails the capture. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@ struct ref {
     uint8_t *ram;            /* npages * 4096, zero where no record */
     uint8_t *dev;
     size_t dev_len;
+    const uint8_t *seed;     /* RAM before the stream (a lazy destination's), npages * 4096, or NULL */
 };
 
 static int r_blocks(void *o, struct ms_block *b, unsigned n, vs_err *e)
@@ -34,6 +36,8 @@ static int r_blocks(void *o, struct ms_block *b, unsigned n, vs_err *e)
         b[i].split = i == 0;
     r->npages = b[0].size / MS_PAGE_SIZE;
     r->ram = vs_xcalloc(r->npages, MS_PAGE_SIZE);
+    if (r->seed)
+        memcpy(r->ram, r->seed, r->npages * MS_PAGE_SIZE);
     return 0;
 }
 
@@ -60,7 +64,7 @@ static int r_device(void *o, const void *buf, size_t len, vs_err *e)
 
 static void reference(const uint8_t *buf, size_t len, struct ref *r)
 {
-    *r = (struct ref){ 0 };
+    *r = (struct ref){ .seed = r->seed };
     struct ms_ops ops = { .blocks = r_blocks, .page = r_page, .device = r_device, .opaque = r };
     MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
     vs_err e = { 0 };
@@ -111,17 +115,38 @@ static void read_stream(struct arc *a, const char *name, uint8_t **out, size_t *
     assert_int_equal(arc_pread(a, (unsigned)s, *out, si.size, 0, &e), 0);
 }
 
+/* Capture buf into dir/name (as pages); returns the archive's path. */
+static char *capture_paged(const uint8_t *buf, size_t len, const char *name, struct pf_capture_result *res)
+{
+    char *path = vs_xasprintf("%s/%s", dir, name);
+    vs_err e = { 0 };
+    if (capture(buf, len, path, NULL, res, &e))
+        fail_msg("%s", e.msg);
+    assert_true(res->paged);
+    return path;
+}
+
+/* The stream eager restore feeds QEMU. */
+static uint8_t *reassembled(struct arc *a, size_t *len)
+{
+    vs_err e = { 0 };
+    int out = memfd_create("out", MFD_CLOEXEC);
+    assert_int_equal(pf_archive_reassemble(a, out, NULL, &e), 0);
+    *len = (size_t)lseek(out, 0, SEEK_END);
+    uint8_t *re = vs_xmalloc(*len);
+    assert_int_equal(vs_pread_full(out, re, *len, 0), (ssize_t)*len);
+    close(out);
+    return re;
+}
+
 static void test_paged(void **state)
 {
     (void)state;
-    struct ref ref;
+    struct ref ref = { 0 };
     reference(stream, stream_len, &ref);
-    VS_AUTOFREE char *path = vs_xasprintf("%s/a.vmsnap", dir);
     struct pf_capture_result res;
     vs_err e = { 0 };
-    if (capture(stream, stream_len, path, NULL, &res, &e))
-        fail_msg("%s", e.msg);
-    assert_true(res.paged);
+    VS_AUTOFREE char *path = capture_paged(stream, stream_len, "a.vmsnap", &res);
     assert_string_equal(res.block, "mem");
     assert_int_equal(res.ram_size, 134217728);
     assert_int_equal(res.stream_bytes, stream_len);
@@ -139,17 +164,13 @@ static void test_paged(void **state)
     assert_memory_equal(dev, ref.dev, dev_len);
     assert_int_equal(arc_verify(a, NULL, &e), 0);
     /* eager path: the reassembled stream splits into the same pages and device stream */
-    int out = memfd_create("out", MFD_CLOEXEC);
-    assert_int_equal(pf_archive_reassemble(a, out, NULL, &e), 0);
-    off_t olen = lseek(out, 0, SEEK_END);
-    uint8_t *re = vs_xmalloc((size_t)olen);
-    assert_int_equal(vs_pread_full(out, re, (size_t)olen, 0), olen);
-    struct ref ref2;
-    reference(re, (size_t)olen, &ref2);
+    size_t olen;
+    uint8_t *re = reassembled(a, &olen);
+    struct ref ref2 = { 0 };
+    reference(re, olen, &ref2);
     assert_memory_equal(ref2.ram, ref.ram, ram_len);
     assert_int_equal(ref2.dev_len, ref.dev_len);
     assert_memory_equal(ref2.dev, ref.dev, ref.dev_len);
-    close(out);
     arc_close(a);
 
     /* thin: the same RAM again stores no RAM data */
@@ -219,6 +240,54 @@ static void test_fallback(void **state)
     free(m);
 }
 
+/* A command section nobody knows, between the two PART sections (pages were stored before it). */
+static void test_opaque_rest(void **state)
+{
+    (void)state;
+    static const uint8_t u[9] = { 0x08, 0x00, 0x42, 0x00, 0x04, 'v', 'm', 's', 'n' };
+    size_t at = first_flags() - 7 + 8 + 1 + 3 + MS_PAGE_SIZE + 19 * (8 + MS_PAGE_SIZE) + 8 + 5;
+    assert_int_equal(stream[at], 0x02);
+    size_t n = stream_len + sizeof u;
+    uint8_t *m = vs_xmalloc(n);
+    memcpy(m, stream, at);
+    memcpy(m + at, u, sizeof u);
+    memcpy(m + at + sizeof u, stream + at, stream_len - at);
+    struct pf_capture_result res;
+    vs_err e = { 0 };
+    VS_AUTOFREE char *path = capture_paged(m, n, "rest.vmsnap", &res);
+    assert_non_null(strstr(res.note, "is kept as QEMU sent it"));
+    assert_non_null(strstr(res.note, "command section 66 (unknown"));
+    struct ref ref = { 0 }, eager = { 0 }, lazy = { 0 };
+    reference(stream, stream_len, &ref);
+    struct arc *a;
+    assert_int_equal(arc_open(path, NULL, &a, &e), 0);
+    assert_int_equal(arc_verify(a, NULL, &e), 0);
+    /* eager: the reassembled stream without u means what the original does */
+    size_t olen;
+    uint8_t *re = reassembled(a, &olen);
+    size_t uat = olen - (n - at);
+    assert_memory_equal(re + uat, u, sizeof u);
+    memmove(re + uat, re + uat + sizeof u, olen - uat - sizeof u);
+    reference(re, olen - sizeof u, &eager);
+    assert_memory_equal(eager.ram, ref.ram, ref.npages * MS_PAGE_SIZE);
+    assert_int_equal(eager.dev_len, ref.dev_len);
+    assert_memory_equal(eager.dev, ref.dev, ref.dev_len);
+    /* lazy: the device stream without u, loaded over ram/mem */
+    uint8_t *ram, *dev;
+    size_t ram_len, dev_len;
+    read_stream(a, "ram/mem", &ram, &ram_len);
+    read_stream(a, PF_ARC_DEVICE, &dev, &dev_len);
+    size_t dat = dev_len - (n - at);
+    assert_memory_equal(dev + dat, u, sizeof u);
+    memmove(dev + dat, dev + dat + sizeof u, dev_len - dat - sizeof u);
+    lazy.seed = ram;
+    reference(dev, dev_len - sizeof u, &lazy);
+    assert_memory_equal(lazy.ram, ref.ram, ref.npages * MS_PAGE_SIZE);
+    arc_close(a);
+    free(m), free(re), free(ram), free(dev);
+    free(ref.ram), free(ref.dev), free(eager.ram), free(eager.dev), free(lazy.ram), free(lazy.dev);
+}
+
 int main(void)
 {
     VS_AUTOFREE char *p = vs_xasprintf("%s/real-trimmed.stream", MS_TEST_DATA);
@@ -230,9 +299,10 @@ int main(void)
     if (vs_pread_full(fd, stream, stream_len, 0) != (ssize_t)stream_len)
         return 1;
     close(fd);
-    const struct CMUnitTest tests[] = { cmocka_unit_test(test_paged), cmocka_unit_test(test_fallback) };
+    const struct CMUnitTest tests[] = { cmocka_unit_test(test_paged), cmocka_unit_test(test_fallback),
+                                        cmocka_unit_test(test_opaque_rest) };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    const char *names[] = { "a.vmsnap", "b.vmsnap", "opaque.vmsnap", "bad.vmsnap" };
+    const char *names[] = { "a.vmsnap", "b.vmsnap", "opaque.vmsnap", "bad.vmsnap", "rest.vmsnap" };
     for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
         VS_AUTOFREE char *f = vs_xasprintf("%s/%s", dir, names[i]);
         unlink(f);

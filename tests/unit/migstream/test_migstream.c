@@ -1,7 +1,10 @@
-/* migstream unit tests over a real QEMU 7.2 background-snapshot stream, trimmed by tests/fuzz/migstream/
- * make-seeds.py (which also wrote what an independent reading finds in it: real-trimmed.json).
+/* migstream unit tests over real streams trimmed by tests/fuzz/migstream/make-seeds.py (which also wrote what an
+ * independent reading finds in them: *.json): QEMU 7.2's background snapshot (real-trimmed) and QEMU 10.0's
+ * precopy stream, which has a command section (qemu10-precopy).
  * Split in any chunking gives the same pages and device stream; split + reassemble + split is a fixed point; every
- * truncation fails; each unsupported feature and each contradiction is refused with the right error. */
+ * truncation fails; each unsupported feature and each contradiction is refused with the right error; with
+ * keep_unknown_rest, something unknown after pages were delivered keeps the rest opaque and the result, eager or
+ * lazy, means the same as the input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +32,7 @@ struct got {
     size_t dev_len, dev_cap;
     bool committed_at_first_page;      /* ms_committed() seen from the first page callback */
     struct ms_parser *p;
+    const struct got *seed;        /* RAM before the stream (a lazy destination's), else all zero */
 };
 
 static int g_blocks(void *o, struct ms_block *b, unsigned n, vs_err *e)
@@ -42,6 +46,12 @@ static int g_blocks(void *o, struct ms_block *b, unsigned n, vs_err *e)
     g->npages = b[0].size / MS_PAGE_SIZE;
     g->pages = calloc(g->npages, sizeof *g->pages);
     g->seen = calloc(g->npages, 1);
+    for (size_t i = 0; g->seed && i < g->npages; i++) {
+        if (g->seed->pages[i]) {
+            g->pages[i] = malloc(MS_PAGE_SIZE);
+            memcpy(g->pages[i], g->seed->pages[i], MS_PAGE_SIZE);
+        }
+    }
     return 0;
 }
 
@@ -87,11 +97,13 @@ static void got_free(struct got *g)
 }
 
 /* Split buf in chunks of `chunk` bytes (0: at once). Returns ms_push/ms_finish's result. */
-static int split(const uint8_t *buf, size_t len, size_t chunk, struct got *g, struct ms_summary *sum, vs_err *e)
+static int split_with(const uint8_t *buf, size_t len, size_t chunk, bool keep_rest, struct got *g,
+                      struct ms_summary *sum, vs_err *e)
 {
     struct ms_ops ops = { .blocks = g_blocks, .page = g_page, .device = g_device, .opaque = g };
+    struct ms_opts o = { .keep_unknown_rest = keep_rest };
     MS_PARSER_AUTOFREE struct ms_parser *p = NULL;
-    assert_int_equal(ms_parser_new(&ops, NULL, &p, e), 0);
+    assert_int_equal(ms_parser_new(&ops, &o, &p, e), 0);
     g->p = p;
     int r = 0;
     for (size_t off = 0; off < len && r == 0;) {
@@ -102,6 +114,11 @@ static int split(const uint8_t *buf, size_t len, size_t chunk, struct got *g, st
     if (r == 0)
         r = ms_finish(p, sum, e);
     return r;
+}
+
+static int split(const uint8_t *buf, size_t len, size_t chunk, struct got *g, struct ms_summary *sum, vs_err *e)
+{
+    return split_with(buf, len, chunk, false, g, sum, e);
 }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -410,6 +427,154 @@ static void test_committed(void **state)
     assert_true(ms_committed(p));
 }
 
+/* ---- command sections (QEMU 10) ------------------------------------------------------------------------------ */
+/* Offset of QEMU 10.0's SWITCHOVER_START command, sent before the END section of precopy. */
+static size_t switchover_at(uint32_t ram_sid)
+{
+    uint8_t pat[10] = { 0x08, 0x00, 0x0b, 0x00, 0x00, 0x03 };
+    vs_put_be32(pat + 6, ram_sid);
+    const uint8_t *h = memmem(stream, stream_len, pat, sizeof pat);
+    assert_non_null(h);
+    return (size_t)(h - stream);
+}
+
+static void test_command_sections(void **state)
+{
+    (void)state;
+    struct got g = { 0 };
+    struct ms_summary s;
+    vs_err e = { 0 };
+    if (split(stream, stream_len, 0, &g, &s, &e))
+        fail_msg("%s", e.msg);
+    size_t at = switchover_at(s.ram_section_id);
+    /* passed on in place: in the device stream, just before the END section */
+    uint8_t cmd_end[6] = { 0x08, 0x00, 0x0b, 0x00, 0x00, 0x03 };
+    assert_non_null(memmem(g.dev, g.dev_len, cmd_end, sizeof cmd_end));
+    got_free(&g);
+    assert_int_equal(mutated(at + 2, 0, 0x07, true, &e), -ENOTSUP);       /* PACKAGED: a nested stream */
+    assert_non_null(strstr(e.msg, "command section 7 (PACKAGED"));
+    assert_int_equal(mutated(at + 2, 0, 0x03, true, &e), -ENOTSUP);       /* POSTCOPY_ADVISE */
+    assert_int_equal(mutated(at + 2, 0, 0x63, true, &e), -ENOTSUP);       /* unknown */
+    assert_non_null(strstr(e.msg, "command section 99 (unknown"));
+    assert_int_equal(mutated(at + 4, 0, 0x01, true, &e), -EBADMSG);       /* SWITCHOVER_START carries no data */
+}
+
+/* ---- something unknown after pages were delivered: the rest is kept opaque ------------------------------------ */
+static uint8_t *inject(size_t at, const uint8_t *u, size_t ulen, size_t *len)
+{
+    uint8_t *m = malloc(stream_len + ulen);
+    memcpy(m, stream, at);
+    memcpy(m + at, u, ulen);
+    memcpy(m + at + ulen, stream + at, stream_len - at);
+    *len = stream_len + ulen;
+    return m;
+}
+
+static bool page_equal(const uint8_t *a, const uint8_t *b)
+{
+    static const uint8_t zero[MS_PAGE_SIZE];
+    return memcmp(a ? a : zero, b ? b : zero, MS_PAGE_SIZE) == 0;
+}
+
+/* The stream with unit u inserted at byte at: refused by default; with keep_unknown_rest, pages stop at u and the
+ * rest is kept (the same in any chunking). Reassembled (eager), and with u taken out again, it is the original
+ * stream in meaning: the same final RAM and the same device stream. The device stream loaded over the stored
+ * pages (lazy) gives the same RAM too. */
+static void check_opaque_rest(size_t at, const uint8_t *u, size_t ulen)
+{
+    size_t n;
+    uint8_t *m = inject(at, u, ulen, &n);
+    struct got ref = { 0 }, g = { 0 }, eager = { 0 }, lazy = { 0 };
+    struct ms_summary s;
+    vs_err e = { 0 };
+    assert_int_equal(split(stream, stream_len, 0, &ref, &s, &e), 0);
+    uint64_t all_pages = s.pages;
+    assert_int_equal(split(m, n, 0, &g, &s, &e), -ENOTSUP);
+    got_free(&g);
+    static const size_t chunks[] = { 1, 4097, 0 };
+    for (size_t c = 0; c < VS_ARRAY_SIZE(chunks); c++) {
+        uint8_t *prev = g.dev;
+        size_t prev_len = g.dev_len;
+        g.dev = NULL;
+        got_free(&g);
+        if (split_with(m, n, chunks[c], true, &g, &s, &e))
+            fail_msg("chunk %zu: %s", chunks[c], e.msg);
+        assert_int_equal(s.opaque_from, at);
+        assert_non_null(strstr(s.opaque_why, "unsupported"));
+        assert_true(s.pages > 0 && s.pages < all_pages);
+        if (prev) {
+            assert_int_equal(g.dev_len, prev_len);
+            assert_memory_equal(g.dev, prev, prev_len);
+        }
+        free(prev);
+    }
+    /* the rest is the device stream's end, as it came */
+    assert_memory_equal(g.dev + g.dev_len - (n - at), m + at, n - at);
+
+    /* eager: reassembled, u taken out again */
+    struct src so = { &g };
+    struct ms_page_reader rd = { .fill = r_fill, .want = r_want, .opaque = &so };
+    size_t flen;
+    uint8_t *full = reassemble_with(&rd, &g, &flen);
+    size_t uat = flen - (n - at);
+    assert_memory_equal(full + uat, u, ulen);
+    memmove(full + uat, full + uat + ulen, flen - uat - ulen);
+    if (split(full, flen - ulen, 0, &eager, &s, &e))
+        fail_msg("eager: %s", e.msg);
+    for (size_t i = 0; i < ref.npages; i++)
+        if (!page_equal(ref.pages[i], eager.pages[i]))
+            fail_msg("eager: page %zu differs", i);
+    assert_int_equal(eager.dev_len, ref.dev_len);
+    assert_memory_equal(eager.dev, ref.dev, ref.dev_len);
+
+    /* lazy: the device stream, u taken out, over the stored pages */
+    size_t dat = g.dev_len - (n - at);
+    memmove(g.dev + dat, g.dev + dat + ulen, g.dev_len - dat - ulen);
+    lazy.seed = &g;
+    if (split(g.dev, g.dev_len - ulen, 0, &lazy, &s, &e))
+        fail_msg("lazy: %s", e.msg);
+    for (size_t i = 0; i < ref.npages; i++)
+        if (!page_equal(ref.pages[i], lazy.pages[i]))
+            fail_msg("lazy: page %zu differs", i);
+    free(full);
+    free(m);
+    got_free(&ref);
+    got_free(&g);
+    got_free(&eager);
+    got_free(&lazy);
+}
+
+static void test_unknown_after_pages(void **state)
+{
+    (void)state;
+    size_t rec = first_record();
+    /* Record k >= 1 of the first section (CONTINUE records of 'mem', whose header is not in the device stream):
+     * after the first one (with the block name), 8 + 4096 bytes each. */
+    size_t rec10 = rec + 8 + 1 + 3 + MS_PAGE_SIZE + 9 * (8 + MS_PAGE_SIZE);
+    assert_int_equal(stream[rec10 + 7], 0x28);
+    static const uint8_t flush[8] = { 0, 0, 0, 0, 0, 0, 0x02, 0x00 };           /* MULTIFD_FLUSH (8.x, multifd) */
+    check_opaque_rest(rec10, flush, sizeof flush);
+    /* between the two PART sections: a command section nobody knows */
+    size_t sec2 = rec + 8 + 1 + 3 + MS_PAGE_SIZE + 19 * (8 + MS_PAGE_SIZE) + 8 + 5;
+    assert_int_equal(stream[sec2], 0x02);
+    static const uint8_t cmd[9] = { 0x08, 0x00, 0x42, 0x00, 0x04, 'v', 'm', 's', 'n' };
+    check_opaque_rest(sec2, cmd, sizeof cmd);
+    /* in the second section, after a ROM page (its header is in the device stream) and a page of 'mem' */
+    struct got g = { 0 };
+    struct ms_summary s;
+    vs_err e = { 0 };
+    assert_int_equal(split(stream, stream_len, 0, &g, &s, &e), 0);
+    got_free(&g);
+    size_t rom = sec2 + 5 + (8 + 1 + 3 + MS_PAGE_SIZE) + 3 * (8 + MS_PAGE_SIZE) + 8 * (8 + 1);
+    assert_int_equal(stream[rom + 7] & 0x20, 0);                              /* names its block */
+    assert_int_equal(stream[rom + 8], strlen("/rom@etc/acpi/tables"));
+    check_opaque_rest(rom, flush, sizeof flush);
+    /* after that ROM page, before a CONTINUE record of its block: the kept record already set the block */
+    size_t rom2 = rom + 8 + 1 + strlen("/rom@etc/acpi/tables") + MS_PAGE_SIZE;
+    assert_int_equal(stream[rom2 + 7], 0x28);
+    check_opaque_rest(rom2, flush, sizeof flush);
+}
+
 /* ---- the page image: round trip, checksums ------------------------------------------------------------------ */
 static void test_page_image(void **state)
 {
@@ -471,20 +636,40 @@ static uint8_t *slurp(const char *path, size_t *len)
     return b;
 }
 
-int main(void)
+/* The stream under test and what make-seeds.py found in it. */
+static void load(const char *name)
 {
+    free(stream);
+    json_decref(expect);
     size_t jl;
-    stream = slurp(MS_TEST_DATA "/real-trimmed.stream", &stream_len);
-    char *j = (char *)slurp(MS_TEST_DATA "/real-trimmed.json", &jl);
+    char *path = vs_xasprintf("%s/%s.stream", MS_TEST_DATA, name);
+    stream = slurp(path, &stream_len);
+    free(path);
+    path = vs_xasprintf("%s/%s.json", MS_TEST_DATA, name);
+    char *j = (char *)slurp(path, &jl);
     expect = json_loads(j, 0, NULL);
     free(j);
+    free(path);
+}
+
+static int use_qemu10(void **state) { (void)state; load("qemu10-precopy"); return 0; }
+static int use_qemu72(void **state) { (void)state; load("real-trimmed"); return 0; }
+
+int main(void)
+{
+    load("real-trimmed");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_real),
+        cmocka_unit_test_setup_teardown(test_split_real, use_qemu10, use_qemu72),
         cmocka_unit_test(test_reassemble_fixed_point),
+        cmocka_unit_test_setup_teardown(test_reassemble_fixed_point, use_qemu10, use_qemu72),
         cmocka_unit_test(test_reassemble_runs),
         cmocka_unit_test(test_truncations_fail),
+        cmocka_unit_test_setup_teardown(test_truncations_fail, use_qemu10, use_qemu72),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_committed),
+        cmocka_unit_test_setup_teardown(test_command_sections, use_qemu10, use_qemu72),
+        cmocka_unit_test(test_unknown_after_pages),
         cmocka_unit_test(test_page_image),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
