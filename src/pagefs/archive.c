@@ -3,10 +3,13 @@
  * (the migration stream without those pages) as PF_ARC_DEVICE. Until the format has kinds of its own for them they
  * are kind "other": an older vmsnap sees no memory stream and never feeds QEMU a stream without its RAM. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "pagefs/pagefs.h"
+
+#define DEVICE_IN_MEMORY_MAX (64u << 20)
 
 struct arc_file { struct arc *a; unsigned stream; };
 
@@ -128,12 +131,16 @@ int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_
     int dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
     if (dev == ARC_STREAM_NONE)
         return vs_err_set(e, ENOENT, "no \"%s\" stream: memory is not stored as pages", PF_ARC_DEVICE);
-    /* The device stream is small (no RAM): a memfd gives ms_reassemble the fd it reads. */
-    VS_AUTOCLOSE int mfd = memfd_create("vmsnap-device-stream", MFD_CLOEXEC);
-    if (mfd < 0)
-        return vs_err_sys(e, errno, "memfd_create");
+    /* A memfd gives ms_reassemble the fd it reads. The device stream is small (no RAM), unless it ends with an
+     * opaque rest of QEMU's stream (pages included): that one goes to a temporary file, not to memory. */
     struct arc_stream_info si;
     arc_stream_get(a, (unsigned)dev, &si);
+    bool big = si.size > DEVICE_IN_MEMORY_MAX;
+    VS_AUTOCLOSE int mfd = big ? open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
+                               : memfd_create("vmsnap-device-stream", MFD_CLOEXEC);
+    if (mfd < 0)
+        return vs_err_sys(e, errno, big ? "cannot create a temporary file in /var/tmp for the device stream"
+                                        : "memfd_create");
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
     for (uint64_t off = 0; off < si.size;) {
         size_t n = (size_t)VS_MIN((uint64_t)1 << 20, si.size - off);

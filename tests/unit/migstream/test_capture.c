@@ -240,6 +240,23 @@ static void test_fallback(void **state)
     free(m);
 }
 
+/* The eager stream of an archive whose device stream ends with an opaque rest of rest_len bytes of the captured
+ * stream, starting with the injected unit u: with u taken out, it means what want (the stream without u) does. */
+static void check_eager(struct arc *a, size_t rest_len, const uint8_t *u, size_t ulen, const struct ref *want)
+{
+    size_t olen;
+    uint8_t *re = reassembled(a, &olen);
+    size_t uat = olen - rest_len;
+    assert_memory_equal(re + uat, u, ulen);
+    memmove(re + uat, re + uat + ulen, olen - uat - ulen);
+    struct ref got = { 0 };
+    reference(re, olen - ulen, &got);
+    assert_memory_equal(got.ram, want->ram, want->npages * MS_PAGE_SIZE);
+    assert_int_equal(got.dev_len, want->dev_len);
+    assert_memory_equal(got.dev, want->dev, want->dev_len);
+    free(re), free(got.ram), free(got.dev);
+}
+
 /* A command section nobody knows, between the two PART sections (pages were stored before it). */
 static void test_opaque_rest(void **state)
 {
@@ -257,21 +274,13 @@ static void test_opaque_rest(void **state)
     VS_AUTOFREE char *path = capture_paged(m, n, "rest.vmsnap", &res);
     assert_non_null(strstr(res.note, "is kept as QEMU sent it"));
     assert_non_null(strstr(res.note, "command section 66 (unknown"));
-    struct ref ref = { 0 }, eager = { 0 }, lazy = { 0 };
+    struct ref ref = { 0 }, lazy = { 0 };
     reference(stream, stream_len, &ref);
     struct arc *a;
     assert_int_equal(arc_open(path, NULL, &a, &e), 0);
     assert_int_equal(arc_verify(a, NULL, &e), 0);
     /* eager: the reassembled stream without u means what the original does */
-    size_t olen;
-    uint8_t *re = reassembled(a, &olen);
-    size_t uat = olen - (n - at);
-    assert_memory_equal(re + uat, u, sizeof u);
-    memmove(re + uat, re + uat + sizeof u, olen - uat - sizeof u);
-    reference(re, olen - sizeof u, &eager);
-    assert_memory_equal(eager.ram, ref.ram, ref.npages * MS_PAGE_SIZE);
-    assert_int_equal(eager.dev_len, ref.dev_len);
-    assert_memory_equal(eager.dev, ref.dev, ref.dev_len);
+    check_eager(a, n - at, u, sizeof u, &ref);
     /* lazy: the device stream without u, loaded over ram/mem */
     uint8_t *ram, *dev;
     size_t ram_len, dev_len;
@@ -284,8 +293,58 @@ static void test_opaque_rest(void **state)
     reference(dev, dev_len - sizeof u, &lazy);
     assert_memory_equal(lazy.ram, ref.ram, ref.npages * MS_PAGE_SIZE);
     arc_close(a);
-    free(m), free(re), free(ram), free(dev);
-    free(ref.ram), free(ref.dev), free(eager.ram), free(eager.dev), free(lazy.ram), free(lazy.dev);
+    free(m), free(ram), free(dev);
+    free(ref.ram), free(ref.dev), free(lazy.ram), free(lazy.dev);
+}
+
+/* An opaque rest larger than the device stream eager restore keeps in memory (64 MiB): 66 MiB of pages of 'mem'
+ * follow the unknown command. The eager stream still means the same (it goes through a temporary file). */
+static void test_big_rest(void **state)
+{
+    (void)state;
+    static const uint8_t u[9] = { 0x08, 0x00, 0x42, 0x00, 0x04, 'v', 'm', 's', 'n' };
+    const size_t npages = 66u << 8, at = first_flags() - 7 + 8 + 1 + 3 + MS_PAGE_SIZE + 19 * (8 + MS_PAGE_SIZE) + 8 + 5;
+    size_t body = 5 + 4 + npages * (8 + MS_PAGE_SIZE) + 13;   /* one PART section of npages pages */
+    size_t n = stream_len + sizeof u + body;
+    uint8_t *m = vs_xmalloc(n), *q = m + at;
+    memcpy(m, stream, at);
+    memcpy(q, u, sizeof u);
+    q += sizeof u;
+    uint8_t *sec = q;
+    *q++ = 0x02;
+    vs_put_be32(q, vs_get_be32(stream + at + 1));   /* the ram section's id, from the next PART header */
+    q += 4;
+    for (size_t i = 0; i < npages; i++) {
+        vs_put_be64(q, (uint64_t)i * MS_PAGE_SIZE | 0x08 | (i ? 0x20 : 0));
+        q += 8;
+        if (!i) {
+            memcpy(q, "\3mem", 4);
+            q += 4;
+        }
+        memset(q, (int)(i % 251) + 1, MS_PAGE_SIZE);
+        q += MS_PAGE_SIZE;
+    }
+    vs_put_be64(q, 0x10);
+    q[8] = 0x7e;
+    memcpy(q + 9, sec + 1, 4);
+    q += 13;
+    memcpy(q, stream + at, stream_len - at);
+    struct pf_capture_result res;
+    vs_err e = { 0 };
+    VS_AUTOFREE char *path = capture_paged(m, n, "big.vmsnap", &res);
+    assert_non_null(strstr(res.note, "is kept as QEMU sent it"));
+    /* the same stream without u is what the eager stream without u must mean */
+    memmove(m + at, m + at + sizeof u, n - at - sizeof u);
+    struct ref ref = { 0 };
+    reference(m, n - sizeof u, &ref);
+    struct arc *a;
+    assert_int_equal(arc_open(path, NULL, &a, &e), 0);
+    struct arc_stream_info si;
+    arc_stream_get(a, (unsigned)arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE), &si);
+    assert_true(si.size > (64u << 20));
+    check_eager(a, n - at, u, sizeof u, &ref);
+    arc_close(a);
+    free(m), free(ref.ram), free(ref.dev);
 }
 
 int main(void)
@@ -300,9 +359,9 @@ int main(void)
         return 1;
     close(fd);
     const struct CMUnitTest tests[] = { cmocka_unit_test(test_paged), cmocka_unit_test(test_fallback),
-                                        cmocka_unit_test(test_opaque_rest) };
+                                        cmocka_unit_test(test_opaque_rest), cmocka_unit_test(test_big_rest) };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    const char *names[] = { "a.vmsnap", "b.vmsnap", "opaque.vmsnap", "bad.vmsnap", "rest.vmsnap" };
+    const char *names[] = { "a.vmsnap", "b.vmsnap", "opaque.vmsnap", "bad.vmsnap", "rest.vmsnap", "big.vmsnap" };
     for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
         VS_AUTOFREE char *f = vs_xasprintf("%s/%s", dir, names[i]);
         unlink(f);
