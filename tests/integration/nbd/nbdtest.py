@@ -257,3 +257,25 @@ def main(fn):
     finally:
         wd.cleanup()
     print("PASS")
+
+
+MiB = 1 << 20
+
+
+def packed_image(wd):
+    """The image the peer tests serve, packed: 64 MiB plus a short last block (not a multiple of 4 KiB), data at
+    the start, unaligned in the middle and at the very end, holes elsewhere. Returns (image, size, archive)."""
+    img = wd("disk.raw")
+    size = 64 * MiB + 4096 * 3 + 512
+    make_image(img, size, [(0, 3 * MiB), (10 * MiB + 1234, 2 * MiB), (size - 20000, 20000)])
+    return img, size, pack(img, wd("disk.vmsnap"))
+
+
+def qemu_io(uri, cmds, ok=True):
+    """qemu-io on a raw NBD export, one -c per command."""
+    return run(["qemu-io", "-f", "raw"] + sum((["-c", c] for c in cmds), []) + [uri], ok=ok)
+
+
+def extent_map(uri):
+    """nbdinfo --map as rows [offset, length, type, ...]."""
+    return [r.split() for r in run(["nbdinfo", "--map", uri]).stdout.split("\n") if r.strip()]
