@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import time
 
-from vmsnaptest import Booted, base_archive, check, check_failed_cleanly, guest_args, log, tmpdir, vmtest
+from vmsnaptest import Booted, FullDir, base_archive, check, check_failed_cleanly, guest_args, log, tmpdir, vmtest
 
 REC_OFF = 40 << 20   # raw records beyond the 32 MiB file system
 BASE_OFF = 48 << 20  # data already in the base
@@ -53,9 +53,6 @@ def boot_and_check(archive, d, name):
 
 def test():
     d = tmpdir()
-    mnt = os.path.join(d, "full")
-    os.mkdir(mnt)
-    mounted = False
     try:
         # the base holds 8 MiB of data past the file system: a thick OUT copies it, a thin one refers to it
         raw = vmtest.make_disk(os.path.join(d, "disk.raw"), "64M")
@@ -113,13 +110,11 @@ def test():
                     os.path.join(d, "wrong.vmsnap"), ovl)
 
         # The output directory fills up (the overlay holds 2 MiB of incompressible data).
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]).returncode == 0:
-            mounted = True
-            out = os.path.join(mnt, "full.vmsnap")
-            expect_fail([base, ovl, "-o", out, "--compress", "none"], ["No space"], out, ovl)
-            check(not os.listdir(mnt), f"no temp file left in the full directory: {os.listdir(mnt)}")
-        else:
-            log("SKIPPED the disk-full case: cannot mount a tmpfs here")
+        with FullDir(d, "1m") as mnt:
+            if mnt:
+                out = os.path.join(mnt, "full.vmsnap")
+                expect_fail([base, ovl, "-o", out, "--compress", "none"], ["No space"], out, ovl)
+                check(not os.listdir(mnt), f"no temp file left in the full directory: {os.listdir(mnt)}")
 
         # Thin, without --keep-overlay: the overlay goes away.
         out2 = os.path.join(d, "thin.vmsnap")
@@ -134,8 +129,6 @@ def test():
         boot_and_check(out1, d, "b1")
         boot_and_check(out2, d, "b2")
     finally:
-        if mounted:
-            subprocess.run(["umount", mnt])
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -95,3 +95,35 @@ def check_failed_cleanly(p, words, out):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="vmsnap-vmtest-")
+
+
+def check_snap_failed(p, words, out, vm=None):
+    """A failed snap: as check_failed_cleanly, no temp file beside the output either, and the VM (if given) running
+    with the migration capabilities and max-bandwidth put back as they were."""
+    check_failed_cleanly(p, words, out)
+    check(not any(n.startswith(os.path.basename(out)) for n in os.listdir(os.path.dirname(out))),
+          "no temp file left beside the output")
+    if vm:
+        check(vm.status() == "running", "VM running")
+        caps = {c["capability"]: c["state"] for c in vm.qmp("query-migrate-capabilities")}
+        check(not caps.get("background-snapshot") and not caps.get("pause-before-switchover"), f"caps put back {caps}")
+        check(vm.qmp("query-migrate-parameters")["max-bandwidth"] == 134217728, "max-bandwidth put back")
+
+
+class FullDir:
+    """`with FullDir(d, "20m") as path`: a small tmpfs mounted at d/full for "output directory full" cases, unmounted
+    on exit; path is None (the case is skipped, and logged) where this user may not mount one."""
+
+    def __init__(self, d, size):
+        self.path = os.path.join(d, "full")
+        os.mkdir(self.path)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path]).returncode != 0:
+            log("SKIPPED the disk-full case: cannot mount a tmpfs here")
+            self.path = None
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        if self.path:
+            subprocess.run(["umount", self.path])
