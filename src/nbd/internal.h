@@ -16,6 +16,7 @@
 #define LAYER_CHUNK_BYTES 4096u
 #define LAYER_CHUNK_BLOCKS (LAYER_CHUNK_BYTES * 4u)
 #define LAYER_CHUNK_WORDS (LAYER_CHUNK_BYTES / 8u)
+#define LAYER_MAX_STACK 4096u /* layers base_seq..seq of one stack: each is an open file */
 
 struct layer_hdr {
     uint64_t disk_size;
@@ -34,10 +35,11 @@ struct layer {
     atomic_uchar *dirty;
 };
 
-/* Create path (O_EXCL) with header h and an empty map, fsynced. */
-int layer_create(const char *path, const struct layer_hdr *h, struct layer **out, vs_err *e);
-/* Open path, check its header and load its map (only the allocated parts of the file are read). */
-int layer_open(const char *path, bool rdonly, struct layer **out, vs_err *e);
+/* Make the file open on fd (owned from here, closed on failure) layer path: header h, an empty map, fsynced. */
+int layer_create(const char *path, int fd, const struct layer_hdr *h, struct layer **out, vs_err *e);
+/* Open path, or adopt fd when it is >= 0 (owned from here), check its header and load its map (only the
+ * allocated parts of the file are read). */
+int layer_open(const char *path, int fd, bool rdonly, struct layer **out, vs_err *e);
 void layer_free(struct layer *l);
 static inline unsigned layer_get(const struct layer *l, uint64_t b)
 {

@@ -68,6 +68,9 @@ static int hdr_decode(struct layer *l, const uint8_t *p, vs_err *e)
     if (l->h.base_seq > l->h.seq)
         return vs_err_set(e, EINVAL, "%s: overlay base layer %u above layer %u", l->path, l->h.base_seq,
                           l->h.seq);
+    if (l->h.base_seq == 0 || (uint64_t)l->h.seq - l->h.base_seq >= LAYER_MAX_STACK)
+        return vs_err_set(e, EINVAL, "%s: overlay layers %u..%u: expected 1 to %u layers numbered from 1",
+                          l->path, l->h.base_seq, l->h.seq, LAYER_MAX_STACK);
     return 0;
 }
 
@@ -100,32 +103,26 @@ void layer_free(struct layer *l)
     free(l);
 }
 
-int layer_create(const char *path, const struct layer_hdr *h, struct layer **out, vs_err *e)
+int layer_create(const char *path, int fd, const struct layer_hdr *h, struct layer **out, vs_err *e)
 {
     struct layer *l = layer_alloc(path);
+    l->fd = fd;
     l->h = *h;
     layer_geometry(l);
     uint8_t hdr[LAYER_HDR_SIZE];
     hdr_encode(l, h, hdr);
     int r;
-    l->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (l->fd < 0) {
-        r = vs_err_sys(e, errno, "creating overlay layer %s", path);
-        goto fail;
-    }
-    /* The file spans header + map + data; holes cost nothing. */
-    if (ftruncate(l->fd, (off_t)(l->data_off + l->nblocks * NBD_BLOCK_SIZE)) < 0 ||
+    /* The file spans header + map + data; holes cost nothing. Truncated first: a reused file may hold a
+     * stale map. */
+    if (ftruncate(l->fd, 0) < 0 || ftruncate(l->fd, (off_t)(l->data_off + l->nblocks * NBD_BLOCK_SIZE)) < 0 ||
         (r = vs_pwrite_full(l->fd, hdr, sizeof(hdr), 0)) < 0 || fdatasync(l->fd) < 0) {
         r = vs_err_sys(e, errno, "writing overlay layer %s", path);
-        unlink(path);
-        goto fail;
+        layer_free(l);
+        return r;
     }
     layer_alloc_map(l);
     *out = l;
     return 0;
-fail:
-    layer_free(l);
-    return r;
 }
 
 /* Read the map chunks that hold data; SEEK_DATA skips the holes of a sparse map. */
@@ -169,12 +166,12 @@ static int load_map(struct layer *l, vs_err *e)
     return 0;
 }
 
-int layer_open(const char *path, bool rdonly, struct layer **out, vs_err *e)
+int layer_open(const char *path, int fd, bool rdonly, struct layer **out, vs_err *e)
 {
     struct layer *l = layer_alloc(path);
     uint8_t hdr[LAYER_HDR_SIZE];
     int r;
-    l->fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    l->fd = fd >= 0 ? fd : open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (l->fd < 0) {
         r = vs_err_sys(e, errno, "opening overlay layer %s", path);
         goto fail;

@@ -55,6 +55,40 @@ static int check_base(const struct nbd_overlay *o, const struct layer *live, vs_
     return 0;
 }
 
+/* Open path and lock it (op: LOCK_EX or LOCK_SH), never waiting. A lock on a file that a concurrent freeze or
+ * creation renamed or removed in the meantime protects nothing: retry until path still names the locked file. */
+static int open_locked(const char *path, int flags, int op, int *out, vs_err *e)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        VS_AUTOCLOSE int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno == ELOOP)
+            return vs_err_set(e, ELOOP, "overlay layer %s is a symbolic link: give the file itself", path);
+        if (fd < 0)
+            return vs_err_sys(e, errno, "opening overlay layer %s", path);
+        if (flock(fd, op | LOCK_NB) < 0)
+            return vs_err_sys(e, errno, "overlay %s is in use by another process", path);
+        struct stat have, named;
+        if (fstat(fd, &have) == 0 && stat(path, &named) == 0 && have.st_dev == named.st_dev &&
+            have.st_ino == named.st_ino) {
+            *out = VS_STEAL_FD(fd);
+            return 0;
+        }
+    }
+    return vs_err_set(e, EAGAIN, "overlay %s keeps changing while being opened", path);
+}
+
+/* A fresh layer with header h at PATH.new, held with LOCK_EX: whoever holds that lock owns the name, so a
+ * creation and a freeze never build on, or remove, each other's file. */
+static int new_layer(struct nbd_overlay *o, const struct layer_hdr *h, struct layer **out, vs_err *e)
+{
+    VS_AUTOFREE char *tmp = vs_xasprintf("%s.new", o->path);
+    int fd;
+    int r = open_locked(tmp, O_RDWR | O_CREAT, LOCK_EX, &fd, e);
+    return r < 0 ? r : layer_create(tmp, fd, h, out, e);
+}
+
+/* A new overlay: PATH.new, then link(), which never replaces a PATH that a concurrent opener created
+ * meanwhile (-EEXIST: open that one instead). */
 static int create_live(struct nbd_overlay *o, vs_err *e)
 {
     struct layer_hdr h = { .disk_size = o->base->size, .seq = 1, .base_seq = 1 };
@@ -62,30 +96,28 @@ static int create_live(struct nbd_overlay *o, vs_err *e)
     int r = vs_uuid_generate(h.stack_id);
     if (r < 0)
         return vs_err_sys(e, -r, "generating an overlay id");
-    VS_AUTOFREE char *tmp = vs_xasprintf("%s.new", o->path);
-    unlink(tmp);
     struct layer *l;
-    if ((r = layer_create(tmp, &h, &l, e)) < 0)
+    if ((r = new_layer(o, &h, &l, e)) < 0)
         return r;
-    if (rename(tmp, o->path) < 0) {
-        r = vs_err_sys(e, errno, "renaming %s to %s", tmp, o->path);
-        unlink(tmp);
+    if (link(l->path, o->path) < 0)
+        r = errno == EEXIST ? -EEXIST : vs_err_sys(e, errno, "linking %s to %s", l->path, o->path);
+    unlink(l->path);
+    if (r == 0)
+        r = vs_fsync_dir_of(o->path, e);
+    if (r < 0) {
         layer_free(l);
         return r;
     }
     free(l->path);
     l->path = vs_xstrdup(o->path);
-    if ((r = vs_fsync_dir_of(o->path, e)) < 0) {
-        layer_free(l);
-        return r;
-    }
     o->layers = vs_xcalloc(1, sizeof(*o->layers));
     o->layers[0] = l;
     o->nlayers = 1;
     return 0;
 }
 
-/* Remove what an interrupted freeze or rebase left behind (docs/OVERLAY.md, "Recovery"). */
+/* Remove what an interrupted freeze or rebase left behind (docs/OVERLAY.md, "Recovery"). Only the holder of
+ * the live layer's exclusive lock does this: nobody else can be freezing or rebasing meanwhile. */
 static void remove_leftovers(struct nbd_overlay *o, const struct layer *live)
 {
     VS_AUTOFREE char *tmp = vs_xasprintf("%s.new", o->path);
@@ -99,12 +131,14 @@ static void remove_leftovers(struct nbd_overlay *o, const struct layer *live)
     }
 }
 
+/* The live layer is locked before anything is read or removed. */
 static int open_stack(struct nbd_overlay *o, vs_err *e)
 {
     bool ro = o->flags & NBD_OVL_READONLY;
     struct layer *live;
-    int r = layer_open(o->path, ro, &live, e);
-    if (r < 0)
+    int fd;
+    int r = open_locked(o->path, ro ? O_RDONLY : O_RDWR, ro ? LOCK_SH : LOCK_EX, &fd, e);
+    if (r < 0 || (r = layer_open(o->path, fd, ro, &live, e)) < 0)
         return r;
     if ((r = check_base(o, live, e)) < 0) {
         layer_free(live);
@@ -112,12 +146,11 @@ static int open_stack(struct nbd_overlay *o, vs_err *e)
     }
     if (!ro)
         remove_leftovers(o, live);
-    size_t n = live->h.seq - live->h.base_seq + 1;
-    o->layers = vs_xcalloc(n, sizeof(*o->layers));
+    o->layers = vs_xcalloc((size_t)live->h.seq - live->h.base_seq + 1, sizeof(*o->layers));
     for (uint32_t s = live->h.base_seq; s < live->h.seq; s++) {
         VS_AUTOFREE char *p = layer_path(o, s);
         struct layer *l;
-        if ((r = layer_open(p, true, &l, e)) < 0)
+        if ((r = layer_open(p, -1, true, &l, e)) < 0)
             goto fail;
         o->layers[o->nlayers++] = l;
         if (l->h.seq != s || memcmp(l->h.stack_id, live->h.stack_id, 16) || l->h.disk_size != o->size) {
@@ -130,14 +163,6 @@ static int open_stack(struct nbd_overlay *o, vs_err *e)
 fail:
     layer_free(live);
     return r;
-}
-
-static int lock_live(struct nbd_overlay *o, int fd, vs_err *e)
-{
-    int op = (o->flags & NBD_OVL_READONLY) ? LOCK_SH : LOCK_EX;
-    if (flock(fd, op | LOCK_NB) < 0)
-        return vs_err_sys(e, errno, "overlay %s is in use by another process", o->path);
-    return 0;
 }
 
 int nbd_overlay_open(const char *path, struct nbd_base *base, unsigned flags, struct nbd_overlay **out,
@@ -175,17 +200,15 @@ int nbd_overlay_open(const char *path, struct nbd_base *base, unsigned flags, st
         }
         o->path = vs_xstrdup(path);
     }
+    bool may_create = (o->flags & NBD_OVL_TEMP) || ((o->flags & NBD_OVL_CREATE) && !(o->flags & NBD_OVL_READONLY));
     struct stat st;
-    if (stat(o->path, &st) == 0)
-        r = open_stack(o, e);
-    else if (errno == ENOENT && ((o->flags & NBD_OVL_TEMP) ||
-                                 ((o->flags & NBD_OVL_CREATE) && !(o->flags & NBD_OVL_READONLY))))
+    if (stat(o->path, &st) < 0 && errno == ENOENT && may_create)
         r = create_live(o, e);
     else
-        r = vs_err_sys(e, errno, "overlay %s", o->path);
+        r = -EEXIST;
+    if (r == -EEXIST)
+        r = open_stack(o, e);
     if (r < 0)
-        goto fail;
-    if ((r = lock_live(o, top(o)->fd, e)) < 0)
         goto fail;
     *out = o;
     return 0;
@@ -516,10 +539,12 @@ int nbd_overlay_freeze(struct nbd_overlay *o, uint32_t *seq, vs_err *e)
     VS_AUTOFREE char *tmp = vs_xasprintf("%s.new", o->path);
     VS_AUTOFREE char *frozen = layer_path(o, old->h.seq);
     struct layer *fresh = NULL;
-    unlink(tmp);
-    int r = layer_create(tmp, &h, &fresh, e);
-    if (r == 0 && (r = lock_live(o, fresh->fd, e)) < 0)
-        unlink(tmp);
+    int r = 0;
+    if (old->h.seq == UINT32_MAX || (uint64_t)h.seq - h.base_seq >= LAYER_MAX_STACK)
+        r = vs_err_set(e, ENOSPC, "overlay %s holds layers %u..%u, the most one stack may: a snapshot (rebase) "
+                       "must drop frozen layers first", o->path, h.base_seq, old->h.seq);
+    if (r == 0)
+        r = new_layer(o, &h, &fresh, e); /* a failure leaves PATH.new to the next open's recovery */
     if (r < 0)
         goto out;
     /* The switch: PATH.<seq> names the old live layer, then PATH atomically becomes the new one. Requests

@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <xxhash.h>
 
 #include "nbd/nbd.h"
 
@@ -389,10 +391,181 @@ static void test_space_follows_writes(void **state)
     nbd_overlay_close(o);
 }
 
+/* Rewrite the live layer's seq and base_seq (header offsets 44 and 48) with a valid checksum. */
+static void set_seqs(const char *path, uint32_t seq, uint32_t base_seq)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t h[112];
+    assert_int_equal(vs_pread_full(fd, h, sizeof(h), 0), sizeof(h));
+    vs_put_le32(h + 44, seq);
+    vs_put_le32(h + 48, base_seq);
+    vs_put_le64(h + 104, XXH64(h, 104, 0));
+    assert_int_equal(vs_pwrite_full(fd, h, sizeof(h), 0), 0);
+    close(fd);
+}
+
+/* The layer count comes from the file: 0xFFFFFFFF - 0 + 1 must not wrap to an empty table that open then
+ * writes past, and a stack too deep to open is refused by name. */
+static void test_layer_count_from_header(void **state)
+{
+    struct fx *f = *state;
+    nbd_overlay_close(open_ovl(f, f->img, NBD_OVL_CREATE));
+    /* Frozen layers 0 and 1 of the same stack: without the bound, the table sized for "0 layers" is written past. */
+    for (uint32_t s = 0; s < 2; s++) {
+        char p[128];
+        snprintf(p, sizeof(p), "%s.%u", f->ovl, s);
+        uint8_t *buf = malloc(16384);
+        int in = open(f->ovl, O_RDONLY), out = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        struct stat st;
+        assert_int_equal(fstat(in, &st), 0);
+        assert_int_equal(vs_pread_full(in, buf, 16384, 0), 16384);
+        assert_int_equal(vs_pwrite_full(out, buf, 16384, 0), 0);
+        assert_int_equal(ftruncate(out, st.st_size), 0);
+        close(in);
+        close(out);
+        free(buf);
+        set_seqs(p, s, 0);
+    }
+    static const uint32_t bad[][2] = { { 0xFFFFFFFFu, 0 }, { 0xFFFFFFFFu, 1 }, { 5000, 1 }, { 3, 0 } };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set_seqs(f->ovl, bad[i][0], bad[i][1]);
+        for (unsigned ro = 0; ro < 2; ro++) {
+            struct nbd_base *b;
+            struct nbd_overlay *o = NULL;
+            vs_err e = { 0 };
+            assert_int_equal(nbd_base_open_raw(f->img, &b, &e), 0);
+            assert_int_equal(nbd_overlay_open(f->ovl, b, ro ? NBD_OVL_READONLY : 0, &o, &e), -EINVAL);
+            assert_non_null(strstr(e.msg, f->ovl));
+            assert_non_null(strstr(e.msg, "layers"));
+            nbd_base_close(b);
+        }
+    }
+    /* The deepest stack allowed still opens (its frozen layers are missing here: that error, not the count). */
+    set_seqs(f->ovl, 4096, 1);
+    struct nbd_base *b;
+    struct nbd_overlay *o = NULL;
+    vs_err e = { 0 };
+    assert_int_equal(nbd_base_open_raw(f->img, &b, &e), 0);
+    assert_true(nbd_overlay_open(f->ovl, b, NBD_OVL_READONLY, &o, &e) < 0);
+    assert_non_null(strstr(e.msg, ".1"));
+    nbd_base_close(b);
+}
+
+struct opener { struct fx *f; atomic_bool stop; unsigned tries, opened; };
+
+static void *open_loop(void *arg)
+{
+    struct opener *op = arg;
+    while (!atomic_load(&op->stop)) {
+        struct nbd_base *b;
+        struct nbd_overlay *o = NULL;
+        vs_err e = { 0 };
+        assert_int_equal(nbd_base_open_raw(op->f->img, &b, &e), 0);
+        if (nbd_overlay_open(op->f->ovl, b, 0, &o, &e) == 0) {
+            op->opened++;
+            nbd_overlay_close(o);
+        } else {
+            nbd_base_close(b);
+        }
+        op->tries++;
+    }
+    return NULL;
+}
+
+/* A read-write open that fails because the overlay is in use must not remove anything: a freeze loop against
+ * concurrent opens keeps every frozen layer and never fails. */
+static void test_freeze_vs_open(void **state)
+{
+    struct fx *f = *state;
+    struct nbd_overlay *o = open_ovl(f, f->img, NBD_OVL_CREATE);
+    struct opener op = { .f = f };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, open_loop, &op), 0);
+    enum { N = 300 };
+    for (uint32_t i = 1; i <= N; i++) {
+        fill(o, (i % 64) * 4096, 4096, (uint8_t)i, 0);
+        uint32_t seq = 0;
+        vs_err e = { 0 };
+        if (nbd_overlay_freeze(o, &seq, &e) < 0)
+            fail_msg("freeze %u: %s", i, e.msg);
+        assert_int_equal(seq, i);
+    }
+    atomic_store(&op.stop, true);
+    pthread_join(th, NULL);
+    assert_true(op.tries > 0);
+    assert_int_equal(op.opened, 0);
+    for (uint32_t s = 1; s <= N; s++) {
+        char p[128];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s.%u", f->ovl, s);
+        if (stat(p, &st) < 0)
+            fail_msg("frozen layer %s is gone", p);
+    }
+    nbd_overlay_close(o);
+    o = open_ovl(f, f->img, 0);
+    expect_fill(o, 0, 4096, (uint8_t)(N - N % 64));
+    nbd_overlay_close(o);
+}
+
+struct creator { struct fx *f; char path[128]; pthread_barrier_t *go; struct nbd_overlay *o; };
+
+static void *create_one(void *arg)
+{
+    struct creator *c = arg;
+    struct nbd_base *b;
+    vs_err e = { 0 };
+    assert_int_equal(nbd_base_open_raw(c->f->img, &b, &e), 0);
+    pthread_barrier_wait(c->go);
+    if (nbd_overlay_open(c->path, b, NBD_OVL_CREATE, &c->o, &e) < 0) {
+        c->o = NULL;
+        nbd_base_close(b);
+    }
+    return NULL;
+}
+
+/* Two processes creating the same new overlay at once: exactly one gets it, the other is refused; never two
+ * live layers, one of them replaced under its writer (whose writes would be lost). */
+static void test_concurrent_create(void **state)
+{
+    struct fx *f = *state;
+    for (int round = 0; round < 200; round++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct creator c[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            c[i] = (struct creator){ .f = f, .go = &go };
+            snprintf(c[i].path, sizeof(c[i].path), "%s/new%d", f->dir, round);
+            assert_int_equal(pthread_create(&th[i], NULL, create_one, &c[i]), 0);
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        if (!c[0].o == !c[1].o)
+            fail_msg("round %d: %s openers hold %s", round, c[0].o ? "both" : "no", c[0].path);
+        for (int i = 0; i < 2; i++)
+            if (c[i].o) {
+                fill(c[i].o, 0, 4096, (uint8_t)round, 0);
+                nbd_overlay_close(c[i].o);
+            }
+        struct nbd_base *b;
+        struct nbd_overlay *o;
+        vs_err e = { 0 };
+        assert_int_equal(nbd_base_open_raw(f->img, &b, &e), 0);
+        if (nbd_overlay_open(c[0].path, b, NBD_OVL_READONLY, &o, &e) < 0)
+            fail_msg("round %d: %s", round, e.msg);
+        expect_fill(o, 0, 4096, (uint8_t)round);
+        nbd_overlay_close(o);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_partial_rmw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_count_from_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_freeze_vs_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trim_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freeze_rebase, setup, teardown),
