@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,12 +114,13 @@ int cmd_pack(int argc, char **argv)
         { "config", required_argument, NULL, 'C' }, { "compress", required_argument, NULL, 'c' },
         { "block-size", required_argument, NULL, 'b' }, { "threads", required_argument, NULL, 'T' },
         { "parent", required_argument, NULL, 'P' }, { "message", required_argument, NULL, 'm' },
-        { "quiet", no_argument, NULL, 'q' }, { "format", required_argument, NULL, 'f' }, { NULL, 0, NULL, 0 },
+        { "quiet", no_argument, NULL, 'q' }, { "format", required_argument, NULL, 'f' },
+        { "follow-backing", optional_argument, NULL, 'B' }, { NULL, 0, NULL, 0 },
     };
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
-    const char *out = NULL, *memory = NULL, *config = NULL;
-    bool quiet = false;
+    const char *out = NULL, *memory = NULL, *config = NULL, *backing_dir = NULL;
+    bool quiet = false, follow = false;
     enum img_format fmt = IMG_FORMAT_AUTO;
     vs_err e = { 0 };
     int c;
@@ -131,6 +133,7 @@ int cmd_pack(int argc, char **argv)
         case 'P': wo.parent_path = optarg; wo.thin = true; break;
         case 'm': wo.message = optarg; break;
         case 'q': quiet = true; break;
+        case 'B': follow = true; backing_dir = optarg; break;
         case 'f':
             if (img_parse_format(optarg, &fmt) < 0)
                 return cli_usage("pack", "bad --format '%s' (raw, qcow2 or auto)", optarg);
@@ -164,9 +167,15 @@ int cmd_pack(int argc, char **argv)
     struct img **disks = vs_xcalloc((size_t)ndisks + 1, sizeof *disks);
     uint64_t total = 0;
     for (int i = 0; r >= 0 && i < ndisks; i++) {
-        r = img_open(argv[optind + i], fmt, &disks[i], &e);
-        if (r >= 0)
-            total += img_size(disks[i]);
+        VS_AUTOFREE char *dir = vs_xstrdup(argv[optind + i]);
+        struct img_opts io = { .format = fmt, .backing_dir = !follow ? NULL : backing_dir ? backing_dir : dirname(dir) };
+        r = img_open(argv[optind + i], &io, &disks[i], &e);
+        if (r < 0)
+            break;
+        total += img_size(disks[i]);
+        if (img_raw_with_qcow2_magic(disks[i]) && !quiet && fmt == IMG_FORMAT_AUTO)
+            fprintf(stderr, "vmsnap: note: '%s' starts with a qcow2 header but is not named .qcow2: packed as raw "
+                    "bytes (--format qcow2 reads it as qcow2)\n", argv[optind + i]);
     }
     if (r < 0) {
         for (int i = 0; i < ndisks; i++)

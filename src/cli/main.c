@@ -28,13 +28,19 @@ const struct cli_command cli_commands[] = {
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
       "The overlay is removed after a successful commit unless --keep-overlay." },
     { "pack", cmd_pack,
-      "pack DISK [DISK2 ...] [--format raw|qcow2] [--memory FILE] [--config FILE.json] -o OUT.vmsnap [--compress lz4|zstd[:LEVEL]|none] "
-      "[--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
+      "pack DISK [DISK2 ...] [--format raw|qcow2] [--follow-backing[=DIR]] [--memory FILE] [--config FILE.json] -o OUT.vmsnap "
+      "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
       "Pack disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
       "checksummed, random-access archive. Disks are raw files, block devices or qcow2 images (v2/v3, compressed\n"
       "and zero clusters, subclusters, raw/qcow2 backing files; encrypted images and external data files are\n"
-      "refused), detected by magic unless --format says. Holes and unallocated clusters cost nothing. With --parent, store only the blocks\n"
-      "that differ from ARCHIVE (a thin archive that needs its parent to be read). --memory accepts a pipe." },
+      "refused). A disk is read as qcow2 only when --format qcow2 says so or its name ends in .qcow2; anything\n"
+      "else is packed as raw bytes, even if it starts with a qcow2 header (a guest can write one into its own\n"
+      "disk). Backing files are not followed unless --follow-backing is given, and then only to regular files\n"
+      "(never devices, FIFOs or sockets) whose real path, symbolic links and '..' resolved, lies inside DIR\n"
+      "(default: the directory of the disk named on the command line); absolute names are followed under the\n"
+      "same rule. A backing file without a recorded format is qcow2 only if named .qcow2. Holes and unallocated\n"
+      "clusters cost nothing. With --parent, store only the blocks that differ from ARCHIVE (a thin archive that\n"
+      "needs its parent to be read). --memory accepts a pipe." },
     { "info", cmd_info, "info ARCHIVE [--json]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
     { "verify", cmd_verify, "verify ARCHIVE [--quiet]",

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <linux/fs.h>
@@ -86,19 +87,28 @@ static void raw_free(struct img *im) { (void)im; }
 static const struct img_ops raw_ops = { raw_pread, raw_status, raw_free };
 
 /* ---- handles --------------------------------------------------------------------------------------------- */
+static bool named_qcow2(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 6 && !strcasecmp(name + n - 6, ".qcow2");
+}
+
+/* The format is the caller's or the name's (image.h): the bytes only confirm it. */
 static int probe(struct img *im, enum img_format fmt, vs_err *e)
 {
     uint8_t magic[4] = { 0 };
-    bool qcow2 = false;
     if (im->file_size >= 4) {
         int r = img_file_pread(im, magic, 4, 0, false, e);
         if (r < 0)
             return r;
-        qcow2 = !memcmp(magic, QCOW2_MAGIC, 4);
+        im->qcow2_magic = !memcmp(magic, QCOW2_MAGIC, 4);
     }
-    if (fmt == IMG_FORMAT_QCOW2 && !qcow2)
-        return vs_err_set(e, EINVAL, "'%s' is not a qcow2 image (no 'QFI\\xfb' magic at offset 0)", im->name);
-    if (fmt == IMG_FORMAT_QCOW2 || (fmt == IMG_FORMAT_AUTO && qcow2))
+    if (fmt == IMG_FORMAT_AUTO)
+        fmt = named_qcow2(im->name) ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
+    if (fmt == IMG_FORMAT_QCOW2 && !im->qcow2_magic)
+        return vs_err_set(e, EINVAL, "'%s' is not a qcow2 image (no 'QFI\\xfb' magic at offset 0)%s", im->name,
+                          named_qcow2(im->name) ? "; its name says qcow2: --format raw reads its bytes" : "");
+    if (fmt == IMG_FORMAT_QCOW2)
         return img_qcow2_open(im, e);
     im->format = IMG_FORMAT_RAW;
     im->ops = &raw_ops;
@@ -115,21 +125,26 @@ static struct img *img_new(const char *name, unsigned depth)
     return im;
 }
 
-static int open_file(const char *path, enum img_format fmt, unsigned depth, struct img **out, vs_err *e)
+/* Open path, known to the user as name. A backing file (depth > 0) must be a regular file: never a device,
+ * FIFO or socket, whose open or read could block or touch hardware. */
+static int open_file(const char *path, const char *name, enum img_format fmt, unsigned depth, const char *root,
+                     struct img **out, vs_err *e)
 {
-    struct img *im = img_new(path, depth);
+    struct img *im = img_new(name, depth);
     im->path = vs_xstrdup(path);
+    im->backing_root = root ? vs_xstrdup(root) : NULL;
     int r = 0;
     struct stat st;
-    im->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (im->fd < 0)
-        r = vs_err_sys(e, errno, "cannot open disk image '%s'", path);
+    if (depth && (stat(path, &st) < 0 || !S_ISREG(st.st_mode)))
+        r = vs_err_set(e, EINVAL, "'%s' is not a regular file", name);
+    else if ((im->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (depth ? O_NOFOLLOW : 0))) < 0)
+        r = vs_err_sys(e, errno, "cannot open disk image '%s'", name);
     else if (fstat(im->fd, &st) < 0)
-        r = vs_err_sys(e, errno, "cannot stat '%s'", path);
+        r = vs_err_sys(e, errno, "cannot stat '%s'", name);
     else if (S_ISREG(st.st_mode))
         im->file_size = (uint64_t)st.st_size, im->seekable_holes = true;
-    else if (!S_ISBLK(st.st_mode) || ioctl(im->fd, BLKGETSIZE64, &im->file_size) < 0)
-        r = vs_err_set(e, EINVAL, "'%s' is %s, expected a disk image file or block device", path,
+    else if (depth || !S_ISBLK(st.st_mode) || ioctl(im->fd, BLKGETSIZE64, &im->file_size) < 0)
+        r = vs_err_set(e, EINVAL, "'%s' is %s, expected a disk image file or block device", name,
                        S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file");
     if (r == 0) {
         fcntl(im->fd, F_SETFL, fcntl(im->fd, F_GETFL) & ~O_NONBLOCK);
@@ -143,10 +158,15 @@ static int open_file(const char *path, enum img_format fmt, unsigned depth, stru
     return 0;
 }
 
-int img_open(const char *path, enum img_format fmt, struct img **out, vs_err *e)
+int img_open(const char *path, const struct img_opts *opts, struct img **out, vs_err *e)
 {
-    return open_file(path, fmt, 0, out, e);
+    VS_AUTOFREE char *root = NULL;
+    if (opts->backing_dir && !(root = realpath(opts->backing_dir, NULL)))
+        return vs_err_sys(e, errno, "backing file directory '%s'", opts->backing_dir);
+    return open_file(path, path, opts->format, 0, root, out, e);
 }
+
+bool img_raw_with_qcow2_magic(const struct img *im) { return im->format == IMG_FORMAT_RAW && im->qcow2_magic; }
 
 int img_open_mem(const void *buf, size_t len, const char *name, enum img_format fmt, struct img **out, vs_err *e)
 {
@@ -162,11 +182,20 @@ int img_open_mem(const void *buf, size_t len, const char *name, enum img_format 
     return 0;
 }
 
+static bool inside(const char *path, const char *root)
+{
+    size_t n = strlen(root);
+    return !strcmp(root, "/") || (!strncmp(path, root, n) && path[n] == '/');
+}
+
 int img_open_backing(struct img *parent, const char *name, enum img_format fmt, struct img **out, vs_err *e)
 {
     if (!parent->path)
         return vs_err_set(e, ENOTSUP, "'%s' has a backing file '%s': not supported for in-memory images",
                           parent->name, name);
+    if (!parent->backing_root)
+        return vs_err_set(e, EPERM, "'%s' has backing file '%s': backing files are followed only when asked "
+                          "(pack --follow-backing)", parent->name, name);
     if (parent->depth + 1 >= IMG_MAX_CHAIN)
         return vs_err_set(e, ELOOP, "'%s': backing chain deeper than %d images (a loop?)", parent->name,
                           IMG_MAX_CHAIN);
@@ -180,7 +209,15 @@ int img_open_backing(struct img *parent, const char *name, enum img_format fmt, 
                           "first: qemu-img convert -O qcow2 '%s' FLAT.qcow2", parent->name, name, parent->name);
     VS_AUTOFREE char *dup = vs_xstrdup(parent->path);
     VS_AUTOFREE char *path = name[0] == '/' ? vs_xstrdup(name) : vs_xasprintf("%s/%s", dirname(dup), name);
-    int r = open_file(path, fmt, parent->depth + 1, out, e);
+    VS_AUTOFREE char *real = realpath(path, NULL);
+    int r;
+    if (!real)
+        r = vs_err_sys(e, errno, "'%s'", path);
+    else if (!inside(real, parent->backing_root))
+        r = vs_err_set(e, EPERM, "'%s' is %s, outside %s, the directory backing files may come from "
+                       "(--follow-backing=DIR)", name, real, parent->backing_root);
+    else
+        r = open_file(real, path, fmt, parent->depth + 1, parent->backing_root, out, e);
     if (r < 0)
         vs_err_prefix(e, "backing file of '%s'", parent->name);
     return r;
@@ -197,6 +234,7 @@ void img_close(struct img *im)
         close(im->fd);
     free(im->name);
     free(im->path);
+    free(im->backing_root);
     free(im);
 }
 

@@ -3,14 +3,15 @@
  * copies data and declares holes zero without ever making a temporary raw copy. Prefix: img_.
  *
  * qcow2 support: 512 B .. 2 MiB clusters, standard and extended L2 entries (subclusters), zero and unallocated
- * clusters, compressed clusters (zlib/deflate and zstd), a backing chain of raw/qcow2 files (relative names resolve
- * next to the image that names them). Refused with a clear error: encryption, external data files, the corrupt
+ * clusters, compressed clusters (zlib/deflate and zstd), a backing chain of raw/qcow2 files on request (relative
+ * names resolve next to the image that names them). Refused with a clear error: encryption, external data files, the corrupt
  * bit, unknown incompatible feature bits (named, with the image's own feature name when it has one).
  * Every offset and length taken from the file is checked; a damaged image is an error naming the file, never a
  * crash. A handle is not thread-safe (tables and a decompressed cluster are cached in it). */
 #ifndef VMSNAP_IMAGE_H
 #define VMSNAP_IMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "util/util.h"
@@ -22,8 +23,19 @@ int img_parse_format(const char *s, enum img_format *out);       /* "raw", "qcow
 
 struct img;
 
-/* Open a disk image file or block device. AUTO detects qcow2 by its magic ("QFI\xfb"), raw otherwise. */
-int img_open(const char *path, enum img_format fmt, struct img **out, vs_err *e);
+/* How pack reads a disk. The format comes from the user, or from the file's name, never from the bytes alone: a
+ * guest writes its raw disk's bytes, and a qcow2 header it writes there must not make the host read other files.
+ * AUTO: qcow2 when the name ends in ".qcow2" (any case), which then must carry the qcow2 magic; raw otherwise.
+ * Backing files are followed only when backing_dir is set, and only to regular files whose real path (symbolic
+ * links and ".." resolved) lies inside backing_dir; with backing_dir NULL an image with a backing file is
+ * refused, naming it. A backing file's format is the one its image records, else the same rule by its name. */
+struct img_opts {
+    enum img_format format;
+    const char *backing_dir;
+};
+int img_open(const char *path, const struct img_opts *opts, struct img **out, vs_err *e);
+/* The file was read as raw although it starts with the qcow2 magic (AUTO, not named .qcow2): worth a note. */
+bool img_raw_with_qcow2_magic(const struct img *im);
 /* An image held in memory (borrowed; must outlive the handle), for fuzzing and tests. Backing files are
  * refused (there is no directory to resolve them in). */
 int img_open_mem(const void *buf, size_t len, const char *name, enum img_format fmt, struct img **out, vs_err *e);

@@ -20,6 +20,8 @@ struct img {
     enum img_format format;
     char *name;              /* for messages */
     char *path;              /* local path, or NULL in memory: backing names resolve next to it */
+    char *backing_root;      /* real path backing files must lie in; NULL: backing files refused */
+    bool qcow2_magic;        /* the container starts with the qcow2 magic */
     int fd;                  /* -1 in memory */
     bool seekable_holes;     /* raw regular file: SEEK_DATA/SEEK_HOLE give the holes */
     const uint8_t *mem;
@@ -34,7 +36,8 @@ struct img {
 /* Read container bytes [off, off+len). Bytes past the end of the container read as zeros when zero_tail (qcow2
  * data clusters may end the file before their end, QEMU does the same), else a short file is an error. */
 int img_file_pread(struct img *im, void *buf, size_t len, uint64_t off, bool zero_tail, vs_err *e);
-/* Open a backing file of parent: name as stored in the image, fmt from its extension or AUTO. */
+/* Open a backing file of parent: name as stored in the image, fmt from its extension or AUTO. Refused unless
+ * parent->backing_root allows it (see struct img_opts). */
 int img_open_backing(struct img *parent, const char *name, enum img_format fmt, struct img **out, vs_err *e);
 
 /* qcow2.c: parse the header and tables of im (container set up, magic seen); sets ops, size and priv. */

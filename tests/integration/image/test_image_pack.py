@@ -28,13 +28,13 @@ def io(img, *cmds):
     sh(*args, img)
 
 
-def roundtrip(d, img, what, fmt=None):
+def roundtrip(d, img, what, fmt=None, extra=()):
     """pack + extract must give exactly what qemu-img convert gives."""
     arc, out, ref = (os.path.join(d, n) for n in ("a.vmsnap", "out.raw", "ref.raw"))
     for p in (arc, out, ref):
         if os.path.exists(p):
             os.unlink(p)
-    p = vmsnap("pack", img, "-o", arc, *(["--format", fmt] if fmt else []))
+    p = vmsnap("pack", img, "-o", arc, *(["--format", fmt] if fmt else []), *extra)
     if p.returncode != 0:
         check(False, f"{what}: pack failed: {p.stderr.strip()}")
         return
@@ -56,9 +56,9 @@ def fill(img, size):
        f"write -P 0x7e {size - 4096} 4096")
 
 
-def refused(d, img, what, needle):
+def refused(d, img, what, needle, extra=()):
     arc = os.path.join(d, "bad.vmsnap")
-    p = vmsnap("pack", img, "-o", arc)
+    p = vmsnap("pack", img, "-o", arc, *extra)
     err = p.stderr.strip()
     ok = (p.returncode == 1 and err.startswith("vmsnap: ") and "\n" not in err and os.path.basename(img) in err
           and needle in err and not os.path.exists(arc))
@@ -78,6 +78,40 @@ def be64(path, off):
     with open(path, "rb") as f:
         f.seek(off)
         return struct.unpack(">Q", f.read(8))[0]
+
+
+def guest_written_header(d):
+    """A guest's raw disk whose first bytes are a qcow2 header naming a host file: pack stores the disk's own
+    bytes, never the host file's, whatever the disk is called (unless it is named .qcow2)."""
+    host = os.path.join(d, "host-secret")
+    with open(host, "wb") as f:
+        f.write(b"HOST-SECRET-" * 4096)
+    empty = os.path.join(d, "empty")
+    os.mkdir(empty)
+    evil = os.path.join(d, "evil.qcow2")
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", host, "-F", "raw", evil, "48K")
+    for name in ("guest.raw", "guest.img", "guest"):
+        disk = os.path.join(d, name)
+        shutil.copy(evil, disk)
+        with open(disk, "ab") as f:
+            f.write(b"\0" * (1 << 20))
+        arc, out = os.path.join(d, "g.vmsnap"), os.path.join(d, "g.out")
+        p = vmsnap("pack", disk, "-o", arc)
+        check(p.returncode == 0 and "starts with a qcow2 header" in p.stderr and name in p.stderr,
+              f"{name}: packed as raw with a note ({p.stderr.strip()})")
+        p = vmsnap("extract", arc, "--disk", "0", "-o", out)
+        with open(out, "rb") as a, open(disk, "rb") as b:
+            got = a.read()
+            check(p.returncode == 0 and got == b.read() and b"HOST-SECRET" not in got,
+                  f"{name}: the archive holds the disk's own bytes, not the host file")
+        os.unlink(arc)
+        os.unlink(out)
+        # Even read as qcow2 on purpose, the host file is not followed unless asked and allowed.
+        refused(d, disk, f"{name} --format qcow2: backing file not followed", "--follow-backing",
+                extra=["--format", "qcow2"])
+        refused(d, disk, f"{name} --format qcow2 --follow-backing: host file outside the directory", "outside",
+                extra=["--format", "qcow2", "--follow-backing=" + empty])
+        os.unlink(disk)
 
 
 def main():
@@ -124,9 +158,12 @@ def main():
         top = os.path.join(d, "top.qcow2")
         sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top, str(size))
         io(top, "write -P 0x66 1020k 8k", "discard 0 64k", "write -P 0x67 6M 64k")
-        roundtrip(d, top, "qcow2 -> qcow2 -> raw backing chain, overlay larger than backing")
+        roundtrip(d, top, "qcow2 -> qcow2 -> raw backing chain, overlay larger than backing",
+                  extra=["--follow-backing"])
+        refused(d, top, "backing chain without --follow-backing", "--follow-backing")
         refused(d, patched(top, os.path.join(d, "lost-backing.qcow2"), be64(top, 8), b"nothere"),
-                "missing backing file", "nothere")
+                "missing backing file", "nothere", extra=["--follow-backing"])
+        guest_written_header(d)
 
         # --format: raw on a qcow2 packs the container bytes; qcow2 on a raw file is refused.
         roundtrip(d, base, "raw input (auto)")

@@ -17,6 +17,8 @@
 extern char **environ;
 static char dir[] = "/tmp/vmsnap-img-test-XXXXXX";
 
+static const struct img_opts AUTO = { IMG_FORMAT_AUTO, NULL };
+
 static char *tpath(const char *name) { return vs_xasprintf("%s/%s", dir, name); }
 
 /* Run argv (NULL-terminated), output discarded; returns the exit status. */
@@ -114,7 +116,7 @@ static void test_qcow2_layouts(void **state)
             skip();
         struct img *im;
         vs_err e = { 0 };
-        assert_int_equal(img_open(img, IMG_FORMAT_AUTO, &im, &e), 0);
+        assert_int_equal(img_open(img, &AUTO, &im, &e), 0);
         assert_int_equal(img_format(im), IMG_FORMAT_QCOW2);
         check_against_qemu(im, img, min_zero);
         img_close(im);
@@ -150,7 +152,7 @@ static void test_compressed(void **state)
             skip();
         struct img *im;
         vs_err e = { 0 };
-        assert_int_equal(img_open(img, IMG_FORMAT_AUTO, &im, &e), 0);
+        assert_int_equal(img_open(img, &AUTO, &im, &e), 0);
         VS_AUTOFREE uint8_t *got = vs_xmalloc(1 << 20);
         for (size_t off = 0; off < (1u << 20); off += 77777) {   /* odd pieces across clusters */
             size_t n = VS_MIN((size_t)77777, (size_t)(1u << 20) - off);
@@ -172,7 +174,7 @@ static void test_raw_and_errors(void **state)
     close(fd);
     struct img *im;
     vs_err e = { 0 };
-    assert_int_equal(img_open(raw, IMG_FORMAT_AUTO, &im, &e), 0);
+    assert_int_equal(img_open(raw, &AUTO, &im, &e), 0);
     assert_int_equal(img_format(im), IMG_FORMAT_RAW);
     assert_int_equal(img_size(im), (1 << 20) + 4);
     uint64_t run;
@@ -186,10 +188,10 @@ static void test_raw_and_errors(void **state)
     assert_int_equal(img_pread(im, got, 4, (1 << 20) + 1, &e), -EINVAL);
     img_close(im);
 
-    assert_int_equal(img_open(raw, IMG_FORMAT_QCOW2, &im, &e), -EINVAL);
+    assert_int_equal(img_open(raw, &(struct img_opts){ IMG_FORMAT_QCOW2, NULL }, &im, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "not a qcow2 image"));
     assert_non_null(strstr(e.msg, "r.raw"));
-    assert_true(img_open(dir, IMG_FORMAT_AUTO, &im, &e) < 0);
+    assert_true(img_open(dir, &AUTO, &im, &e) < 0);
     assert_non_null(strstr(e.msg, "directory"));
 
     /* A qcow2 with a backing file cannot be read from memory: refused by name. */
@@ -197,7 +199,10 @@ static void test_raw_and_errors(void **state)
     const char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-b", "r.raw", "-F", "raw", top, NULL };
     if (spawn(create) != 0)
         skip();
-    assert_int_equal(img_open(top, IMG_FORMAT_AUTO, &im, &e), 0);
+    assert_int_equal(img_open(top, &AUTO, &im, &e), -EPERM);   /* not followed unless asked */
+    assert_non_null(strstr(e.msg, "backing file 'r.raw'"));
+    assert_non_null(strstr(e.msg, "--follow-backing"));
+    assert_int_equal(img_open(top, &(struct img_opts){ IMG_FORMAT_AUTO, dir }, &im, &e), 0);
     assert_int_equal(img_backing_depth(im), 1);
     assert_int_equal(img_pread(im, got, 4, 1 << 20, &e), 0);
     assert_memory_equal(got, "data", 4);
@@ -219,6 +224,119 @@ static void test_raw_and_errors(void **state)
     unlink(raw);
 }
 
+static void write_file(const char *path, const void *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(vs_write_full(fd, buf, len), 0);
+    close(fd);
+}
+
+/* A guest's raw disk whose first bytes are a qcow2 header naming a host file: read as the raw bytes it holds,
+ * from a file or from memory, unless the user says qcow2; and even then the host file is not read unless
+ * backing files are allowed. */
+static void test_raw_disk_with_qcow2_header(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *secret = tpath("secret");
+    write_file(secret, "host secret, not the guest's", 28);
+    VS_AUTOFREE char *q = tpath("evil.qcow2");
+    const char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", q, "64k", NULL };
+    if (spawn(create) != 0)
+        skip();
+    size_t len;
+    VS_AUTOFREE uint8_t *bytes = slurp(q, &len);
+    VS_AUTOFREE uint8_t *got = vs_xmalloc(len);
+    const char *names[] = { "disk.raw", "disk.img", "disk", "disk.qcow2.raw" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
+        VS_AUTOFREE char *raw = tpath(names[i]);
+        write_file(raw, bytes, len);
+        struct img *im;
+        vs_err e = { 0 };
+        assert_int_equal(img_open(raw, &AUTO, &im, &e), 0);
+        assert_int_equal(img_format(im), IMG_FORMAT_RAW);
+        assert_true(img_raw_with_qcow2_magic(im));
+        assert_int_equal(img_size(im), len);
+        assert_int_equal(img_pread(im, got, len, 0, &e), 0);
+        assert_memory_equal(got, bytes, len);
+        img_close(im);
+        assert_int_equal(img_open_mem(bytes, len, names[i], IMG_FORMAT_AUTO, &im, &e), 0);
+        assert_int_equal(img_format(im), IMG_FORMAT_RAW);
+        img_close(im);
+        /* --format qcow2: the header is read, its backing file is not. */
+        assert_int_equal(img_open(raw, &(struct img_opts){ IMG_FORMAT_QCOW2, NULL }, &im, &e), -EPERM);
+        assert_non_null(strstr(e.msg, secret));
+        unlink(raw);
+    }
+    unlink(q);
+    unlink(secret);
+}
+
+/* With backing files allowed: only regular files inside the allowed directory, whatever the name says. */
+static void test_backing_rules(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *sub = tpath("sub");
+    assert_int_equal(mkdir(sub, 0700), 0);
+    VS_AUTOFREE char *outside = tpath("outside.raw");
+    write_file(outside, "outside", 7);
+    VS_AUTOFREE char *inside = tpath("sub/inside.raw");
+    write_file(inside, "inside!", 7);
+    VS_AUTOFREE char *fifo = tpath("sub/fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    VS_AUTOFREE char *link = tpath("sub/link.raw");
+    assert_int_equal(symlink(outside, link), 0);
+    VS_AUTOFREE char *zero = tpath("sub/zero");
+    assert_int_equal(symlink("/dev/zero", zero), 0);
+    struct { const char *backing; int ok; const char *needle; } cases[] = {
+        { "inside.raw", 1, NULL },
+        { "../outside.raw", 0, "outside" },
+        { outside, 0, "outside" },
+        { "link.raw", 0, "outside" },
+        { "fifo", 0, "not a regular file" },
+        { "zero", 0, "/dev/zero" },
+        { "/dev/zero", 0, "/dev/zero" },
+        { "missing.raw", 0, "missing.raw" },
+    };
+    VS_AUTOFREE char *top = tpath("sub/top.qcow2");
+    for (size_t i = 0; i < VS_ARRAY_SIZE(cases); i++) {
+        const char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", cases[i].backing, "-F", "raw",
+                                 top, "64k", NULL };
+        if (spawn(create) != 0)
+            skip();
+        struct img *im = NULL;
+        vs_err e = { 0 };
+        int r = img_open(top, &(struct img_opts){ IMG_FORMAT_AUTO, sub }, &im, &e);
+        if (cases[i].ok) {
+            assert_int_equal(r, 0);
+            char got[7];
+            assert_int_equal(img_pread(im, got, 7, 0, &e), 0);
+            assert_memory_equal(got, "inside!", 7);
+            img_close(im);
+        } else {
+            if (r == 0)
+                fail_msg("backing file '%s' was followed", cases[i].backing);
+            if (!strstr(e.msg, cases[i].needle) || !strstr(e.msg, "top.qcow2"))
+                fail_msg("backing file '%s': %s", cases[i].backing, e.msg);
+        }
+    }
+    /* A wider directory allows the file outside sub/. */
+    const char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "../outside.raw", "-F", "raw",
+                             top, "64k", NULL };
+    assert_int_equal(spawn(create), 0);
+    struct img *im = NULL;
+    vs_err e = { 0 };
+    assert_int_equal(img_open(top, &(struct img_opts){ IMG_FORMAT_AUTO, dir }, &im, &e), 0);
+    img_close(im);
+    /* Everything allowed still means regular files only. */
+    const char *dev[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/dev/zero", "-F", "raw", top, "64k",
+                          NULL };
+    assert_int_equal(spawn(dev), 0);
+    assert_int_equal(img_open(top, &(struct img_opts){ IMG_FORMAT_AUTO, "/" }, &im, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "not a regular file"));
+    unlink(top), unlink(zero), unlink(link), unlink(fifo), unlink(inside), unlink(outside), rmdir(sub);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -227,6 +345,8 @@ int main(void)
         cmocka_unit_test(test_qcow2_layouts),
         cmocka_unit_test(test_compressed),
         cmocka_unit_test(test_raw_and_errors),
+        cmocka_unit_test(test_raw_disk_with_qcow2_header),
+        cmocka_unit_test(test_backing_rules),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     rmdir(dir);
