@@ -8,8 +8,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 
 #define DEFAULT_THREADS 4
+#define STOP_GRACE_NS (2ull * 1000 * 1000 * 1000) /* replies in flight to a client that reads them */
 
 struct conn {
     struct nbd_server *srv;
@@ -165,6 +167,25 @@ int nbd_server_listen_unix(struct nbd_server *s, const char *path, vs_err *e)
     return 0;
 }
 
+static void shutdown_conns(struct nbd_server *s, int how)
+{
+    pthread_mutex_lock(&s->lock);
+    for (struct conn *c = s->conns; c; c = c->next)
+        if (!c->done)
+            shutdown(c->fd, how);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static bool conns_running(struct nbd_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool any = false;
+    for (struct conn *c = s->conns; c && !any; c = c->next)
+        any = !c->done;
+    pthread_mutex_unlock(&s->lock);
+    return any;
+}
+
 int nbd_server_stop(struct nbd_server *s, vs_err *e)
 {
     if (s->stopped)
@@ -176,12 +197,13 @@ int nbd_server_stop(struct nbd_server *s, vs_err *e)
         pthread_join(s->accept_th, NULL);
         s->accepting = false;
     }
-    /* End every session: readers see EOF, requests in flight still get their replies. */
-    pthread_mutex_lock(&s->lock);
-    for (struct conn *c = s->conns; c; c = c->next)
-        if (!c->done)
-            shutdown(c->fd, SHUT_RD);
-    pthread_mutex_unlock(&s->lock);
+    /* End every session: readers see EOF, requests in flight still get their replies. A client that stops
+     * reading would hold its workers in send() for ever: after a grace period its connection is shut down both
+     * ways, which fails those sends. */
+    shutdown_conns(s, SHUT_RD);
+    for (uint64_t end = vs_now_ns() + STOP_GRACE_NS; conns_running(s) && vs_now_ns() < end;)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    shutdown_conns(s, SHUT_RDWR);
     reap(s, true);
     return nbd_overlay_flush(s->o, e);
 }
