@@ -124,9 +124,12 @@ int cmd_commit(int argc, char **argv)
         free(layers);
         return cli_fail_err(&e);
     }
-    nbd_overlay_close(VS_STEAL(o));
-    for (size_t i = 0; i < nl; i++)
+    /* Removed while our shared lock still keeps writers out (one that opened it after a close would lose what
+     * it writes), the live layer first: an interrupted removal leaves stray frozen layers, never a live layer
+     * whose frozen layers are gone. */
+    for (size_t i = nl; i-- > 0;)
         unlink(layers[i].path);
+    nbd_overlay_close(VS_STEAL(o));
     free(layers);
     printf("committed %s%s into %s (%s)\n", ovl_path, memory ? " and its memory" : "", out, thin ? "thin" : "thick");
     return CLI_OK;
