@@ -216,6 +216,10 @@ uint64_t arc_writer_position(const struct arc_writer *w);
 /* The archive's UUID (known from create on). */
 const uint8_t *arc_writer_uuid(const struct arc_writer *w);
 
+/* Declare that the archive holds guest memory in streams of another kind (RAM as pages): finish() then makes it
+ * 0600 whatever the umask, as it does for any archive with an ARC_KIND_MEMORY stream. Any other archive gets
+ * 0666 minus the umask. */
+void arc_writer_holds_memory(struct arc_writer *w);
 /* Complete the archive: index, directory, header, fsync, rename to the final path, fsync the directory.
  * Writes a metadata stream if none was added. Frees w whatever the outcome; on failure nothing is left
  * under the final name nor the temp name. */

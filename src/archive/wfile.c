@@ -55,7 +55,7 @@ static int open_temp(struct arc_writer *w, vs_err *e)
 {
     VS_AUTOFREE char *copy = vs_xstrdup(w->path), *copy2 = vs_xstrdup(w->path);
     w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    w->fd = vs_mkstemp_mode(w->tmp, 0666);   /* the user's umask decides who may read guest data */
+    w->fd = vs_mkstemp_mode(w->tmp, 0600);   /* private until finish knows whether it holds guest memory */
     if (w->fd < 0) {
         int r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", w->path);
         free(w->tmp);
@@ -170,6 +170,33 @@ void arc_writer_abortp(struct arc_writer **w)
     arc_writer_abort(*w);
 }
 
+/* The process umask, read without changing it (umask(2) would race with other threads creating files). */
+static mode_t current_umask(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    unsigned m = 077;   /* unknown: the narrowest */
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &m) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (mode_t)m & 0777;
+}
+
+/* Guest memory holds secrets (keys, passwords): such an archive stays 0600 whatever the umask, like a dump; any
+ * other archive is a new file like any other. The temp file was 0600 from its creation, so no reader could open
+ * it while it was wider. */
+static int set_final_mode(struct arc_writer *w, vs_err *e)
+{
+    mode_t mode = w->holds_memory ? 0600 : 0666 & ~current_umask();
+    if (mode != 0600 && fchmod(w->fd, mode) < 0)
+        return vs_err_sys(e, errno, "setting the mode of archive '%s'", w->path);
+    return 0;
+}
+
+void arc_writer_holds_memory(struct arc_writer *w) { w->holds_memory = true; }
+
 static int add_metadata(struct arc_writer *w, vs_err *e)
 {
     char host[256] = "";
@@ -261,6 +288,8 @@ int arc_writer_finish(struct arc_writer *w, vs_err *e)
         free(w->hint), w->hint = NULL;
     if (r >= 0)
         r = write_dir_and_header(w, e);
+    if (r >= 0)
+        r = set_final_mode(w, e);
     if (r >= 0 && fsync(w->fd) < 0)
         r = vs_err_sys(e, errno, "syncing archive '%s'", w->path);
     if (r >= 0 && close(w->fd) < 0)

@@ -408,6 +408,8 @@ int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name,
         st->base_stream = arc_find_stream(w->base, ARC_KIND_OTHER, name);
     if (kind == ARC_KIND_METADATA)
         w->has_metadata = true;
+    if (kind == ARC_KIND_MEMORY)
+        w->holds_memory = true;
     w->in_stream = true;
     return 0;
 }

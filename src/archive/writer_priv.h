@@ -90,6 +90,7 @@ struct arc_writer {
     bool in_stream, has_metadata;
     bool adding;              /* inside arc_writer_add (the only way to write a config stream) */
     uint64_t incompat;        /* feature bits the config asked for (ARC_INCOMPAT_PARENT comes from thin) */
+    bool holds_memory;        /* a stream holds guest RAM: the archive is 0600 */
     struct wstream st;
     int err;                  /* sticky failure */
     vs_err err_msg;

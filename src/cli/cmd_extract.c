@@ -95,7 +95,8 @@ int cmd_extract(int argc, char **argv)
 
     VS_AUTOFREE char *copy = vs_xstrdup(out), *copy2 = vs_xstrdup(out);
     VS_AUTOFREE char *tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    VS_AUTOCLOSE int fd = vs_mkstemp_mode(tmp, 0666);   /* like any new file: the umask decides */
+    /* Guest memory holds secrets: 0600 whatever the umask (like dump); anything else is a new file like any other. */
+    VS_AUTOCLOSE int fd = vs_mkstemp_mode(tmp, si.kind == ARC_KIND_MEMORY ? 0600 : 0666);
     if (fd < 0)
         return cli_fail("cannot create a temporary file beside '%s': %s", out, strerror(errno));
     struct cli_progress prog;

@@ -46,7 +46,8 @@ const struct cli_command cli_commands[] = {
     { "verify", cmd_verify, "verify ARCHIVE [--quiet]",
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
     { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
-      "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order." },
+      "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
+      "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"

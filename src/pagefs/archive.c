@@ -79,6 +79,7 @@ int pf_image_to_archive(struct pf_image *im, struct arc_writer *w, vs_err *e)
     const struct pf_image_block *b;
     unsigned n = pf_image_blocks(im, &b);
     VS_AUTOFREE uint8_t *page = vs_xmalloc(PF_PAGE_SIZE);
+    arc_writer_holds_memory(w);
     for (unsigned i = 0; i < n; i++) {
         VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, b[i].name);
         int r = arc_writer_begin(w, ARC_KIND_OTHER, name, b[i].size, e);

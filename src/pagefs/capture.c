@@ -121,6 +121,7 @@ int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct
     if (fd < 0)
         return fd;
     struct pf_capture *cp = vs_xcalloc(1, sizeof *cp);
+    arc_writer_holds_memory(w);
     if (o)
         cp->o = *o;
     cp->c = (struct cap){ .w = w, .o = &cp->o, .res = &cp->res, .dev_fd = fd, .split = -1 };
