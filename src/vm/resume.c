@@ -1,6 +1,8 @@
 /* vm: resuming a memory stream. A thread decompresses the archive's stream straight into a pipe whose read end
  * QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged block stops the feed (QEMU then sees a
- * truncated stream and fails the load): the archive's error is the one reported. */
+ * truncated stream and fails the load): the archive's error is the one reported. When QEMU refuses or stalls
+ * the load, it may keep its read end open without reading: we keep a read end too, and stopping the feeder
+ * means raising its stop flag and draining the pipe until it has exited, so the join never hangs. */
 #include "vm/vm.h"
 #include "pagefs/pagefs.h"
 
@@ -8,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +22,8 @@ struct feed {
     int rc;
     vs_err err;
     bool reassemble;       /* paged memory, eager: device stream + pages -> a full stream */
+    bool write_failed;     /* rc is about the pipe (QEMU gave up), not the archive */
+    atomic_bool stop;      /* the load failed: end the feed at the next chunk */
 };
 
 static void *feed_main(void *arg)
@@ -33,7 +38,7 @@ static void *feed_main(void *arg)
     size_t cap = 1u << 20;
     uint8_t *buf = vs_xmalloc(cap);
     f->rc = 0;
-    for (uint64_t off = 0; off < f->size;) {
+    for (uint64_t off = 0; off < f->size && !atomic_load(&f->stop);) {
         size_t n = (size_t)VS_MIN((uint64_t)cap, f->size - off);
         int r = arc_pread(f->a, f->stream, buf, n, off, &f->err);
         if (r < 0) {
@@ -43,6 +48,7 @@ static void *feed_main(void *arg)
         r = vs_write_full(f->fd, buf, n);
         if (r < 0) {
             f->rc = vs_err_sys(&f->err, -r, "feeding the memory stream to QEMU");
+            f->write_failed = true;
             break;
         }
         off += n;
@@ -51,6 +57,18 @@ static void *feed_main(void *arg)
     close(f->fd);
     f->fd = -1;
     return NULL;
+}
+
+/* End the feeder whatever QEMU does with its read end: once the stop flag is up the feeder writes at most one
+ * more chunk, which our own read end takes; EOF there means its write end is closed, i.e. it is done. */
+static void stop_feeder(struct feed *f, pthread_t th, int drain_fd)
+{
+    atomic_store(&f->stop, true);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(drain_fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        ;
+    pthread_join(th, NULL);
 }
 
 static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble, double timeout_s, vs_err *e);
@@ -80,7 +98,7 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
     fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
     signal(SIGPIPE, SIG_IGN);   /* QEMU giving up on the stream must be an error, not our death */
     r = qmp_getfd(q, "vmsnap-incoming", p[0], e);
-    close(p[0]);
+    VS_AUTOCLOSE int drain_fd = p[0];
     if (r < 0) {
         close(p[1]);
         return r;
@@ -89,6 +107,8 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
     pthread_t th;
     if ((r = pthread_create(&th, NULL, feed_main, &f)) != 0) {
         close(p[1]);
+        vs_err ce;
+        qmp_closefd(q, "vmsnap-incoming", &ce);
         return vs_err_sys(e, r, "starting the memory feed thread");
     }
     json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
@@ -119,9 +139,13 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         }
         nanosleep(&(struct timespec){ 0, 2 * 1000 * 1000 }, NULL);
     }
-    /* If QEMU gave up, it closed its end and the feeder's next write fails: the join cannot hang on it. */
-    pthread_join(th, NULL);
-    if (f.rc < 0) {
+    if (r < 0) {
+        /* Refused before it took the fd: it still sits in QEMU's fd table, holding the read end open. */
+        vs_err ce;
+        qmp_closefd(q, "vmsnap-incoming", &ce);
+    }
+    stop_feeder(&f, th, drain_fd);
+    if (f.rc < 0 && !(r < 0 && f.write_failed)) {
         /* The archive's own error says more than QEMU's refusal of a truncated stream. */
         if (e)
             *e = f.err;
