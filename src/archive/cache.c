@@ -38,14 +38,21 @@ void arc__cache_free(struct arc *a)
     a->ndctx = 0;
 }
 
-/* Stored blocks are keyed by their file offset (unique, never 0: the header is there). */
-bool arc__cache_get(struct arc *a, uint64_t off, void *dst, size_t skip, size_t n)
+/* The whole entry is the key: a hostile index may point entries of another codec, length or checksum at the same
+ * stored bytes, and each must get what its own entry decodes to (or its own checksum error), never another's. */
+static bool same_key(const struct arc_entry *x, const struct arc_entry *y)
+{
+    return x->offset == y->offset && x->stored_len == y->stored_len && x->codec == y->codec && x->csum == y->csum &&
+           x->scsum == y->scsum;
+}
+
+bool arc__cache_get(struct arc *a, const struct arc_entry *en, void *dst, size_t skip, size_t n)
 {
     bool hit = false;
     pthread_mutex_lock(&a->lock);
     for (unsigned i = 0; i < a->nblocks; i++) {
         struct arc_block_slot *b = &a->blocks[i];
-        if (b->off == off && b->buf && skip + n <= b->len) {
+        if (b->buf && same_key(&b->key, en) && skip + n <= b->len) {
             memcpy(dst, b->buf + skip, n);
             b->tick = ++a->tick;
             hit = true;
@@ -56,13 +63,13 @@ bool arc__cache_get(struct arc *a, uint64_t off, void *dst, size_t skip, size_t 
     return hit;
 }
 
-void arc__cache_put(struct arc *a, uint64_t off, const void *src, uint32_t len)
+void arc__cache_put(struct arc *a, const struct arc_entry *en, const void *src, uint32_t len)
 {
     pthread_mutex_lock(&a->lock);
     struct arc_block_slot *victim = &a->blocks[0];
     for (unsigned i = 0; i < a->nblocks; i++) {
         struct arc_block_slot *b = &a->blocks[i];
-        if (b->off == off && b->buf) {   /* another thread got there first */
+        if (b->buf && same_key(&b->key, en) && b->len == len) {   /* another thread got there first */
             pthread_mutex_unlock(&a->lock);
             return;
         }
@@ -75,7 +82,7 @@ void arc__cache_put(struct arc *a, uint64_t off, const void *src, uint32_t len)
         victim->len = len;
     }
     memcpy(victim->buf, src, len);
-    victim->off = off;
+    victim->key = *en;
     victim->tick = ++a->tick;
     pthread_mutex_unlock(&a->lock);
 }

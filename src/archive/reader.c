@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ARC_MAX_CHAIN 64
@@ -86,6 +87,29 @@ static int load_tops(struct arc *a, struct arc_stream *s, vs_err *e)
     return 0;
 }
 
+static int cmp_top_offset(const void *x, const void *y)
+{
+    const struct arc_stream *a = *(const struct arc_stream *const *)x, *b = *(const struct arc_stream *const *)y;
+    return a->top_offset < b->top_offset ? -1 : a->top_offset > b->top_offset;
+}
+
+/* Top-level tables are loaded whole at open: disjoint tables inside the file keep that memory below the file's
+ * size (records sharing one table would multiply it by the stream count). */
+static int check_tops_disjoint(struct arc *a, vs_err *e)
+{
+    VS_AUTOFREE const struct arc_stream **v = vs_xmalloc((a->nstreams + 1) * sizeof *v);
+    unsigned k = 0;
+    for (unsigned i = 0; i < a->nstreams; i++)
+        if (a->streams[i].top_count)
+            v[k++] = &a->streams[i];
+    qsort(v, k, sizeof *v, cmp_top_offset);
+    for (unsigned i = 1; i < k; i++)
+        if (v[i]->top_offset - v[i - 1]->top_offset < (uint64_t)v[i - 1]->top_count * ARC_TOP_ENTRY)
+            return vs_err_set(e, EIO, "%s: streams '%s' and '%s' have overlapping top-level indexes", a->src->name,
+                              v[i - 1]->name, v[i]->name);
+    return 0;
+}
+
 static int parse_dir(struct arc *a, const uint8_t *d, size_t len, vs_err *e)
 {
     const char *n = a->src->name;
@@ -102,8 +126,8 @@ static int parse_dir(struct arc *a, const uint8_t *d, size_t len, vs_err *e)
     a->hint = vs_xmalloc(hint_len + 1u);
     memcpy(a->hint, d + p, hint_len);
     a->hint[hint_len] = 0;
-    if (strlen(a->hint) != hint_len)
-        return vs_err_set(e, EIO, "%s: bad parent hint", n);
+    if (!vs_text_ok(a->hint, hint_len))
+        return vs_err_set(e, EIO, "%s: parent hint is not UTF-8 text without control characters", n);
     a->info.parent_hint = a->hint;
     p += hint_len;
     a->streams = arc__alloc(a, (ns + 1) * sizeof *a->streams);
@@ -135,8 +159,9 @@ static int parse_dir(struct arc *a, const uint8_t *d, size_t len, vs_err *e)
         memcpy(s->name, d + p, nl);
         s->name[nl] = 0;
         p += nl;
-        if (strlen(s->name) != nl)
-            return vs_err_set(e, EIO, "%s: bad stream name in record %u", n, i);
+        if (!vs_text_ok(s->name, nl))
+            return vs_err_set(e, EIO, "%s: stream name in record %u is not UTF-8 text without control characters",
+                              n, i);
         if (!arc_block_size_ok(s->block_size) || s->page_entries < ARC_MIN_PAGE_ENTRIES ||
             s->page_entries > ARC_MAX_PAGE_ENTRIES || (s->page_entries & (s->page_entries - 1)) ||
             s->size > (UINT64_MAX >> 2))
@@ -152,12 +177,14 @@ static int parse_dir(struct arc *a, const uint8_t *d, size_t len, vs_err *e)
             if (!strcmp(a->streams[j].name, s->name))
                 return vs_err_set(e, EIO, "%s: duplicate stream name '%s'", n, s->name);
         a->nstreams = i + 1;
-        int rc = load_tops(a, s, e);
-        if (rc < 0)
-            return rc;
     }
     if (p != len)
         return vs_err_set(e, EIO, "%s: trailing bytes in directory", n);
+    int r = check_tops_disjoint(a, e);
+    for (uint32_t i = 0; r >= 0 && i < ns; i++)
+        r = load_tops(a, &a->streams[i], e);
+    if (r < 0)
+        return r;
     a->info.nstreams = ns;
     return 0;
 }
@@ -505,12 +532,12 @@ int arc_pread(struct arc *a, unsigned stream, void *buf, size_t len, uint64_t of
                 r = arc_pread(a->parent, (unsigned)s->parent_stream, out, n, off, e);
         } else if (n == blen) {
             r = arc__load_block(a, stream, block, &en, out, e);
-        } else if (!arc__cache_get(a, en.offset, out, skip, n)) {
+        } else if (!arc__cache_get(a, &en, out, skip, n)) {
             if (!tmp)
                 tmp = vs_xmalloc(s->block_size);
             r = arc__load_block(a, stream, block, &en, tmp, e);
             if (r >= 0) {
-                arc__cache_put(a, en.offset, tmp, (uint32_t)blen);
+                arc__cache_put(a, &en, tmp, (uint32_t)blen);
                 memcpy(out, tmp + skip, n);
             }
         }

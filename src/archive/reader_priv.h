@@ -21,7 +21,9 @@ struct arc_stream {
 };
 
 struct arc_page_slot { int stream; uint64_t page; uint8_t *buf; uint32_t len; uint64_t tick; };
-struct arc_block_slot { uint64_t off; uint32_t len; uint8_t *buf; uint64_t tick; };
+/* A decompressed block, keyed by everything its entry says about the stored bytes: two entries may share the
+ * stored bytes' offset yet decode them differently (codec, length) or expect other data (checksums). */
+struct arc_block_slot { struct arc_entry key; uint32_t len; uint8_t *buf; uint64_t tick; };
 
 #define ARC_PAGE_SLOTS 16
 #define ARC_DCTX_POOL 8
@@ -68,8 +70,8 @@ int arc__check_entry(struct arc *a, unsigned stream, uint64_t block, const struc
 /* Block cache (cache.c). */
 void arc__cache_init(struct arc *a, size_t bytes);
 void arc__cache_free(struct arc *a);
-bool arc__cache_get(struct arc *a, uint64_t off, void *dst, size_t skip, size_t n);
-void arc__cache_put(struct arc *a, uint64_t off, const void *src, uint32_t len);
+bool arc__cache_get(struct arc *a, const struct arc_entry *en, void *dst, size_t skip, size_t n);
+void arc__cache_put(struct arc *a, const struct arc_entry *en, const void *src, uint32_t len);
 void *arc__dctx_get(struct arc *a);
 void arc__dctx_put(struct arc *a, void *d);
 

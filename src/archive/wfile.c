@@ -215,8 +215,8 @@ static int add_metadata(struct arc_writer *w, vs_err *e)
 static int write_dir_and_header(struct arc_writer *w, vs_err *e)
 {
     size_t hl = strlen(w->hint ? w->hint : "");
-    if (hl > UINT16_MAX)
-        return vs_err_set(e, ENAMETOOLONG, "parent path hint too long");
+    if (hl > UINT16_MAX || !vs_text_ok(w->hint ? w->hint : "", hl))
+        hl = 0;   /* a path readers would refuse as a hint: none, the parent is then named when opening */
     size_t len = ARC_DIR_FIXED + hl + 8;
     for (size_t i = 0; i < w->nrecs; i++)
         len += ARC_STREAM_REC + strlen(w->recs[i].name);

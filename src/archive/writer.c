@@ -381,8 +381,9 @@ int arc_writer_begin(struct arc_writer *w, enum arc_kind kind, const char *name,
     if (w->in_stream)
         return vs_err_set(e, EBUSY, "%s: stream '%s' is still open", w->path, w->st.rec.name);
     size_t nl = name ? strlen(name) : 0;
-    if (!nl || nl > 255)
-        return vs_err_set(e, EINVAL, "%s: stream names are 1..255 bytes", w->path);
+    if (!nl || nl > 255 || !vs_text_ok(name, nl))
+        return vs_err_set(e, EINVAL, "%s: stream names are 1..255 bytes of UTF-8 text without control characters",
+                          w->path);
     for (size_t i = 0; i < w->nrecs; i++)
         if (!strcmp(w->recs[i].name, name))
             return vs_err_set(e, EEXIST, "%s: stream '%s' already exists", w->path, name);

@@ -187,6 +187,27 @@ int vs_mkstemp_mode(char *tmpl, mode_t mode)
     return -1;
 }
 
+bool vs_text_ok(const char *s, size_t len)
+{
+    const uint8_t *p = (const uint8_t *)s, *end = p + len;
+    while (p < end) {
+        uint32_t c = *p++;
+        unsigned more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (more == 4 || (size_t)(end - p) < more)
+            return false;
+        c &= 0x7f >> more;
+        for (unsigned i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            c = c << 6 | (*p & 0x3f);
+        }
+        static const uint32_t min[] = { 0, 0x80, 0x800, 0x10000 };
+        if (c < min[more] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) || c < 0x20 || (c >= 0x7f && c < 0xa0))
+            return false;
+    }
+    return true;
+}
+
 int vs_fsync_dir_of(const char *path, vs_err *e)
 {
     VS_AUTOFREE char *copy = vs_xstrdup(path);

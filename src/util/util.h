@@ -68,6 +68,9 @@ int vs_fsync_dir_of(const char *path, vs_err *e);
 /* mkostemp(tmpl, O_CLOEXEC) with a creation mode that the umask filters (mkostemp always makes 0600): the
  * trailing "XXXXXX" of tmpl is replaced. Returns the fd, or -1 with errno set. */
 int vs_mkstemp_mode(char *tmpl, mode_t mode);
+/* Whether s[0..len) is valid UTF-8 (shortest forms, no surrogates) without control characters (C0, DEL, C1): text
+ * that is safe to print on a terminal and to put in JSON. */
+bool vs_text_ok(const char *s, size_t len);
 
 /* ---- sockets ----------------------------------------------------------- */
 /* A listening Unix socket at path, born 0600 (no window where others can connect); a stale socket there is
