@@ -3,6 +3,7 @@
 #ifndef VMSNAP_CLI_H
 #define VMSNAP_CLI_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include "util/util.h"
 
@@ -26,6 +27,9 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail_err(const vs_err *e);
 /* "vmsnap: <msg>" plus a hint to "vmsnap help CMD"; return CLI_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A JSON string of s (a path, a name from an archive), escaped with vs_text_escape when it is not UTF-8 text:
+ * json_pack refuses invalid UTF-8 and returns NULL for the whole document. NULL s gives null. */
+json_t *cli_json_text(const char *s);
 /* Print the synopsis and help of a command to f. */
 void cli_print_help(FILE *f, const struct cli_command *c);
 

@@ -26,8 +26,9 @@ static char *absolute(const char *p)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:i,s:b,s:f,s:b,s:s?,s:s?}", "qmp", i->qmp, "console", i->console,
-                     "overlay", i->overlay, "rundir", i->rundir, "control", i->control, "qemu-pid", (int)i->qemu_pid,
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
+                     cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir", cli_json_text(i->rundir),
+                     "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
                      "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
                      "memory-note", i->memory_note, "generation-id", i->generation_id);
 }

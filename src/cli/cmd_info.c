@@ -58,7 +58,7 @@ static json_t *info_json(struct arc *a, const char *path, const char *parent_err
     }
     json_t *config = small_json(a, ARC_KIND_CONFIG);
     json_t *qv = json_object_get(config, "qemu_version");
-    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:O, s:o}", "path", path,
+    json_t *j = json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:O, s:o}", "path", cli_json_text(path),
                           "uuid", u, "format_version", (json_int_t)in.version, "created", (json_int_t)in.created,
                           "file_size", (json_int_t)in.file_size, "block_size", (json_int_t)in.block_size,
                           "logical_size", (json_int_t)lsum, "stored_size", (json_int_t)ssum, "incompat_features",
@@ -72,12 +72,32 @@ static json_t *info_json(struct arc *a, const char *path, const char *parent_err
         json_object_set_new(j, "parent", json_null());
     }
     if (parent_err)
-        json_object_set_new(j, "parent_error", json_string(parent_err));
+        json_object_set_new(j, "parent_error", cli_json_text(parent_err));
     return j;
+}
+
+/* Every string of the document (names, hint, paths, the archive's config and message) made safe for a
+ * terminal: an archive must not be able to send escape sequences to it. */
+static void escape_strings(json_t *j)
+{
+    const char *k;
+    size_t i;
+    json_t *v;
+    if (json_is_string(j)) {
+        VS_AUTOFREE char *x = vs_text_escape(json_string_value(j));
+        json_string_set(j, x);
+    } else if (json_is_object(j)) {
+        json_object_foreach(j, k, v)
+            escape_strings(v);
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v)
+            escape_strings(v);
+    }
 }
 
 static void print_human(json_t *j)
 {
+    escape_strings(j);
     char a[32], b[32];
     time_t t = (time_t)json_integer_value(json_object_get(j, "created"));
     char when[64];

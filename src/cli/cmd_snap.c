@@ -67,7 +67,7 @@ static json_t *result_json(const char *out, const struct vm_snap_result *r)
 {
     struct stat st;
     json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", out, "method",
+    return json_pack("{s:o,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", cli_json_text(out), "method",
                      vm_snap_method_name(r->method), "thin", 0, "pause", r->resumed_at, "qemu-downtime",
                      r->qemu_downtime_s, "writing", r->writing_s, "total", r->total_s, "memory-bytes",
                      (json_int_t)r->memory_bytes, "archive-bytes", size, "stopped-to-converge",

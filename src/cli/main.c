@@ -120,6 +120,16 @@ int cli_fail(const char *fmt, ...)
     return CLI_FAIL;
 }
 
+json_t *cli_json_text(const char *s)
+{
+    if (!s)
+        return json_null();
+    if (vs_text_ok(s, strlen(s)))
+        return json_string(s);
+    VS_AUTOFREE char *x = vs_text_escape(s);
+    return json_string(x);
+}
+
 int cli_fail_err(const vs_err *e)
 {
     return cli_fail("%s", e->msg[0] ? e->msg : "unknown error");

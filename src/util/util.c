@@ -187,25 +187,50 @@ int vs_mkstemp_mode(char *tmpl, mode_t mode)
     return -1;
 }
 
+/* Length of the printable UTF-8 character at p (shortest form, no surrogate, no control), or 0. */
+static size_t text_char_len(const uint8_t *p, const uint8_t *end)
+{
+    uint32_t c = *p++;
+    unsigned more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
+    if (more == 4 || (size_t)(end - p) < more)
+        return 0;
+    c &= 0x7f >> more;
+    for (unsigned i = 0; i < more; i++, p++) {
+        if ((*p & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (*p & 0x3f);
+    }
+    static const uint32_t min[] = { 0, 0x80, 0x800, 0x10000 };
+    if (c < min[more] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) || c < 0x20 || (c >= 0x7f && c < 0xa0))
+        return 0;
+    return more + 1;
+}
+
 bool vs_text_ok(const char *s, size_t len)
 {
     const uint8_t *p = (const uint8_t *)s, *end = p + len;
-    while (p < end) {
-        uint32_t c = *p++;
-        unsigned more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
-        if (more == 4 || (size_t)(end - p) < more)
+    for (size_t n; p < end; p += n)
+        if (!(n = text_char_len(p, end)))
             return false;
-        c &= 0x7f >> more;
-        for (unsigned i = 0; i < more; i++, p++) {
-            if ((*p & 0xc0) != 0x80)
-                return false;
-            c = c << 6 | (*p & 0x3f);
-        }
-        static const uint32_t min[] = { 0, 0x80, 0x800, 0x10000 };
-        if (c < min[more] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) || c < 0x20 || (c >= 0x7f && c < 0xa0))
-            return false;
-    }
     return true;
+}
+
+char *vs_text_escape(const char *s)
+{
+    const uint8_t *p = (const uint8_t *)s, *end = p + strlen(s);
+    char *out = vs_xmalloc(4 * (size_t)(end - p) + 1), *o = out;
+    while (p < end) {
+        size_t n = text_char_len(p, end);
+        if (n) {
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+        } else {
+            o += sprintf(o, "\\x%02x", *p++);
+        }
+    }
+    *o = 0;
+    return out;
 }
 
 int vs_fsync_dir_of(const char *path, vs_err *e)

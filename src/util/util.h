@@ -71,6 +71,9 @@ int vs_mkstemp_mode(char *tmpl, mode_t mode);
 /* Whether s[0..len) is valid UTF-8 (shortest forms, no surrogates) without control characters (C0, DEL, C1): text
  * that is safe to print on a terminal and to put in JSON. */
 bool vs_text_ok(const char *s, size_t len);
+/* s with every byte that is not part of such text as \xNN: safe to print and to put in JSON; escaping twice
+ * changes nothing. malloc'd. */
+char *vs_text_escape(const char *s);
 
 /* ---- sockets ----------------------------------------------------------- */
 /* A listening Unix socket at path, born 0600 (no window where others can connect); a stale socket there is
