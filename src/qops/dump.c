@@ -33,14 +33,17 @@ static int dump_outcome(struct qmp *q, const json_t *data, struct qops_dump_resu
     return 0;
 }
 
+/* *running: the dump outlived the deadline and still runs (QEMU resumes the VM itself when it ends). */
 static int wait_dump(struct qmp *q, const struct qops_dump_opts *o, const struct qops_deadline *dl,
-                     struct qops_dump_result *res, vs_err *e)
+                     struct qops_dump_result *res, bool *running, vs_err *e)
 {
     for (;;) {
         double slice = qops_deadline_slice(dl, 0.5);
-        if (slice < 0)
-            return vs_err_set(e, ETIMEDOUT, "memory dump on %s did not complete in time (it keeps running; "
-                              "see query-dump)", qmp_name(q));
+        if (slice < 0) {
+            *running = true;
+            return vs_err_set(e, ETIMEDOUT, "memory dump on %s did not complete in time (it keeps running and "
+                              "QEMU resumes the VM when it ends; see query-dump)", qmp_name(q));
+        }
         QOPS_JSON_AUTODECREF json_t *ev = NULL;
         int r = qmp_wait_event(q, "DUMP_COMPLETED", NULL, slice, &ev, e);
         if (r == 0)
@@ -91,6 +94,7 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
     qops_deadline_init(&dl, o->timeout_s);
     double t0 = vs_now_s();
     VS_AUTOFREE char *fdname = qops_job_id("dump");
+    bool still_running = false;
     if ((r = qmp_getfd(q, fdname, fd, e)) < 0)
         return r;
     VS_AUTOFREE char *proto = vs_xasprintf("fd:%s", fdname);
@@ -102,10 +106,11 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
         vs_err ce;
         qmp_closefd(q, fdname, &ce);
     } else {
-        r = wait_dump(q, o, &dl, res, e);
+        r = wait_dump(q, o, &dl, res, &still_running, e);
     }
+    /* Never cont under a running dump: the guest would change the memory being written. */
     vs_err re;
-    int rr = qops_runstate_restore(q, &rs, &re);
+    int rr = still_running ? 0 : qops_runstate_restore(q, &rs, &re);
     if (r < 0)
         return r;
     if (rr < 0) {
