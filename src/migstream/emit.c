@@ -168,7 +168,8 @@ static int ra_setup_done(void *opaque, vs_err *e)
     return ms_emit_flush(&ra->em, e);
 }
 
-int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e)
+int ms_reassemble_from(int (*push_device)(void *opaque, struct ms_parser *p, vs_err *e), void *opaque, int out_fd,
+                       const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e)
 {
     struct reasm ra = { .out_fd = out_fd, .r = r };
     VS_AUTOFREE uint8_t *page = vs_xmalloc(r->fill_run ? RA_RUN_MAX : MS_PAGE_SIZE);
@@ -182,9 +183,16 @@ int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct
     if (rc < 0)
         return rc;
     ra.p = p;
-    if ((rc = ms_push_fd(p, dev_fd, e)) < 0)
+    if ((rc = push_device(opaque, p, e)) < 0)
         return vs_err_prefix(e, "device stream");
     if ((rc = ms_finish(p, sum, e)) < 0)
         return vs_err_prefix(e, "device stream");
     return ra_flush(&ra, e);
+}
+
+static int push_fd(void *opaque, struct ms_parser *p, vs_err *e) { return ms_push_fd(p, *(int *)opaque, e); }
+
+int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e)
+{
+    return ms_reassemble_from(push_fd, &dev_fd, out_fd, r, sum, e);
 }

@@ -127,5 +127,8 @@ struct ms_page_reader {
 };
 /* Output is written in writes of up to 1 MiB; memory: that buffer plus one run. */
 int ms_reassemble(int dev_fd, int out_fd, const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e);
+/* The same with the device stream from push_device, which gives the parser all of it (ms_push) and returns. */
+int ms_reassemble_from(int (*push_device)(void *opaque, struct ms_parser *p, vs_err *e), void *opaque, int out_fd,
+                       const struct ms_page_reader *r, struct ms_summary *sum, vs_err *e);
 
 #endif

@@ -3,13 +3,9 @@
  * (the migration stream without those pages) as PF_ARC_DEVICE. Until the format has kinds of its own for them they
  * are kind "other": an older vmsnap sees no memory stream and never feeds QEMU a stream without its RAM. */
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "pagefs/pagefs.h"
-
-#define DEVICE_IN_MEMORY_MAX (64u << 20)
 
 struct arc_file { struct arc *a; unsigned stream; };
 
@@ -127,33 +123,31 @@ static int ra_fill_run(void *opaque, const struct ms_block *b, uint64_t off, siz
     return arc_pread(a, (unsigned)s, buf, *got, off, e);   /* the caller names the block and page */
 }
 
+/* The device stream straight from the archive into the parser: no copy of it anywhere, whatever size it claims. */
+struct dev_src { struct arc *a; unsigned stream; uint64_t size; };
+
+static int push_device(void *opaque, struct ms_parser *p, vs_err *e)
+{
+    struct dev_src *d = opaque;
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
+    for (uint64_t off = 0; off < d->size;) {
+        size_t n = (size_t)VS_MIN((uint64_t)1 << 20, d->size - off);
+        int r = arc_pread(d->a, d->stream, buf, n, off, e);
+        if (r < 0 || (r = ms_push(p, buf, n, e)) < 0)
+            return r;
+        off += n;
+    }
+    return 0;
+}
+
 int pf_archive_reassemble(struct arc *a, int out_fd, struct ms_summary *sum, vs_err *e)
 {
     int dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
     if (dev == ARC_STREAM_NONE)
         return vs_err_set(e, ENOENT, "no \"%s\" stream: memory is not stored as pages", PF_ARC_DEVICE);
-    /* A memfd gives ms_reassemble the fd it reads. The device stream is small (no RAM), unless it ends with an
-     * opaque rest of QEMU's stream (pages included): that one goes to a temporary file, not to memory. */
     struct arc_stream_info si;
     arc_stream_get(a, (unsigned)dev, &si);
-    bool big = si.size > DEVICE_IN_MEMORY_MAX;
-    VS_AUTOCLOSE int mfd = big ? open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
-                               : memfd_create("vmsnap-device-stream", MFD_CLOEXEC);
-    if (mfd < 0)
-        return vs_err_sys(e, errno, big ? "cannot create a temporary file in /var/tmp for the device stream"
-                                        : "memfd_create");
-    VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
-    for (uint64_t off = 0; off < si.size;) {
-        size_t n = (size_t)VS_MIN((uint64_t)1 << 20, si.size - off);
-        int r = arc_pread(a, (unsigned)dev, buf, n, off, e);
-        if (r < 0)
-            return r;
-        if ((r = vs_write_full(mfd, buf, n)) < 0)
-            return vs_err_sys(e, -r, "copying the device stream");
-        off += n;
-    }
-    if (lseek(mfd, 0, SEEK_SET) < 0)
-        return vs_err_sys(e, errno, "lseek");
+    struct dev_src d = { .a = a, .stream = (unsigned)dev, .size = si.size };
     struct ms_page_reader rd = { .fill_run = ra_fill_run, .want = ra_want, .opaque = a };
-    return ms_reassemble(mfd, out_fd, &rd, sum, e);
+    return ms_reassemble_from(push_device, &d, out_fd, &rd, sum, e);
 }
