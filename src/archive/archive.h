@@ -138,6 +138,11 @@ int arc_read_stream(struct arc *a, unsigned stream, size_t max, char **out, size
 #define ARC_MAX_CONFIG (1u << 20)
 int arc_read_config(struct arc *a, char **out, size_t *len, vs_err *e);
 
+/* Write a whole stream into fd (a new, empty regular file) at its offsets, zero runs left as holes, and size fd to
+ * the stream: a stream of zeros costs no disk and no time. progress(opaque, bytes) may be NULL. */
+int arc_extract_fd(struct arc *a, unsigned stream, int fd, void (*progress)(void *opaque, uint64_t done),
+                   void *opaque, vs_err *e);
+
 /* Check everything: directory, index pages, every block of every stream, and the parent chain. Calls cb for
  * each problem (stream = -1 / block = UINT64_MAX when not about a block). Returns the number of problems
  * found (0 = sound), or a negative errno if checking could not run at all. */

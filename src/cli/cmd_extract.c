@@ -10,36 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define CHUNK (1u << 20)
-
-static int extract(struct arc *a, unsigned s, int fd, uint64_t size, struct cli_progress *prog, vs_err *e)
-{
-    VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
-    uint64_t off = 0;
-    while (off < size) {
-        uint64_t run;
-        unsigned fl;
-        int r = arc_block_status(a, s, off, size - off, &run, &fl, e);
-        if (r < 0)
-            return r;
-        if (fl == ARC_STATUS_DATA) {
-            for (uint64_t end = off + run; off < end;) {
-                size_t n = (size_t)VS_MIN((uint64_t)CHUNK, end - off);
-                if ((r = arc_pread(a, s, buf, n, off, e)) < 0)
-                    return r;
-                if ((r = vs_pwrite_full(fd, buf, n, (off_t)off)) < 0)
-                    return vs_err_sys(e, -r, "writing the output");
-                off += n;
-                cli_progress_update(prog, off);
-            }
-        } else {
-            off += run;   /* a hole: nothing to write */
-        }
-    }
-    if (ftruncate(fd, (off_t)size) < 0)
-        return vs_err_sys(e, errno, "sizing the output");
-    return 0;
-}
+static void on_progress(void *opaque, uint64_t done) { cli_progress_update(opaque, done); }
 
 int cmd_extract(int argc, char **argv)
 {
@@ -101,7 +72,7 @@ int cmd_extract(int argc, char **argv)
         return cli_fail("cannot create a temporary file beside '%s': %s", out, strerror(errno));
     struct cli_progress prog;
     cli_progress_init(&prog, cli_progress_enabled(quiet), "extract", si.size);
-    int r = extract(a, (unsigned)s, fd, si.size, &prog, &e);
+    int r = arc_extract_fd(a, (unsigned)s, fd, on_progress, &prog, &e);
     cli_progress_done(&prog);
     if (r >= 0 && fsync(fd) < 0)
         r = vs_err_sys(&e, errno, "syncing '%s'", out);

@@ -52,6 +52,8 @@ struct host {
 
 /* ---- setup ---------------------------------------------------------------------------------------------- */
 
+#define VM_FILE_MAX (1u << 30)
+
 /* A named blob of the archive (or of its parents) into dir/name, mode 0600. 0 written, -ENOENT absent. */
 static int extract_file(struct arc *a, const char *name, const char *dest, vs_err *e)
 {
@@ -62,21 +64,15 @@ static int extract_file(struct arc *a, const char *name, const char *dest, vs_er
         struct arc_stream_info si;
         if (arc_stream_get(a, (unsigned)s, &si) < 0)
             return vs_err_set(e, EIO, "file '%s' of the archive is unreadable", name);
+        /* A tiny archive may claim a huge file: cap it, and write zeros as holes. */
+        if (si.size > VM_FILE_MAX)
+            return vs_err_set(e, EFBIG, "file '%s' of the archive is %" PRIu64 " bytes, more than the %u MiB a kernel, "
+                              "initrd or firmware file may have", name, si.size, VM_FILE_MAX >> 20);
         VS_AUTOCLOSE int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             return vs_err_sys(e, errno, "creating %s", dest);
-        size_t cap = 1u << 20;
-        VS_AUTOFREE uint8_t *buf = vs_xmalloc(cap);
-        for (uint64_t off = 0; off < si.size;) {
-            size_t n = (size_t)VS_MIN((uint64_t)cap, si.size - off);
-            int r = arc_pread(a, (unsigned)s, buf, n, off, e);
-            if (r < 0)
-                return vs_err_prefix(e, "extracting file '%s'", name);
-            if ((r = vs_write_full(fd, buf, n)) < 0)
-                return vs_err_sys(e, -r, "writing %s", dest);
-            off += n;
-        }
-        return 0;
+        int r = arc_extract_fd(a, (unsigned)s, fd, NULL, NULL, e);
+        return r < 0 ? vs_err_prefix(e, "extracting file '%s' to %s", name, dest) : 0;
     }
     return -ENOENT;
 }
