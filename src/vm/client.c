@@ -19,12 +19,18 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
         return vs_err_sys(e, errno, "socket");
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         return vs_err_sys(e, errno, "control socket %s of the vmsnap boot process", control);
+    /* The protocol is JSON: a path or message that is not UTF-8 cannot travel (json_pack gives NULL). */
     json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "execute", "snap", "output", rq->output, "thin", rq->thin, "live",
                           rq->live);
+    if (!o)
+        return vs_err_set(e, EINVAL, "output path '%s' is not UTF-8, which the boot process's control protocol "
+                          "(JSON) cannot carry: choose another name", rq->output);
     if (rq->codec)
         json_object_set_new(o, "codec", json_string(rq->codec));
-    if (rq->message)
-        json_object_set_new(o, "message", json_string(rq->message));
+    if (rq->message && json_object_set_new(o, "message", json_string(rq->message)) < 0) {
+        json_decref(o);
+        return vs_err_set(e, EINVAL, "--message is not UTF-8 text");
+    }
     VS_AUTOFREE char *line = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     int r = vs_write_full(fd, line, strlen(line));
