@@ -364,6 +364,21 @@ static void orphan(struct gen *g, const char *file, const char *parent_name)
     unlink(cp);
 }
 
+/* The i-th stream record of the directory at dir, and the directory's checksum redone after editing it. */
+static uint8_t *stream_record(uint8_t *b, uint64_t dir, unsigned i)
+{
+    uint8_t *r = b + dir + ARC_DIR_FIXED + vs_get_le16(b + dir + 4);
+    while (i--)
+        r += ARC_STREAM_REC + r[2];
+    return r;
+}
+
+static void rehash_dir(uint8_t *b, uint64_t dir)
+{
+    size_t n = vs_get_le32(b + H_DIRLEN) - 8;
+    vs_put_le64(b + dir + n, arc_meta_hash(b + dir, n));
+}
+
 static void damaged(struct gen *g, const struct damage *d)
 {
     if (exists(g, d->file))
@@ -397,6 +412,10 @@ static void damaged(struct gen *g, const struct damage *d)
         b[page] ^= 0x01;
     else if (strstr(k, "block-data"))
         b[blk] ^= 0x20;
+    else if (strstr(k, "shared-top"))
+        memcpy(stream_record(b, dir, 1) + 64, stream_record(b, dir, 0) + 64, 16), rehash_dir(b, dir);
+    else if (strstr(k, "name-escape"))
+        stream_record(b, dir, 0)[ARC_STREAM_REC] = 0x1b, rehash_dir(b, dir);
     else if (strstr(k, "vmgenid-bit"))
         b[H_INCOMPAT] |= 2, rehash_header(b);
     else if (strstr(k, "missing-parent"))
@@ -437,6 +456,10 @@ static const struct damage damages[] = {
       "EIO", "stored data checksum mismatch" },
     { "d-vmgenid-bit.vmsnap", "r1-thick.vmsnap", "VMGENID set, config without vmgenid (checksum repaired)",
       "config", NULL, "EIO", "feature bit 'vmgenid' is set but the config" },
+    { "d-shared-top.vmsnap", "r1-thick.vmsnap", "disk1's record points at disk0's top-level table (checksums "
+      "repaired)", "open", NULL, "EIO", "overlapping top-level indexes" },
+    { "d-name-escape.vmsnap", "r1-thick.vmsnap", "first stream name starts with ESC (checksum repaired)", "open",
+      NULL, "EIO", "is not UTF-8 text without control characters" },
     { "d-missing-parent.vmsnap", "", "thin child whose parent 'gone.vmsnap' does not exist", "open", NULL,
       "ENOENT", "not found" },
     { "d-wrong-parent.vmsnap", "", "thin child whose hint names r1-thick.vmsnap, another archive", "open", NULL,
