@@ -441,6 +441,10 @@ static int mem_load(int argc, char **argv)
         json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
         r = qmp_execute(q, "migrate-incoming", args, NULL, &e);
         json_decref(args);
+        if (r < 0) {   /* refused: the fd stays in QEMU's table, holding the pipe open, unless we drop it */
+            vs_err ce;
+            qmp_closefd(q, "vmsnap-incoming", &ce);
+        }
     }
     if (r < 0)
         return cli_fail_err(&e);
