@@ -98,6 +98,26 @@ static void test_endian(void **state)
     assert_int_equal(vs_get_le16(b), 0xabcd);
 }
 
+static void test_text(void **state)
+{
+    (void)state;
+    static const char *const good[] = { "", "disk0", "d\xc3\xa9j\xc3\xa0", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                         "\xc2\xa0" };
+    static const char *const bad[] = { "\x1b[2J", "a\nb", "\x7f", "\xc2\x9b", "\xc0\xaf", "\xe0\x80\xaf",
+                                       "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff", "\xc3", "\xe2\x82",
+                                       "\xf8\x88\x80\x80\x80" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(good); i++)
+        assert_true(vs_text_ok(good[i], strlen(good[i])));
+    for (size_t i = 0; i < VS_ARRAY_SIZE(bad); i++)
+        if (vs_text_ok(bad[i], strlen(bad[i])))
+            fail_msg("bad text %zu accepted", i);
+    assert_false(vs_text_ok("a\0b", 3));
+    VS_AUTOFREE char *x = vs_text_escape("ok\x1b[1m\xff\xc3\xa9");
+    assert_string_equal(x, "ok\\x1b[1m\\xff\xc3\xa9");
+    VS_AUTOFREE char *y = vs_text_escape(x);   /* escaping twice changes nothing */
+    assert_string_equal(y, x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +126,7 @@ int main(void)
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_endian),
+        cmocka_unit_test(test_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
