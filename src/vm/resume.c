@@ -2,7 +2,8 @@
  * QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged block stops the feed (QEMU then sees a
  * truncated stream and fails the load): the archive's error is the one reported. When QEMU refuses or stalls
  * the load, it may keep its read end open without reading: we keep a read end too, and stopping the feeder
- * means raising its stop flag and draining the pipe until it has exited, so the join never hangs. */
+ * means raising its stop flag, making its further writes fail at once (O_NONBLOCK) and draining the pipe until it
+ * has exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM. */
 #include "vm/vm.h"
 #include "pagefs/pagefs.h"
 
@@ -22,17 +23,27 @@ struct feed {
     int rc;
     vs_err err;
     bool reassemble;       /* paged memory, eager: device stream + pages -> a full stream */
-    bool write_failed;     /* rc is about the pipe (QEMU gave up), not the archive */
-    atomic_bool stop;      /* the load failed: end the feed at the next chunk */
+    bool write_failed;     /* rc is about the pipe (QEMU gave up, or we stopped it), not the archive */
+    atomic_bool stop;      /* end the feed at the next chunk */
+    pthread_mutex_t fd_lock;   /* fd's close against stop_feeder's fcntl (the number could be reused) */
 };
+
+/* The write end is closed here only: QEMU's EOF is that close, so no other copy of it may stay open. */
+static void close_feed(struct feed *f)
+{
+    pthread_mutex_lock(&f->fd_lock);
+    close(f->fd);
+    f->fd = -1;
+    pthread_mutex_unlock(&f->fd_lock);
+}
 
 static void *feed_main(void *arg)
 {
     struct feed *f = arg;
     if (f->reassemble) {
         f->rc = pf_archive_reassemble(f->a, f->fd, NULL, &f->err);
-        close(f->fd);
-        f->fd = -1;
+        f->write_failed = f->rc < 0 && atomic_load(&f->stop);
+        close_feed(f);
         return NULL;
     }
     size_t cap = 1u << 20;
@@ -54,16 +65,21 @@ static void *feed_main(void *arg)
         off += n;
     }
     free(buf);
-    close(f->fd);
-    f->fd = -1;
+    close_feed(f);
     return NULL;
 }
 
-/* End the feeder whatever QEMU does with its read end: once the stop flag is up the feeder writes at most one
- * more chunk, which our own read end takes; EOF there means its write end is closed, i.e. it is done. */
-static void stop_feeder(struct feed *f, pthread_t th, int drain_fd)
+/* End the feeder whatever QEMU does with its read end. Once the stop flag is up the feeder writes at most one more
+ * chunk (and after a failure none: its writes fail with EAGAIN), which our own read end takes; EOF there means its
+ * write end is closed, i.e. it is done. */
+static void stop_feeder(struct feed *f, pthread_t th, int drain_fd, bool failed)
 {
     atomic_store(&f->stop, true);
+    pthread_mutex_lock(&f->fd_lock);
+    int fl = failed && f->fd >= 0 ? fcntl(f->fd, F_GETFL) : -1;
+    if (fl >= 0)
+        fcntl(f->fd, F_SETFL, fl | O_NONBLOCK);
+    pthread_mutex_unlock(&f->fd_lock);
     char buf[65536];
     ssize_t n;
     while ((n = read(drain_fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
@@ -103,7 +119,8 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         close(p[1]);
         return r;
     }
-    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1], .reassemble = reassemble };
+    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1], .reassemble = reassemble,
+                      .fd_lock = PTHREAD_MUTEX_INITIALIZER };
     pthread_t th;
     if ((r = pthread_create(&th, NULL, feed_main, &f)) != 0) {
         close(p[1]);
@@ -144,7 +161,7 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         vs_err ce;
         qmp_closefd(q, "vmsnap-incoming", &ce);
     }
-    stop_feeder(&f, th, drain_fd);
+    stop_feeder(&f, th, drain_fd, r < 0);
     if (f.rc < 0 && !(r < 0 && f.write_failed)) {
         /* The archive's own error says more than QEMU's refusal of a truncated stream. */
         if (e)
