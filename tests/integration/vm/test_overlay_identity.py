@@ -57,6 +57,11 @@ def test():
         check(vm.status() == "running", "the VM runs on the overlay serve made")
     finally:
         vm.close()
+    # The boot process releases the overlays, then removes its run directory, after its QEMU is gone.
+    deadline = time.monotonic() + 30
+    while os.path.exists(vm.info["rundir"]):
+        check(time.monotonic() < deadline, f"boot's run directory {vm.info['rundir']} outlived its VM by 30 s")
+        time.sleep(0.05)
 
     # The writes survived boot, and the overlay still belongs to disk 1 only.
     check(not os.path.exists(sock), "serve removes its socket at exit")
