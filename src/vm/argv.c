@@ -43,47 +43,7 @@ void vm_argv_addf(struct vm_argv *a, const char *fmt, ...)
     free(s);
 }
 
-char *vm_qemu_escape(const char *s)
-{
-    size_t n = strlen(s), commas = 0;
-    for (size_t i = 0; i < n; i++)
-        commas += s[i] == ',';
-    char *out = vs_xmalloc(n + commas + 1), *p = out;
-    for (size_t i = 0; i < n; i++) {
-        *p++ = s[i];
-        if (s[i] == ',')
-            *p++ = ',';
-    }
-    *p = 0;
-    return out;
-}
-
 /* ---- options of QEMU's command line ------------------------------------------------------------------------- */
-
-/* QEMU options that take no argument (qemu-options.hx); every other "-opt" takes one. */
-static const char *const no_arg_opts[] = {
-    "daemonize", "nographic", "enable-kvm", "S", "s", "no-reboot", "no-shutdown", "nodefaults", "no-user-config",
-    "snapshot", "no-hpet", "no-acpi", "full-screen", "no-fd-bootchk", "usb", "win2k-hack", "rtc-td-hack",
-    "only-migratable", "enable-sync-profile", "preconfig", "no-frame", "alt-grab", "ctrl-grab", "no-quit", "sdl",
-    "curses", "portrait", "version", "help", "h", "old-param", "semihosting", "enable-fips", "xen-attach",
-    "no-kvm", "no-kvm-irqchip", "no-kvm-pit", "no-kvm-pit-reinjection", "no-kvm-pit-reinject",
-};
-
-/* "-opt"/"--opt" -> "opt", else NULL. */
-static const char *opt_name(const char *a)
-{
-    if (a[0] != '-' || a[1] == 0)
-        return NULL;
-    return a[1] == '-' ? a + 2 : a + 1;
-}
-
-static bool opt_takes_arg(const char *name)
-{
-    for (size_t i = 0; i < VS_ARRAY_SIZE(no_arg_opts); i++)
-        if (!strcmp(name, no_arg_opts[i]))
-            return false;
-    return true;
-}
 
 static int role_of_opt(const char *name)
 {
@@ -144,7 +104,7 @@ int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err
     c->extra = vs_xrealloc(c->extra, (c->n_extra + n + 1) * sizeof *c->extra);
     size_t first = c->n_extra;
     for (size_t i = 0; i < n; i++) {
-        const char *name = opt_name(args[i]);
+        const char *name = vm_qopt_name(args[i]);
         int role = name ? role_of_opt(name) : -1;
         bool is_append = name && !strcmp(name, "append");
         if (role >= 0 || is_append) {
@@ -166,29 +126,10 @@ int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err
     return 0;
 }
 
-/* First comma-separated element of an option value, or the value of key=... inside it. Caller frees. */
-static char *opt_field(const char *val, const char *key, bool first_is_key)
-{
-    size_t klen = key ? strlen(key) : 0;
-    const char *p = val;
-    for (bool first = true; *p; first = false) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (key && len > klen && !strncmp(p, key, klen) && p[klen] == '=')
-            return strndup(p + klen + 1, len - klen - 1);
-        if (first && first_is_key && !memchr(p, '=', len))
-            return strndup(p, len);
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    return NULL;
-}
-
 /* "-m": a plain number is MiB. */
 static int parse_mem(const char *v, uint64_t *out)
 {
-    VS_AUTOFREE char *s = opt_field(v, "size", true);
+    VS_AUTOFREE char *s = vm_qopt_get_implied(v, "size");
     if (!s)
         return -EINVAL;
     size_t n = strlen(s);
@@ -203,10 +144,10 @@ char *vm_args_machine_type(char *const *args, size_t n)
 {
     char *t = NULL;
     for (size_t i = 0; i + 1 < n; i++) {
-        const char *name = opt_name(args[i]);
-        if (!name || !opt_takes_arg(name))
+        const char *name = vm_qopt_name(args[i]);
+        if (!name || !vm_qopt_takes_arg(name))
             continue;
-        char *v = !strcmp(name, "machine") || !strcmp(name, "M") ? opt_field(args[i + 1], "type", true) : NULL;
+        char *v = !strcmp(name, "machine") || !strcmp(name, "M") ? vm_qopt_get_implied(args[i + 1], "type") : NULL;
         if (v) {
             free(t);
             t = v;
@@ -230,10 +171,10 @@ int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, 
     free(c->qemu);
     c->qemu = vs_xstrdup(argv[0]);
     for (size_t i = 1; i < argc; i++) {
-        const char *name = opt_name(argv[i]);
+        const char *name = vm_qopt_name(argv[i]);
         if (!name)
             continue;
-        if (!opt_takes_arg(name)) {
+        if (!vm_qopt_takes_arg(name)) {
             if (!strcmp(name, "enable-kvm")) {
                 free(c->accel);
                 c->accel = vs_xstrdup("kvm");
@@ -254,16 +195,16 @@ int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, 
             if (parse_mem(v, &c->ram_bytes) < 0)
                 return vs_err_set(e, EINVAL, "QEMU command line: cannot read memory size '-m %s'", v);
         } else if (!strcmp(name, "smp")) {
-            VS_AUTOFREE char *n = opt_field(v, "cpus", true);
+            VS_AUTOFREE char *n = vm_qopt_get_implied(v, "cpus");
             c->cpus = n ? (unsigned)strtoul(n, NULL, 10) : 0;
         } else if (!strcmp(name, "machine") || !strcmp(name, "M")) {
-            char *t = opt_field(v, "type", true), *a = opt_field(v, "accel", false);
-            char *mb = opt_field(v, "memory-backend", false);
+            char *t = vm_qopt_get_implied(v, "type"), *a = vm_qopt_get(v, "accel", NULL);
+            char *mb = vm_qopt_get(v, "memory-backend", NULL);
             if (t) { free(c->machine); c->machine = t; }
             if (a) { free(c->accel); c->accel = a; }
             if (mb) { free(c->mem_backend); c->mem_backend = mb; }
         } else if (!strcmp(name, "accel")) {
-            char *a = opt_field(v, "accel", true);
+            char *a = vm_qopt_get_implied(v, "accel");
             if (a) { free(c->accel); c->accel = a; }
         }
     }
@@ -436,7 +377,7 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
 /* id=... of a -chardev value. */
 static bool chardev_has_id(const char *val, const char *id)
 {
-    VS_AUTOFREE char *v = opt_field(val, "id", false);
+    VS_AUTOFREE char *v = vm_qopt_get(val, "id", NULL);
     return v && !strcmp(v, id);
 }
 
@@ -450,17 +391,17 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
     size_t n_drop = 0;
     bool serial_seen = false, nodefaults = false;
     for (size_t i = 1; i + 1 < n; i++) {
-        const char *name = opt_name(cl[i]);
+        const char *name = vm_qopt_name(cl[i]);
         if (!name)
             continue;
-        if (!opt_takes_arg(name)) {
+        if (!vm_qopt_takes_arg(name)) {
             nodefaults |= !strcmp(name, "nodefaults");
             continue;
         }
         const char *v = cl[++i];
         char *id = NULL;
         if (!strcmp(name, "mon"))
-            id = opt_field(v, "chardev", false);
+            id = vm_qopt_get(v, "chardev", NULL);
         else if (!strcmp(name, "serial") && !serial_seen) {
             serial_seen = true;
             if (!strncmp(v, "chardev:", 8))
@@ -475,12 +416,12 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
     bool serial_done = false;
     int r = 0;
     for (size_t i = 1; i < n; i++) {
-        const char *name = opt_name(cl[i]);
+        const char *name = vm_qopt_name(cl[i]);
         if (!name) {
             vm_argv_add(a, cl[i]);
             continue;
         }
-        if (!opt_takes_arg(name)) {
+        if (!vm_qopt_takes_arg(name)) {
             if (!strcmp(name, "daemonize") || !strcmp(name, "S"))
                 continue;
             if (!strcmp(name, "enable-kvm") && l->accel)

@@ -140,8 +140,28 @@ int vm_build_argv(const struct vm_config *c, const struct vm_launch *l, struct v
 /* The QEMU binary vmsnap runs is a local choice: flag (may be NULL), else $VMSNAP_QEMU, else qemu-system-x86_64
  * from PATH. What an archive records is informational and never run. */
 const char *vm_qemu_binary(const char *flag);
-/* QEMU option values are comma-separated: "," inside a value is written ",,". Caller frees. */
-char *vm_qemu_escape(const char *s);
+
+/* ---- QEMU option syntax (qopt.c) -----------------------------------------------------------------------------
+ * An option value is comma-separated fields, "key=value" or a bare value (the implied key when first); "," inside
+ * a value is written ",,". */
+char *vm_qemu_escape(const char *s);   /* caller frees */
+struct vm_qopt_field {
+    const char *key;   /* NULL for a bare field (no '=') */
+    size_t klen, vstart, vend;   /* the value (still escaped) is s[vstart, vend) */
+};
+/* The field at *pos of s[0, n) (n = strlen(s)); *pos moves past it. False at the end. */
+bool vm_qopt_next(const char *s, size_t n, size_t *pos, struct vm_qopt_field *f);
+bool vm_qopt_key_is(const struct vm_qopt_field *f, const char *key);
+char *vm_qopt_unescape(const char *s, size_t start, size_t end);   /* caller frees */
+/* Unescaped value of the first field named key, or NULL; *f (may be NULL) gets that field. */
+char *vm_qopt_get(const char *s, const char *key, struct vm_qopt_field *f);
+/* The first field when bare (QEMU's implied key, e.g. -machine's type), else key=...; NULL if neither. */
+char *vm_qopt_get_implied(const char *s, const char *key);
+/* "-opt"/"--opt" -> "opt", else NULL. */
+const char *vm_qopt_name(const char *arg);
+/* Whether QEMU's option (name without dashes) takes a value. */
+bool vm_qopt_takes_arg(const char *name);
+
 
 /* The machine type the last -machine/-M in args asks for ("q35" of "-M q35", "pc" of "-machine type=pc,..."),
  * NULL if none does. Caller frees. */

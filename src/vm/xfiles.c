@@ -6,61 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One comma-separated field of a QEMU option value; ",," is a literal comma. Value span [vstart, vend). */
-struct field {
-    const char *key;   /* NULL for a bare field (no '=') */
-    size_t klen, vstart, vend;
-};
-
-static bool next_field(const char *s, size_t n, size_t *pos, struct field *f)
-{
-    size_t i = *pos, start = i;
-    if (i > n)
-        return false;
-    while (i < n && !(s[i] == ',' && s[i + 1] != ','))
-        i += s[i] == ',' ? 2 : 1;
-    if (i > n)
-        i = n;
-    *pos = i + 1;
-    const char *eq = memchr(s + start, '=', i - start);
-    f->key = eq ? s + start : NULL;
-    f->klen = eq ? (size_t)(eq - (s + start)) : 0;
-    f->vstart = eq ? (size_t)(eq - s) + 1 : start;
-    f->vend = i;
-    return true;
-}
-
-static bool key_is(const struct field *f, const char *k)
-{
-    return f->key && f->klen == strlen(k) && !strncmp(f->key, k, f->klen);
-}
-
-static char *unescape(const char *s, size_t start, size_t end)
-{
-    char *out = vs_xmalloc(end - start + 1), *p = out;
-    for (size_t i = start; i < end; i++) {
-        *p++ = s[i];
-        if (s[i] == ',' && i + 1 < end && s[i + 1] == ',')
-            i++;
-    }
-    *p = 0;
-    return out;
-}
-
-/* Value of key in an option string (unescaped), or NULL; *f gets its field. */
-static char *get_key(const char *s, const char *key, struct field *f)
-{
-    size_t n = strlen(s), pos = 0;
-    struct field x;
-    while (next_field(s, n, &pos, &x))
-        if (key_is(&x, key)) {
-            if (f)
-                *f = x;
-            return unescape(s, x.vstart, x.vend);
-        }
-    return NULL;
-}
-
 static bool is_on(const char *v)
 {
     return v && (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true"));
@@ -73,13 +18,6 @@ static bool is_file_path(const char *p)
         return false;
     const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
     return !colon || (slash && slash < colon);
-}
-
-static const char *opt_of(const char *a)
-{
-    if (a[0] != '-' || a[1] == 0)
-        return NULL;
-    return a[1] == '-' ? a + 2 : a + 1;
 }
 
 struct refs {
@@ -116,26 +54,26 @@ static int free_unit(const bool *used)
 static void scan_drive(struct refs *r, char *const *args, size_t i, bool *used)
 {
     const char *s = args[i];
-    VS_AUTOFREE char *iface = get_key(s, "if", NULL);
+    VS_AUTOFREE char *iface = vm_qopt_get(s, "if", NULL);
     if (!iface || strcmp(iface, "pflash"))
         return;
-    VS_AUTOFREE char *unit = get_key(s, "unit", NULL);
-    VS_AUTOFREE char *index = unit ? NULL : get_key(s, "index", NULL);
+    VS_AUTOFREE char *unit = vm_qopt_get(s, "unit", NULL);
+    VS_AUTOFREE char *index = unit ? NULL : vm_qopt_get(s, "index", NULL);
     int u = unit ? atoi(unit) : index ? atoi(index) : free_unit(used);
     if (u < 0 || u >= MAX_UNITS)
         return;
     used[u] = true;
-    struct field f;
-    char *path = get_key(s, "file", &f);
+    struct vm_qopt_field f;
+    char *path = vm_qopt_get(s, "file", &f);
     if (!is_file_path(path)) {
         free(path);
         return;
     }
-    VS_AUTOFREE char *ro = get_key(s, "readonly", NULL);
+    VS_AUTOFREE char *ro = vm_qopt_get(s, "readonly", NULL);
     bool bare_ro = false;   /* QemuOpts: a bare "readonly" means on */
     size_t n = strlen(s), pos = 0;
-    struct field x;
-    while (next_field(s, n, &pos, &x))
+    struct vm_qopt_field x;
+    while (vm_qopt_next(s, n, &pos, &x))
         bare_ro |= !x.key && x.vend - x.vstart == 8 && !strncmp(s + x.vstart, "readonly", 8);
     char name[VM_XFILE_NAME_MAX];
     snprintf(name, sizeof name, "pflash%d", u);
@@ -149,14 +87,14 @@ static void scan_blockdevs(struct refs *r, char *const *args, size_t n, const si
         for (int u = 0; u < 2; u++) {
             char key[8];
             snprintf(key, sizeof key, "pflash%d", u);
-            VS_AUTOFREE char *node = get_key(args[machines[m]], key, NULL);
+            VS_AUTOFREE char *node = vm_qopt_get(args[machines[m]], key, NULL);
             bool ro = false;
             for (int depth = 0; node && depth < 4; depth++) {
                 size_t hit = n;
                 for (size_t i = 0; i + 1 < n && hit == n; i++) {
-                    const char *o = opt_of(args[i]);
+                    const char *o = vm_qopt_name(args[i]);
                     if (o && !strcmp(o, "blockdev") && args[i + 1][0] != '{') {
-                        VS_AUTOFREE char *nn = get_key(args[i + 1], "node-name", NULL);
+                        VS_AUTOFREE char *nn = vm_qopt_get(args[i + 1], "node-name", NULL);
                         if (nn && !strcmp(nn, node))
                             hit = i + 1;
                     }
@@ -165,18 +103,18 @@ static void scan_blockdevs(struct refs *r, char *const *args, size_t n, const si
                 node = NULL;
                 if (hit == n)
                     break;
-                VS_AUTOFREE char *rov = get_key(args[hit], "read-only", NULL);
+                VS_AUTOFREE char *rov = vm_qopt_get(args[hit], "read-only", NULL);
                 ro |= is_on(rov);
-                struct field f;
-                char *path = get_key(args[hit], "filename", &f);
+                struct vm_qopt_field f;
+                char *path = vm_qopt_get(args[hit], "filename", &f);
                 if (!path)
-                    path = get_key(args[hit], "file.filename", &f);
+                    path = vm_qopt_get(args[hit], "file.filename", &f);
                 if (path && is_file_path(path)) {
                     add_ref(r, key, hit, f.vstart, f.vend - f.vstart, true, !ro, path);
                     break;
                 }
                 free(path);
-                node = get_key(args[hit], "file", NULL);   /* a format node over a protocol node */
+                node = vm_qopt_get(args[hit], "file", NULL);   /* a format node over a protocol node */
             }
         }
     }
@@ -190,7 +128,7 @@ int vm_xfile_refs(char *const *args, size_t n, struct vm_xfile_ref **out, size_t
     size_t nm = 0;
     unsigned loaders = 0;
     for (size_t i = 0; i + 1 < n; i++) {
-        const char *o = opt_of(args[i]);
+        const char *o = vm_qopt_name(args[i]);
         if (!o)
             continue;
         const char *v = args[i + 1];
@@ -209,11 +147,11 @@ int vm_xfile_refs(char *const *args, size_t n, struct vm_xfile_ref **out, size_t
         } else if (!strcmp(o, "machine") || !strcmp(o, "M")) {
             machines[nm++] = i + 1;
         } else if (!strcmp(o, "device")) {
-            VS_AUTOFREE char *drv = get_key(v, "driver", NULL);
+            VS_AUTOFREE char *drv = vm_qopt_get(v, "driver", NULL);
             size_t dl = strcspn(v, ",");
             bool loader = drv ? !strcmp(drv, "loader") : dl == 6 && !strncmp(v, "loader", 6);
-            struct field f;
-            char *path = loader ? get_key(v, "file", &f) : NULL;
+            struct vm_qopt_field f;
+            char *path = loader ? vm_qopt_get(v, "file", &f) : NULL;
             if (path && is_file_path(path)) {
                 char name[VM_XFILE_NAME_MAX];
                 snprintf(name, sizeof name, "loader%u", loaders++);
