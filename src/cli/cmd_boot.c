@@ -12,6 +12,7 @@
 struct boot_ui {
     bool json, detach;
     int fd;    /* detached: the pipe to the waiting parent */
+    char *refused;   /* the allow-list's whole message, longer than a vs_err holds */
 };
 
 static char *absolute(const char *p)
@@ -26,15 +27,18 @@ static char *absolute(const char *p)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
                      cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir", cli_json_text(i->rundir),
                      "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
                      "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
-                     "memory-note", i->memory_note, "generation-id", i->generation_id);
+                     "memory-note", i->memory_note, "generation-id", i->generation_id, "trusted", i->trusted);
 }
 
 static void print_info(json_t *i, bool json, FILE *f)
 {
+    const char *trusted = json_string_value(json_object_get(i, "trusted"));
+    if (trusted)
+        fprintf(stderr, "vmsnap: %s\n", trusted);
     const char *note = json_string_value(json_object_get(i, "memory-note"));
     if (note)
         fprintf(stderr, "vmsnap: note: %s\n", note);
@@ -81,6 +85,13 @@ static void on_ready(void *opaque, const struct vm_host_info *info)
     json_decref(j);
 }
 
+static void on_refused(void *opaque, const char *msg)
+{
+    struct boot_ui *ui = opaque;
+    free(ui->refused);
+    ui->refused = vs_xstrdup(msg);
+}
+
 static void on_log(void *opaque, const char *msg)
 {
     (void)opaque;
@@ -90,7 +101,7 @@ static void on_log(void *opaque, const char *msg)
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
 static int wait_detached(int fd, pid_t child, bool json)
 {
-    char buf[8192];
+    char buf[16384];
     size_t len = 0;
     for (;;) {
         ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
@@ -130,7 +141,7 @@ int cmd_boot(int argc, char **argv)
         { "console", required_argument, NULL, 'C' }, { "accel", required_argument, NULL, 'a' },
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
         { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
-        { "qemu", required_argument, NULL, 'Q' },
+        { "qemu", required_argument, NULL, 'Q' },        { "trust-archive", no_argument, NULL, 'T' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -178,6 +189,7 @@ int cmd_boot(int argc, char **argv)
         case 'j': ui.json = true; break;
         case 'E': ho.eager = true; break;
         case 'Q': ho.qemu = optarg; break;
+        case 'T': ho.trust_archive = true; break;
         case 'P':
             if (strcmp(optarg, "none") && strcmp(optarg, "background"))
                 return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);
@@ -202,6 +214,7 @@ int cmd_boot(int argc, char **argv)
     ho.n_extra = nopt < argc ? (size_t)(argc - nopt - 1) : 0;
     ho.ready = on_ready;
     ho.log = on_log;
+    ho.refused = on_refused;
     ho.opaque = &ui;
     if (ui.detach) {
         int p[2];
@@ -228,12 +241,15 @@ int cmd_boot(int argc, char **argv)
     }
     vs_err e = { 0 };
     int r = vm_host_run(&ho, &e);
+    VS_AUTOFREE char *refused = ui.refused;
     if (ui.fd >= 0) {   /* never became ready */
-        dprintf(ui.fd, "ERR %s\n", e.msg[0] ? e.msg : "boot failed");
+        dprintf(ui.fd, "ERR %s\n", refused ? refused : e.msg[0] ? e.msg : "boot failed");
         close(ui.fd);
         _exit(CLI_FAIL);
     }
     if (ui.detach)
         _exit(r < 0 ? CLI_FAIL : CLI_OK);
+    if (r < 0 && refused)
+        return cli_fail("%s", refused);
     return r < 0 ? cli_fail_err(&e) : CLI_OK;
 }

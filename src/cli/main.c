@@ -9,7 +9,7 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--qemu PATH] [--detach] [--json] [--eager] [--prefetch none|background] [-- EXTRA-QEMU-ARGS]",
+      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background] [-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
       "place and unchanged while the VM runs) and pulled in by a background prefetch once it runs (--prefetch none:\n"
@@ -17,7 +17,10 @@ const struct cli_command cli_commands[] = {
       "archive over NBD with a 4 KiB copy-on-write overlay (temporary unless --overlay). Stays in the foreground until\n"
       "QEMU exits (SIGINT/SIGTERM: clean shutdown); --detach returns once the VM runs and prints its sockets.\n"
       "Extra QEMU arguments become part of the VM's config (a later snap stores them and the files they name).\n"
-      "The QEMU binary is --qemu, else $VMSNAP_QEMU, else qemu-system-x86_64 from PATH; never one an archive names." },
+      "The QEMU binary is --qemu, else $VMSNAP_QEMU, else qemu-system-x86_64 from PATH; never one an archive names.\n"
+      "What an archive records is checked before anything starts: options, machine types and devices vmsnap itself\n"
+      "writes, files only as copies stored in the archive; anything else is refused, each option with its reason.\n"
+      "--trust-archive passes it to QEMU unchanged (and says what it let through). See docs/SECURITY.md." },
     { "snap", cmd_snap,
       "snap --qmp PATH -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] [--memory-only] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"

@@ -303,7 +303,9 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
     vm_argv_add(a, "-no-user-config");
     vm_argv_add(a, "-display");
     vm_argv_add(a, "none");
-    const char *backend = c->mem_backend;
+    /* Strings from a config are escaped wherever they go into an option value: a value can never add a key. */
+    VS_AUTOFREE char *backend = c->mem_backend ? vm_qemu_escape(c->mem_backend) : NULL;
+    VS_AUTOFREE char *machine = c->machine ? vm_qemu_escape(c->machine) : NULL;
     if (backend && c->ram_bytes && l->mem_path) {
         /* Lazy resume: a private (copy-on-write) mapping of the page file; the guest's writes never reach it. */
         VS_AUTOFREE char *mp = vm_qemu_escape(l->mem_path);
@@ -314,14 +316,14 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
         vm_argv_add(a, "-object");
         vm_argv_addf(a, "memory-backend-ram,id=%s,size=%llu", backend, (unsigned long long)c->ram_bytes);
     }
-    if (c->machine || backend) {
+    if (machine || (backend && c->ram_bytes)) {
         vm_argv_add(a, "-machine");
-        if (c->machine && backend && c->ram_bytes)
-            vm_argv_addf(a, "%s,memory-backend=%s", c->machine, backend);
+        if (machine && backend && c->ram_bytes)
+            vm_argv_addf(a, "%s,memory-backend=%s", machine, backend);
         else if (backend && c->ram_bytes)
             vm_argv_addf(a, "memory-backend=%s", backend);
         else
-            vm_argv_add(a, c->machine);
+            vm_argv_add(a, machine);
     }
     if (l->accel) {
         vm_argv_add(a, "-accel");
@@ -350,7 +352,7 @@ static int build_native(const struct vm_config *c, const struct vm_launch *l, st
         if (!l->disk_sockets || !l->disk_sockets[i])
             return vs_err_set(e, EINVAL, "no NBD socket for disk %zu", i);
         VS_AUTOFREE char *sock = vm_qemu_escape(l->disk_sockets[i]);
-        const char *iface = c->disks[i].iface ? c->disks[i].iface : "virtio";
+        VS_AUTOFREE char *iface = vm_qemu_escape(c->disks[i].iface ? c->disks[i].iface : "virtio");
         vm_argv_add(a, "-drive");
         vm_argv_addf(a, "file=nbd+unix:///?socket=%s,format=raw,if=%s,id=vmsnap-disk%zu,cache=writeback", sock,
                      iface, i);
@@ -381,7 +383,8 @@ static bool chardev_has_id(const char *val, const char *id)
     return v && !strcmp(v, id);
 }
 
-static int build_foreign(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
+int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
+                        vs_err *e)
 {
     char *const *cl = c->cmdline;
     size_t n = c->n_cmdline;
@@ -412,27 +415,27 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
         else
             free(id);
     }
-    vm_argv_add(a, vm_qemu_binary(l->qemu));   /* the recorded cl[0] is never run */
-    bool serial_done = false;
+    vm_argv_init(out);
+    *console_at = SIZE_MAX;
     int r = 0;
-    for (size_t i = 1; i < n; i++) {
+    for (size_t i = 1; i < n; i++) {   /* the recorded cl[0] is never run */
         const char *name = vm_qopt_name(cl[i]);
         if (!name) {
-            vm_argv_add(a, cl[i]);
+            vm_argv_add(out, cl[i]);
             continue;
         }
         if (!vm_qopt_takes_arg(name)) {
             if (!strcmp(name, "daemonize") || !strcmp(name, "S"))
                 continue;
-            if (!strcmp(name, "enable-kvm") && l->accel)
+            if (!strcmp(name, "enable-kvm") && accel_override)
                 continue;
             if (!strcmp(name, "nographic")) {
                 /* -nographic puts serial and monitor on stdio; keep the devices, drop the wiring. */
-                vm_argv_add(a, "-display");
-                vm_argv_add(a, "none");
+                vm_argv_add(out, "-display");
+                vm_argv_add(out, "none");
                 continue;
             }
-            vm_argv_add(a, cl[i]);
+            vm_argv_add(out, cl[i]);
             continue;
         }
         if (i + 1 >= n) {
@@ -443,7 +446,7 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
         if (!strcmp(name, "pidfile") || !strcmp(name, "qmp") || !strcmp(name, "qmp-pretty") ||
             !strcmp(name, "monitor") || !strcmp(name, "mon") || !strcmp(name, "incoming"))
             continue;
-        if (!strcmp(name, "accel") && l->accel)
+        if (!strcmp(name, "accel") && accel_override)
             continue;
         if (!strcmp(name, "chardev")) {
             bool drop = false;
@@ -452,26 +455,47 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
             if (drop)
                 continue;
         }
-        if (!strcmp(name, "serial") && !serial_done) {
-            serial_done = true;
-            add_console_chardev(a, l);
-            vm_argv_add(a, "-serial");
-            vm_argv_add(a, "chardev:vmsnap-con");
+        if (!strcmp(name, "serial") && *console_at == SIZE_MAX) {
+            *console_at = out->n;
             continue;
         }
-        vm_argv_add(a, opt);
-        vm_argv_add(a, v);
+        vm_argv_add(out, opt);
+        vm_argv_add(out, v);
     }
     for (size_t k = 0; k < n_drop; k++)
         free(drop_ids[k]);
+    if (r < 0) {
+        vm_argv_free(out);
+        return r;
+    }
+    /* No -serial: QEMU gave the VM a default first serial port unless -nodefaults; ours takes its place. */
+    if (*console_at == SIZE_MAX && !nodefaults)
+        *console_at = out->n;
+    return 0;
+}
+
+static void add_console(struct vm_argv *a, const struct vm_launch *l)
+{
+    add_console_chardev(a, l);
+    vm_argv_add(a, "-serial");
+    vm_argv_add(a, "chardev:vmsnap-con");
+}
+
+static int build_foreign(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
+{
+    struct vm_argv kept;
+    size_t console_at;
+    int r = vm_foreign_replayed(c, l->accel != NULL, &kept, &console_at, e);
     if (r < 0)
         return r;
-    /* No -serial: QEMU gave the VM a default first serial port unless -nodefaults; ours takes its place. */
-    if (!serial_done && !nodefaults) {
-        add_console_chardev(a, l);
-        vm_argv_add(a, "-serial");
-        vm_argv_add(a, "chardev:vmsnap-con");
+    vm_argv_add(a, vm_qemu_binary(l->qemu));
+    for (size_t i = 0; i <= kept.n; i++) {
+        if (i == console_at)
+            add_console(a, l);
+        if (i < kept.n)
+            vm_argv_add(a, kept.v[i]);
     }
+    vm_argv_free(&kept);
     if (l->accel) {
         vm_argv_add(a, "-accel");
         vm_argv_add(a, l->accel);

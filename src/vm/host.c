@@ -48,6 +48,8 @@ struct host {
     unsigned npff;
     char *pages_dir, *mem_path;
     char memory_note[512];         /* why paged memory is resumed eagerly */
+    size_t user_extra_from;        /* config.extra[i >= this] came from this boot's own "-- ARGS" */
+    char *trusted;                 /* what --trust-archive let through unchecked, NULL if nothing */
 };
 
 /* ---- setup ---------------------------------------------------------------------------------------------- */
@@ -181,12 +183,47 @@ static int apply_options(struct host *h, bool has_memory, vs_err *e)
         if (!has_memory)
             c->vmgenid = true;
     }
+    h->user_extra_from = c->n_extra;
     if (o->n_extra) {
         int r = vm_config_add_extra(c, o->extra, o->n_extra, e);
         if (r < 0)
             return r;
     }
     return 0;
+}
+
+static bool stored_in_chain(void *opaque, const char *name)
+{
+    for (struct arc *a = opaque; a; a = arc_parent(a))
+        if (arc_find_stream(a, ARC_KIND_FILE, name) != ARC_STREAM_NONE)
+            return true;
+    return false;
+}
+
+/* Before anything starts: what the archive puts on QEMU's command line must be what vmsnap would write there, or
+ * the user said --trust-archive (docs/SECURITY.md). */
+static int check_archive(struct host *h, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    struct vm_check k = { .stored = stored_in_chain, .opaque = h->arc, .user_extra_from = h->user_extra_from };
+    for (size_t i = 0; i + 1 < o->n_extra; i++) {
+        const char *name = vm_qopt_name(o->extra[i]);
+        for (int r = 0; name && r < VM_FILE__COUNT; r++)
+            k.user_files[r] |= !strcmp(name, vm_file_role_name(r));
+    }
+    VS_AUTOFREE char *refused = NULL;
+    int r = vm_config_check(&h->st.config, &k, &refused, e);
+    if (r == -EPERM && !o->trust_archive) {
+        /* The hint first: e's message may be cut; o->refused gets all of it. */
+        VS_AUTOFREE char *msg = vs_xasprintf("archive %s: refused (vmsnap would not write these; --trust-archive "
+                                             "passes them to QEMU): %s", o->archive, refused);
+        if (o->refused)
+            o->refused(o->opaque, msg);
+        return vs_err_set(e, EPERM, "%s", msg);
+    }
+    if (r == -EPERM)
+        h->trusted = vs_xasprintf("--trust-archive: passing to QEMU unchecked: %s", refused);
+    return r == -EPERM ? 0 : r;
 }
 
 static int open_disks(struct host *h, vs_err *e)
@@ -700,6 +737,7 @@ static void host_cleanup(struct host *h)
     free(h->x_in_chain);
     free(h->x_extracted);
     free(h->qemu_log);
+    free(h->trusted);
     vm_state_free(&h->st);
 }
 
@@ -728,8 +766,9 @@ static int start(struct host *h, vs_err *e)
     if (r < 0)
         return r;
     bool has_memory = false;
-    if ((r = load_config(h, &has_memory, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0 ||
-        (r = apply_options(h, has_memory, e)) < 0)
+    /* The archive is checked before anything runs, the probes of pin_machine included. */
+    if ((r = load_config(h, &has_memory, e)) < 0 || (r = apply_options(h, has_memory, e)) < 0 ||
+        (r = check_archive(h, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0)
         return r;
     char accel[8];
     const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
@@ -785,9 +824,10 @@ static int start(struct host *h, vs_err *e)
         logfd = ownlog;
     }
     bool stdio = o->console && !strcmp(o->console, "stdio");
-    /* A foreign VM's relative paths resolve in its old working directory, if that still exists. */
-    const char *cwd = h->st.config.foreign && h->st.config.cwd && access(h->st.config.cwd, X_OK) == 0
-                          ? h->st.config.cwd : NULL;
+    /* A foreign VM's relative paths resolve in its old working directory, if that still exists: a host path of
+     * the archive, so only when trusted. */
+    const char *cwd = h->st.config.foreign && o->trust_archive && h->st.config.cwd &&
+                      access(h->st.config.cwd, X_OK) == 0 ? h->st.config.cwd : NULL;
     r = vm_spawn(&argv, cwd, logfd, o->quiet_stdio && !stdio, !stdio,
                  &h->qemu, e);
     vm_argv_free(&argv);
@@ -835,7 +875,7 @@ static int start(struct host *h, vs_err *e)
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
-                                     .generation_id = genid[0] ? genid : NULL };
+                                     .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted };
         o->ready(o->opaque, &info);
     }
     return 0;

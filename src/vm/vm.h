@@ -162,6 +162,27 @@ const char *vm_qopt_name(const char *arg);
 /* Whether QEMU's option (name without dashes) takes a value. */
 bool vm_qopt_takes_arg(const char *name);
 
+/* A foreign config's recorded options that are replayed, in order (argv[0], -daemonize, -pidfile, -S, monitors and
+ * the chardevs only they used, -incoming dropped; -nographic as -display none; with accel_override -enable-kvm and
+ * -accel too). *console_at: index where vmsnap's console goes as the first serial port (SIZE_MAX: none). */
+int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
+                        vs_err *e);
+
+/* ---- what an archive may put on QEMU's command line (allow.c) ----------------------------------------------
+ * Every recorded value is checked against what vmsnap itself writes: options, machine types, device models and
+ * properties from an allow-list, values without host paths, files only as copies stored in the archive (or read-only
+ * files of the QEMU installation). docs/SECURITY.md. */
+struct vm_check {
+    bool (*stored)(void *opaque, const char *name);   /* a "file:<name>" blob is in the archive chain; may be NULL */
+    void *opaque;
+    size_t user_extra_from;            /* c->extra[i >= this] are the user's own (boot -- ARGS): not checked */
+    bool user_files[VM_FILE__COUNT];   /* -kernel/-initrd/-dtb given by the user */
+};
+/* 0: everything c puts on QEMU's command line is allowed. -EPERM: *refused (caller frees) lists each refused option
+ * and why, "'-opt value' (reason); ...", printable ASCII. Other errors: e. */
+int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **refused, vs_err *e);
+bool vm_qemu_id_ok(const char *s);        /* QEMU's id rule: a letter, then letters, digits, '_', '.', '-' */
+bool vm_disk_iface_ok(const char *s);     /* virtio, ide, scsi, sd */
 
 /* The machine type the last -machine/-M in args asks for ("q35" of "-M q35", "pc" of "-machine type=pc,..."),
  * NULL if none does. Caller frees. */
@@ -353,6 +374,7 @@ struct vm_host_info {
     bool lazy;                /* RAM served on demand from the archive (FUSE) */
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
     const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
+    const char *trusted;      /* what --trust-archive let through unchecked (one line), or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -369,10 +391,15 @@ struct vm_host_opts {
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
     bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
     bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
+    bool trust_archive;       /* pass what the archive records to QEMU unchecked (vm_config_check), and a foreign
+                               * VM's recorded working directory */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
     /* Optional: told (one line) of trouble while the VM runs, e.g. guest memory that could not be served. */
     void (*log)(void *opaque, const char *msg);
+    /* Optional: the whole one-line refusal when the archive records options vmsnap does not allow (the error's
+     * message has the same text, cut to its size). */
+    void (*refused)(void *opaque, const char *msg);
     void *opaque;
 };
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */

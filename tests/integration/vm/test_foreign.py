@@ -1,5 +1,6 @@
-"""A QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures
-RAM, device state and its command line, and `vmsnap boot` resumes it (its own disk file as it is now)."""
+"""A QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures RAM, device
+state and its command line, and `vmsnap boot --trust-archive` resumes it (its own disk file as it is now; without
+the flag, boot refuses the recorded host paths)."""
 import os
 import shutil
 
@@ -24,7 +25,12 @@ def test():
             log(f"memory-only: {res}")
             check(vm.qmp.status() == "running", "foreign VM still running")
             vm.kill()
-        r = Booted(out, d, "resumed")
+        # Its disk and kernel are host paths the archive records: boot says so before anything starts, and
+        # --trust-archive uses them (docs/SECURITY.md).
+        p = vmtest.vmsnap("boot", out, "--detach", "--qmp", os.path.join(d, "x.qmp"), check=False)
+        check(p.returncode == 1 and "a host disk of the recorded VM" in p.stderr and "--trust-archive" in p.stderr
+              and "-kernel" in p.stderr, f"refused naming the recorded host paths: {p.stderr!r}")
+        r = Booted(out, d, "resumed", args=["--trust-archive"])
         check(r.agent.wait_ready(60) == boot_id, "resumed the foreign VM (same boot id)")
         r.agent.cmd("verify")
         r.agent.cmd("rawverify /dev/vda 0 4 seed=3")

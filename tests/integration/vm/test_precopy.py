@@ -48,7 +48,7 @@ def test():
             a.cmd("verify seed=41")
             vm.kill()
         vmtest.vmsnap("verify", out)
-        r = Booted(out, d, "r")
+        r = Booted(out, d, "r", args=["--trust-archive"])   # the VM's own RAM file and kernel: host paths
         check(r.agent.wait_ready(60) == boot_id, "resumed (same boot id)")
         beat = r.agent.wait_heartbeats(3)
         check(snap_hb <= beat[1] < snap_hb + 2000, f"heartbeat continues from the snapshot ({beat[1]} vs {snap_hb})")

@@ -1,0 +1,232 @@
+/* Unit tests for the allow-list (src/vm/allow.c): what an archive's config may put on QEMU's command line. Each
+ * option a security review used against `boot` is refused with its reason; what vmsnap itself records passes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+
+#include "vm/vm.h"
+
+static bool stored_names(void *opaque, const char *name)
+{
+    for (const char *const *n = opaque; *n; n++)
+        if (!strcmp(*n, name))
+            return true;
+    return false;
+}
+
+static const char *const none_stored[] = { NULL };
+
+/* vm_config_check of a native config whose recorded extra args are args; *out the report (or NULL). */
+static int check_extra(const char *const *args, size_t n, const char *const *stored, char **out)
+{
+    struct vm_config c;
+    vm_config_init(&c);
+    c.extra = vs_xcalloc(n + 1, sizeof *c.extra);
+    for (size_t i = 0; i < n; i++)
+        c.extra[i] = vs_xstrdup(args[i]);
+    c.n_extra = n;
+    struct vm_check k = { .stored = stored_names, .opaque = (void *)stored, .user_extra_from = n };
+    vs_err e = { 0 };
+    int r = vm_config_check(&c, &k, out, &e);
+    vm_config_free(&c);
+    return r;
+}
+
+static void expect_refused(const char *opt, const char *val, const char *reason)
+{
+    const char *args[] = { opt, val };
+    char *rep = NULL;
+    int r = check_extra(args, val ? 2 : 1, none_stored, &rep);
+    if (r != -EPERM || !rep || !strstr(rep, reason) || !strstr(rep, opt))
+        fail_msg("%s %s: expected refusal naming '%s', got %d: %s", opt, val ? val : "", reason, r, rep ? rep : "");
+    free(rep);
+}
+
+static void test_review_options_refused(void **state)
+{
+    (void)state;
+    expect_refused("-chardev", "file,id=c,path=/root/.bashrc", "backend 'file' is not on the allow-list");
+    expect_refused("-plugin", "/tmp/evil.so", "loads a host shared library");
+    expect_refused("-sandbox", "off", "seccomp");
+    expect_refused("-netdev", "tap,id=n,script=/tmp/x.sh", "type 'tap' is not on the allow-list");
+    expect_refused("-netdev", "user,id=n,guestfwd=tcp:10.0.2.1:1-cmd:sh", "key 'guestfwd'");
+    expect_refused("-initrd", "/etc/shadow", "a host file the archive does not store");
+    expect_refused("-add-fd", "fd=3,set=1", "host file descriptors");
+    expect_refused("-object", "secret,id=s,file=/etc/shadow", "qom-type 'secret' is not on the allow-list");
+    expect_refused("-object", "rng-random,id=r,filename=/dev/mem", "qom-type 'rng-random'");
+    expect_refused("-object", "memory-backend-file,id=m,size=1M,mem-path=/etc/shadow", "memory-backend-file");
+    expect_refused("-device", "vfio-pci,host=01:00.0", "device model 'vfio-pci'");
+    expect_refused("-device", "virtio-net-pci,romfile=/etc/shadow", "romfile: a plain value");
+    expect_refused("-drive", "file=/dev/sda,if=virtio", "a host disk");
+    expect_refused("-drive", "file=/etc/shadow,if=pflash", "a host file the archive does not store");
+    expect_refused("-serial", "file:/root/.bashrc", "only null, none or chardev:ID");
+    expect_refused("-readconfig", "/etc/qemu.conf", "reads or writes a host file");
+    expect_refused("-L", "/home/u/fw", "outside QEMU's");
+    expect_refused("-qmp", "tcp:0.0.0.0:4444,server=on", "monitor");
+    expect_refused("-S", NULL, "vmsnap starts the VM itself");
+    expect_refused("/etc/shadow", NULL, "a bare argument");
+    expect_refused("-global", "virtio-net-pci.romfile=/etc/shadow", "DEVICE.PROPERTY=VALUE");
+    expect_refused("-machine", "pc,pflash0=n,kernel=/etc/shadow", "key 'kernel' is not on the allow-list");
+    expect_refused("-frobnicate", "x", "not on vmsnap's allow-list");
+    /* an escaped comma cannot smuggle a key: the value is one word, and a word has no '/' */
+    expect_refused("-smp", "2,,path=/etc/shadow", "cpus: a plain value");
+}
+
+static void test_all_reasons_in_one_line(void **state)
+{
+    (void)state;
+    const char *args[] = { "-plugin", "a.so", "-sandbox", "off", "-chardev", "file,id=x,path=/tmp/\033[2Jx" };
+    char *rep = NULL;
+    assert_int_equal(check_extra(args, 6, none_stored, &rep), -EPERM);
+    assert_non_null(strstr(rep, "-plugin"));
+    assert_non_null(strstr(rep, "-sandbox"));
+    assert_non_null(strstr(rep, "-chardev"));
+    for (const char *p = rep; *p; p++)   /* printable: no terminal escapes from the archive */
+        assert_true(*p >= 0x20 && *p < 0x7f);
+    free(rep);
+}
+
+static void test_what_vmsnap_records_passes(void **state)
+{
+    (void)state;
+    const char *args[] = { "-drive", "if=pflash,format=raw,unit=0,file=/tmp/code.bin,readonly=on",
+                           "-drive", "if=pflash,format=raw,unit=1,file=/tmp/vars,,1.fd",
+                           "-bios", "/usr/share/seabios/bios-256k.bin",
+                           "-smp", "2", "-m", "128M", "-rtc", "base=utc,clock=host", "-serial", "null",
+                           "-device", "virtio-rng-pci,id=rng0", "-device", "loader,addr=0x1000,data=0x1,data-len=4",
+                           "-machine", "pc-i440fx-7.2,memory-backend=mem", "-cpu", "max,+x2apic,-vmx",
+                           "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=",
+                           "-chardev", "null,id=c0", "-object", "memory-backend-ram,id=m2,size=64M",
+                           "-no-reboot", "-append", "console=ttyS0 quiet" };
+    const char *stored[] = { "pflash0", "pflash1", NULL };
+    struct vm_config c;
+    vm_config_init(&c);
+    size_t n = VS_ARRAY_SIZE(args);
+    c.extra = vs_xcalloc(n + 1, sizeof *c.extra);
+    for (size_t i = 0; i < n; i++)
+        c.extra[i] = vs_xstrdup(args[i]);
+    c.n_extra = n;
+    vm_config_add_xfile(&c, "pflash0", "/tmp/code.bin", false);
+    vm_config_add_xfile(&c, "pflash1", "/tmp/vars,1.fd", true);
+    c.machine = vs_xstrdup("q35");
+    c.mem_backend = vs_xstrdup("mem");
+    c.files[VM_FILE_KERNEL] = vs_xstrdup("/boot/vmlinuz");
+    struct vm_check k = { .stored = stored_names, .opaque = (void *)stored, .user_extra_from = n };
+    k.user_files[VM_FILE_KERNEL] = true;
+    char *rep = NULL;
+    vs_err e = { 0 };
+    int r = vm_config_check(&c, &k, &rep, &e);
+    if (r != 0)
+        fail_msg("refused: %s", rep);
+
+    /* not stored: the pflash files are host paths; and the kernel no longer the user's own */
+    k.opaque = (void *)none_stored;
+    k.user_files[VM_FILE_KERNEL] = false;
+    assert_int_equal(vm_config_check(&c, &k, &rep, &e), -EPERM);
+    assert_non_null(strstr(rep, "/tmp/code.bin"));
+    assert_non_null(strstr(rep, "-kernel /boot/vmlinuz"));
+    assert_non_null(strstr(rep, "pflash1: a host file the archive does not store"));
+    free(rep);
+
+    /* the user's own args after "--" are not the archive's */
+    k.user_extra_from = 0;
+    k.user_files[VM_FILE_KERNEL] = true;
+    assert_int_equal(vm_config_check(&c, &k, &rep, &e), 0);
+    vm_config_free(&c);
+}
+
+/* machine and interface: refused when malformed, and escaped on the command line whatever they hold. */
+static void test_injection_fields(void **state)
+{
+    (void)state;
+    struct vm_config c;
+    vm_config_init(&c);
+    c.machine = vs_xstrdup("pc,accel=kvm");
+    c.mem_backend = vs_xstrdup("mem,x=y");
+    c.ram_bytes = 64 << 20;
+    c.n_disks = 1;
+    c.disks = vs_xcalloc(1, sizeof *c.disks);
+    c.disks[0].iface = vs_xstrdup("none,snapshot=on");
+    struct vm_check k = { 0 };
+    char *rep = NULL;
+    vs_err e = { 0 };
+    assert_int_equal(vm_config_check(&c, &k, &rep, &e), -EPERM);
+    assert_non_null(strstr(rep, "'machine pc,accel=kvm' (expected a machine type"));
+    assert_non_null(strstr(rep, "'interface none,snapshot=on' (expected virtio"));
+    assert_non_null(strstr(rep, "'memory-backend mem,x=y'"));
+    free(rep);
+
+    const char *socks[] = { "/run/n,0.sock" };
+    struct vm_launch l = { .private_qmp = "/run/p.sock", .disk_sockets = socks };
+    struct vm_argv a;
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    bool drive = false, machine = false;
+    for (size_t i = 0; i + 1 < a.n; i++) {
+        if (!strcmp(a.v[i], "-drive")) {
+            drive = true;
+            assert_non_null(strstr(a.v[i + 1], "if=none,,snapshot=on,"));
+            VS_AUTOFREE char *snap = vm_qopt_get(a.v[i + 1], "snapshot", NULL);
+            VS_AUTOFREE char *iface = vm_qopt_get(a.v[i + 1], "if", NULL);
+            VS_AUTOFREE char *sock = vm_qopt_get(a.v[i + 1], "file", NULL);
+            assert_null(snap);
+            assert_string_equal(iface, "none,snapshot=on");
+            assert_string_equal(sock, "nbd+unix:///?socket=/run/n,0.sock");
+        }
+        if (!strcmp(a.v[i], "-machine")) {
+            machine = true;
+            VS_AUTOFREE char *accel = vm_qopt_get(a.v[i + 1], "accel", NULL);
+            VS_AUTOFREE char *type = vm_qopt_get_implied(a.v[i + 1], "type");
+            assert_null(accel);
+            assert_string_equal(type, "pc,accel=kvm");
+        }
+    }
+    assert_true(drive && machine);
+    vm_argv_free(&a);
+    vm_config_free(&c);
+}
+
+/* A foreign command line goes through the same list; its own disks and files are host paths. */
+static void test_foreign(void **state)
+{
+    (void)state;
+    char *cl[] = { "qemu", "-daemonize", "-pidfile", "/run/q.pid", "-m", "256", "-nodefaults",
+                   "-qmp", "unix:/tmp/q.sock,server,nowait", "-chardev", "socket,id=s0,path=/tmp/s,server=on",
+                   "-serial", "chardev:s0", "-kernel", "/boot/vmlinuz", "-drive", "file=/srv/disk.img,if=virtio",
+                   "-plugin", "/tmp/x.so" };
+    struct vm_config c;
+    vs_err e = { 0 };
+    vm_config_init(&c);
+    assert_int_equal(vm_config_from_cmdline(&c, cl, VS_ARRAY_SIZE(cl), "/srv", &e), 0);
+    struct vm_check k = { 0 };
+    char *rep = NULL;
+    assert_int_equal(vm_config_check(&c, &k, &rep, &e), -EPERM);
+    assert_non_null(strstr(rep, "'-kernel /boot/vmlinuz' (a host file"));
+    assert_non_null(strstr(rep, "'-drive file=/srv/disk.img,if=virtio' (a host disk of the recorded VM"));
+    assert_non_null(strstr(rep, "-plugin"));
+    /* what vmsnap drops or replaces is not reported */
+    assert_null(strstr(rep, "pidfile"));
+    assert_null(strstr(rep, "q.sock"));
+    assert_null(strstr(rep, "socket,id=s0"));
+    free(rep);
+    vm_config_free(&c);
+
+    char *ok[] = { "qemu", "-m", "256", "-nodefaults", "-chardev", "socket,id=s0,path=/tmp/s,server=on",
+                   "-serial", "chardev:s0", "-machine", "q35" };
+    vm_config_init(&c);
+    assert_int_equal(vm_config_from_cmdline(&c, ok, VS_ARRAY_SIZE(ok), "/srv", &e), 0);
+    assert_int_equal(vm_config_check(&c, &k, &rep, &e), 0);
+    vm_config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_review_options_refused), cmocka_unit_test(test_all_reasons_in_one_line),
+        cmocka_unit_test(test_what_vmsnap_records_passes), cmocka_unit_test(test_injection_fields),
+        cmocka_unit_test(test_foreign),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
