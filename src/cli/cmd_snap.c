@@ -135,8 +135,10 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     r = vm_snap_run(q, w, &so, &res, e);
     if (!res.writer_consumed)
         arc_writer_abort(w);
-    if (r == 0)
+    if (r == 0) {
         *result = result_json(out, &res);
+        json_object_set_new(*result, "redacted", json_integer((json_int_t)f.cfg.redacted));
+    }
 out:
     vm_config_free(&f.cfg);
     return r;
@@ -232,6 +234,10 @@ int cmd_snap(int argc, char **argv)
     else if (note && note[0])
         fprintf(stderr, "vmsnap: warning: memory stored as one opaque stream (no lazy resume, no thin memory): %s\n",
                 note);
+    json_int_t redacted = json_integer_value(json_object_get(res, "redacted"));
+    if (redacted > 0)
+        fprintf(stderr, "vmsnap: note: %lld secret value(s) on the VM's command line (passwords, secret objects' "
+                "data) were stored as '" VM_REDACTED "', not in clear (docs/SECURITY.md)\n", (long long)redacted);
     if (json) {
         char *s = json_dumps(res, JSON_COMPACT);
         printf("%s\n", s);

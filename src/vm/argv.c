@@ -166,6 +166,7 @@ int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, 
     for (size_t i = 0; i < argc; i++)
         c->cmdline[i] = vs_xstrdup(argv[i]);
     c->n_cmdline = argc;
+    c->redacted = vm_cmdline_redact(c->cmdline, argc);
     free(c->cwd);
     c->cwd = cwd ? vs_xstrdup(cwd) : NULL;
     free(c->qemu);

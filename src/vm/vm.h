@@ -92,6 +92,7 @@ struct vm_config {
     size_t n_cmdline;
     char **cmdline;
     char *cwd;
+    size_t redacted;       /* secrets replaced in cmdline when it was read (vm_cmdline_redact); not stored */
 };
 
 void vm_config_init(struct vm_config *c);
@@ -106,8 +107,8 @@ int vm_config_from_json(const char *text, size_t len, struct vm_config *out, vs_
  * their fields; file paths are made absolute against cwd, also those inside the extra args (vm_xfile_refs), and
  * c->xfiles is recomputed: every writable file, and every read-only one outside the QEMU installation. */
 int vm_config_add_extra(struct vm_config *c, char *const *args, size_t n, vs_err *e);
-/* Parse a foreign QEMU's command line (argv[0] is the binary) into c: foreign=true, cmdline/cwd recorded, and what
- * can be read from it (machine, -m, -smp, accel, files) filled in for `info` and the RAM check. */
+/* Parse a foreign QEMU's command line (argv[0] is the binary) into c: foreign=true, cmdline (secrets redacted) and
+ * cwd recorded, and what can be read from it (machine, -m, -smp, accel, files) filled in for `info` and the RAM check. */
 int vm_config_from_cmdline(struct vm_config *c, char *const *argv, size_t argc, const char *cwd, vs_err *e);
 
 /* ---- argv ---------------------------------------------------------------------------------------------------- */
@@ -230,6 +231,12 @@ json_t *vm_cache_get(const char *dir, const char *name, const json_t *key);   /*
 void vm_cache_put(const char *dir, const char *name, const json_t *key, const json_t *value);
 /* A binary name resolved as execvp would (through PATH), NULL if not found. Caller frees. */
 char *vm_which(const char *name);
+
+/* ---- secrets on a recorded command line (redact.c) ----------------------------------------------------------
+ * snap --memory-only stores a foreign command line: secrets are replaced by VM_REDACTED first (-object secret's
+ * data, password=, URL passwords, JSON password/data members). Returns how many values were redacted. */
+#define VM_REDACTED "REDACTED"
+size_t vm_cmdline_redact(char **argv, size_t argc);
 
 /* ---- accelerator ----------------------------------------------------------------------------------------------
  * "auto" uses KVM when it works on this host, else TCG. Whether it works is probed once (a QEMU start) and the

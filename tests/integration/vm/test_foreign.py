@@ -1,6 +1,6 @@
 """A QEMU vmsnap did not start: snap without --memory-only is refused clearly; --memory-only captures RAM, device
-state and its command line, and `vmsnap boot --trust-archive` resumes it (its own disk file as it is now; without
-the flag, boot refuses the recorded host paths)."""
+state and its command line (secrets redacted), and `vmsnap boot --trust-archive` resumes it (its own disk file as
+it is now; without the flag, boot refuses the recorded host paths)."""
 import os
 import shutil
 
@@ -11,7 +11,8 @@ def test():
     d = tmpdir()
     try:
         disk = vmtest.make_disk(os.path.join(d, "own.raw"), "16M")
-        with vmtest.VM(mem="128M", disks=[disk], name="foreign") as vm:
+        with vmtest.VM(mem="128M", disks=[disk], name="foreign",
+                       extra=["-object", "secret,id=sec0,data=hunter2"]) as vm:
             a = vm.agent()
             boot_id = a.boot_id
             a.cmd("fill 16 seed=9")
@@ -23,6 +24,12 @@ def test():
             check(not os.path.exists(out), "no archive after the refusal")
             res = vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", out, "--memory-only", "--json", json_out=True)
             log(f"memory-only: {res}")
+            cfg_path = os.path.join(d, "cfg.json")
+            vmtest.vmsnap("extract", out, "--config", "-o", cfg_path)
+            with open(cfg_path) as f:
+                cfg = f.read()
+            check(res["redacted"] == 1 and "hunter2" not in cfg and "data=REDACTED" in cfg,
+                  "the secret object's data is not stored in clear")
             check(vm.qmp.status() == "running", "foreign VM still running")
             vm.kill()
         # Its disk and kernel are host paths the archive records: boot says so before anything starts, and

@@ -221,12 +221,38 @@ static void test_foreign(void **state)
     vm_config_free(&c);
 }
 
+static void test_redact(void **state)
+{
+    (void)state;
+    char *cl[] = { "qemu", "-object", "secret,id=sec0,data=hunter2,format=raw", "-vnc", ":0,password=on",
+                   "-spice", "port=5900,password=letmein", "-iscsi", "user=u,password=pw1",
+                   "-drive", "file=iscsi://bob:pw2@host/iqn/0,if=none",
+                   "-blockdev", "{\"driver\":\"rbd\",\"pool\":\"p\",\"password\":\"pw3\"}",
+                   "-object", "{\"qom-type\":\"secret\",\"id\":\"s1\",\"data\":\"pw4\"}",
+                   "-name", "guest=g,data=1" };
+    struct vm_config c;
+    vs_err e = { 0 };
+    vm_config_init(&c);
+    assert_int_equal(vm_config_from_cmdline(&c, cl, VS_ARRAY_SIZE(cl), "/", &e), 0);
+    assert_int_equal(c.redacted, 6);
+    VS_AUTOFREE char *json = vm_config_to_json(&c);
+    const char *secrets[] = { "hunter2", "letmein", "pw1", "pw2", "pw3", "pw4" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(secrets); i++)
+        if (strstr(json, secrets[i]))
+            fail_msg("'%s' stored in clear: %s", secrets[i], json);
+    assert_non_null(strstr(json, "password=on"));     /* a boolean is not a secret */
+    assert_non_null(strstr(json, "iscsi://bob:" VM_REDACTED "@host/iqn/0"));
+    assert_non_null(strstr(json, "secret,id=sec0,data=" VM_REDACTED ",format=raw"));
+    assert_non_null(strstr(json, "guest=g,data=1"));      /* data= only of secret objects */
+    vm_config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_review_options_refused), cmocka_unit_test(test_all_reasons_in_one_line),
         cmocka_unit_test(test_what_vmsnap_records_passes), cmocka_unit_test(test_injection_fields),
-        cmocka_unit_test(test_foreign),
+        cmocka_unit_test(test_foreign), cmocka_unit_test(test_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
