@@ -65,6 +65,13 @@ static const struct optspec opts[] = {
     { "global", NULL, NULL, NULL, NULL, NULL, false },       /* driver.property=value: below */
 };
 
+/* Keys other than the implied one whose values come from a list: block drivers that open nothing but a file. */
+static const struct { const char *opt, *key, *values; } key_enums[] = {
+    { "blockdev", "driver", " file raw qcow2 " },
+    { "blockdev", "file.driver", " file " },
+    { "drive", "format", " raw qcow2 " },
+};
+
 /* Options without a value that are harmless; -S is not (the VM would never run). */
 static const char flag_opts[] = " nodefaults no-user-config no-reboot no-shutdown nographic no-hpet no-acpi "
                                 "enable-kvm usb snapshot no-fd-bootchk only-migratable ";
@@ -308,6 +315,10 @@ static int check_value(struct ctx *x, size_t i, const char *opt, const char *nam
                 return refuse(x, opt, v, "%s: a plain value expected, not a path", key);
             continue;
         }
+        for (size_t e = 0; e < VS_ARRAY_SIZE(key_enums); e++)
+            if (!strcmp(key_enums[e].opt, name) && !strcmp(key_enums[e].key, key) &&
+                !in_list(key_enums[e].values, val, vlen))
+                return refuse(x, opt, v, "%s: only%s", key, key_enums[e].values);
         if (in_words(s->files, key)) {
             const char *p = file_problem(x, i, f.vstart);
             if (p)
@@ -391,6 +402,8 @@ static void check_fields(struct ctx *x)
     const struct vm_config *c = x->c;
     if (c->machine && !vm_machine_name_ok(c->machine))
         refuse(x, "machine", c->machine, "expected a machine type like pc-i440fx-7.2");
+    if (c->accel && !is_word(c->accel, strlen(c->accel)))
+        refuse(x, "accel", c->accel, "expected kvm or tcg");
     if (c->mem_backend && !vm_qemu_id_ok(c->mem_backend))
         refuse(x, "memory-backend", c->mem_backend, "expected a QEMU id");
     for (size_t i = 0; i < c->n_disks; i++)

@@ -71,6 +71,10 @@ static void test_review_options_refused(void **state)
     expect_refused("-global", "virtio-net-pci.romfile=/etc/shadow", "DEVICE.PROPERTY=VALUE");
     expect_refused("-machine", "pc,pflash0=n,kernel=/etc/shadow", "key 'kernel' is not on the allow-list");
     expect_refused("-frobnicate", "x", "not on vmsnap's allow-list");
+    expect_refused("-device", "driver=vfio-pci,host=01:00.0", "device model 'vfio-pci'");
+    expect_refused("-blockdev", "driver=host_device,node-name=d,filename=/dev/sda", "driver: only file raw qcow2");
+    expect_refused("-drive", "if=pflash,format=vvfat,file=fat:/etc", "format: only raw qcow2");
+    expect_refused("-netdev", "user,id=n,type=tap", "type 'tap'");
     /* an escaped comma cannot smuggle a key: the value is one word, and a word has no '/' */
     expect_refused("-smp", "2,,path=/etc/shadow", "cpus: a plain value");
 }
@@ -150,6 +154,7 @@ static void test_injection_fields(void **state)
     c.n_disks = 1;
     c.disks = vs_xcalloc(1, sizeof *c.disks);
     c.disks[0].iface = vs_xstrdup("none,snapshot=on");
+    c.accel = vs_xstrdup("kvm\033[2J");
     struct vm_check k = { 0 };
     char *rep = NULL;
     vs_err e = { 0 };
@@ -157,6 +162,7 @@ static void test_injection_fields(void **state)
     assert_non_null(strstr(rep, "'machine pc,accel=kvm' (expected a machine type"));
     assert_non_null(strstr(rep, "'interface none,snapshot=on' (expected virtio"));
     assert_non_null(strstr(rep, "'memory-backend mem,x=y'"));
+    assert_non_null(strstr(rep, "'accel kvm?[2J' (expected kvm or tcg)"));
     free(rep);
 
     const char *socks[] = { "/run/n,0.sock" };
