@@ -269,6 +269,8 @@ static int check_value(struct ctx *x, size_t i, const char *opt, const char *nam
     bool is_device = !strcmp(name, "device"), is_drive = !strcmp(name, "drive");
     VS_AUTOFREE char *model = is_device ? vm_qopt_get_implied(v, "driver") : NULL;
     bool loader = model && !strcmp(model, "loader");
+    if (is_device && !model)
+        return refuse(x, opt, v, "no device model");
     if (is_drive) {
         VS_AUTOFREE char *iface = vm_qopt_get(v, "if", NULL);
         if (!iface || strcmp(iface, "pflash"))

@@ -72,6 +72,7 @@ static void test_review_options_refused(void **state)
     expect_refused("-machine", "pc,pflash0=n,kernel=/etc/shadow", "key 'kernel' is not on the allow-list");
     expect_refused("-frobnicate", "x", "not on vmsnap's allow-list");
     expect_refused("-device", "driver=vfio-pci,host=01:00.0", "device model 'vfio-pci'");
+    expect_refused("-device", "id=x,romfile=", "no device model");
     expect_refused("-blockdev", "driver=host_device,node-name=d,filename=/dev/sda", "driver: only file raw qcow2");
     expect_refused("-drive", "if=pflash,format=vvfat,file=fat:/etc", "format: only raw qcow2");
     expect_refused("-netdev", "user,id=n,type=tap", "type 'tap'");
