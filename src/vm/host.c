@@ -216,7 +216,9 @@ static int check_archive(struct host *h, vs_err *e)
     if (r == -EPERM && !o->trust_archive) {
         /* The hint first: e's message may be cut; o->refused gets all of it. */
         VS_AUTOFREE char *msg = vs_xasprintf("archive %s: refused (vmsnap would not write these; --trust-archive "
-                                             "passes them to QEMU): %s", o->archive, refused);
+                                             "passes them to QEMU%s): %s", o->archive, h->st.config.foreign ?
+                                             "; or pack the VM's disks and boot them with vmsnap boot -- OPTIONS"
+                                             : "", refused);
         if (o->refused)
             o->refused(o->opaque, msg);
         return vs_err_set(e, EPERM, "%s", msg);

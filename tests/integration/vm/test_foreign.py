@@ -36,7 +36,8 @@ def test():
         # --trust-archive uses them (docs/SECURITY.md).
         p = vmtest.vmsnap("boot", out, "--detach", "--qmp", os.path.join(d, "x.qmp"), check=False)
         check(p.returncode == 1 and "a host disk of the recorded VM" in p.stderr and "--trust-archive" in p.stderr
-              and "-kernel" in p.stderr, f"refused naming the recorded host paths: {p.stderr!r}")
+              and "-kernel" in p.stderr and "vmsnap boot -- OPTIONS" in p.stderr,
+              f"refused naming the recorded host paths and what to do instead: {p.stderr!r}")
         r = Booted(out, d, "resumed", args=["--trust-archive"])
         check(r.agent.wait_ready(60) == boot_id, "resumed the foreign VM (same boot id)")
         r.agent.cmd("verify")
