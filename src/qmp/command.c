@@ -51,9 +51,11 @@ static int execute(struct qmp *q, const char *cmd, json_t *args, int fd, double 
         return vs_err_set(e, EINVAL, "QMP '%s': arguments must be a JSON object", cmd);
 
     json_t *id = json_integer(q->next_id++);
-    json_t *msg = json_pack("{s:s, s:O}", "execute", cmd, "id", id);
+    json_t *msg = json_pack("{s:s}", "execute", cmd);
     if (!msg)
         VS_BUG("json_pack");
+    if (!q->lv)   /* through libvirt the call's result is the reply: libvirt adds its own id */
+        json_object_set(msg, "id", id);
     if (args)
         json_object_set(msg, "arguments", args);
     VS_AUTOFREE char *text = json_dumps(msg, JSON_COMPACT);
@@ -68,9 +70,9 @@ static int execute(struct qmp *q, const char *cmd, json_t *args, int fd, double 
     char what[160], quoted[150];
     snprintf(quoted, sizeof quoted, "'%s'", cmd);
     snprintf(what, sizeof what, "reply to %s", quoted);
-    r = qmp__send(q, text, len + 1, fd, deadline, quoted, e);
     json_t *reply = NULL;
-    if (r == 0) {
+    r = q->lv ? qmp__lv_exchange(q, cmd, text, fd, &reply, e) : qmp__send(q, text, len + 1, fd, deadline, quoted, e);
+    if (r == 0 && !q->lv) {
         r = wait_reply(q, id, deadline, what, &reply, e);
         if (r == -ETIMEDOUT)
             vs_err_set(e, ETIMEDOUT, "QMP socket '%s': no %s within %.1f s", q->name, what,

@@ -68,7 +68,7 @@ static int read_greeting(struct qmp *q, vs_err *e)
     return 0;
 }
 
-int qmp_connect_fd(int fd, const char *name, const struct qmp_opts *opts, struct qmp **out, vs_err *e)
+struct qmp *qmp__alloc(int fd, const char *name, const struct qmp_opts *opts)
 {
     struct qmp *q = vs_xcalloc(1, sizeof *q);
     q->fd = fd;
@@ -79,6 +79,12 @@ int qmp_connect_fd(int fd, const char *name, const struct qmp_opts *opts, struct
     q->peer_pid = -1;
     q->peer_uid = (uid_t)-1;
     q->next_id = 1;
+    return q;
+}
+
+int qmp_connect_fd(int fd, const char *name, const struct qmp_opts *opts, struct qmp **out, vs_err *e)
+{
+    struct qmp *q = qmp__alloc(fd, name, opts);
 
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
@@ -118,6 +124,8 @@ void qmp_close(struct qmp *q)
         return;
     if (q->fd >= 0)
         close(q->fd);
+    if (q->lv)
+        qmp__lv_close(q);
     qmp__free_events(q);
     json_decref(q->greeting);
     json_decref(q->commands);

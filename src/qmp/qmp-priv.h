@@ -9,8 +9,11 @@ struct qmp_event_node {
     struct qmp_event_node *next;
 };
 
+struct qmp_libvirt;
+
 struct qmp {
-    int fd;
+    int fd;                     /* -1 for a libvirt handle */
+    struct qmp_libvirt *lv;     /* non-NULL: commands and events travel through libvirt (libvirt.c) */
     char *name;                 /* socket path, for messages */
     double timeout_s;
     size_t max_message;
@@ -40,6 +43,18 @@ struct qmp {
     json_t *commands;            /* feature detection caches: objects used as sets */
     json_t *migrate_caps;
 };
+
+/* ---- conn.c ---- */
+/* A handle with the common fields set from opts; fd (may be -1) is owned by it. */
+struct qmp *qmp__alloc(int fd, const char *name, const struct qmp_opts *opts);
+
+/* ---- libvirt.c: the libvirt transport (stubs without libvirt) ---- */
+/* Run one command (text: a JSON object without "id") through libvirt, fd attached if >= 0; *reply gets the whole
+ * reply object ("return" or "error" checked by the caller). */
+int qmp__lv_exchange(struct qmp *q, const char *cmd, const char *text, int fd, json_t **reply, vs_err *e);
+/* Next event libvirt delivered, running its event loop until deadline: as qmp__read_message. */
+int qmp__lv_read_event(struct qmp *q, double deadline, const char *what, json_t **msg, vs_err *e);
+void qmp__lv_close(struct qmp *q);
 
 /* ---- wire.c: framing, reading and sending ---- */
 /* Absolute deadline (vs_now_s) for a wait of timeout_s (< 0: the connection's). */

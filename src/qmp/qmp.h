@@ -1,4 +1,4 @@
-/* qmp: a client for QEMU's QMP protocol over a Unix socket. Prefix: qmp_.
+/* qmp: a client for QEMU's QMP protocol over a Unix socket, or through libvirt. Prefix: qmp_.
  *
  * One struct qmp is one connection: greeting read and capabilities negotiated by qmp_connect, then
  * commands sent with an "id" and their replies matched by it. Events that arrive while waiting are queued
@@ -46,6 +46,15 @@ int qmp_connect(const char *path, const struct qmp_opts *opts, struct qmp **out,
 /* Same over an already connected stream socket (ownership of fd passes to the handle, also on
  * failure). name is used in messages, e.g. "fd 5" or the socket path. */
 int qmp_connect_fd(int fd, const char *name, const struct qmp_opts *opts, struct qmp **out, vs_err *e);
+/* The monitor of a running libvirt domain (name or UUID) at libvirt URI uri (NULL: libvirt's default). libvirt
+ * owns the domain's only monitor, so commands travel through virDomainQemuMonitorCommandWithFiles (fds
+ * included, libvirt >= 8.2) and events through libvirt's QMP event callback; everything below works the same
+ * except: qmp_fd is -1, qmp_send_raw is refused, a command's deadline is libvirt's own (its monitor timeout),
+ * the greeting is built from query-version, and qmp_peer_pid is the domain's QEMU process when it runs on this
+ * host (found from a vCPU thread and checked against its "-name guest=NAME"; -1 otherwise) while qmp_peer_uid
+ * stays unknown. libvirt records the domain as tainted "custom-monitor". -ENOTSUP if built without libvirt. */
+int qmp_connect_libvirt(const char *uri, const char *domain, const struct qmp_opts *opts, struct qmp **out,
+                        vs_err *e);
 void qmp_close(struct qmp *q);   /* NULL is fine; drops queued events */
 void qmp_closep(struct qmp **q);
 #define QMP_AUTOCLOSE __attribute__((cleanup(qmp_closep)))

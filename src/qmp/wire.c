@@ -192,6 +192,8 @@ int qmp__read_message(struct qmp *q, double deadline, const char *what, json_t *
     int r = qmp__check_alive(q, e);
     if (r < 0)
         return r;
+    if (q->lv)
+        return qmp__lv_read_event(q, deadline, what, msg, e);
     for (;;) {
         r = extract(q, msg, e);
         if (r != 0)
@@ -208,6 +210,8 @@ int qmp__send(struct qmp *q, const char *data, size_t len, int fd, double deadli
     int r = qmp__check_alive(q, e);
     if (r < 0)
         return r;
+    if (q->lv)
+        return vs_err_set(e, ENOTSUP, "%s: raw bytes cannot travel through libvirt", q->name);
     qmp__log(q, '>', data, len);
     size_t done = 0;
     while (done < len) {
