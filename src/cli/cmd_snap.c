@@ -75,9 +75,10 @@ static json_t *result_json(const char *out, const struct vm_snap_result *r)
                      "memory-note", r->memory_note, "phases", vm_snap_phases_json(r));
 }
 
-/* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
-static int snap_foreign(const char *qmp_path, const char *out, const char *codec, bool live, struct snap_ui *ui,
-                        json_t **result, vs_err *e)
+/* The QEMU behind a --qmp socket vmsnap did not start. Its command line becomes the archive's launch config,
+ * replayed by boot (argv[0] included): only from a process of ours (or root's), never from whoever else bound a
+ * socket at that path. */
+static int connect_foreign(const char *qmp_path, struct qmp **out, vs_err *e)
 {
     QMP_AUTOCLOSE struct qmp *q = NULL;
     int r = qmp_connect(qmp_path, NULL, &q, e);
@@ -86,13 +87,35 @@ static int snap_foreign(const char *qmp_path, const char *out, const char *codec
     pid_t pid = qmp_peer_pid(q);
     if (pid <= 0)
         return vs_err_set(e, ESRCH, "QMP socket %s: cannot tell which process serves it", qmp_path);
-    /* Its command line becomes the archive's launch config, replayed by boot (argv[0] included): only from a
-     * process of ours (or root's), never from whoever else bound a socket at that path. */
     uid_t uid = qmp_peer_uid(q);
     if (uid != geteuid() && uid != 0)
         return vs_err_set(e, EPERM, "QMP socket %s is served by process %d of uid %u, not by you (uid %u) or root: "
                           "refusing to record its command line", qmp_path, (int)pid, (unsigned)uid,
                           (unsigned)geteuid());
+    *out = VS_STEAL(q);
+    return 0;
+}
+
+/* A libvirt domain: libvirt vouches for which process is the domain's QEMU (it runs as libvirt's QEMU user). */
+static int connect_libvirt(const char *uri, const char *domain, struct qmp **out, vs_err *e)
+{
+    QMP_AUTOCLOSE struct qmp *q = NULL;
+    int r = qmp_connect_libvirt(uri, domain, NULL, &q, e);
+    if (r < 0)
+        return r;
+    if (qmp_peer_pid(q) <= 0)
+        return vs_err_set(e, ESRCH, "libvirt domain '%s': its QEMU process is not on this host (or not readable): "
+                          "cannot record its command line", domain);
+    *out = VS_STEAL(q);
+    return 0;
+}
+
+/* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
+static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool live, struct snap_ui *ui,
+                        json_t **result, vs_err *e)
+{
+    int r;
+    pid_t pid = qmp_peer_pid(q);
     struct foreign f = { .ui = ui };
     vm_config_init(&f.cfg);
     char **argv = NULL, *cwd = NULL;
@@ -153,15 +176,18 @@ int cmd_snap(int argc, char **argv)
         { "json", no_argument, NULL, 'j' },          { "memory-only", no_argument, NULL, 'm' },
         { "quiet", no_argument, NULL, 'Q' },         { "message", required_argument, NULL, 'e' },
         { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
+        { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
         { NULL, 0, NULL, 0 },
     };
-    const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL;
+    const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:L:c:", opts, NULL)) != -1) {
         switch (c) {
         case 'q': qmp = optarg; break;
+        case 'L': domain = optarg; break;
+        case 'c': uri = optarg; break;
         case 'o': out = optarg; break;
         case 't': thin = true; break;
         case 'M':
@@ -180,8 +206,14 @@ int cmd_snap(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage("snap", "unexpected argument '%s'", argv[optind]);
-    if (!qmp || !out)
-        return cli_usage("snap", "--qmp PATH and -o OUT.vmsnap are required");
+    if (qmp && domain)
+        return cli_usage("snap", "--qmp and --libvirt are exclusive: name the VM by one of them");
+    if (uri && !domain)
+        return cli_usage("snap", "-c URI goes with --libvirt DOMAIN");
+    if ((!qmp && !domain) || !out)
+        return cli_usage("snap", "--qmp PATH (or --libvirt DOMAIN) and -o OUT.vmsnap are required");
+    if (domain && (!memory_only || thin))
+        return cli_usage("snap", "--libvirt: only --memory-only snapshots of libvirt domains so far (no --thin)");
     if (codec) {
         enum arc_codec cd;
         int lvl;
@@ -190,9 +222,9 @@ int cmd_snap(int argc, char **argv)
             return cli_usage("snap", "--compress: %s", e.msg);
     }
     struct stat st;
-    if (stat(qmp, &st) < 0)
+    if (qmp && stat(qmp, &st) < 0)
         return cli_fail("QMP socket %s: %s", qmp, strerror(errno));
-    if (!S_ISSOCK(st.st_mode))
+    if (qmp && !S_ISSOCK(st.st_mode))
         return cli_fail("QMP socket %s: not a socket", qmp);
     char cwd[PATH_MAX];
     VS_AUTOFREE char *abs_out = out[0] == '/' || !getcwd(cwd, sizeof cwd) ? vs_xstrdup(out)
@@ -206,7 +238,12 @@ int cmd_snap(int argc, char **argv)
     json_t *res = NULL;
     struct vm_state vs;
     int r;
-    if (vm_state_find(qmp, &vs, NULL) == 0) {
+    QMP_AUTOCLOSE struct qmp *q = NULL;
+    if (domain) {
+        r = connect_libvirt(uri, domain, &q, &e);
+        if (r == 0)
+            r = snap_foreign(q, abs_out, codec, live, &ui, &res, &e);
+    } else if (vm_state_find(qmp, &vs, NULL) == 0) {
         struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
                                       .message = message };
         r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
@@ -218,7 +255,9 @@ int cmd_snap(int argc, char **argv)
     } else if (thin) {
         return cli_fail("--thin needs a VM started by 'vmsnap boot' (a --memory-only snapshot has no parent)");
     } else {
-        r = snap_foreign(qmp, abs_out, codec, live, &ui, &res, &e);
+        r = connect_foreign(qmp, &q, &e);
+        if (r == 0)
+            r = snap_foreign(q, abs_out, codec, live, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);
@@ -238,6 +277,11 @@ int cmd_snap(int argc, char **argv)
     if (redacted > 0)
         fprintf(stderr, "vmsnap: note: %lld secret value(s) on the VM's command line (passwords, secret objects' "
                 "data) were stored as '" VM_REDACTED "', not in clear (docs/SECURITY.md)\n", (long long)redacted);
+    const char *why = json_string_value(json_object_get(res, "fallback-reason"));
+    if (why && strstr(why, "not supported by host kernel"))
+        fprintf(stderr, "vmsnap: note: QEMU may not use userfaultfd here (it runs unprivileged and "
+                "vm.unprivileged_userfaultfd is 0), so the guest paused for the last precopy round instead of "
+                "milliseconds; 'sysctl vm.unprivileged_userfaultfd=1' lets unprivileged processes use it\n");
     if (json) {
         char *s = json_dumps(res, JSON_COMPACT);
         printf("%s\n", s);
@@ -252,7 +296,6 @@ int cmd_snap(int argc, char **argv)
                json_string_value(json_object_get(res, "method")));
         printf("  VM paused %.1f ms (QEMU downtime %s%.0f ms), total %.2f s\n", pause * 1000, dt < 0 ? "n/a " : "",
                dt < 0 ? 0 : dt * 1000, json_number_value(json_object_get(res, "total")));
-        const char *why = json_string_value(json_object_get(res, "fallback-reason"));
         if (why && why[0])
             printf("  background-snapshot not used: %s\n", why);
     }

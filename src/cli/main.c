@@ -22,11 +22,14 @@ const struct cli_command cli_commands[] = {
       "writes, files only as copies stored in the archive; anything else is refused, each option with its reason.\n"
       "--trust-archive passes it to QEMU unchanged (and says what it let through). See docs/SECURITY.md." },
     { "snap", cmd_snap,
-      "snap --qmp PATH -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] [--memory-only] [--json] [--quiet]",
+      "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] "
+      "[--memory-only] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
       "changed since the archive the VM runs on. For another QEMU: --memory-only captures RAM, device state and its\n"
-      "command line. On any failure the VM keeps running and no file is left under OUT. Aliases: --socket, --output." },
+      "command line. --libvirt DOMAIN (name or UUID; -c: libvirt URI) reaches a libvirt domain's QEMU through\n"
+      "libvirt's API instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
+      "running and no file is left under OUT. Aliases: --socket, --output, --connect." },
     { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay]",
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
       "The overlay is removed after a successful commit unless --keep-overlay." },
