@@ -1,0 +1,94 @@
+"""snap --libvirt DOMAIN --memory-only against a real libvirt daemon and a running TCG domain, with the Debian default
+vm.unprivileged_userfaultfd=0 (QEMU runs as libvirt-qemu: background-snapshot refused, precopy fallback, the sysctl
+named) and with 1 (background-snapshot). Each time: the domain stays running, the guest's heartbeat goes on, every
+migration capability and parameter is as before. Then `vmsnap boot` of the archive: it resumes the guest with its RAM
+pattern, or fails with one clear line carrying QEMU's words (libvirt's command line is not replayable yet)."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lvtest  # noqa: E402
+import vmtest  # noqa: E402
+from vmtest import check, check_eq, log  # noqa: E402
+
+
+
+def migration_settings(dom):
+    caps = {c["capability"]: c["state"] for c in dom.qmp("query-migrate-capabilities")}
+    return caps, dom.qmp("query-migrate-parameters")
+
+
+def snap(lv, dom, out, uffd):
+    agent = dom.agent()
+    before = migration_settings(dom)
+    hb0 = agent.last_heartbeat()
+    with lvtest.Sysctl("vm.unprivileged_userfaultfd", uffd):
+        p = vmtest.vmsnap("snap", "--libvirt", dom.name, "-c", lv.uri, "--memory-only", "-o", out, "--json",
+                          check=False)
+    check(p.returncode == 0, f"snap --libvirt exit 0 (uffd={uffd}): {p.stderr.strip()}")
+    res = json.loads(p.stdout)
+    log(f"uffd={uffd}: method {res['method']}, pause {res['pause'] * 1000:.1f} ms, total {res['total']:.2f} s, "
+        f"{res['archive-bytes']} bytes; reason {res['fallback-reason']!r}")
+    if uffd == 0:
+        check_eq(res["method"], "precopy", "method without userfaultfd privilege")
+        check("not supported by host kernel" in res["fallback-reason"], f"QEMU's words: {res['fallback-reason']!r}")
+        check("vm.unprivileged_userfaultfd" in p.stderr, f"the sysctl is named: {p.stderr!r}")
+    else:
+        check_eq(res["method"], "background-snapshot", "method with vm.unprivileged_userfaultfd=1")
+        check("vm.unprivileged_userfaultfd" not in p.stderr, f"no sysctl note: {p.stderr!r}")
+    check(os.path.getsize(out) > 16 << 20, "the archive holds the 16 MiB random fill")
+    check(dom.state().startswith("running"), f"domain running after the snapshot: {dom.state()!r}")
+    t1 = time.monotonic()
+    agent.wait_heartbeats(5)
+    hb = agent.heartbeats(since=t1)
+    check(hb and hb[-1][1] > hb0[1], f"heartbeat counter went on ({hb0[1]} -> {hb[-1][1] if hb else None})")
+    check_eq(migration_settings(dom), before, "migration capabilities and parameters after snap")
+    return res
+
+
+def test():
+    d = tempfile.mkdtemp(prefix="vmsnap-lvtest-")
+    try:
+        p = vmtest.vmsnap("snap", "--qmp", "/nonexistent", "--libvirt", "x", "--memory-only", "-o",
+                          os.path.join(d, "x.vmsnap"), check=False)
+        check(p.returncode == 2 and "exclusive" in p.stderr, f"--qmp with --libvirt: usage error: {p.stderr!r}")
+        with lvtest.Libvirtd() as lv:
+            dom = lv.domain(f"vmsnap-test-{os.getpid()}")
+            agent = dom.agent()
+            boot_id = agent.boot_id
+            agent.cmd("fill 16 seed=11")
+            outs = {}
+            for uffd in (0, 1):
+                outs[uffd] = os.path.join(d, f"uffd{uffd}.vmsnap")
+                snap(lv, dom, outs[uffd], uffd)
+            info = " ".join(lv.virsh("dominfo", dom.name).split())
+            check("tainted: custom monitor" in info, f"libvirt records the monitor use as a taint: {info!r}")
+            # Boot while the domain (and the files libvirt made for it) still exist; the copy runs beside it.
+            con = os.path.join(d, "r.con")
+            p = vmtest.vmsnap("boot", outs[1], "--detach", "--json", "--qmp", os.path.join(d, "r.qmp"), "--console",
+                              con, check=False, timeout=180)
+            if p.returncode == 0:
+                pid = json.loads(p.stdout)["qemu-pid"]
+                try:
+                    r = vmtest.Agent(con).connect()
+                    check(r.wait_ready(60) == boot_id, "resumed the domain's guest (same boot id)")
+                    r.cmd("verify")
+                    r.close()
+                finally:
+                    os.kill(pid, 9)
+            else:
+                err = p.stderr.strip()
+                log(f"boot of a libvirt domain's archive refused: {err}")
+                check(p.returncode == 1 and err.startswith("vmsnap: ") and "\n" not in err,
+                      f"one clear line: {err!r}")
+                check("qemu-system-x86_64:" in err, f"QEMU's own words: {err!r}")
+            check(dom.state().startswith("running"), "the domain still runs")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+vmtest.main(test)
