@@ -57,16 +57,28 @@ def test():
                           os.path.join(d, "x.vmsnap"), check=False)
         check(p.returncode == 2 and "exclusive" in p.stderr, f"--qmp with --libvirt: usage error: {p.stderr!r}")
         with lvtest.Libvirtd() as lv:
+            bad = os.path.join(d, "bad.vmsnap")
+            p = vmtest.vmsnap("snap", "--libvirt", "vmsnap-no-such-domain", "-c", lv.uri, "--memory-only", "-o", bad,
+                              check=False)
+            err = p.stderr.strip()
+            check(p.returncode == 1 and err.startswith("vmsnap: ") and "\n" not in err
+                  and "'vmsnap-no-such-domain'" in err and "no such domain" in err, f"unknown domain: {err!r}")
+            check(not os.path.exists(bad), "no archive for an unknown domain")
             dom = lv.domain(f"vmsnap-test-{os.getpid()}")
             agent = dom.agent()
             boot_id = agent.boot_id
             agent.cmd("fill 16 seed=11")
+            xml = lv.virsh("dumpxml", dom.name)
             outs = {}
             for uffd in (0, 1):
                 outs[uffd] = os.path.join(d, f"uffd{uffd}.vmsnap")
                 snap(lv, dom, outs[uffd], uffd)
             info = " ".join(lv.virsh("dominfo", dom.name).split())
             check("tainted: custom monitor" in info, f"libvirt records the monitor use as a taint: {info!r}")
+            with open(f"/var/log/libvirt/qemu/{dom.name}.log") as f:
+                check("tainted: custom-monitor" in f.read(), "and in the domain's log")
+            check_eq(lv.virsh("dumpxml", dom.name), xml, "domain XML after the snapshots")
+            check_eq(lv.virsh("snapshot-list", "--name", dom.name).strip(), "", "libvirt snapshot metadata")
             # Boot while the domain (and the files libvirt made for it) still exist; the copy runs beside it.
             con = os.path.join(d, "r.con")
             p = vmtest.vmsnap("boot", outs[1], "--detach", "--json", "--qmp", os.path.join(d, "r.qmp"), "--console",
