@@ -230,6 +230,28 @@ int qmp_query_status(struct qmp *q, bool *running, char *status, size_t len, vs_
 int qmp_stop(struct qmp *q, vs_err *e) { return qmp_execute(q, "stop", NULL, NULL, e); }
 int qmp_cont(struct qmp *q, vs_err *e) { return qmp_execute(q, "cont", NULL, NULL, e); }
 
+int qmp_resume(struct qmp *q, bool *sent_cont, vs_err *e)
+{
+    bool running = false;
+    char status[32];
+    if (sent_cont)
+        *sent_cont = false;
+    int r = qmp_query_status(q, &running, status, sizeof status, e);
+    if (r < 0 || running)
+        return r;
+    if ((r = qmp_cont(q, e)) < 0)
+        return vs_err_prefix(e, "resuming the VM on '%s' (it was '%s')", q->name, status);
+    if (sent_cont)
+        *sent_cont = true;
+    char after[32];
+    if ((r = qmp_query_status(q, &running, after, sizeof after, e)) < 0)
+        return r;
+    if (!running)
+        return vs_err_set(e, EAGAIN, "QMP socket '%s': the VM is '%s' after cont (it was '%s')", q->name, after,
+                          status);
+    return 0;
+}
+
 /* ---- raw access for tests ---- */
 
 int qmp_send_raw(struct qmp *q, const void *buf, size_t len, vs_err *e)

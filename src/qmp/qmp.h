@@ -122,6 +122,10 @@ void qmp_drop_events(struct qmp *q);
 int qmp_query_status(struct qmp *q, bool *running, char *status, size_t len, vs_err *e);
 int qmp_stop(struct qmp *q, vs_err *e);
 int qmp_cont(struct qmp *q, vs_err *e);
+/* Make the VM run, checked, never assumed: query-status; if it is not running, cont and query-status again.
+ * *sent_cont (may be NULL) says whether a cont was needed. A VM still not running after the cont is an error
+ * naming its status. */
+int qmp_resume(struct qmp *q, bool *sent_cont, vs_err *e);
 
 /* ---- for tests and debugging --------------------------------------------------------------- */
 /* Send bytes as they are (no framing added). */

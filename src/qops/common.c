@@ -15,14 +15,9 @@ int qops_runstate_restore(struct qmp *q, const struct qops_runstate *rs, vs_err 
 {
     if (!rs->was_running)
         return 0;
-    bool running = false;
-    char status[32];
-    int r = qmp_query_status(q, &running, status, sizeof status, e);
-    if (r < 0 || running)
-        return r;
-    r = qmp_cont(q, e);
+    int r = qmp_resume(q, NULL, e);
     if (r < 0)
-        vs_err_prefix(e, "VM on %s was running before and is now '%s'; resuming it failed", qmp_name(q), status);
+        vs_err_prefix(e, "VM on %s was running before", qmp_name(q));
     return r;
 }
 

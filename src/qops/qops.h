@@ -27,8 +27,8 @@ char *qops_strv_join(const struct qops_strv *s, const char *sep);
 bool qops_strv_has(const struct qops_strv *s, const char *x);
 
 /* ---- run state --------------------------------------------------------------------------------- */
-/* Remember whether the VM runs now; qops_runstate_restore sends "cont" if it ran and no longer does.
- * A VM that was paused stays paused. */
+/* Remember whether the VM runs now; qops_runstate_restore sends "cont" if it ran and no longer does, and checks
+ * that it runs again (qmp_resume). A VM that was paused stays paused. */
 struct qops_runstate {
     bool was_running;
     char status[32];

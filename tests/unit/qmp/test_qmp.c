@@ -174,6 +174,33 @@ static void s_features(struct fake *f, int fd)
     }
 }
 
+/* A VM whose run state follows "cont" (s_cont_runs) or ignores it (s_cont_ignored, a QEMU that stays paused);
+ * f->note gets the commands in order, f->queries counts query-status. */
+static void run_state_server(struct fake *f, int fd, bool running, bool cont_runs)
+{
+    srv_handshake(f, fd);
+    json_t *cmd;
+    while ((cmd = srv_read_cmd(f, fd))) {
+        const char *ex = json_string_value(json_object_get(cmd, "execute")) ?: "";
+        size_t l = strlen(f->note);
+        snprintf(f->note + l, sizeof f->note - l, "%s%s", l ? "," : "", ex);
+        if (!strcmp(ex, "query-status")) {
+            f->queries++;
+            srv_reply(fd, cmd, running ? "{\"status\": \"running\", \"running\": true}"
+                                       : "{\"status\": \"postmigrate\", \"running\": false}");
+        } else {
+            if (!strcmp(ex, "cont") && cont_runs)
+                running = true;
+            srv_reply(fd, cmd, "{}");
+        }
+        json_decref(cmd);
+    }
+}
+
+static void s_already_running(struct fake *f, int fd) { run_state_server(f, fd, true, true); }
+static void s_cont_runs(struct fake *f, int fd) { run_state_server(f, fd, false, true); }
+static void s_cont_ignored(struct fake *f, int fd) { run_state_server(f, fd, false, false); }
+
 static void s_raw(struct fake *f, int fd)
 {
     srv_handshake(f, fd);
@@ -452,6 +479,38 @@ static void test_features_and_status(void **state)
     assert_int_equal(f.queries, 2);  /* each list fetched once per connection */
 }
 
+/* qmp_resume reads the state back: cont only when not running, and an error naming the state when the VM still
+ * does not run after it. */
+static void test_resume_checked(void **state)
+{
+    (void)state;
+    static const struct {
+        fake_script *script;
+        int rc;
+        bool sent;
+        const char *seen;
+    } cases[] = {
+        { s_already_running, 0, false, "query-status" },
+        { s_cont_runs, 0, true, "query-status,cont,query-status" },
+        { s_cont_ignored, -EAGAIN, true, "query-status,cont,query-status" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct fake f;
+        fake_start(&f, cases[i].script);
+        struct qmp *q = NULL;
+        vs_err e = { 0 };
+        assert_int_equal(qmp_connect(f.path, &normal, &q, &e), 0);
+        bool sent = !cases[i].sent;
+        assert_int_equal(qmp_resume(q, &sent, &e), cases[i].rc);
+        assert_int_equal(sent, cases[i].sent);
+        if (cases[i].rc)
+            assert_non_null(strstr(e.msg, "is 'postmigrate' after cont"));
+        qmp_close(q);
+        fake_stop(&f);
+        assert_string_equal(f.note, cases[i].seen);
+    }
+}
+
 static void test_raw(void **state)
 {
     (void)state;
@@ -498,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_error_reply),
         cmocka_unit_test(test_fd_passing),
         cmocka_unit_test(test_features_and_status),
+        cmocka_unit_test(test_resume_checked),
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_connect_errors),
     };
