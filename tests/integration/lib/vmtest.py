@@ -89,6 +89,33 @@ def require_qemu():
         skip(f"{QEMU} not found (apt-get install qemu-system-x86)")
 
 
+_qemu_version = None
+
+
+def qemu_version():
+    """(major, minor, micro) of the QEMU the tests run (VMSNAP_QEMU, else PATH's), from its -version."""
+    global _qemu_version
+    if _qemu_version is None:
+        p = subprocess.run([QEMU, "-version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        m = re.search(r"version (\d+)\.(\d+)\.(\d+)", p.stdout)
+        if p.returncode != 0 or not m:
+            raise TestFailure(f"{QEMU} -version: {p.stdout.strip()!r}")
+        _qemu_version = tuple(int(x) for x in m.groups())
+    return _qemu_version
+
+
+def qemu_name():
+    """'QEMU 10.0.2' (the one under test), for logs and skip reasons."""
+    return "QEMU " + ".".join(map(str, qemu_version()))
+
+
+def skip_on_qemu(since, reason):
+    """Skip on the QEMU under test if it is version `since` (a tuple, e.g. (8,)) or newer: a feature or fix that
+    this QEMU lacks or needs. The reason names the QEMU."""
+    if qemu_version() >= tuple(since):
+        skip(f"on {qemu_name()}: {reason}")
+
+
 def require_tool(name):
     if not shutil.which(name):
         skip(f"{name} not found")
@@ -98,6 +125,7 @@ def main(fn, *args):
     """Run a test function: exit 0 on success, 77 on skip, 1 on failure (with the reason on stderr)."""
     try:
         require_qemu()
+        log(f"under {qemu_name()} ({shutil.which(QEMU) or QEMU})")
         fn(*args)
     except Skip as e:
         print(f"SKIP: {e}", file=sys.stderr)
