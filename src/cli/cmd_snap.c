@@ -63,18 +63,6 @@ static int foreign_rest(void *opaque, struct arc_writer *w, vs_err *e)
     return arc_writer_add(w, ARC_KIND_CONFIG, "config", cfg, strlen(cfg), e);
 }
 
-static json_t *result_json(const char *out, const struct vm_snap_result *r)
-{
-    struct stat st;
-    json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:o,s:s,s:b,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", cli_json_text(out), "method",
-                     vm_snap_method_name(r->method), "thin", 0, "pause", r->resumed_at, "qemu-downtime",
-                     r->qemu_downtime_s, "writing", r->writing_s, "total", r->total_s, "memory-bytes",
-                     (json_int_t)r->memory_bytes, "archive-bytes", size, "stopped-to-converge",
-                     r->stopped_to_converge, "fallback-reason", r->fallback_reason, "memory-paged", r->memory_paged,
-                     "memory-note", r->memory_note, "phases", vm_snap_phases_json(r));
-}
-
 /* The QEMU behind a --qmp socket vmsnap did not start. Its command line becomes the archive's launch config,
  * replayed by boot (argv[0] included): only from a process of ours (or root's), never from whoever else bound a
  * socket at that path. */
@@ -159,7 +147,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     if (!res.writer_consumed)
         arc_writer_abort(w);
     if (r == 0) {
-        *result = result_json(out, &res);
+        *result = vm_snap_result_json(&res, out, false);
         json_object_set_new(*result, "redacted", json_integer((json_int_t)f.cfg.redacted));
     }
 out:
@@ -294,8 +282,14 @@ int cmd_snap(int argc, char **argv)
                vs_fmt_size((uint64_t)json_integer_value(json_object_get(res, "archive-bytes")), a, sizeof a),
                vs_fmt_size((uint64_t)json_integer_value(json_object_get(res, "memory-bytes")), b, sizeof b),
                json_string_value(json_object_get(res, "method")));
-        printf("  VM paused %.1f ms (QEMU downtime %s%.0f ms), total %.2f s\n", pause * 1000, dt < 0 ? "n/a " : "",
-               dt < 0 ? 0 : dt * 1000, json_number_value(json_object_get(res, "total")));
+        const char *by = json_string_value(json_object_get(res, "resumed-by")) ?: "";
+        if (json_is_number(json_object_get(res, "pause")))
+            printf("  VM paused %.1f ms, resumed by %s (QEMU downtime %s%.0f ms), total %.2f s\n", pause * 1000, by,
+                   dt < 0 ? "n/a " : "", dt < 0 ? 0 : dt * 1000, json_number_value(json_object_get(res, "total")));
+        else
+            printf("  VM left '%s' as found, total %.2f s\n",
+                   json_string_value(json_object_get(res, "state-after")) ?: "?",
+                   json_number_value(json_object_get(res, "total")));
         if (why && why[0])
             printf("  background-snapshot not used: %s\n", why);
     }

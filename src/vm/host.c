@@ -632,14 +632,7 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     free(h->st.parent);
     h->st.parent = vs_xstrdup(out);
     vm_state_save(&h->st, NULL);
-    struct stat st;
-    json_int_t size = stat(out, &st) == 0 ? (json_int_t)st.st_size : 0;
-    return json_pack("{s:s,s:s,s:b,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}", "output", out, "method",
-                     vm_snap_method_name(res.method), "thin", sc.thin, "pause", res.resumed_at, "qemu-downtime",
-                     res.qemu_downtime_s, "freeze", res.frozen_at, "writing", res.writing_s, "total", res.total_s,
-                     "memory-bytes", (json_int_t)res.memory_bytes, "archive-bytes", size, "stopped-to-converge",
-                     res.stopped_to_converge, "fallback-reason", res.fallback_reason, "memory-paged",
-                     res.memory_paged, "memory-note", res.memory_note, "phases", vm_snap_phases_json(&res));
+    return vm_snap_result_json(&res, out, sc.thin);
 }
 
 /* One request line within 5 s in all: this runs in the host's only loop (signals, QEMU's exit), so a client

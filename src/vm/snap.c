@@ -8,7 +8,10 @@
  *   pause-before-switchover; the disks are frozen at pre-switchover (VM stopped and flushed by QEMU), then
  *   migrate-continue and cont. A guest that does not converge within a bound is stopped (stop-and-copy); under
  *   TCG before QEMU 9.0 the guest is stopped from the start (precopy_loses_writes).
- * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused). */
+ * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused).
+ *
+ * The run state is checked, never assumed: the state the VM had before vmsnap touched it is the one it is left in,
+ * read back with query-status (QEMU >= 8 leaves a background snapshot's VM paused where 7.2 resumed it). */
 #include "vm/vm.h"
 #include "pagefs/pagefs.h"
 
@@ -17,7 +20,19 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+
+const char *vm_resumed_by_name(enum vm_resumed_by r)
+{
+    switch (r) {
+    case VM_RESUMED_QEMU: return "qemu";
+    case VM_RESUMED_VMSNAP: return "vmsnap";
+    case VM_LEFT_PAUSED: return "left-paused-as-found";
+    case VM_RESUMED_NOT_YET: break;
+    }
+    return "not-resumed";
+}
 
 const char *vm_snap_method_name(enum vm_snap_method m)
 {
@@ -169,6 +184,7 @@ static int restore(struct qmp *q, struct saved *s, vs_err *e)
 struct mig_state {
     char status[32];
     uint64_t transferred, remaining, total, dirty_syncs;
+    uint64_t pages;        /* RAM pages sent so far (normal + zero) */
     double mbps;
     int64_t downtime_ms;   /* -1 if not reported */
     int64_t setup_ms;      /* QEMU's setup-time, -1 if not reported */
@@ -191,6 +207,9 @@ static int query_migrate(struct qmp *q, struct mig_state *m, vs_err *e)
         m->total = (uint64_t)json_integer_value(json_object_get(ram, "total"));
         m->dirty_syncs = (uint64_t)json_integer_value(json_object_get(ram, "dirty-sync-count"));
         m->mbps = json_number_value(json_object_get(ram, "mbps"));
+        static const char *const counts[] = { "normal", "duplicate", "zero-pages" };   /* zero-pages: 9.1+ */
+        for (size_t i = 0; i < VS_ARRAY_SIZE(counts); i++)
+            m->pages += (uint64_t)json_integer_value(json_object_get(ram, counts[i]));
     }
     json_t *st = json_object_get(ret, "setup-time");
     if (json_is_integer(st))
@@ -241,14 +260,6 @@ static void cancel_migration(struct qmp *q, enum vm_snap_method method)
     }
 }
 
-static bool is_running(struct qmp *q, char *status, size_t len)
-{
-    bool running = false;
-    if (qmp_query_status(q, &running, status, len, NULL) < 0)
-        return false;
-    return running;
-}
-
 static void report(const struct vm_snap_opts *o, const char *phase, const struct mig_state *m, double t0)
 {
     if (!o->progress)
@@ -287,23 +298,65 @@ static double since_pause(const struct vm_snap_result *res)
     return vs_now_s() - res->pause_start;
 }
 
-/* The pause as QEMU timed it: from its STOP event to the RESUME event that followed (their timestamps); both
- * are also recorded against the start of the pause. fallback if either is missing. */
-static double pause_from_events(struct qmp *q, struct vm_snap_result *res, double fallback)
+/* The pause, once the VM was seen running again: as QEMU timed it, from its STOP event to the RESUME event that
+ * followed (their timestamps, both also recorded against the start of the pause); without both events, vmsnap's
+ * own clock from the start of the pause to now (seen_running_at: when query-status or cont said it runs). */
+static void measure_pause(struct qmp *q, struct vm_snap_result *res, double seen_running_at)
 {
     json_t *stop = NULL, *resume = NULL;
     qmp_pump(q, NULL);
     if (qmp_wait_event(q, "STOP", NULL, 0, &stop, NULL) < 0 ||
-        qmp_wait_event(q, "RESUME", NULL, 0.5, &resume, NULL) < 0) {
+        qmp_wait_event(q, "RESUME", NULL, 0.5, &resume, NULL) < 0 || event_time(resume) < event_time(stop)) {
         json_decref(stop);
-        return fallback;
+        json_decref(resume);
+        res->resumed_at = seen_running_at - res->pause_start;
+        res->pause_measured_by = "vmsnap-clock";
+        return;
     }
     res->stop_event_at = event_time(stop) - res->pause_start_wall;
     res->resume_event_at = event_time(resume) - res->pause_start_wall;
-    double d = event_time(resume) - event_time(stop);
+    res->resumed_at = event_time(resume) - event_time(stop);
+    res->pause_measured_by = "qemu-events";
     json_decref(stop);
     json_decref(resume);
-    return d;
+}
+
+/* The VM ran before the snapshot: make sure it runs now (query-status; cont if not; query-status again) and say
+ * who resumed it. A VM that vmsnap saw running already was resumed by QEMU. */
+static int ensure_running(struct qmp *q, struct vm_snap_result *res, vs_err *e)
+{
+    bool sent_cont = false;
+    int r = qmp_resume(q, &sent_cont, e);
+    if (r < 0)
+        return r;
+    double seen = vs_now_s();
+    if (res->resumed_by == VM_RESUMED_NOT_YET || sent_cont) {
+        res->resumed_by = sent_cont ? VM_RESUMED_VMSNAP : VM_RESUMED_QEMU;
+        measure_pause(q, res, seen);
+    }
+    return 0;
+}
+
+static json_t *num_or_null(double v)
+{
+    return isnan(v) ? json_null() : json_real(v);
+}
+
+json_t *vm_snap_result_json(const struct vm_snap_result *res, const char *output, bool thin)
+{
+    struct stat st;
+    json_int_t size = stat(output, &st) == 0 ? (json_int_t)st.st_size : 0;
+    VS_AUTOFREE char *esc = vs_text_ok(output, strlen(output)) ? NULL : vs_text_escape(output);   /* JSON text */
+    return json_pack("{s:s,s:s,s:b,s:o,s:s,s:o,s:s,s:s,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}",
+                     "output", esc ? esc : output, "method", vm_snap_method_name(res->method), "thin", thin,
+                     "pause", num_or_null(res->resumed_at), "resumed-by", vm_resumed_by_name(res->resumed_by),
+                     "pause-measured-by", res->pause_measured_by ? json_string(res->pause_measured_by) : json_null(),
+                     "state-before", res->state_before, "state-after", res->state_after,
+                     "qemu-downtime", res->qemu_downtime_s, "freeze", res->frozen_at, "writing", res->writing_s,
+                     "total", res->total_s, "memory-bytes", (json_int_t)res->memory_bytes, "archive-bytes", size,
+                     "stopped-to-converge", res->stopped_to_converge, "fallback-reason", res->fallback_reason,
+                     "memory-paged", res->memory_paged, "memory-note", res->memory_note,
+                     "phases", vm_snap_phases_json(res));
 }
 
 json_t *vm_snap_phases_json(const struct vm_snap_result *res)
@@ -313,7 +366,7 @@ json_t *vm_snap_phases_json(const struct vm_snap_result *res)
     const char *const k[] = { "stop", "freeze", "migrate", "stop-event", "resume-event", "qemu-setup-time" };
     json_t *o = json_object();
     for (size_t i = 0; i < VS_ARRAY_SIZE(v); i++)
-        json_object_set_new(o, k[i], isnan(v[i]) ? json_null() : json_real(v[i]));
+        json_object_set_new(o, k[i], num_or_null(v[i]));
     return o;
 }
 
@@ -379,6 +432,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
 {
     memset(res, 0, sizeof *res);
     res->stop_ret_at = res->migrate_ret_at = res->stop_event_at = res->resume_event_at = res->qemu_setup_s = NAN;
+    res->resumed_at = NAN;
     double t0 = vs_now_s();
     struct saved saved = { 0 };
     struct pump pump = { .w = w, .fd = -1 };
@@ -386,9 +440,13 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     bool thread_started = false, migrating = false, we_paused = false, frozen = false, stop_for_copy = false;
     int pfd[2] = { -1, -1 };
     int r;
-    char status[32] = "";
 
-    bool was_running = is_running(q, status, sizeof status);
+    /* The state the VM must be left in: the one it has before vmsnap touches it. */
+    bool was_running = false;
+    if ((r = qmp_query_status(q, &was_running, res->state_before, sizeof res->state_before, e)) < 0)
+        return r;
+    if (!was_running)
+        res->resumed_by = VM_LEFT_PAUSED;
     enum vm_snap_method method = VM_SNAP_STOP;
     if (o->mode_live && was_running) {
         r = qmp_has_migrate_capability(q, "background-snapshot", e);
@@ -495,6 +553,15 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         }
         if ((r = query_migrate(q, &m, e)) < 0)
             goto fail;
+        /* RAM pages flow only once QEMU has write-protected RAM: from then on the guest may run. 7.2 has resumed
+         * it by itself; QEMU >= 8 put it back to paused (the state at `migrate`), so vmsnap sends cont. */
+        bool awaiting_resume = method == VM_SNAP_BACKGROUND && res->resumed_by == VM_RESUMED_NOT_YET;
+        if (awaiting_resume && (m.pages > 0 || !strcmp(m.status, "completed"))) {
+            if ((r = ensure_running(q, res, e)) < 0)
+                goto fail;
+            we_paused = false;
+            awaiting_resume = false;
+        }
         if (!strcmp(m.status, "completed"))
             break;
         if (!strcmp(m.status, "failed") || !strcmp(m.status, "cancelled")) {
@@ -522,7 +589,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             res->stopped_to_converge = true;
         }
         report(o, "memory", &m, t0);
-        nap_ms(method == VM_SNAP_PRECOPY ? 10 : 50);
+        nap_ms(awaiting_resume ? 2 : method == VM_SNAP_PRECOPY ? 10 : 50);
     }
     migrating = false;
     res->qemu_downtime_s = m.downtime_ms >= 0 ? m.downtime_ms / 1000.0 : -1;
@@ -544,15 +611,12 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     qmp_closefd(q, "vmsnap-snap", NULL);
 
-    /* The guest runs again (unless --mode stop); precopy left it in postmigrate. */
-    if (method == VM_SNAP_PRECOPY && we_paused) {
-        if ((r = qmp_cont(q, e)) < 0)
+    /* The guest runs again (unless --mode stop): precopy left it in postmigrate; a background snapshot's resume
+     * is checked once more. */
+    if (method != VM_SNAP_STOP && was_running) {
+        if ((r = ensure_running(q, res, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = pause_from_events(q, res, since_pause(res));
-    } else if (method == VM_SNAP_BACKGROUND) {
-        we_paused = false;
-        res->resumed_at = pause_from_events(q, res, -1);
     }
     report(o, "disks", NULL, t0);
     if (o->write_disks && (r = o->write_disks(o->opaque, w, e)) < 0)
@@ -569,17 +633,16 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     res->writer_consumed = true;
     if ((r = arc_writer_finish(w, e)) < 0)
         goto fail;
-    if (method == VM_SNAP_STOP && we_paused) {
-        if ((r = qmp_cont(q, e)) < 0)
+    if (was_running) {
+        if ((r = ensure_running(q, res, e)) < 0)
             goto fail;
         we_paused = false;
-        res->resumed_at = pause_from_events(q, res, since_pause(res));
     }
     res->total_s = vs_now_s() - t0;
     r = restore(q, &saved, e);
+    qmp_query_status(q, NULL, res->state_after, sizeof res->state_after, NULL);
     if (r < 0)
         return r;
-    (void)frozen;
     return 0;
 
 fail:
@@ -598,10 +661,16 @@ fail:
         if (pfd[1] >= 0)
             close(pfd[1]);
         qmp_closefd(q, "vmsnap-snap", NULL);
-        char st[32] = "";
-        if (we_paused && !is_running(q, st, sizeof st))
-            qmp_cont(q, NULL);
+        /* A VM that ran before runs again, whoever paused it (vmsnap, or QEMU >= 8 after a background snapshot). */
+        vs_err re = { 0 };
+        if (was_running && ensure_running(q, res, &re) < 0) {
+            /* Appended, possibly cut: the message still says first what failed. */
+            static const char tail[] = "; and the VM, running before, is not running now: ";
+            strncat(keep.msg, tail, sizeof keep.msg - strlen(keep.msg) - 1);
+            strncat(keep.msg, re.msg, sizeof keep.msg - strlen(keep.msg) - 1);
+        }
         restore(q, &saved, NULL);
+        qmp_query_status(q, NULL, res->state_after, sizeof res->state_after, NULL);
         res->frozen = frozen;
         if (e)
             *e = keep;

@@ -317,12 +317,28 @@ struct vm_snap_opts {
     void *opaque;
 };
 
+/* How the VM got back into the run state it had before vmsnap touched it: checked (query-status), never assumed.
+ * QEMU >= 8 puts a background snapshot's VM back into the state it had when `migrate` started (paused: vmsnap
+ * stopped it to freeze the disks); 7.2 always resumes it. */
+enum vm_resumed_by {
+    VM_RESUMED_NOT_YET,    /* only while vm_snap_run runs */
+    VM_RESUMED_QEMU,       /* QEMU resumed it itself (7.2's background snapshot) */
+    VM_RESUMED_VMSNAP,     /* vmsnap sent cont and saw it running */
+    VM_LEFT_PAUSED,        /* it was not running before the snapshot: left as found */
+};
+const char *vm_resumed_by_name(enum vm_resumed_by r);   /* "qemu", "vmsnap", "left-paused-as-found" */
+
 struct vm_snap_result {
     enum vm_snap_method method;
+    enum vm_resumed_by resumed_by;
+    char state_before[32];       /* query-status before vmsnap touched the VM ("running", "paused", ...) */
+    char state_after[32];        /* query-status once vmsnap let go of it */
+    const char *pause_measured_by;   /* "qemu-events" (STOP/RESUME timestamps), "vmsnap-clock", NULL: no pause */
     char fallback_reason[256];   /* why background-snapshot was not used, "" if it was */
     double pause_start;          /* monotonic time the VM was stopped */
     double frozen_at;            /* seconds from the stop to the disks frozen */
-    double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw */
+    double resumed_at;           /* seconds from the stop to the VM running again: the pause vmsnap saw; NAN when
+                                  * vmsnap did not pause the VM (it was paused already) */
     /* Where the pause goes, seconds from pause_start (-1: did not happen / not seen): our `stop` returned
      * (QEMU's stop flushes every disk: an NBD FLUSH to our server), `migrate` returned, and QEMU's STOP and
      * RESUME events (their timestamps, wall clock, against the wall clock read at pause_start). NAN: not seen. */
@@ -347,6 +363,8 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
  * write-protect faults that QEMU's snapshot thread resolves, otherwise shares the CPU with our compression
  * (measured with bench/pause/run: docs/BENCHMARKS.md). */
 #define VM_SNAP_WORKER_NICE 10
+/* The report of `snap --json` for res (output: the archive's path, thin: a --thin snapshot). */
+json_t *vm_snap_result_json(const struct vm_snap_result *res, const char *output, bool thin);
 /* res's pause phases as a JSON object {stop, freeze, migrate, stop-event, resume-event,
  * qemu-setup-time} (seconds from the start
  * of the pause, null when not seen), for `snap --json`. */

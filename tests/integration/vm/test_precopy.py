@@ -7,18 +7,13 @@ import os
 import shutil
 import time
 
-from vmsnaptest import Booted, check, log, tmpdir, vmtest
+from vmsnaptest import Booted, check, log, private_file_ram, tmpdir, vmtest
 
 
 def test():
     d = tmpdir()
     try:
-        ramfile = os.path.join(d, "ram.img")
-        with open(ramfile, "wb") as f:
-            f.truncate(128 << 20)
-        extra = ["-object", f"memory-backend-file,id=mem,size=128M,mem-path={ramfile},share=off",
-                 "-machine", "memory-backend=mem"]
-        with vmtest.VM(mem="128M", extra=extra, name="precopy") as vm:
+        with vmtest.VM(mem="128M", extra=private_file_ram(d, 128), name="precopy") as vm:
             a = vm.agent()
             boot_id = a.boot_id
             a.cmd("fill 40 seed=41")

@@ -76,6 +76,25 @@ def base_archive(d, disk_mib=64):
     return out
 
 
+def private_file_ram(d, mib):
+    """QEMU args making RAM a private mapping of a regular file: userfaultfd cannot write-protect it, so QEMU refuses
+    background-snapshot and `snap` falls back to precopy."""
+    ramfile = os.path.join(d, "ram.img")
+    with open(ramfile, "wb") as f:
+        f.truncate(mib << 20)
+    return ["-object", f"memory-backend-file,id=mem,size={mib}M,mem-path={ramfile},share=off",
+            "-machine", "memory-backend=mem"]
+
+
+def boot_filled(d, name, fill_mib, seed, ram="256M"):
+    """The test guest booted by `vmsnap boot` on a fresh base archive, fill_mib MiB of its RAM filled, beating."""
+    vm = Booted(base_archive(d), d, name, extra=guest_args(), args=["--ram", ram])
+    vm.agent.wait_ready(120)
+    vm.agent.cmd(f"fill {fill_mib} seed={seed}")
+    vm.agent.wait_heartbeats(10)
+    return vm
+
+
 def snap(qmp_path, out, *args, check_ok=True):
     p = vmtest.vmsnap("snap", "--qmp", qmp_path, "-o", out, "--json", *args, check=check_ok)
     return json.loads(p.stdout) if check_ok else p
@@ -127,3 +146,52 @@ class FullDir:
     def __exit__(self, *exc):
         if self.path:
             subprocess.run(["umount", self.path])
+
+
+# ---- run state after a snapshot ----------------------------------------------------------------------------------
+
+def qemu_resumes_background():
+    """QEMU 7.2 resumes the VM of a background snapshot itself; QEMU >= 8 puts it back into the run state it had at
+    `migrate` (paused: vmsnap stops it first), and vmsnap resumes it."""
+    return vmtest.qemu_version() < (8,)
+
+
+def timed_snap(qmp_path, out, *args):
+    t0 = time.monotonic()
+    res = snap(qmp_path, out, *args)
+    return res, t0, time.monotonic()
+
+
+def check_resumed(res, agent, status, t0, t1, want_by, live, what):
+    """Right after the snapshot the VM runs (query-status via status()) and the guest's heartbeat goes on; the
+    report says who resumed it and how the pause was measured. live: the pause is a small part of the snapshot."""
+    log(f"{what}: method {res['method']}, pause {res['pause']}, resumed-by {res['resumed-by']}, "
+        f"measured by {res['pause-measured-by']}, state {res['state-before']} -> {res['state-after']}, "
+        f"total {res['total']:.3f} s (wall {t1 - t0:.3f} s)")
+    check(status() == "running", f"{what}: query-status says running right after snap")
+    check(res["state-before"] == "running" and res["state-after"] == "running",
+          f"{what}: states before/after: {res['state-before']} -> {res['state-after']}")
+    check(res["resumed-by"] == want_by, f"{what}: resumed by {want_by}, report says {res['resumed-by']}")
+    check(res["pause-measured-by"] in ("qemu-events", "vmsnap-clock"), f"{what}: {res['pause-measured-by']}")
+    p = res["pause"]
+    check(isinstance(p, (int, float)) and 0 <= p <= res["total"], f"{what}: pause {p} within [0, total]")
+    agent.wait_heartbeats(5, timeout=30)
+    hb = agent.hb_stats(since=t0)
+    check(hb.count > 5, f"{what}: heartbeats after the snapshot ({hb})")
+    if live:
+        # Generous bound: the guest ran while its memory was copied.
+        check(hb.max_gap < 0.5 * (t1 - t0), f"{what}: longest heartbeat gap {hb.max_gap:.3f} s is well below the "
+              f"snapshot's {t1 - t0:.3f} s")
+
+
+def check_left_paused(res, status, agent, what):
+    """A VM paused before the snapshot is not running after it, and the report says so (no pause of vmsnap's)."""
+    log(f"{what}: resumed-by {res['resumed-by']}, pause {res['pause']}, state {res['state-before']} -> "
+        f"{res['state-after']}")
+    check(res["resumed-by"] == "left-paused-as-found" and res["pause"] is None, f"{what}: left paused: {res}")
+    check(res["state-before"] in ("paused", "postmigrate"), f"{what}: state before: {res['state-before']}")
+    st = status()
+    check(st in ("paused", "postmigrate") and res["state-after"] == st, f"{what}: still not running: {st}")
+    seen = agent.hb_stats().count
+    time.sleep(0.5)
+    check(agent.hb_stats().count == seen, f"{what}: no heartbeat from a paused guest")
