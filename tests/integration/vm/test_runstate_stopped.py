@@ -50,8 +50,7 @@ def precopy_case(d):
 
 
 def test():
-    vmtest.skip_on_qemu((8,), "needs the migration-stream parser's command sections (section type 0x08 in "
-                        "plain migration streams): the migstream part")
+    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     d = tmpdir()
     try:
         booted_case(d)
