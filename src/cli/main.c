@@ -29,7 +29,9 @@ const struct cli_command cli_commands[] = {
       "changed since the archive the VM runs on. For another QEMU: --memory-only captures RAM, device state and its\n"
       "command line. --libvirt DOMAIN (name or UUID; -c: libvirt URI) reaches a libvirt domain's QEMU through\n"
       "libvirt's API instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
-      "running and no file is left under OUT. Aliases: --socket, --output, --connect." },
+      "running and no file is left under OUT. Aliases: --socket, --output, --connect.\n"
+      "The VM is left in the run state it had (checked with query-status): a paused VM stays paused. --json says\n"
+      "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured." },
     { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay]",
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
       "The overlay is removed after a successful commit unless --keep-overlay." },
