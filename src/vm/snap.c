@@ -9,6 +9,7 @@
  *   migrate-continue and cont. A guest that does not converge within a bound is stopped (stop-and-copy); under
  *   TCG before QEMU 9.0 the guest is stopped from the start (precopy_loses_writes).
  * stop (--mode stop, or the VM was already paused): stop → freeze → migrate → finish → cont (if we paused).
+ * already paused, QEMU >= 9.0: background-snapshot, which QEMU ends in the state it began in (still paused).
  *
  * The run state is checked, never assumed: the state the VM had before vmsnap touched it is the one it is left in,
  * read back with query-status (QEMU >= 8 leaves a background snapshot's VM paused where 7.2 resumed it). */
@@ -260,6 +261,12 @@ static void cancel_migration(struct qmp *q, enum vm_snap_method method)
     }
 }
 
+static bool is_running(struct qmp *q)
+{
+    bool running = false;
+    return qmp_query_status(q, &running, NULL, 0, NULL) == 0 && running;
+}
+
 static void report(const struct vm_snap_opts *o, const char *phase, const struct mig_state *m, double t0)
 {
     if (!o->progress)
@@ -478,6 +485,13 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
                          "; precopy under TCG loses guest writes before QEMU 9.0: the guest is stopped for the copy");
             }
         }
+    } else if (!strcmp(res->state_before, "paused") && qmp_version_at_least(q, 9, 0) &&
+               qmp_has_migrate_capability(q, "background-snapshot", NULL) > 0 &&
+               set_cap(q, &saved, "background-snapshot", true, NULL) == 0) {
+        /* QEMU >= 9.0 puts a background snapshot's VM back into the state it had at `migrate`: a paused VM stays
+         * exactly paused. A plain migration would leave it in postmigrate, where QEMU refuses the next migration
+         * until the VM has run (7.2 and 8.x start the VM after a background snapshot: there it must be that). */
+        method = VM_SNAP_BACKGROUND;
     }
     /* QEMU's default 128 MiB/s throttles a dump to a local file for nothing. */
     if ((r = set_param(q, &saved, "max-bandwidth", INT64_C(1) << 40, e)) < 0)
@@ -637,6 +651,9 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = ensure_running(q, res, e)) < 0)
             goto fail;
         we_paused = false;
+    } else if (method == VM_SNAP_BACKGROUND && is_running(q)) {
+        /* A QEMU that started the paused VM after all (a build that behaves like 8.x): pause it again. */
+        qmp_stop(q, NULL);
     }
     res->total_s = vs_now_s() - t0;
     r = restore(q, &saved, e);
