@@ -54,7 +54,6 @@ def resume_and_check(path, d, name, boot_id, seed, mib, args=()):
 
 
 def test():
-    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     d = tmpdir()
     try:
         base = base_archive(d, disk_mib=16)

@@ -109,12 +109,6 @@ def qemu_name():
     return "QEMU " + ".".join(map(str, qemu_version()))
 
 
-# Parts of vmsnap that newer QEMU needs and that are built elsewhere: a test skipped with one of these on a QEMU is
-# unskipped once that part is in.
-NEEDS_COMMAND_SECTIONS = ("needs the migration-stream parser to read command sections (section type 0x08 in plain "
-                          "migration streams, stop mode and precopy): the migstream part")
-
-
 def skip_on_qemu(since, reason):
     """Skip on the QEMU under test if it is version `since` (a tuple, e.g. (8,)) or newer: a feature or fix that
     this QEMU lacks or needs. The reason names the QEMU."""

@@ -34,8 +34,7 @@ def snap_on(vm, out):
     """Snapshot with the guest's pattern and the heartbeat counter at the snapshot instant."""
     t0 = time.monotonic()
     res = snap(vm.qmp_path, out)
-    if vm.status() == "paused":   # QEMU 10 leaves a background snapshot's source paused (fixed elsewhere)
-        vm.qmp("cont")
+    check(vm.status() == "running", f"running after the snapshot: {vm.status()}")
     vm.agent.wait_heartbeats(1)
     beat = vm.agent.hb_stats(since=t0).first
     log(f"snap {out}: {res['method']}, {res['archive-bytes']} bytes, heartbeat at the snapshot {beat[1]}")
@@ -57,6 +56,7 @@ def resume_on(q, path, d, name, boot_id, snap_hb, args=()):
 
 
 def test():
+    vmtest.skip_on_qemu((8,), "starts QEMU 7.2 and 10 itself: it runs once, in the pass on 7.2")
     q10 = os.path.join(vmtest.CACHE, "qemu-10", "bin", "qemu-system-x86_64")
     q72 = shutil.which("qemu-system-x86_64")
     if not os.access(q10, os.X_OK):

@@ -116,7 +116,6 @@ def test_bios(d, base):
 
 
 def test():
-    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     if not os.path.exists(SEABIOS):
         vmtest.skip(f"{SEABIOS} not installed")
     d = tmpdir()

@@ -11,7 +11,6 @@ from vmsnaptest import Booted, check, log, private_file_ram, tmpdir, vmtest
 
 
 def test():
-    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     d = tmpdir()
     try:
         with vmtest.VM(mem="128M", extra=private_file_ram(d, 128), name="precopy") as vm:

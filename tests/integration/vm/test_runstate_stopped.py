@@ -29,7 +29,6 @@ def precopy_case(d):
 
 
 def test():
-    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     d = tmpdir()
     try:
         stop_mode_case(d)

@@ -21,7 +21,6 @@ def check_json_types(doc, ints, numbers, strings, what):
 
 
 def test():
-    vmtest.skip_on_qemu((8,), vmtest.NEEDS_COMMAND_SECTIONS)
     d = tmpdir()
     try:
         base = base_archive(d)
