@@ -12,7 +12,7 @@
  * already paused, QEMU >= 9.0: background-snapshot, which QEMU ends in the state it began in (still paused).
  *
  * The run state is checked, never assumed: the state the VM had before vmsnap touched it is the one it is left in,
- * read back with query-status (QEMU >= 8 leaves a background snapshot's VM paused where 7.2 resumed it). */
+ * read back with query-status (QEMU >= 9.0 leaves a background snapshot's VM paused where 7.2 resumed it). */
 #include "vm/vm.h"
 #include "pagefs/pagefs.h"
 
@@ -568,7 +568,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         if ((r = query_migrate(q, &m, e)) < 0)
             goto fail;
         /* RAM pages flow only once QEMU has write-protected RAM: from then on the guest may run. 7.2 has resumed
-         * it by itself; QEMU >= 8 put it back to paused (the state at `migrate`), so vmsnap sends cont. */
+         * it by itself; QEMU >= 9.0 put it back to paused (the state at `migrate`), so vmsnap sends cont. */
         bool awaiting_resume = method == VM_SNAP_BACKGROUND && res->resumed_by == VM_RESUMED_NOT_YET;
         if (awaiting_resume && (m.pages > 0 || !strcmp(m.status, "completed"))) {
             if ((r = ensure_running(q, res, e)) < 0)
@@ -678,7 +678,7 @@ fail:
         if (pfd[1] >= 0)
             close(pfd[1]);
         qmp_closefd(q, "vmsnap-snap", NULL);
-        /* A VM that ran before runs again, whoever paused it (vmsnap, or QEMU >= 8 after a background snapshot). */
+        /* A VM that ran before runs again, whoever paused it (vmsnap, or QEMU >= 9.0 after a background snapshot). */
         vs_err re = { 0 };
         if (was_running && ensure_running(q, res, &re) < 0) {
             /* Appended, possibly cut: the message still says first what failed. */

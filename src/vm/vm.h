@@ -318,7 +318,7 @@ struct vm_snap_opts {
 };
 
 /* How the VM got back into the run state it had before vmsnap touched it: checked (query-status), never assumed.
- * QEMU >= 8 puts a background snapshot's VM back into the state it had when `migrate` started (paused: vmsnap
+ * QEMU >= 9.0 puts a background snapshot's VM back into the state it had when `migrate` started (paused: vmsnap
  * stopped it to freeze the disks); 7.2 always resumes it. */
 enum vm_resumed_by {
     VM_RESUMED_NOT_YET,    /* only while vm_snap_run runs */

@@ -1,7 +1,7 @@
 """Run state is checked, never assumed. After a live `snap` (background snapshot) of a VM started by `vmsnap boot`
 and `snap --memory-only` of one it did not start, the guest runs again at once: query-status says running,
 heartbeats keep coming, the pause is a small part of the snapshot, and --json says who resumed it (QEMU 7.2 itself;
-vmsnap on QEMU >= 8, which puts the VM back into the paused state vmsnap stopped it in) and how the pause was
+vmsnap on QEMU >= 9.0, which puts the VM back into the paused state vmsnap stopped it in) and how the pause was
 measured. A snapshot that fails after its memory phase leaves the running VM running. A VM paused before `snap`
 stays paused (exactly 'paused' on QEMU >= 9.0; 'postmigrate' before, where QEMU then refuses the next snapshot in
 its own words until the VM has run)."""

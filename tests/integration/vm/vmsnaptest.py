@@ -151,9 +151,9 @@ class FullDir:
 # ---- run state after a snapshot ----------------------------------------------------------------------------------
 
 def qemu_resumes_background():
-    """QEMU 7.2 resumes the VM of a background snapshot itself; QEMU >= 8 puts it back into the run state it had at
+    """QEMU 7.2 resumes the VM of a background snapshot itself; QEMU >= 9.0 puts it back into the run state it had at
     `migrate` (paused: vmsnap stops it first), and vmsnap resumes it."""
-    return vmtest.qemu_version() < (8,)
+    return vmtest.qemu_version() < (9,)
 
 
 def timed_snap(qmp_path, out, *args):
