@@ -25,7 +25,10 @@ def precopy_case(d):
         a.wait_heartbeats(10)
         res, t0, t1 = timed_snap(vm.qmp_path, os.path.join(d, "pre.vmsnap"), "--memory-only")
         check(res["method"] == "precopy", f"precopy fallback: {res['method']}")
-        check_resumed(res, a, vm.qmp.status, t0, t1, "vmsnap", True, "precopy")
+        # Under TCG before QEMU 9.0 the guest is stopped for precopy's copy (it would lose writes): not live there.
+        ver = vm.qmp.cmd("query-version")["qemu"]
+        live = (ver["major"], ver["minor"]) >= (9, 0) or vm.qmp.cmd("query-kvm")["enabled"]
+        check_resumed(res, a, vm.qmp.status, t0, t1, "vmsnap", live, "precopy")
 
 
 def test():
