@@ -233,6 +233,21 @@ char *vs_text_escape(const char *s)
     return out;
 }
 
+int vs_dir_owned(const char *path, bool create, mode_t forbidden, vs_err *e)
+{
+    if (create && mkdir(path, 0700) < 0 && errno != EEXIST)
+        return vs_err_sys(e, errno, "creating directory %s", path);
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return vs_err_sys(e, errno, "directory %s", path);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return vs_err_set(e, EPERM, "%s is not a directory owned by uid %u", path, (unsigned)geteuid());
+    if (st.st_mode & forbidden)
+        return vs_err_set(e, EPERM, "directory %s has mode %03o; expected none of %03o", path,
+                          (unsigned)(st.st_mode & 0777), (unsigned)forbidden);
+    return 0;
+}
+
 int vs_fsync_dir_of(const char *path, vs_err *e)
 {
     VS_AUTOFREE char *copy = vs_xstrdup(path);

@@ -65,6 +65,10 @@ int vs_write_full(int fd, const void *buf, size_t len);
 int vs_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 /* fsync the directory containing path (after a rename). */
 int vs_fsync_dir_of(const char *path, vs_err *e);
+/* A directory only this user controls: made 0700 when missing (create), then it must be a real directory (not a
+ * symlink) owned by the effective uid with none of the mode bits in `forbidden` (e.g. 077, or 022 where others may
+ * read it). 0, or a negative errno with a message naming the path and what was wrong. */
+int vs_dir_owned(const char *path, bool create, mode_t forbidden, vs_err *e);
 /* mkostemp(tmpl, O_CLOEXEC) with a creation mode that the umask filters (mkostemp always makes 0600): the
  * trailing "XXXXXX" of tmpl is replaced. Returns the fd, or -1 with errno set. */
 int vs_mkstemp_mode(char *tmpl, mode_t mode);

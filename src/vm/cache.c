@@ -6,25 +6,16 @@
 #include "vm/vm.h"
 
 #include <errno.h>
+#include <xxhash.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
 
 /* A directory of ours, not a symlink, that others cannot write (private: nor read). 0 ok, else -errno. */
-static int own_dir(const char *dir, mode_t forbidden)
-{
-    struct stat st;
-    if (lstat(dir, &st) < 0)
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & forbidden))
-        return -EPERM;
-    return 0;
-}
-
 static char *make_dir(char *dir, mode_t forbidden)
 {
-    if ((mkdir(dir, 0700) < 0 && errno != EEXIST) || own_dir(dir, forbidden) < 0) {
+    if (vs_dir_owned(dir, true, forbidden, NULL) < 0) {
         free(dir);
         return NULL;
     }
@@ -34,7 +25,7 @@ static char *make_dir(char *dir, mode_t forbidden)
 char *vm_cache_dir(const char *override)
 {
     if (override)
-        return own_dir(override, 077) == 0 ? vs_xstrdup(override) : NULL;
+        return vs_dir_owned(override, false, 077, NULL) == 0 ? vs_xstrdup(override) : NULL;
     const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
     VS_AUTOFREE char *base = NULL;
     if (x && x[0] == '/')
@@ -65,9 +56,7 @@ json_t *vm_cache_binary_key(const char *path)
 
 char *vm_cache_name(const char *what, const char *binary)
 {
-    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a: one file per binary, so two QEMUs do not evict each other */
-    for (const char *p = binary; *p; p++)
-        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    uint64_t h = XXH3_64bits(binary, strlen(binary));   /* one file per binary: two QEMUs do not evict each other */
     return vs_xasprintf("%s-%016llx.json", what, (unsigned long long)h);
 }
 

@@ -16,14 +16,14 @@
 /* A directory we own with mode 0700, created if absent. */
 static int private_dir(const char *path, vs_err *e)
 {
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
-        return vs_err_sys(e, errno, "creating run directory %s", path);
+    int r = vs_dir_owned(path, true, 0, e);
+    if (r < 0) {
+        vs_err_prefix(e, "run directory");
+        return r;
+    }
     struct stat st;
     if (lstat(path, &st) < 0)
         return vs_err_sys(e, errno, "run directory %s", path);
-    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-        return vs_err_set(e, EPERM, "run directory %s is not a directory owned by uid %u", path,
-                          (unsigned)geteuid());
     if ((st.st_mode & 0077) && chmod(path, 0700) < 0)
         return vs_err_sys(e, errno, "making run directory %s private", path);
     return 0;

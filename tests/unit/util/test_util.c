@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/util.h"
 
@@ -118,6 +119,26 @@ static void test_text(void **state)
     assert_string_equal(y, x);
 }
 
+static void test_dir_owned(void **state)
+{
+    (void)state;
+    char base[] = "/tmp/vs-dir-XXXXXX";
+    assert_non_null(mkdtemp(base));
+    VS_AUTOFREE char *d = vs_xasprintf("%s/d", base), *l = vs_xasprintf("%s/l", base);
+    vs_err e = { 0 };
+    assert_int_equal(vs_dir_owned(d, false, 077, &e), -ENOENT);
+    assert_int_equal(vs_dir_owned(d, true, 077, &e), 0);           /* made 0700 */
+    assert_int_equal(chmod(d, 0755), 0);
+    assert_int_equal(vs_dir_owned(d, false, 022, &e), 0);
+    assert_int_equal(vs_dir_owned(d, false, 077, &e), -EPERM);     /* others may read it */
+    assert_non_null(strstr(e.msg, d));
+    assert_int_equal(symlink(d, l), 0);
+    assert_int_equal(vs_dir_owned(l, true, 0, &e), -EPERM);        /* a symlink is never ours */
+    unlink(l);
+    rmdir(d);
+    rmdir(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_endian),
         cmocka_unit_test(test_text),
+        cmocka_unit_test(test_dir_owned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
