@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "archive/archive.h"
 #include "migstream/migstream.h"
+#include "memstore/memstore.h"
 #include "pagefs/pagefs.h"
 #include "qmp/qmp.h"
 
@@ -24,7 +25,7 @@
 struct split {
     const char *want;              /* comma-separated block names to split */
     const char *dir;               /* temp dir being written */
-    struct pf_image *im;
+    struct mst_image *im;
     int dev_fd;
     int map[MS_MAX_BLOCKS];        /* stream block index -> image block index, -1 */
 };
@@ -45,7 +46,7 @@ static bool listed(const char *list, const char *name)
 static int sp_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
 {
     struct split *s = opaque;
-    struct pf_image_block ib[MS_MAX_BLOCKS];
+    struct mst_image_block ib[MS_MAX_BLOCKS];
     unsigned k = 0;
     for (unsigned i = 0; i < n; i++) {
         b[i].split = listed(s->want, b[i].name);
@@ -66,13 +67,13 @@ static int sp_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
                               (int)l, p, n ? b[0].name : "");
         p += l + (c != NULL);
     }
-    return pf_image_create(s->dir, ib, k, &s->im, e);
+    return mst_image_create(s->dir, ib, k, &s->im, e);
 }
 
 static int sp_page(void *opaque, const struct ms_block *b, uint64_t off, const uint8_t *data, vs_err *e)
 {
     struct split *s = opaque;
-    return pf_image_put(s->im, (unsigned)s->map[b->index], off, data, e);
+    return mst_image_put(s->im, (unsigned)s->map[b->index], off, data, e);
 }
 
 static int sp_device(void *opaque, const void *buf, size_t len, vs_err *e)
@@ -148,14 +149,14 @@ static int mem_split(int argc, char **argv)
     if (r == 0 && rename(devtmp, devfin) < 0)
         r = vs_err_sys(&e, errno, "moving the device stream into %s", tmp);
     if (r == 0)
-        r = pf_image_commit(s.im, &e);
+        r = mst_image_commit(s.im, &e);
     if (r == 0 && rename(tmp, out) < 0)
         r = vs_err_sys(&e, errno, "renaming %s to %s", tmp, out);
     if (r == 0)
         r = vs_fsync_dir_of(out, &e);
     if (s.dev_fd >= 0)
         close(s.dev_fd);
-    pf_image_close(s.im);
+    mst_image_close(s.im);
     if (r < 0) {
         unlink(devtmp);
         remove_tree(tmp);
@@ -182,12 +183,12 @@ static int mem_split(int argc, char **argv)
 }
 
 /* ---- reassemble -------------------------------------------------------------------------------------------- */
-struct ra { struct pf_image *im; };
+struct ra { struct mst_image *im; };
 
-static int ra_find(struct pf_image *im, const char *name)
+static int ra_find(struct mst_image *im, const char *name)
 {
-    const struct pf_image_block *b;
-    unsigned n = pf_image_blocks(im, &b);
+    const struct mst_image_block *b;
+    unsigned n = mst_image_blocks(im, &b);
     for (unsigned i = 0; i < n; i++)
         if (strcmp(b[i].name, name) == 0)
             return (int)i;
@@ -204,12 +205,12 @@ static int ra_fill(void *opaque, const struct ms_block *b, uint64_t off, uint8_t
 {
     struct ra *r = opaque;
     int i = ra_find(r->im, b->name);
-    if (pf_image_is_zero(r->im, (unsigned)i, off)) {
+    if (mst_image_is_zero(r->im, (unsigned)i, off)) {
         *zero = true;
         return 0;
     }
     *zero = false;
-    return pf_image_read(r->im, (unsigned)i, buf, MS_PAGE_SIZE, off, e);
+    return mst_image_read(r->im, (unsigned)i, buf, MS_PAGE_SIZE, off, e);
 }
 
 static int mem_reassemble(int argc, char **argv)
@@ -219,19 +220,19 @@ static int mem_reassemble(int argc, char **argv)
     const char *dir = argv[1], *out = argv[3];
     vs_err e = { 0 };
     struct ra ra = { 0 };
-    int r = pf_image_open(dir, &ra.im, &e);
+    int r = mst_image_open(dir, &ra.im, &e);
     if (r < 0)
         return cli_fail_err(&e);
     VS_AUTOFREE char *dev = vs_xasprintf("%s/device.stream", dir);
     VS_AUTOCLOSE int dfd = open(dev, O_RDONLY | O_CLOEXEC);
     VS_AUTOCLOSE int ofd = strcmp(out, "-") == 0 ? dup(1) : open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (dfd < 0 || ofd < 0) {
-        pf_image_close(ra.im);
+        mst_image_close(ra.im);
         return cli_fail("cannot open %s: %s", dfd < 0 ? dev : out, strerror(errno));
     }
     struct ms_page_reader rd = { .fill = ra_fill, .want = ra_want, .opaque = &ra };
     r = ms_reassemble(dfd, ofd, &rd, NULL, &e);
-    pf_image_close(ra.im);
+    mst_image_close(ra.im);
     return r < 0 ? cli_fail_err(&e) : CLI_OK;
 }
 
@@ -258,23 +259,23 @@ static int mem_pack(int argc, char **argv)
     if (optind != argc - 1 || !out)
         return cli_usage("mem", "usage: mem pack DIR -o OUT.vmsnap [--compress CODEC]");
     const char *dir = argv[optind];
-    struct pf_image *im = NULL;
-    if (pf_image_open(dir, &im, &e) < 0)
+    struct mst_image *im = NULL;
+    if (mst_image_open(dir, &im, &e) < 0)
         return cli_fail_err(&e);
     VS_AUTOFREE char *dev = vs_xasprintf("%s/device.stream", dir);
     VS_AUTOCLOSE int dfd = open(dev, O_RDONLY | O_CLOEXEC);
     if (dfd < 0) {
-        pf_image_close(im);
+        mst_image_close(im);
         return cli_fail("cannot open %s: %s", dev, strerror(errno));
     }
     struct arc_writer *w = NULL;
     int r = arc_writer_create(out, &wo, &w, &e);
     if (r == 0)
-        r = pf_image_to_archive(im, w, &e);
-    if (r == 0 && (r = arc_writer_begin(w, ARC_KIND_OTHER, PF_ARC_DEVICE, ARC_SIZE_UNKNOWN, &e)) == 0
+        r = mst_image_to_archive(im, w, &e);
+    if (r == 0 && (r = arc_writer_begin(w, ARC_KIND_OTHER, MST_DEVICE, ARC_SIZE_UNKNOWN, &e)) == 0
         && (r = arc_writer_stream_from_fd(w, dfd, NULL, &e)) == 0)
         r = arc_writer_end(w, &e);
-    pf_image_close(im);
+    mst_image_close(im);
     if (r < 0) {
         arc_writer_abort(w);
         return cli_fail_err(&e);
@@ -283,12 +284,12 @@ static int mem_pack(int argc, char **argv)
 }
 
 /* ---- serve ------------------------------------------------------------------------------------------------- */
-struct sv_file { struct pf_image *im; unsigned i; };
+struct sv_file { struct mst_image *im; unsigned i; };
 
 static int sv_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e)
 {
     struct sv_file *f = opaque;
-    return pf_image_read(f->im, f->i, buf, len, off, e);
+    return mst_image_read(f->im, f->i, buf, len, off, e);
 }
 
 static volatile sig_atomic_t stop_signal;
@@ -306,22 +307,22 @@ static int mem_serve(int argc, char **argv)
         return cli_usage("mem", "usage: mem serve DIR|ARCHIVE MOUNTPOINT");
     const char *dir = argv[1], *mnt = argv[2];
     vs_err e = { 0 };
-    struct pf_image *im = NULL;
+    struct mst_image *im = NULL;
     ARC_AUTOCLOSE struct arc *a = NULL;
     struct pf_file *afiles = NULL;
     unsigned n = 0;
-    const struct pf_image_block *b = NULL;
+    const struct mst_image_block *b = NULL;
     if (!is_dir(dir)) {
         if (arc_open(dir, NULL, &a, &e) < 0 || pf_archive_files(a, &afiles, &n, &e) < 0)
             return cli_fail_err(&e);
         if (n == 0) {
             pf_archive_files_free(afiles, n);
-            return cli_fail("%s holds no RAM streams (\"%s...\")", dir, PF_ARC_RAM_PREFIX);
+            return cli_fail("%s holds no RAM streams (\"%s...\")", dir, MST_RAM_PREFIX);
         }
-    } else if (pf_image_open(dir, &im, &e) < 0) {
+    } else if (mst_image_open(dir, &im, &e) < 0) {
         return cli_fail_err(&e);
     } else {
-        n = pf_image_blocks(im, &b);
+        n = mst_image_blocks(im, &b);
     }
     struct pf_file files[MS_MAX_BLOCKS];
     struct sv_file sf[MS_MAX_BLOCKS];
@@ -347,7 +348,7 @@ static int mem_serve(int argc, char **argv)
     struct pf_mount *m = NULL;
     int r = pf_mount(mnt, files, n, &m, &e);
     if (r < 0) {
-        pf_image_close(im);
+        mst_image_close(im);
         pf_archive_files_free(afiles, a ? n : 0);
         return cli_fail_err(&e);
     }
@@ -358,7 +359,7 @@ static int mem_serve(int argc, char **argv)
     struct pf_stats st;
     pf_get_stats(m, &st);
     pf_unmount(m);
-    pf_image_close(im);
+    mst_image_close(im);
     pf_archive_files_free(afiles, a ? n : 0);
     json_t *j = json_pack("{s:I, s:I, s:I, s:s}", "reads", (json_int_t)st.reads, "bytes", (json_int_t)st.bytes,
                           "errors", (json_int_t)st.errors, "first_error", st.first_error);
@@ -420,8 +421,8 @@ static int mem_load(int argc, char **argv)
     int dev = ARC_STREAM_NONE;
     struct arc_stream_info si = { 0 };
     if (arc_open(in, NULL, &a, &e) == 0) {
-        if ((dev = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE)) == ARC_STREAM_NONE)
-            return cli_fail("%s has no \"%s\" stream (not a paged memory snapshot)", in, PF_ARC_DEVICE);
+        if ((dev = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE)) == ARC_STREAM_NONE)
+            return cli_fail("%s has no \"%s\" stream (not a paged memory snapshot)", in, MST_DEVICE);
         arc_stream_get(a, (unsigned)dev, &si);
     }
     VS_AUTOCLOSE int sfd = a ? -1 : open(in, O_RDONLY | O_CLOEXEC);

@@ -3,6 +3,7 @@
  * the run directory's control socket (one JSON line in; progress lines and one result line out), so a snapshot
  * is taken by the one process that can freeze the overlay and read the frozen layers. */
 #include "vm/vm.h"
+#include "memstore/memstore.h"
 #include "pagefs/pagefs.h"
 
 #include <errno.h>
@@ -41,7 +42,7 @@ struct host {
     int client;                    /* snap client during a snapshot */
     bool quit_requested;
     char *qemu_log;
-    /* memory stored as pages (pf_capture_fd) */
+    /* memory stored as pages (mst_capture_fd) */
     bool paged, lazy;
     struct pf_mount *pfm;          /* lazy: the RAM streams as FUSE files in pages_dir */
     struct pf_file *pff;
@@ -88,7 +89,7 @@ static int load_config(struct host *h, bool *has_memory, vs_err *e)
     int r = arc_read_config(h->arc, &text, &len, e);
     if (r < 0 || (r > 0 && (r = vm_config_from_json(text, len, c, e)) < 0))
         return vs_err_prefix(e, "archive %s: config", h->o->archive);
-    h->paged = pf_archive_is_paged(h->arc);
+    h->paged = mst_is_paged(h->arc);
     *has_memory = h->paged || arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
     return 0;
 }
@@ -97,7 +98,7 @@ static int load_config(struct host *h, bool *has_memory, vs_err *e)
 static bool can_be_lazy(struct host *h, char *why, size_t len)
 {
     const struct vm_config *c = &h->st.config;
-    VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, c->mem_backend ? c->mem_backend : "");
+    VS_AUTOFREE char *name = vs_xasprintf("%s%s", MST_RAM_PREFIX, c->mem_backend ? c->mem_backend : "");
     int s = arc_find_stream(h->arc, ARC_KIND_OTHER, name);
     struct arc_stream_info si = { 0 };
     if (s != ARC_STREAM_NONE)
@@ -105,7 +106,7 @@ static bool can_be_lazy(struct host *h, char *why, size_t len)
     unsigned nram = 0;
     for (unsigned i = 0; i < arc_stream_count(h->arc); i++) {
         struct arc_stream_info x;
-        if (arc_stream_get(h->arc, i, &x) == 0 && !strncmp(x.name, PF_ARC_RAM_PREFIX, strlen(PF_ARC_RAM_PREFIX)))
+        if (arc_stream_get(h->arc, i, &x) == 0 && !strncmp(x.name, MST_RAM_PREFIX, strlen(MST_RAM_PREFIX)))
             nram++;
     }
     if (h->o->eager)

@@ -5,7 +5,7 @@
  * means raising its stop flag, making its further writes fail at once (O_NONBLOCK) and draining the pipe until it
  * has exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM. */
 #include "vm/vm.h"
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,7 +41,7 @@ static void *feed_main(void *arg)
 {
     struct feed *f = arg;
     if (f->reassemble) {
-        f->rc = pf_archive_reassemble(f->a, f->fd, NULL, &f->err);
+        f->rc = mst_reassemble(f->a, f->fd, NULL, &f->err);
         f->write_failed = f->rc < 0 && atomic_load(&f->stop);
         close_feed(f);
         return NULL;
@@ -96,9 +96,9 @@ int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeo
 
 int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e)
 {
-    int s = arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE);
+    int s = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE);
     if (s == ARC_STREAM_NONE)
-        return vs_err_set(e, ENOENT, "the archive has no \"%s\" stream", PF_ARC_DEVICE);
+        return vs_err_set(e, ENOENT, "the archive has no \"%s\" stream", MST_DEVICE);
     return resume(q, a, (unsigned)s, !lazy, timeout_s, e);
 }
 

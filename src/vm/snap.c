@@ -14,7 +14,7 @@
  * The run state is checked, never assumed: the state the VM had before vmsnap touched it is the one it is left in,
  * read back with query-status (QEMU >= 9.0 leaves a background snapshot's VM paused where 7.2 resumed it). */
 #include "vm/vm.h"
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,8 +54,8 @@ struct pump {
     bool failed;    /* the writer gave up (rc, err set) */
     bool discard;   /* set by either side: stop writing, only drain */
     bool done;
-    struct pf_capture *cap;          /* memory as pages (pf_capture_*), else the opaque "memory" stream */
-    struct pf_capture_result cres;
+    struct mst_capture *cap;         /* memory as pages (mst_capture_*), else the opaque "memory" stream */
+    struct mst_capture_result cres;
 };
 
 /* Copies the migration stream into the archive until EOF. After a failure it keeps reading (and dropping) until
@@ -80,7 +80,7 @@ static void *pump_main(void *arg)
             break;
         if (__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE))
             continue;
-        int r = p->cap ? pf_capture_push(p->cap, buf, (size_t)n, &p->err) : arc_writer_write(p->w, buf, n, &p->err);
+        int r = p->cap ? mst_capture_push(p->cap, buf, (size_t)n, &p->err) : arc_writer_write(p->w, buf, n, &p->err);
         if (r < 0) {
             p->rc = r;
             __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
@@ -90,7 +90,7 @@ static void *pump_main(void *arg)
         p->bytes += n;
     }
     if (p->cap && !__atomic_load_n(&p->discard, __ATOMIC_ACQUIRE)) {
-        int r = pf_capture_finish(p->cap, &p->cres, &p->err);   /* RAM stream end, then the device stream */
+        int r = mst_capture_finish(p->cap, &p->cres, &p->err);   /* RAM stream end, then the device stream */
         if (r < 0) {
             p->rc = r;
             __atomic_store_n(&p->failed, true, __ATOMIC_RELEASE);
@@ -511,9 +511,9 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     const char *cap = o->paged ? unsplittable_cap(q) : NULL;
     if (cap)
         snprintf(res->memory_note, sizeof res->memory_note, "migration capability %s is on", cap);
-    struct pf_capture_opts copts = { .tmpdir = o->tmpdir };
+    struct mst_capture_opts copts = { .tmpdir = o->tmpdir };
     if (o->paged && !cap) {
-        if ((r = pf_capture_new(w, &copts, &pump.cap, e)) < 0)
+        if ((r = mst_capture_new(w, &copts, &pump.cap, e)) < 0)
             goto fail;
     } else if ((r = arc_writer_begin(w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e)) < 0) {
         goto fail;
@@ -615,7 +615,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         goto fail;
     }
     bool captured = pump.cap != NULL;   /* its results are in pump.cres */
-    pf_capture_free(pump.cap);
+    mst_capture_free(pump.cap);
     pump.cap = NULL;
     res->memory_bytes = pump.bytes;
     res->memory_paged = captured && pump.cres.paged;
@@ -672,7 +672,7 @@ fail:
         qmp_closefd(q, "vmsnap-snap", NULL);
         if (thread_started)
             pthread_join(th, NULL);
-        pf_capture_free(pump.cap);
+        mst_capture_free(pump.cap);
         if (pfd[0] >= 0)
             close(pfd[0]);
         if (pfd[1] >= 0)

@@ -306,7 +306,7 @@ struct vm_snap_opts {
     int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
     int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
     bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
-    /* Store memory as pages (pf_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
+    /* Store memory as pages (mst_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
      * the opaque "memory" stream. Falls back to opaque, with res->memory_note, when QEMU has a capability the
      * splitter does not read or the splitter refuses the stream before storing a page; what it does not understand
      * after that stays in the device stream as QEMU sent it (paged, with res->memory_note); a malformed stream
@@ -375,7 +375,7 @@ json_t *vm_snap_phases_json(const struct vm_snap_result *res);
  * `migrate-incoming fd:`, decompressed by a thread straight from the archive; wait until the migration
  * completes, then cont if the VM is paused. No temporary file, no shell. */
 int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e);
-/* Memory stored as pages (pf_capture_fd): lazy, QEMU's RAM already maps the RAM streams (FUSE) and only the
+/* Memory stored as pages (mst_capture_fd): lazy, QEMU's RAM already maps the RAM streams (FUSE) and only the
  * device stream is fed; eager, the full stream is reassembled on the fly (ms_reassemble) and fed. */
 int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e);
 

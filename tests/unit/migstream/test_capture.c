@@ -1,4 +1,4 @@
-/* pf_capture_fd over a real QEMU 7.2 stream (real-trimmed.stream): pages land page-addressed in ram/mem, the
+/* mst_capture_fd over a real QEMU 7.2 stream (real-trimmed.stream): pages land page-addressed in ram/mem, the
  * device stream equals the splitter's, reassembly gives back an equivalent stream, a second capture against
  * the first as thin parent stores no RAM data, a refusal before the commit falls back to the opaque stream
  * byte for byte, something unknown after it keeps the rest in the device stream (the archive restores the same
@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 
 #include "migstream/migstream.h"
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 
 static uint8_t *stream;
 static size_t stream_len;
@@ -84,7 +84,7 @@ static int memfd_with(const void *buf, size_t len)
 }
 
 static int capture(const uint8_t *buf, size_t len, const char *path, const char *parent,
-                   struct pf_capture_result *res, vs_err *e)
+                   struct mst_capture_result *res, vs_err *e)
 {
     struct arc_writer_opts o;
     arc_writer_opts_init(&o);
@@ -93,8 +93,8 @@ static int capture(const uint8_t *buf, size_t len, const char *path, const char 
     struct arc_writer *w;
     assert_int_equal(arc_writer_create(path, &o, &w, e), 0);
     int fd = memfd_with(buf, len);
-    struct pf_capture_opts co = { .tmpdir = dir };
-    int r = pf_capture_fd(w, fd, &co, res, e);
+    struct mst_capture_opts co = { .tmpdir = dir };
+    int r = mst_capture_fd(w, fd, &co, res, e);
     close(fd);
     if (r < 0) {
         arc_writer_abort(w);
@@ -116,7 +116,7 @@ static void read_stream(struct arc *a, const char *name, uint8_t **out, size_t *
 }
 
 /* Capture buf into dir/name (as pages); returns the archive's path. */
-static char *capture_paged(const uint8_t *buf, size_t len, const char *name, struct pf_capture_result *res)
+static char *capture_paged(const uint8_t *buf, size_t len, const char *name, struct mst_capture_result *res)
 {
     char *path = vs_xasprintf("%s/%s", dir, name);
     vs_err e = { 0 };
@@ -131,7 +131,7 @@ static uint8_t *reassembled(struct arc *a, size_t *len)
 {
     vs_err e = { 0 };
     int out = memfd_create("out", MFD_CLOEXEC);
-    assert_int_equal(pf_archive_reassemble(a, out, NULL, &e), 0);
+    assert_int_equal(mst_reassemble(a, out, NULL, &e), 0);
     *len = (size_t)lseek(out, 0, SEEK_END);
     uint8_t *re = vs_xmalloc(*len);
     assert_int_equal(vs_pread_full(out, re, *len, 0), (ssize_t)*len);
@@ -144,7 +144,7 @@ static void test_paged(void **state)
     (void)state;
     struct ref ref = { 0 };
     reference(stream, stream_len, &ref);
-    struct pf_capture_result res;
+    struct mst_capture_result res;
     vs_err e = { 0 };
     VS_AUTOFREE char *path = capture_paged(stream, stream_len, "a.vmsnap", &res);
     assert_string_equal(res.block, "mem");
@@ -152,14 +152,14 @@ static void test_paged(void **state)
     assert_int_equal(res.stream_bytes, stream_len);
     struct arc *a;
     assert_int_equal(arc_open(path, NULL, &a, &e), 0);
-    assert_true(pf_archive_is_paged(a));
+    assert_true(mst_is_paged(a));
     assert_int_equal(arc_find_stream(a, ARC_KIND_MEMORY, NULL), ARC_STREAM_NONE);
     uint8_t *ram, *dev;
     size_t ram_len, dev_len;
     read_stream(a, "ram/mem", &ram, &ram_len);
     assert_int_equal(ram_len, ref.npages * MS_PAGE_SIZE);
     assert_memory_equal(ram, ref.ram, ram_len);
-    read_stream(a, PF_ARC_DEVICE, &dev, &dev_len);
+    read_stream(a, MST_DEVICE, &dev, &dev_len);
     assert_int_equal(dev_len, ref.dev_len);
     assert_memory_equal(dev, ref.dev, dev_len);
     assert_int_equal(arc_verify(a, NULL, &e), 0);
@@ -212,14 +212,14 @@ static void test_fallback(void **state)
     assert_int_equal(m[at] & ~0x20, 0x08);
     m[at] |= 0x40;   /* XBZRLE: refused before any page was stored */
     VS_AUTOFREE char *path = vs_xasprintf("%s/opaque.vmsnap", dir);
-    struct pf_capture_result res;
+    struct mst_capture_result res;
     vs_err e = { 0 };
     assert_int_equal(capture(m, stream_len, path, NULL, &res, &e), 0);
     assert_false(res.paged);
     assert_non_null(strstr(res.note, "XBZRLE"));
     struct arc *a;
     assert_int_equal(arc_open(path, NULL, &a, &e), 0);
-    assert_false(pf_archive_is_paged(a));
+    assert_false(mst_is_paged(a));
     int s = arc_find_stream(a, ARC_KIND_MEMORY, NULL);
     assert_true(s >= 0);
     struct arc_stream_info si;
@@ -269,7 +269,7 @@ static void test_opaque_rest(void **state)
     memcpy(m, stream, at);
     memcpy(m + at, u, sizeof u);
     memcpy(m + at + sizeof u, stream + at, stream_len - at);
-    struct pf_capture_result res;
+    struct mst_capture_result res;
     vs_err e = { 0 };
     VS_AUTOFREE char *path = capture_paged(m, n, "rest.vmsnap", &res);
     assert_non_null(strstr(res.note, "is kept as QEMU sent it"));
@@ -285,7 +285,7 @@ static void test_opaque_rest(void **state)
     uint8_t *ram, *dev;
     size_t ram_len, dev_len;
     read_stream(a, "ram/mem", &ram, &ram_len);
-    read_stream(a, PF_ARC_DEVICE, &dev, &dev_len);
+    read_stream(a, MST_DEVICE, &dev, &dev_len);
     size_t dat = dev_len - (n - at);
     assert_memory_equal(dev + dat, u, sizeof u);
     memmove(dev + dat, dev + dat + sizeof u, dev_len - dat - sizeof u);
@@ -329,7 +329,7 @@ static void test_big_rest(void **state)
     memcpy(q + 9, sec + 1, 4);
     q += 13;
     memcpy(q, stream + at, stream_len - at);
-    struct pf_capture_result res;
+    struct mst_capture_result res;
     vs_err e = { 0 };
     VS_AUTOFREE char *path = capture_paged(m, n, "big.vmsnap", &res);
     assert_non_null(strstr(res.note, "is kept as QEMU sent it"));
@@ -340,7 +340,7 @@ static void test_big_rest(void **state)
     struct arc *a;
     assert_int_equal(arc_open(path, NULL, &a, &e), 0);
     struct arc_stream_info si;
-    arc_stream_get(a, (unsigned)arc_find_stream(a, ARC_KIND_OTHER, PF_ARC_DEVICE), &si);
+    arc_stream_get(a, (unsigned)arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE), &si);
     assert_true(si.size > (64u << 20));
     check_eager(a, n - at, u, sizeof u, &ref);
     arc_close(a);

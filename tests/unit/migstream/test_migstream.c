@@ -15,7 +15,7 @@
 #include <jansson.h>
 
 #include "migstream/migstream.h"
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 
 static uint8_t *stream;
 static size_t stream_len;
@@ -582,39 +582,39 @@ static void test_page_image(void **state)
     char dir[] = "/tmp/vmsnap-pf-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char *img = vs_xasprintf("%s/img", dir);
-    struct pf_image_block b = { .name = "mem", .size = 16 * PF_PAGE_SIZE };
-    struct pf_image *im = NULL;
+    struct mst_image_block b = { .name = "mem", .size = 16 * MST_PAGE_SIZE };
+    struct mst_image *im = NULL;
     vs_err e = { 0 };
-    assert_int_equal(pf_image_create(img, &b, 1, &im, &e), 0);
-    uint8_t page[PF_PAGE_SIZE], buf[3 * PF_PAGE_SIZE];
+    assert_int_equal(mst_image_create(img, &b, 1, &im, &e), 0);
+    uint8_t page[MST_PAGE_SIZE], buf[3 * MST_PAGE_SIZE];
     memset(page, 0xab, sizeof page);
-    assert_int_equal(pf_image_put(im, 0, 4 * PF_PAGE_SIZE, page, &e), 0);
-    assert_int_equal(pf_image_put(im, 0, 5 * PF_PAGE_SIZE, page, &e), 0);
-    assert_int_equal(pf_image_put(im, 0, 5 * PF_PAGE_SIZE, NULL, &e), 0);    /* zeroed after being sent */
-    assert_int_equal(pf_image_put(im, 0, 16 * PF_PAGE_SIZE, page, &e), -EINVAL);
-    assert_int_equal(pf_image_commit(im, &e), 0);
-    pf_image_close(im);
-    assert_int_equal(pf_image_open(img, &im, &e), 0);
-    assert_int_equal(pf_image_read(im, 0, buf, sizeof buf, 3 * PF_PAGE_SIZE, &e), 0);
+    assert_int_equal(mst_image_put(im, 0, 4 * MST_PAGE_SIZE, page, &e), 0);
+    assert_int_equal(mst_image_put(im, 0, 5 * MST_PAGE_SIZE, page, &e), 0);
+    assert_int_equal(mst_image_put(im, 0, 5 * MST_PAGE_SIZE, NULL, &e), 0);    /* zeroed after being sent */
+    assert_int_equal(mst_image_put(im, 0, 16 * MST_PAGE_SIZE, page, &e), -EINVAL);
+    assert_int_equal(mst_image_commit(im, &e), 0);
+    mst_image_close(im);
+    assert_int_equal(mst_image_open(img, &im, &e), 0);
+    assert_int_equal(mst_image_read(im, 0, buf, sizeof buf, 3 * MST_PAGE_SIZE, &e), 0);
     assert_int_equal(buf[0], 0);
-    assert_memory_equal(buf + PF_PAGE_SIZE, page, PF_PAGE_SIZE);
-    assert_int_equal(buf[2 * PF_PAGE_SIZE], 0);
-    assert_true(pf_image_is_zero(im, 0, 5 * PF_PAGE_SIZE));
-    assert_false(pf_image_is_zero(im, 0, 4 * PF_PAGE_SIZE));
-    assert_int_equal(pf_image_read(im, 0, buf, 100, 4 * PF_PAGE_SIZE + 10, &e), 0);   /* partial page */
-    pf_image_close(im);
+    assert_memory_equal(buf + MST_PAGE_SIZE, page, MST_PAGE_SIZE);
+    assert_int_equal(buf[2 * MST_PAGE_SIZE], 0);
+    assert_true(mst_image_is_zero(im, 0, 5 * MST_PAGE_SIZE));
+    assert_false(mst_image_is_zero(im, 0, 4 * MST_PAGE_SIZE));
+    assert_int_equal(mst_image_read(im, 0, buf, 100, 4 * MST_PAGE_SIZE + 10, &e), 0);   /* partial page */
+    mst_image_close(im);
     /* damage: a byte in the data page, then a byte in a hole */
     char *f = vs_xasprintf("%s/block0.img", img);
     int fd = open(f, O_RDWR);
-    assert_int_equal(vs_pwrite_full(fd, "x", 1, 4 * PF_PAGE_SIZE + 7), 0);
-    assert_int_equal(vs_pwrite_full(fd, "y", 1, 9 * PF_PAGE_SIZE), 0);
+    assert_int_equal(vs_pwrite_full(fd, "x", 1, 4 * MST_PAGE_SIZE + 7), 0);
+    assert_int_equal(vs_pwrite_full(fd, "y", 1, 9 * MST_PAGE_SIZE), 0);
     close(fd);
-    assert_int_equal(pf_image_open(img, &im, &e), 0);
-    assert_int_equal(pf_image_read(im, 0, buf, PF_PAGE_SIZE, 4 * PF_PAGE_SIZE, &e), -EIO);
+    assert_int_equal(mst_image_open(img, &im, &e), 0);
+    assert_int_equal(mst_image_read(im, 0, buf, MST_PAGE_SIZE, 4 * MST_PAGE_SIZE, &e), -EIO);
     assert_non_null(strstr(e.msg, "page 0x4000 of RAM block 'mem' fails its checksum"));
-    assert_int_equal(pf_image_read(im, 0, buf, 2, 9 * PF_PAGE_SIZE + 5, &e), -EIO);
-    assert_int_equal(pf_image_read(im, 0, buf, PF_PAGE_SIZE, 8 * PF_PAGE_SIZE, &e), 0);
-    pf_image_close(im);
+    assert_int_equal(mst_image_read(im, 0, buf, 2, 9 * MST_PAGE_SIZE + 5, &e), -EIO);
+    assert_int_equal(mst_image_read(im, 0, buf, MST_PAGE_SIZE, 8 * MST_PAGE_SIZE, &e), 0);
+    mst_image_close(im);
     char *cmd = vs_xasprintf("rm -rf '%s'", dir);   /* test cleanup only: our own mkdtemp path */
     assert_int_equal(system(cmd), 0);
     free(cmd);

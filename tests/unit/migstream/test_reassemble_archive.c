@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "archive/archive.h"
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 
 static void test_huge_device_stream(void **state)
 {
@@ -29,7 +29,7 @@ static void test_huge_device_stream(void **state)
     assert_int_equal(arc_writer_create(path, NULL, &w, &e), 0);
     assert_int_equal(arc_writer_begin(w, ARC_KIND_OTHER, "ram/mem", 1 << 20, &e), 0);
     assert_int_equal(arc_writer_end(w, &e), 0);
-    assert_int_equal(arc_writer_begin(w, ARC_KIND_OTHER, PF_ARC_DEVICE, 1ull << 30, &e), 0);
+    assert_int_equal(arc_writer_begin(w, ARC_KIND_OTHER, MST_DEVICE, 1ull << 30, &e), 0);
     assert_int_equal(arc_writer_end(w, &e), 0);
     assert_int_equal(arc_writer_finish(w, &e), 0);
     struct arc *a;
@@ -40,7 +40,7 @@ static void test_huge_device_stream(void **state)
     struct rlimit rl = { 16 << 20, 16 << 20 };
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
     int out = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    int r = pf_archive_reassemble(a, out, NULL, &e);
+    int r = mst_reassemble(a, out, NULL, &e);
     close(out);
     arc_close(a);
     assert_true(r < 0);

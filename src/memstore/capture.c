@@ -1,4 +1,4 @@
-/* pagefs: capture a live migration stream into an archive as memory pages (docs/LAZY-RESUME.md §1).
+/* memstore: capture a live migration stream into an archive as memory pages (docs/LAZY-RESUME.md §1).
  *
  * Bytes are read from the pipe QEMU writes and pushed through the migstream splitter. Pages of the split RAM
  * block go to an unordered archive stream ram/<idstr> at their guest offsets (the writer gathers them into
@@ -8,7 +8,7 @@
  * are stored as today's opaque `memory` stream, with a note. Something it does not understand after the commit
  * (a newer QEMU's addition) leaves the pages stored so far where they are: the rest of the stream is kept in the
  * device stream as QEMU sent it, which loads to the same state, with a note. */
-#include "pagefs/pagefs.h"
+#include "memstore/memstore.h"
 #include "migstream/migstream.h"
 
 #include <errno.h>
@@ -20,8 +20,8 @@
 
 struct cap {
     struct arc_writer *w;
-    const struct pf_capture_opts *o;
-    struct pf_capture_result *res;
+    const struct mst_capture_opts *o;
+    struct mst_capture_result *res;
     int dev_fd;                      /* spilled device stream */
     int split;                       /* index of the split block, -1 before the block list */
     bool ram_open;
@@ -62,7 +62,7 @@ static int on_blocks(void *opaque, struct ms_block *b, unsigned n, vs_err *e)
 
 static int open_ram(struct cap *c, const struct ms_block *b, vs_err *e)
 {
-    VS_AUTOFREE char *name = vs_xasprintf("%s%s", PF_ARC_RAM_PREFIX, b->name);
+    VS_AUTOFREE char *name = vs_xasprintf("%s%s", MST_RAM_PREFIX, b->name);
     int r = arc_writer_begin_unordered(c->w, ARC_KIND_OTHER, name, b->size, c->o ? c->o->hold_bytes : 0, e);
     if (r == 0)
         c->ram_open = true;
@@ -89,13 +89,13 @@ static int store_device(struct cap *c, vs_err *e)
 {
     if (lseek(c->dev_fd, 0, SEEK_SET) < 0)
         return vs_err_sys(e, errno, "rewinding the device stream");
-    int r = arc_writer_begin(c->w, ARC_KIND_OTHER, PF_ARC_DEVICE, ARC_SIZE_UNKNOWN, e);
+    int r = arc_writer_begin(c->w, ARC_KIND_OTHER, MST_DEVICE, ARC_SIZE_UNKNOWN, e);
     if (r == 0)
         r = arc_writer_stream_from_fd(c->w, c->dev_fd, NULL, e);
     return r < 0 ? r : arc_writer_end(c->w, e);
 }
 
-static int open_spill(const struct pf_capture_opts *o, vs_err *e)
+static int open_spill(const struct mst_capture_opts *o, vs_err *e)
 {
     const char *dir = o && o->tmpdir ? o->tmpdir : "/var/tmp";
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -104,10 +104,10 @@ static int open_spill(const struct pf_capture_opts *o, vs_err *e)
     return fd;
 }
 
-struct pf_capture {
+struct mst_capture {
     struct cap c;
-    struct pf_capture_opts o;
-    struct pf_capture_result res;
+    struct mst_capture_opts o;
+    struct mst_capture_result res;
     struct ms_parser *p;
     uint8_t *pre;                    /* raw bytes until the splitter commits */
     size_t pre_len;
@@ -115,12 +115,12 @@ struct pf_capture {
     int err;                         /* sticky */
 };
 
-int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct pf_capture **out, vs_err *e)
+int mst_capture_new(struct arc_writer *w, const struct mst_capture_opts *o, struct mst_capture **out, vs_err *e)
 {
     int fd = open_spill(o, e);
     if (fd < 0)
         return fd;
-    struct pf_capture *cp = vs_xcalloc(1, sizeof *cp);
+    struct mst_capture *cp = vs_xcalloc(1, sizeof *cp);
     arc_writer_holds_memory(w);
     if (o)
         cp->o = *o;
@@ -129,14 +129,14 @@ int pf_capture_new(struct arc_writer *w, const struct pf_capture_opts *o, struct
     struct ms_opts mo = { .keep_unknown_rest = true };
     int r = ms_parser_new(&ops, &mo, &cp->p, e);
     if (r < 0) {
-        pf_capture_free(cp);
+        mst_capture_free(cp);
         return r;
     }
     *out = cp;
     return 0;
 }
 
-void pf_capture_free(struct pf_capture *cp)
+void mst_capture_free(struct mst_capture *cp)
 {
     if (!cp)
         return;
@@ -148,7 +148,7 @@ void pf_capture_free(struct pf_capture *cp)
 }
 
 /* The splitter wrote nothing to the archive yet: store what was read as an opaque stream, the rest follows. */
-static int go_opaque(struct pf_capture *cp, vs_err *e)
+static int go_opaque(struct mst_capture *cp, vs_err *e)
 {
     cp->opaque = true;
     int r = arc_writer_begin(cp->c.w, ARC_KIND_MEMORY, "memory", ARC_SIZE_UNKNOWN, e);
@@ -159,7 +159,7 @@ static int go_opaque(struct pf_capture *cp, vs_err *e)
     return r;
 }
 
-int pf_capture_push(struct pf_capture *cp, const void *buf, size_t len, vs_err *e)
+int mst_capture_push(struct mst_capture *cp, const void *buf, size_t len, vs_err *e)
 {
     if (cp->err)
         return vs_err_set(e, -cp->err, "memory capture already failed");
@@ -212,7 +212,7 @@ out:
     return r;
 }
 
-int pf_capture_finish(struct pf_capture *cp, struct pf_capture_result *res, vs_err *e)
+int mst_capture_finish(struct mst_capture *cp, struct mst_capture_result *res, vs_err *e)
 {
     int r = cp->err;
     if (r < 0)
@@ -240,12 +240,12 @@ int pf_capture_finish(struct pf_capture *cp, struct pf_capture_result *res, vs_e
     return r;
 }
 
-int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o, struct pf_capture_result *res,
+int mst_capture_fd(struct arc_writer *w, int fd, const struct mst_capture_opts *o, struct mst_capture_result *res,
                   vs_err *e)
 {
-    *res = (struct pf_capture_result){ 0 };
-    struct pf_capture *cp = NULL;
-    int r = pf_capture_new(w, o, &cp, e);
+    *res = (struct mst_capture_result){ 0 };
+    struct mst_capture *cp = NULL;
+    int r = mst_capture_new(w, o, &cp, e);
     if (r < 0)
         return r;
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
@@ -258,12 +258,12 @@ int pf_capture_fd(struct arc_writer *w, int fd, const struct pf_capture_opts *o,
             break;
         }
         if (n == 0) {
-            r = pf_capture_finish(cp, res, e);
+            r = mst_capture_finish(cp, res, e);
             break;
         }
-        if ((r = pf_capture_push(cp, buf, (size_t)n, e)) < 0)
+        if ((r = mst_capture_push(cp, buf, (size_t)n, e)) < 0)
             break;
     }
-    pf_capture_free(cp);
+    mst_capture_free(cp);
     return r;
 }
