@@ -4,7 +4,7 @@
  *   serve       page image -> FUSE files (one per block) until SIGINT/SIGTERM
  *   pack        page image + device stream -> a .vmsnap archive (RAM streams per block + device stream)
  *   load        feed a stream (or an archive's device stream) to a QEMU waiting with -incoming defer
- *               (getfd + pipe + migrate-incoming fd:)
+ *               (vm_resume_load, as boot does: getfd + pipe + migrate-incoming fd:)
  * serve and load take a page image directory or such an archive. */
 #include "cli/cli.h"
 #include "archive/archive.h"
@@ -12,6 +12,7 @@
 #include "memstore/memstore.h"
 #include "pagefs/pagefs.h"
 #include "qmp/qmp.h"
+#include "vm/vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -373,28 +374,6 @@ static int mem_serve(int argc, char **argv)
 }
 
 /* ---- load -------------------------------------------------------------------------------------------------- */
-static int wait_loaded(struct qmp *q, double timeout_s, vs_err *e)
-{
-    double end = vs_now_s() + timeout_s;
-    for (;;) {
-        json_t *ret = NULL;
-        int r = qmp_execute(q, "query-migrate", NULL, &ret, e);
-        if (r < 0)
-            return r;
-        const char *st = json_string_value(json_object_get(ret, "status"));
-        bool done = st && strcmp(st, "completed") == 0, failed = st && strcmp(st, "failed") == 0;
-        json_decref(ret);
-        if (done)
-            return 0;
-        if (failed)
-            return vs_err_set(e, EIO, "QEMU on %s: incoming migration failed (see QEMU's log)", qmp_name(q));
-        if (vs_now_s() > end)
-            return vs_err_set(e, ETIMEDOUT, "QEMU on %s: incoming migration not complete after %.0f s",
-                              qmp_name(q), timeout_s);
-        usleep(2000);
-    }
-}
-
 static int mem_load(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -416,77 +395,36 @@ static int mem_load(int argc, char **argv)
     const char *in = argv[optind];
     vs_err e = { 0 };
     double t0 = vs_now_s();
-    /* An archive with a device stream feeds it through arc_pread (checked blocks); anything else is a stream. */
+    /* An archive feeds its device stream through arc_pread (checked blocks); anything else is a stream file. */
     ARC_AUTOCLOSE struct arc *a = NULL;
-    int dev = ARC_STREAM_NONE;
-    struct arc_stream_info si = { 0 };
+    struct vm_load_src src = { .fd = -1 };
     if (arc_open(in, NULL, &a, &e) == 0) {
-        if ((dev = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE)) == ARC_STREAM_NONE)
+        int dev = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE);
+        if (dev == ARC_STREAM_NONE)
             return cli_fail("%s has no \"%s\" stream (not a paged memory snapshot)", in, MST_DEVICE);
-        arc_stream_get(a, (unsigned)dev, &si);
+        src = (struct vm_load_src){ .a = a, .stream = (unsigned)dev, .fd = -1 };
     }
     VS_AUTOCLOSE int sfd = a ? -1 : open(in, O_RDONLY | O_CLOEXEC);
     if (!a && sfd < 0)
         return cli_fail("cannot open %s: %s", in, strerror(errno));
+    if (!a) {
+        src.fd = sfd;
+        e = (vs_err){ 0 };   /* why it is no archive: not an error for a stream file */
+    }
     QMP_AUTOCLOSE struct qmp *q = NULL;
     if (qmp_connect(sock, NULL, &q, &e) < 0)
         return cli_fail_err(&e);
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return cli_fail("pipe: %s", strerror(errno));
-    VS_AUTOCLOSE int rd = pfd[0], wr = pfd[1];
-    signal(SIGPIPE, SIG_IGN);
-    int r = qmp_getfd(q, "vmsnap-incoming", rd, &e);
-    close(VS_STEAL_FD(rd));
-    if (r == 0) {
-        json_t *args = json_pack("{s:s}", "uri", "fd:vmsnap-incoming");
-        r = qmp_execute(q, "migrate-incoming", args, NULL, &e);
-        json_decref(args);
-        if (r < 0) {   /* refused: the fd stays in QEMU's table, holding the pipe open, unless we drop it */
-            vs_err ce;
-            qmp_closefd(q, "vmsnap-incoming", &ce);
-        }
+    struct vm_load_info li;
+    if (vm_resume_load(q, &src, 600, &li, &e) < 0) {
+        vs_err_prefix(&e, "loading %s into QEMU on %s", in, sock);
+        return cli_fail_err(&e);
     }
-    if (r < 0)
-        return cli_fail_err(&e);
-    /* QEMU reads in its main loop: write everything, then close so it sees EOF. */
-    VS_AUTOFREE uint8_t *buf = vs_xmalloc(1 << 20);
-    uint64_t total = 0;
-    for (;;) {
-        ssize_t n;
-        if (a) {
-            n = (ssize_t)VS_MIN((uint64_t)1 << 20, si.size - total);
-            if (n > 0 && arc_pread(a, (unsigned)dev, buf, (size_t)n, total, &e) < 0)
-                return cli_fail_err(&e);   /* QEMU sees the pipe close early: its load fails */
-        } else {
-            n = read(sfd, buf, 1 << 20);
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return cli_fail("reading %s: %s", in, strerror(errno));
-        if (n == 0)
-            break;
-        if ((r = vs_write_full(wr, buf, (size_t)n)) < 0)
-            return cli_fail("feeding %s to QEMU on %s: %s", in, sock, strerror(-r));
-        total += (uint64_t)n;
-    }
-    close(VS_STEAL_FD(wr));
-    double t_fed = vs_now_s();
-    if ((r = wait_loaded(q, 600, &e)) < 0)
-        return cli_fail_err(&e);
-    bool running = false;
-    char st[32];
-    if ((r = qmp_query_status(q, &running, st, sizeof st, &e)) < 0)
-        return cli_fail_err(&e);
-    if (!running && (r = qmp_cont(q, &e)) < 0)   /* a stream saved from a stopped VM loads paused */
-        return cli_fail_err(&e);
     double t1 = vs_now_s();
     if (json)
-        printf("{\"stream_bytes\": %" PRIu64 ", \"fed_s\": %.6f, \"running_s\": %.6f, \"was\": \"%s\"}\n", total,
-               t_fed - t0, t1 - t0, st);
+        printf("{\"stream_bytes\": %" PRIu64 ", \"fed_s\": %.6f, \"running_s\": %.6f, \"was\": \"%s\"}\n",
+               li.stream_bytes, li.fed_s, t1 - t0, li.was);
     else
-        printf("loaded %" PRIu64 " bytes, running after %.1f ms\n", total, (t1 - t0) * 1000);
+        printf("loaded %" PRIu64 " bytes, running after %.1f ms\n", li.stream_bytes, (t1 - t0) * 1000);
     return CLI_OK;
 }
 

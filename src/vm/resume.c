@@ -1,9 +1,10 @@
-/* vm: resuming a memory stream. A thread decompresses the archive's stream straight into a pipe whose read end
- * QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged block stops the feed (QEMU then sees a
- * truncated stream and fails the load): the archive's error is the one reported. When QEMU refuses or stalls
- * the load, it may keep its read end open without reading: we keep a read end too, and stopping the feeder
- * means raising its stop flag, making its further writes fail at once (O_NONBLOCK) and draining the pipe until it
- * has exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM. */
+/* vm: resuming a memory stream. A thread decompresses the archive's stream (or copies a file) straight into a
+ * pipe (enlarged to 1 MiB) whose read end QEMU got with getfd; `migrate-incoming fd:NAME` loads it. A damaged
+ * block stops the feed (QEMU then sees a truncated stream and fails the load): the archive's error is the one
+ * reported. QEMU's "failed" and "cancelled" both end the load with its words. When QEMU refuses or stalls the
+ * load, it may keep its read end open without reading: we keep a read end too, and stopping the feeder means
+ * raising its stop flag, making its further writes fail at once (O_NONBLOCK) and draining the pipe until it has
+ * exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM. */
 #include "vm/vm.h"
 #include "memstore/memstore.h"
 
@@ -16,11 +17,14 @@
 #include <time.h>
 
 struct feed {
-    struct arc *a;
+    struct arc *a;         /* NULL: read src_fd until EOF */
     unsigned stream;
     uint64_t size;
+    int src_fd;
     int fd;
     int rc;
+    uint64_t fed;          /* bytes written to the pipe (not counted when reassembling) */
+    double done_at;        /* vs_now_s() when the write end was closed */
     vs_err err;
     bool reassemble;       /* paged memory, eager: device stream + pages -> a full stream */
     bool write_failed;     /* rc is about the pipe (QEMU gave up, or we stopped it), not the archive */
@@ -34,6 +38,7 @@ static void close_feed(struct feed *f)
     pthread_mutex_lock(&f->fd_lock);
     close(f->fd);
     f->fd = -1;
+    f->done_at = vs_now_s();
     pthread_mutex_unlock(&f->fd_lock);
 }
 
@@ -49,20 +54,27 @@ static void *feed_main(void *arg)
     size_t cap = 1u << 20;
     uint8_t *buf = vs_xmalloc(cap);
     f->rc = 0;
-    for (uint64_t off = 0; off < f->size && !atomic_load(&f->stop);) {
-        size_t n = (size_t)VS_MIN((uint64_t)cap, f->size - off);
-        int r = arc_pread(f->a, f->stream, buf, n, off, &f->err);
+    while ((!f->a || f->fed < f->size) && !atomic_load(&f->stop)) {
+        size_t n = (size_t)VS_MIN((uint64_t)cap, f->a ? f->size - f->fed : cap);
+        int r = f->a ? arc_pread(f->a, f->stream, buf, n, f->fed, &f->err) : 0;
+        ssize_t got = f->a ? (ssize_t)n : read(f->src_fd, buf, n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            r = vs_err_sys(&f->err, errno, "reading the memory stream");
         if (r < 0) {
             f->rc = r;
             break;
         }
-        r = vs_write_full(f->fd, buf, n);
+        if (got == 0)
+            break;
+        r = vs_write_full(f->fd, buf, (size_t)got);
         if (r < 0) {
             f->rc = vs_err_sys(&f->err, -r, "feeding the memory stream to QEMU");
             f->write_failed = true;
             break;
         }
-        off += n;
+        f->fed += (uint64_t)got;
     }
     free(buf);
     close_feed(f);
@@ -87,11 +99,9 @@ static void stop_feeder(struct feed *f, pthread_t th, int drain_fd, bool failed)
     pthread_join(th, NULL);
 }
 
-static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble, double timeout_s, vs_err *e);
-
 int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeout_s, vs_err *e)
 {
-    return resume(q, a, stream, false, timeout_s, e);
+    return vm_resume_load(q, &(struct vm_load_src){ .a = a, .stream = stream, .fd = -1 }, timeout_s, NULL, e);
 }
 
 int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e)
@@ -99,15 +109,18 @@ int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, v
     int s = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE);
     if (s == ARC_STREAM_NONE)
         return vs_err_set(e, ENOENT, "the archive has no \"%s\" stream", MST_DEVICE);
-    return resume(q, a, (unsigned)s, !lazy, timeout_s, e);
+    struct vm_load_src src = { .a = a, .stream = (unsigned)s, .reassemble = !lazy, .fd = -1 };
+    return vm_resume_load(q, &src, timeout_s, NULL, e);
 }
 
-static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble, double timeout_s, vs_err *e)
+int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_s, struct vm_load_info *info,
+                   vs_err *e)
 {
-    struct arc_stream_info si;
-    int r = arc_stream_get(a, stream, &si);
+    double t0 = vs_now_s();
+    struct arc_stream_info si = { 0 };
+    int r = src->a ? arc_stream_get(src->a, src->stream, &si) : 0;
     if (r < 0)
-        return vs_err_set(e, -r, "archive has no stream %u", stream);
+        return vs_err_set(e, -r, "archive has no stream %u", src->stream);
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return vs_err_sys(e, errno, "pipe");
@@ -119,8 +132,8 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         close(p[1]);
         return r;
     }
-    struct feed f = { .a = a, .stream = stream, .size = si.size, .fd = p[1], .reassemble = reassemble,
-                      .fd_lock = PTHREAD_MUTEX_INITIALIZER };
+    struct feed f = { .a = src->a, .stream = src->stream, .size = si.size, .src_fd = src->fd, .fd = p[1],
+                      .reassemble = src->a && src->reassemble, .fd_lock = PTHREAD_MUTEX_INITIALIZER };
     pthread_t th;
     if ((r = pthread_create(&th, NULL, feed_main, &f)) != 0) {
         close(p[1]);
@@ -145,7 +158,8 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
         snprintf(status, sizeof status, "%s", json_string_value(json_object_get(ret, "status")) ?: "");
         if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
             const char *why = json_string_value(json_object_get(ret, "error-desc"));
-            r = vs_err_set(e, EIO, "QEMU failed to load the memory stream%s%.300s", why ? ": " : "", why ? why : "");
+            r = vs_err_set(e, EIO, "QEMU failed to load the memory stream (migration %s)%s%.300s", status,
+                           why ? ": " : "", why ? why : "");
         }
         json_decref(ret);
         if (r < 0 || !strcmp(status, "completed"))
@@ -173,7 +187,11 @@ static int resume(struct qmp *q, struct arc *a, unsigned stream, bool reassemble
     bool running = false;
     if ((r = qmp_query_status(q, &running, status, sizeof status, e)) < 0)
         return r;
-    if (!running && (r = qmp_cont(q, e)) < 0)
+    if (info) {
+        *info = (struct vm_load_info){ .stream_bytes = f.fed, .fed_s = f.done_at - t0 };
+        snprintf(info->was, sizeof info->was, "%s", status);
+    }
+    if (!running && (r = qmp_cont(q, e)) < 0)   /* a stream saved from a stopped VM loads paused */
         return vs_err_prefix(e, "resuming the VM (state %s)", status);
     return 0;
 }

@@ -378,6 +378,16 @@ int vm_resume_memory(struct qmp *q, struct arc *a, unsigned stream, double timeo
 /* Memory stored as pages (mst_capture_fd): lazy, QEMU's RAM already maps the RAM streams (FUSE) and only the
  * device stream is fed; eager, the full stream is reassembled on the fly (ms_reassemble) and fed. */
 int vm_resume_paged(struct qmp *q, struct arc *a, bool lazy, double timeout_s, vs_err *e);
+/* The feeder both use, also for a stream in a file: a NULL feeds fd (read until EOF; the caller closes it),
+ * else stream of a (reassembled from its RAM streams if reassemble). info (may be NULL) says what was fed. */
+struct vm_load_src { struct arc *a; unsigned stream; bool reassemble; int fd; };
+struct vm_load_info {
+    uint64_t stream_bytes;         /* bytes fed (a reassembly's are not counted: 0) */
+    double fed_s;                  /* seconds from the call until the whole stream was in the pipe */
+    char was[32];                  /* QEMU's run state once loaded, before the cont */
+};
+int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_s, struct vm_load_info *info,
+                   vs_err *e);
 
 /* ---- disks of archives (disk.c) ----------------------------------------------------------------------------- */
 /* Write disk stream `name` (size bytes) into w: the blocks changed in overlay layers (after_seq, upto_seq], read
