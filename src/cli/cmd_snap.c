@@ -261,6 +261,9 @@ int cmd_snap(int argc, char **argv)
     else if (note && note[0])
         fprintf(stderr, "vmsnap: warning: memory stored as one opaque stream (no lazy resume, no thin memory): %s\n",
                 note);
+    const char *rebase = json_string_value(json_object_get(res, VM_CTL_REBASE_ERROR));
+    if (rebase)
+        fprintf(stderr, "vmsnap: warning: snapshot written, but %s\n", rebase);
     json_int_t redacted = json_integer_value(json_object_get(res, "redacted"));
     if (redacted > 0)
         fprintf(stderr, "vmsnap: note: %lld secret value(s) on the VM's command line (passwords, secret objects' "

@@ -269,6 +269,20 @@ uint64_t vs_now_ns(void)
 
 double vs_now_s(void) { return vs_now_ns() / 1e9; }
 
+bool vs_test_fault(const char *point)
+{
+#ifdef VS_TEST_FAULTS
+    const char *v = getenv("VMSNAP_TEST_FAULT");
+    size_t n = strlen(point);
+    for (const char *p = v; p && *p; p += strcspn(p, ","), p += *p == ',')
+        if (!strncmp(p, point, n) && (p[n] == ',' || !p[n]))
+            return true;
+#else
+    (void)point;
+#endif
+    return false;
+}
+
 uint64_t vs_wall_s(void) { return (uint64_t)time(NULL); }
 
 int vs_parse_size(const char *s, uint64_t *out)

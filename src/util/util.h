@@ -87,6 +87,10 @@ int vs_listen_unix(const char *path, int *out, vs_err *e);
 /* ---- time -------------------------------------------------------------- */
 uint64_t vs_now_ns(void);      /* CLOCK_MONOTONIC */
 double vs_now_s(void);         /* CLOCK_MONOTONIC, seconds */
+
+/* Fault injection for tests: true when env VMSNAP_TEST_FAULT (a comma-separated list) names `point`. Always false
+ * in a buildtype=release build. */
+bool vs_test_fault(const char *point);
 uint64_t vs_wall_s(void);      /* CLOCK_REALTIME seconds */
 
 /* ---- sizes ------------------------------------------------------------- */

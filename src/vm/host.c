@@ -18,16 +18,23 @@
 #include <sys/wait.h>
 #include <time.h>
 
+/* One disk of the archive, served to QEMU from an overlay on it. */
+struct host_disk {
+    struct nbd_overlay *ovl;
+    struct nbd_server *srv;
+    char *sock;                    /* the NBD socket QEMU connects to */
+    char *name;                    /* the archive's disk stream */
+    uint64_t size;
+    uint32_t parent_seq;           /* layers up to this one are in the parent chain of the next --thin snap */
+    uint32_t frozen_seq;           /* the layer frozen by the snapshot under way */
+};
+
 struct host {
     const struct vm_host_opts *o;
     struct vm_state st;
     struct arc *arc;
     size_t ndisks;
-    struct nbd_overlay **ovl;
-    struct nbd_server **srv;
-    char **socks, **names;
-    uint64_t *sizes;
-    uint32_t *parent_seq, *frozen_seq;
+    struct host_disk *disks;
     char *files[VM_FILE__COUNT];   /* usable paths of the VM's start files (extracted copies or originals) */
     bool extracted[VM_FILE__COUNT];   /* in the parent chain of the next --thin snap */
     struct vm_xfile *xfiles;       /* config.xfiles with usable paths (run-dir copies or originals) */
@@ -238,13 +245,7 @@ static int open_disks(struct host *h, vs_err *e)
     if (c->foreign)
         n = 0;   /* a foreign VM's disks are its own files */
     h->ndisks = n;
-    h->ovl = vs_xcalloc(n + 1, sizeof *h->ovl);
-    h->srv = vs_xcalloc(n + 1, sizeof *h->srv);
-    h->socks = vs_xcalloc(n + 1, sizeof *h->socks);
-    h->names = vs_xcalloc(n + 1, sizeof *h->names);
-    h->sizes = vs_xcalloc(n + 1, sizeof *h->sizes);
-    h->parent_seq = vs_xcalloc(n + 1, sizeof *h->parent_seq);
-    h->frozen_seq = vs_xcalloc(n + 1, sizeof *h->frozen_seq);
+    h->disks = vs_xcalloc(n + 1, sizeof *h->disks);
     if (!c->foreign && c->n_disks != n) {
         /* No (or another) recorded disk list: virtio-blk in pack order. */
         for (size_t i = 0; i < c->n_disks; i++) {
@@ -256,11 +257,12 @@ static int open_disks(struct host *h, vs_err *e)
         c->n_disks = n;
     }
     for (size_t i = 0; i < n; i++) {
+        struct host_disk *d = &h->disks[i];
         int s = arc_find_disk(h->arc, (int)i);
         struct arc_stream_info si;
         arc_stream_get(h->arc, (unsigned)s, &si);
-        h->names[i] = vs_xstrdup(si.name);
-        h->sizes[i] = si.size;
+        d->name = vs_xstrdup(si.name);
+        d->size = si.size;
         c->disks[i].size = si.size;
         struct nbd_base *b = NULL;
         int r = nbd_base_open_archive(h->o->archive, (unsigned)i, &b, e);
@@ -272,15 +274,14 @@ static int open_disks(struct host *h, vs_err *e)
             path = i == 0 ? vs_xstrdup(h->o->overlay) : vs_xasprintf("%s.disk%zu", h->o->overlay, i);
         else
             flags |= NBD_OVL_TEMP;
-        if ((r = nbd_overlay_open(path, b, flags, &h->ovl[i], e)) < 0) {
+        if ((r = nbd_overlay_open(path, b, flags, &d->ovl, e)) < 0) {
             nbd_base_close(b);   /* the overlay owns b only once opened */
             return r;
         }
         /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
-        h->parent_seq[i] = 0;
-        h->socks[i] = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
-        if ((r = nbd_server_new(h->ovl[i], NULL, &h->srv[i], e)) < 0 ||
-            (r = nbd_server_listen_unix(h->srv[i], h->socks[i], e)) < 0)
+        d->parent_seq = 0;
+        d->sock = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
+        if ((r = nbd_server_new(d->ovl, NULL, &d->srv, e)) < 0 || (r = nbd_server_listen_unix(d->srv, d->sock, e)) < 0)
             return r;
     }
     return 0;
@@ -467,7 +468,7 @@ static int hook_freeze(void *opaque, vs_err *e)
 {
     struct snapctx *s = opaque;
     for (size_t i = 0; i < s->h->ndisks; i++) {
-        int r = nbd_overlay_freeze(s->h->ovl[i], &s->h->frozen_seq[i], e);
+        int r = nbd_overlay_freeze(s->h->disks[i].ovl, &s->h->disks[i].frozen_seq, e);
         if (r < 0)
             return vs_err_prefix(e, "freezing the overlay of disk %zu", i);
     }
@@ -479,7 +480,8 @@ static int hook_disks(void *opaque, struct arc_writer *w, vs_err *e)
     struct snapctx *s = opaque;
     struct host *h = s->h;
     for (size_t i = 0; i < h->ndisks; i++) {
-        int r = vm_disk_write_changes(h->ovl[i], h->parent_seq[i], h->frozen_seq[i], w, h->names[i], h->sizes[i], e);
+        const struct host_disk *d = &h->disks[i];
+        int r = vm_disk_write_changes(d->ovl, d->parent_seq, d->frozen_seq, w, d->name, d->size, e);
         if (r < 0)
             return r;
     }
@@ -574,6 +576,27 @@ static void hook_progress(void *opaque, const struct vm_snap_progress *p)
     json_decref(o);
 }
 
+/* The VM continues on top of the new snapshot: its frozen layers are in `out`, so each overlay takes `out` as its
+ * base and drops them. A disk whose rebase fails keeps its layers and its old base (the rebase is all or nothing),
+ * which reads the same: the VM and later --thin snaps are unaffected, only the overlay stays larger. Either way the
+ * next --thin snap's parent holds the disk up to the frozen layer. The first failure goes to *e. */
+static void rebase_disks(struct host *h, const char *out, vs_err *e)
+{
+    for (size_t i = 0; i < h->ndisks; i++) {
+        struct host_disk *d = &h->disks[i];
+        struct nbd_base *nb = NULL;
+        vs_err de = { 0 };
+        int r = vs_test_fault("rebase") ? vs_err_set(&de, EIO, "injected fault (VMSNAP_TEST_FAULT=rebase)")
+                                        : nbd_base_open_archive(out, (unsigned)i, &nb, &de);
+        if (r == 0 && (r = nbd_overlay_rebase(d->ovl, d->frozen_seq, nb, &de)) < 0)
+            nbd_base_close(nb);   /* the overlay owns nb only once rebased */
+        if (r < 0 && !e->code)
+            vs_err_set(e, -r, "disk %zu ('%s'): the overlay could not move onto %s, so it keeps its layers: %s", i,
+                       d->name, out, de.msg);
+        d->parent_seq = d->frozen_seq;
+    }
+}
+
 static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
 {
     const char *out = json_string_value(json_object_get(rq, "output"));
@@ -620,12 +643,8 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
         return NULL;
     }
     /* The VM now continues on top of the new snapshot: its frozen layers are in `out`. */
-    for (size_t i = 0; i < h->ndisks; i++) {
-        struct nbd_base *nb = NULL;
-        if (nbd_base_open_archive(out, (unsigned)i, &nb, NULL) == 0 && nbd_overlay_rebase(h->ovl[i], h->frozen_seq[i], nb, NULL) < 0)
-            nbd_base_close(nb);
-        h->parent_seq[i] = h->frozen_seq[i];
-    }
+    vs_err rebase_err = { 0 };
+    rebase_disks(h, out, &rebase_err);
     for (int i = 0; i < VM_FILE__COUNT; i++)   /* the next --thin snap's parent chain holds them now */
         h->extracted[i] = true;
     for (size_t i = 0; i < h->st.config.n_xfiles; i++)
@@ -633,7 +652,10 @@ static json_t *snap_request(struct host *h, json_t *rq, vs_err *e)
     free(h->st.parent);
     h->st.parent = vs_xstrdup(out);
     vm_state_save(&h->st, NULL);
-    return vm_snap_result_json(&res, out, sc.thin);
+    json_t *j = vm_snap_result_json(&res, out, sc.thin);
+    if (rebase_err.code)
+        json_object_set_new(j, VM_CTL_REBASE_ERROR, json_string(rebase_err.msg));
+    return j;
 }
 
 /* One request line within 5 s in all: this runs in the host's only loop (signals, QEMU's exit), so a client
@@ -683,18 +705,12 @@ static void host_cleanup(struct host *h)
 {
     qmp_close(h->q);
     for (size_t i = 0; i < h->ndisks; i++) {
-        nbd_server_free(h->srv[i]);   /* stops, flushes, removes the socket */
-        nbd_overlay_close(h->ovl[i]);
-        free(h->socks[i]);
-        free(h->names[i]);
+        nbd_server_free(h->disks[i].srv);   /* stops, flushes, removes the socket */
+        nbd_overlay_close(h->disks[i].ovl);
+        free(h->disks[i].sock);
+        free(h->disks[i].name);
     }
-    free(h->ovl);
-    free(h->srv);
-    free(h->socks);
-    free(h->names);
-    free(h->sizes);
-    free(h->parent_seq);
-    free(h->frozen_seq);
+    free(h->disks);
     unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
     arc_close(h->arc);
     if (h->ctl >= 0)
@@ -788,6 +804,9 @@ static int start(struct host *h, vs_err *e)
     h->st.parent = vs_xstrdup(h->st.archive ? h->st.archive : o->archive);
     if ((r = open_disks(h, e)) < 0 || (r = prepare_files(h, e)) < 0)
         return r;
+    VS_AUTOFREE const char **socks = vs_xcalloc(h->ndisks + 1, sizeof *socks);   /* NULL-terminated */
+    for (size_t i = 0; i < h->ndisks; i++)
+        socks[i] = h->disks[i].sock;
     double t_restore = vs_now_s();   /* restore starts: page files, QEMU, device state */
     if (h->paged && (h->lazy = can_be_lazy(h, h->memory_note, sizeof h->memory_note))) {
         vs_err me = { 0 };
@@ -803,7 +822,7 @@ static int start(struct host *h, vs_err *e)
     struct vm_launch l = { .qemu = vm_qemu_binary(o->qemu),
                            .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
                            .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
-                           .disk_sockets = (const char *const *)h->socks, .incoming = has_memory,
+                           .disk_sockets = socks, .incoming = has_memory,
                            .mem_path = h->lazy ? h->mem_path : NULL };
     for (int i = 0; i < VM_FILE__COUNT; i++)
         l.files[i] = h->files[i];

@@ -441,6 +441,9 @@ struct vm_host_opts {
 int vm_host_run(const struct vm_host_opts *o, vs_err *e);
 
 /* ---- snapshot requests to a boot host (client.c) ------------------------------------------------------------- */
+/* Keys of the snap result beyond vm_snap_result's: why the overlay did not move onto the new archive (absent when
+ * it did; the archive is good either way). */
+#define VM_CTL_REBASE_ERROR "rebase-error"
 struct vm_snap_request {
     const char *output;       /* absolute path */
     bool thin, live;
