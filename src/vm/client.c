@@ -1,4 +1,4 @@
-/* vm: `vmsnap snap` talking to a boot host's control socket (see host.c for the other side). */
+/* vm: `vmsnap snap` talking to a boot host's control socket (control.c is the other side). */
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -19,18 +19,9 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
         return vs_err_sys(e, errno, "socket");
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         return vs_err_sys(e, errno, "control socket %s of the vmsnap boot process", control);
-    /* The protocol is JSON: a path or message that is not UTF-8 cannot travel (json_pack gives NULL). */
-    json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "execute", "snap", "output", rq->output, "thin", rq->thin, "live",
-                          rq->live);
+    json_t *o = vm_ctl_request_json(rq, e);
     if (!o)
-        return vs_err_set(e, EINVAL, "output path '%s' is not UTF-8, which the boot process's control protocol "
-                          "(JSON) cannot carry: choose another name", rq->output);
-    if (rq->codec)
-        json_object_set_new(o, "codec", json_string(rq->codec));
-    if (rq->message && json_object_set_new(o, "message", json_string(rq->message)) < 0) {
-        json_decref(o);
-        return vs_err_set(e, EINVAL, "--message is not UTF-8 text");
-    }
+        return -EINVAL;
     VS_AUTOFREE char *line = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     int r = vs_write_full(fd, line, strlen(line));
@@ -38,12 +29,13 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
         r = vs_write_full(fd, "\n", 1);
     if (r < 0)
         return vs_err_sys(e, -r, "sending to %s", control);
-    size_t cap = 1 << 16, len = 0;
+    size_t cap = VM_CTL_MAX_LINE, len = 0;
     VS_AUTOFREE char *buf = vs_xmalloc(cap + 1);
     bool told = false;
     for (;;) {
         if (cancel && *cancel && !told) {
-            (void)!send(fd, "cancel\n", 7, MSG_NOSIGNAL);
+            static const char c[] = "{\"" VM_CTL_CMD "\":\"" VM_CTL_CANCEL "\"}\n";
+            (void)!send(fd, c, sizeof c - 1, MSG_NOSIGNAL);
             told = true;
         }
         struct pollfd p = { fd, POLLIN, 0 };
@@ -68,16 +60,16 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
             if (!msg)
                 return vs_err_set(e, EPROTO, "unreadable reply on %s", control);
             json_t *v;
-            if ((v = json_object_get(msg, "progress"))) {
+            if ((v = json_object_get(msg, VM_CTL_PROGRESS))) {
                 if (progress)
                     progress(opaque, v);
-            } else if ((v = json_object_get(msg, "result"))) {
+            } else if ((v = json_object_get(msg, VM_CTL_RESULT))) {
                 *result = json_incref(v);
                 json_decref(msg);
                 return 0;
             } else {
                 r = vs_err_set(e, told ? ECANCELED : EIO, "%s",
-                               json_string_value(json_object_get(msg, "error")) ?: "snapshot failed");
+                               json_string_value(json_object_get(msg, VM_CTL_ERROR)) ?: "snapshot failed");
                 json_decref(msg);
                 return r;
             }

@@ -440,16 +440,42 @@ struct vm_host_opts {
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
 int vm_host_run(const struct vm_host_opts *o, vs_err *e);
 
-/* ---- snapshot requests to a boot host (client.c) ------------------------------------------------------------- */
+/* ---- the boot host's control protocol (control.c, client.c; docs/CONTROL.md, "vmsnap boot") ----------------- */
+/* The conventions of every vmsnap control socket: one JSON object per line, lines of at most VM_CTL_MAX_LINE bytes,
+ * a request line complete within VM_CTL_TIMEOUT_S s, and a reply {"ok": true, ...} or {"ok": false, "error": "..."}
+ * (snap also sends {"progress": {...}} lines before its reply). */
+#define VM_CTL_MAX_LINE (64u << 10)
+#define VM_CTL_TIMEOUT_S 30
+#define VM_CTL_CMD "cmd"
+#define VM_CTL_OK "ok"
+#define VM_CTL_ERROR "error"
+#define VM_CTL_RESULT "result"
+#define VM_CTL_PROGRESS "progress"
+#define VM_CTL_CANCEL "cancel"
 /* Keys of the snap result beyond vm_snap_result's: why the overlay did not move onto the new archive (absent when
  * it did; the archive is good either way). */
 #define VM_CTL_REBASE_ERROR "rebase-error"
+
 struct vm_snap_request {
     const char *output;       /* absolute path */
     bool thin, live;
     const char *codec;        /* "lz4", "zstd:3", ... or NULL */
     const char *message;
 };
+/* The request line's object (new reference), or NULL and *e when a string is not UTF-8 (JSON cannot carry it). */
+json_t *vm_ctl_request_json(const struct vm_snap_request *rq, vs_err *e);
+/* A request line's object into *rq (strings borrowed from j); a clear error for anything but a valid snap. */
+int vm_ctl_request_parse(json_t *j, struct vm_snap_request *rq, vs_err *e);
+/* Takes the snapshot; the result object (new reference) or NULL and *e. */
+typedef json_t *(*vm_ctl_snap_fn)(void *opaque, const struct vm_snap_request *rq, vs_err *e);
+/* Serve one client on fd: read its request line, call snap, send the reply. Gives up (with an error line) when
+ * the line is not complete within VM_CTL_TIMEOUT_S s or when watch_fd (the caller's signals) becomes readable, so
+ * the caller's own loop is never held up by a client. */
+void vm_ctl_serve(int fd, int watch_fd, vm_ctl_snap_fn snap, void *opaque);
+/* During snap: one progress line to the client (never blocks), and whether it asked to cancel or hung up. */
+void vm_ctl_progress(int fd, const struct vm_snap_progress *p);
+bool vm_ctl_cancel_requested(int fd);
+
 /* Send the request to the host's control socket and wait for its result (a JSON object, new reference, with the
  * fields of vm_snap_result). progress (may be NULL) gets each progress object. *cancel (may be NULL) is polled:
  * when it becomes true the host is told to cancel and the call waits for it to clean up. */

@@ -1,0 +1,65 @@
+/* vm: private to the boot host's files — host.c (event loop), host_setup.c (the VM's start and end),
+ * host_snap.c (snapshots on request). The control protocol they serve is control.c's (vm.h). */
+#ifndef VMSNAP_VM_HOST_H
+#define VMSNAP_VM_HOST_H
+
+#include "vm/vm.h"
+#include "memstore/memstore.h"
+#include "pagefs/pagefs.h"
+
+#include <sys/stat.h>
+
+/* One disk of the archive, served to QEMU from an overlay on it. */
+struct host_disk {
+    struct nbd_overlay *ovl;
+    struct nbd_server *srv;
+    char *sock;                    /* the NBD socket QEMU connects to */
+    char *name;                    /* the archive's disk stream */
+    uint64_t size;
+    uint32_t parent_seq;           /* layers up to this one are in the parent chain of the next --thin snap */
+    uint32_t frozen_seq;           /* the layer frozen by the snapshot under way */
+};
+
+struct host {
+    const struct vm_host_opts *o;
+    struct vm_state st;
+    struct arc *arc;
+    size_t ndisks;
+    struct host_disk *disks;
+    char *files[VM_FILE__COUNT];   /* usable paths of the VM's start files (extracted copies or originals) */
+    bool extracted[VM_FILE__COUNT];   /* in the parent chain of the next --thin snap */
+    struct vm_xfile *xfiles;       /* config.xfiles with usable paths (run-dir copies or originals) */
+    bool *x_in_chain;              /* stored in the archive chain (read-only ones need no new copy in a thin snap) */
+    bool *x_extracted;             /* a copy in the run directory, removed at the end */
+    struct qmp *q;
+    struct stat user_sock[2];      /* the user's --qmp and --console sockets as QEMU made them (st_ino 0: unknown) */
+    pid_t qemu;
+    int qemu_status;
+    bool qemu_exited;
+    int sigfd, ctl;
+    int client;                    /* snap client during a snapshot */
+    bool quit_requested;
+    char *qemu_log;
+    /* memory stored as pages (mst_capture_fd) */
+    bool paged, lazy;
+    struct pf_mount *pfm;          /* lazy: the RAM streams as FUSE files in pages_dir */
+    struct pf_file *pff;
+    unsigned npff;
+    char *pages_dir, *mem_path;
+    char memory_note[512];         /* why paged memory is resumed eagerly */
+    size_t user_extra_from;        /* config.extra[i >= this] came from this boot's own "-- ARGS" */
+    char *trusted;                 /* what --trust-archive let through unchecked, NULL if nothing */
+};
+
+/* ---- host_setup.c ---- */
+/* Open the archive, check it, set up disks, files and memory, start QEMU and resume it. On failure the caller
+ * still calls host_stop_qemu and host_cleanup. */
+int host_start(struct host *h, vs_err *e);
+void host_stop_qemu(struct host *h);
+void host_cleanup(struct host *h);
+
+/* ---- host_snap.c ---- */
+/* Take the snapshot rq asks for (vm_ctl_snap_fn; opaque is the host): the result object, or NULL and *e. */
+json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e);
+
+#endif

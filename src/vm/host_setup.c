@@ -1,0 +1,578 @@
+/* vm: the boot host's VM, from the archive to a running QEMU (host_start) and back (host_cleanup). */
+#include "vm/host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+/* ---- setup ---------------------------------------------------------------------------------------------- */
+
+#define VM_FILE_MAX (1u << 30)
+
+/* A named blob of the archive (or of its parents) into dir/name, mode 0600. 0 written, -ENOENT absent. */
+static int extract_file(struct arc *a, const char *name, const char *dest, vs_err *e)
+{
+    for (; a; a = arc_parent(a)) {
+        int s = arc_find_stream(a, ARC_KIND_FILE, name);
+        if (s == ARC_STREAM_NONE)
+            continue;
+        struct arc_stream_info si;
+        if (arc_stream_get(a, (unsigned)s, &si) < 0)
+            return vs_err_set(e, EIO, "file '%s' of the archive is unreadable", name);
+        /* A tiny archive may claim a huge file: cap it, and write zeros as holes. */
+        if (si.size > VM_FILE_MAX)
+            return vs_err_set(e, EFBIG, "file '%s' of the archive is %" PRIu64 " bytes, more than the %u MiB a kernel, "
+                              "initrd or firmware file may have", name, si.size, VM_FILE_MAX >> 20);
+        VS_AUTOCLOSE int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return vs_err_sys(e, errno, "creating %s", dest);
+        int r = arc_extract_fd(a, (unsigned)s, fd, NULL, NULL, e);
+        return r < 0 ? vs_err_prefix(e, "extracting file '%s' to %s", name, dest) : 0;
+    }
+    return -ENOENT;
+}
+
+static int load_config(struct host *h, bool *has_memory, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    vm_config_init(c);
+    VS_AUTOFREE char *text = NULL;
+    size_t len = 0;
+    int r = arc_read_config(h->arc, &text, &len, e);
+    if (r < 0 || (r > 0 && (r = vm_config_from_json(text, len, c, e)) < 0))
+        return vs_err_prefix(e, "archive %s: config", h->o->archive);
+    h->paged = mst_is_paged(h->arc);
+    *has_memory = h->paged || arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL) != ARC_STREAM_NONE;
+    return 0;
+}
+
+/* Can the paged memory be mapped lazily? If not, why (one line). */
+static bool can_be_lazy(struct host *h, char *why, size_t len)
+{
+    const struct vm_config *c = &h->st.config;
+    VS_AUTOFREE char *name = vs_xasprintf("%s%s", MST_RAM_PREFIX, c->mem_backend ? c->mem_backend : "");
+    int s = arc_find_stream(h->arc, ARC_KIND_OTHER, name);
+    struct arc_stream_info si = { 0 };
+    if (s != ARC_STREAM_NONE)
+        arc_stream_get(h->arc, (unsigned)s, &si);
+    unsigned nram = 0;
+    for (unsigned i = 0; i < arc_stream_count(h->arc); i++) {
+        struct arc_stream_info x;
+        if (arc_stream_get(h->arc, i, &x) == 0 && !strncmp(x.name, MST_RAM_PREFIX, strlen(MST_RAM_PREFIX)))
+            nram++;
+    }
+    if (h->o->eager)
+        snprintf(why, len, "--eager");
+    else if (c->foreign)
+        snprintf(why, len, "a foreign VM's command line names its own RAM: resuming eagerly");
+    else if (!c->mem_backend || s == ARC_STREAM_NONE || nram != 1)
+        snprintf(why, len, "the archive's RAM streams do not match the VM's memory backend '%s': resuming eagerly",
+                 c->mem_backend ? c->mem_backend : "");
+    else if (si.size != c->ram_bytes)
+        snprintf(why, len, "RAM stream %s holds %" PRIu64 " bytes, the VM has %" PRIu64 ": resuming eagerly", name,
+                 si.size, c->ram_bytes);
+    else if (!pf_available())
+        snprintf(why, len, "vmsnap was built without libfuse3: resuming eagerly (memory copied before running)");
+    else if (access("/dev/fuse", R_OK | W_OK) < 0)
+        snprintf(why, len, "/dev/fuse is not usable (%s): resuming eagerly (memory copied before running)",
+                 strerror(errno));
+    else
+        return true;
+    return false;
+}
+
+/* Mount the RAM streams as files in the run directory (0700): QEMU maps the one of its backend privately. */
+static int mount_pages(struct host *h, vs_err *e)
+{
+    h->pages_dir = vs_xasprintf("%s/pages", h->st.dir);
+    if (mkdir(h->pages_dir, 0700) < 0)
+        return vs_err_sys(e, errno, "creating %s", h->pages_dir);
+    int r = pf_archive_files(h->arc, &h->pff, &h->npff, e);
+    if (r < 0)
+        return r;
+    if ((r = pf_mount(h->pages_dir, h->pff, h->npff, &h->pfm, e)) < 0)
+        return r;
+    h->mem_path = vs_xasprintf("%s/%s", h->pages_dir, h->pff[0].name);
+    return 0;
+}
+
+static void unmount_pages(struct host *h)
+{
+    pf_unmount(h->pfm);
+    h->pfm = NULL;
+    pf_archive_files_free(h->pff, h->npff);
+    h->pff = NULL;
+    if (h->pages_dir)
+        rmdir(h->pages_dir);
+    free(h->pages_dir);
+    free(h->mem_path);
+    h->pages_dir = h->mem_path = NULL;
+}
+
+static int apply_options(struct host *h, bool has_memory, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    struct vm_config *c = &h->st.config;
+    if (has_memory && o->ram && c->ram_bytes && o->ram != c->ram_bytes)
+        return vs_err_set(e, EINVAL, "archive %s holds the memory of a %llu MiB VM: cannot resume it with --ram %llu MiB",
+                          o->archive, (unsigned long long)(c->ram_bytes >> 20), (unsigned long long)(o->ram >> 20));
+    if (has_memory && o->cpus && c->cpus && o->cpus != c->cpus)
+        return vs_err_set(e, EINVAL, "archive %s holds the state of a %u-CPU VM: cannot resume it with --cpus %u",
+                          o->archive, c->cpus, o->cpus);
+    if (has_memory && !c->foreign && !c->ram_bytes)
+        return vs_err_set(e, EINVAL, "archive %s holds memory but its config does not say the RAM size", o->archive);
+    if (o->ram)
+        c->ram_bytes = o->ram;
+    if (o->cpus)
+        c->cpus = o->cpus;
+    if (!c->foreign) {
+        if (!c->ram_bytes)
+            c->ram_bytes = 256ull << 20;
+        if (!c->cpus)
+            c->cpus = 1;
+        if (!has_memory && !c->mem_backend)
+            c->mem_backend = vs_xstrdup(VM_MEM_BACKEND_ID);
+        /* Only at a cold boot: a resumed VM must have exactly the devices its memory snapshot was taken with. */
+        if (!has_memory)
+            c->vmgenid = true;
+    }
+    h->user_extra_from = c->n_extra;
+    if (o->n_extra) {
+        int r = vm_config_add_extra(c, o->extra, o->n_extra, e);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static bool stored_in_chain(void *opaque, const char *name)
+{
+    for (struct arc *a = opaque; a; a = arc_parent(a))
+        if (arc_find_stream(a, ARC_KIND_FILE, name) != ARC_STREAM_NONE)
+            return true;
+    return false;
+}
+
+/* Before anything starts: what the archive puts on QEMU's command line must be what vmsnap would write there, or
+ * the user said --trust-archive (docs/SECURITY.md). */
+static int check_archive(struct host *h, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    struct vm_check k = { .stored = stored_in_chain, .opaque = h->arc, .user_extra_from = h->user_extra_from };
+    for (size_t i = 0; i + 1 < o->n_extra; i++) {
+        const char *name = vm_qopt_name(o->extra[i]);
+        for (int r = 0; name && r < VM_FILE__COUNT; r++)
+            k.user_files[r] |= !strcmp(name, vm_file_role_name(r));
+    }
+    VS_AUTOFREE char *refused = NULL;
+    int r = vm_config_check(&h->st.config, &k, &refused, e);
+    if (r == -EPERM && !o->trust_archive) {
+        /* The hint first: e's message may be cut; o->refused gets all of it. */
+        VS_AUTOFREE char *msg = vs_xasprintf("archive %s: refused (vmsnap would not write these; --trust-archive "
+                                             "passes them to QEMU%s): %s", o->archive, h->st.config.foreign ?
+                                             "; or pack the VM's disks and boot them with vmsnap boot -- OPTIONS"
+                                             : "", refused);
+        if (o->refused)
+            o->refused(o->opaque, msg);
+        return vs_err_set(e, EPERM, "%s", msg);
+    }
+    if (r == -EPERM)
+        h->trusted = vs_xasprintf("--trust-archive: passing to QEMU unchecked: %s", refused);
+    return r == -EPERM ? 0 : r;
+}
+
+static int open_disks(struct host *h, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    size_t n = 0;
+    while (arc_find_disk(h->arc, (int)n) != ARC_STREAM_NONE)
+        n++;
+    if (c->foreign)
+        n = 0;   /* a foreign VM's disks are its own files */
+    h->ndisks = n;
+    h->disks = vs_xcalloc(n + 1, sizeof *h->disks);
+    if (!c->foreign && c->n_disks != n) {
+        /* No (or another) recorded disk list: virtio-blk in pack order. */
+        for (size_t i = 0; i < c->n_disks; i++) {
+            free(c->disks[i].format);
+            free(c->disks[i].iface);
+        }
+        free(c->disks);
+        c->disks = vs_xcalloc(n + 1, sizeof *c->disks);
+        c->n_disks = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct host_disk *d = &h->disks[i];
+        int s = arc_find_disk(h->arc, (int)i);
+        struct arc_stream_info si;
+        arc_stream_get(h->arc, (unsigned)s, &si);
+        d->name = vs_xstrdup(si.name);
+        d->size = si.size;
+        c->disks[i].size = si.size;
+        struct nbd_base *b = NULL;
+        int r = nbd_base_open_archive(h->o->archive, (unsigned)i, &b, e);
+        if (r < 0)
+            return r;
+        VS_AUTOFREE char *path = NULL;
+        unsigned flags = NBD_OVL_CREATE;
+        if (h->o->overlay)
+            path = i == 0 ? vs_xstrdup(h->o->overlay) : vs_xasprintf("%s.disk%zu", h->o->overlay, i);
+        else
+            flags |= NBD_OVL_TEMP;
+        if ((r = nbd_overlay_open(path, b, flags, &d->ovl, e)) < 0) {
+            nbd_base_close(b);   /* the overlay owns b only once opened */
+            return r;
+        }
+        /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
+        d->parent_seq = 0;
+        d->sock = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
+        if ((r = nbd_server_new(d->ovl, NULL, &d->srv, e)) < 0 || (r = nbd_server_listen_unix(d->srv, d->sock, e)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Files named in the extra args: copies from the archive chain in the run directory (a writable one is this
+ * boot's own copy: QEMU never writes the archive), else the originals. */
+static int prepare_xfiles(struct host *h, vs_err *e)
+{
+    const struct vm_config *c = &h->st.config;
+    h->xfiles = vs_xcalloc(c->n_xfiles + 1, sizeof *h->xfiles);
+    h->x_in_chain = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_in_chain);
+    h->x_extracted = vs_xcalloc(c->n_xfiles + 1, sizeof *h->x_extracted);
+    for (size_t i = 0; i < c->n_xfiles; i++) {
+        const struct vm_xfile *x = &c->xfiles[i];
+        h->xfiles[i] = (struct vm_xfile){ vs_xstrdup(x->name), NULL, x->writable };
+        VS_AUTOFREE char *dest = vs_xasprintf("%s/fw-%s", h->st.dir, x->name);
+        int rc = extract_file(h->arc, x->name, dest, e);
+        if (rc == 0) {
+            h->xfiles[i].path = VS_STEAL(dest);
+            h->x_in_chain[i] = h->x_extracted[i] = true;
+        } else if (rc == -ENOENT) {
+            if (access(x->path, x->writable ? R_OK | W_OK : R_OK) < 0)
+                return vs_err_sys(e, errno, "%s file %s (not stored in the archive)", x->name, x->path);
+            h->xfiles[i].path = vs_xstrdup(x->path);
+        } else {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int prepare_files(struct host *h, vs_err *e)
+{
+    for (int r = 0; r < VM_FILE__COUNT; r++) {
+        const char *orig = h->st.config.files[r];
+        if (!orig)
+            continue;
+        VS_AUTOFREE char *dest = vs_xasprintf("%s/%s", h->st.dir, vm_file_role_name(r));
+        int rc = extract_file(h->arc, vm_file_role_name(r), dest, e);
+        if (rc == 0) {
+            h->files[r] = VS_STEAL(dest);
+            h->extracted[r] = true;
+        } else if (rc == -ENOENT) {
+            if (access(orig, R_OK) < 0)
+                return vs_err_sys(e, errno, "%s file %s (not stored in the archive)", vm_file_role_name(r), orig);
+            h->files[r] = vs_xstrdup(orig);
+        } else {
+            return rc;
+        }
+    }
+    return prepare_xfiles(h, e);
+}
+
+/* What ran: the QEMU and its version, and the versioned machine type (never an alias), which a resume pins. */
+static void record_qemu(struct host *h)
+{
+    int maj, min, mic;
+    qmp_version(h->q, &maj, &min, &mic);
+    free(h->st.config.qemu_version);
+    h->st.config.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
+    free(h->st.config.qemu);
+    h->st.config.qemu = vs_xstrdup(vm_qemu_binary(h->o->qemu));
+    char *t = NULL;
+    if (vm_machine_current(h->q, &t, NULL) == 0) {
+        free(h->st.config.machine);
+        h->st.config.machine = t;
+    }
+}
+
+/* A resume loads state saved from one machine type: pin it (inferred for archives that recorded an alias or
+ * nothing) and refuse before anything starts when the local QEMU does not have it. A cold boot runs the recorded
+ * type or what the extra args ask for. */
+static int pin_machine(struct host *h, bool has_memory, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    if (c->machine && !vm_machine_name_ok(c->machine))
+        return vs_err_set(e, EINVAL, "archive %s: config: machine type '%.64s' is not a machine type name (expected "
+                          "1-63 letters, digits, '.', '_' or '-')", h->o->archive, c->machine);
+    if (!has_memory)
+        return 0;
+    VS_AUTOFREE char *t = c->foreign ? vm_machine_infer(c->machine, c->qemu_version, c->cmdline, c->n_cmdline)
+                                     : vm_machine_infer(c->machine, c->qemu_version, c->extra, c->n_extra);
+    if (!t)
+        return 0;   /* unknown: QEMU decides, and its own words say why it refuses */
+    if (!vm_machine_name_ok(t))
+        return vs_err_set(e, EINVAL, "archive %s: the VM's machine type '%.64s' is not a machine type name",
+                          h->o->archive, t);
+    const char *qemu = vm_qemu_binary(h->o->qemu);
+    VM_MACHINES_AUTOFREE struct vm_machines m = { 0 };
+    int r = 0;
+    /* A QEMU that cannot even list its machines will not start either: then QEMU's own error is the one shown. */
+    if (vm_machines_get(qemu, NULL, &m, NULL) == 0)
+        r = vm_machine_check(&m, qemu, t, c->qemu_version, e);
+    if (r < 0)
+        return vs_err_prefix(e, "cannot resume %s", h->o->archive);
+    free(c->machine);
+    c->machine = VS_STEAL(t);
+    return 0;
+}
+
+/* The last lines of QEMU's log (up to 3, joined by "; "), for an error message: QEMU often explains on the line
+ * before its last ("Machine type received is ...", then "load of migration failed"). */
+static void log_tail(const char *path, char *out, size_t len)
+{
+    out[0] = 0;
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[1024];
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t start = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+    ssize_t n = pread(fd, buf, sizeof buf - 1, start);
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    char *lines[3];
+    int k = 0;
+    for (char *p = buf + n; p > buf && k < 3;) {
+        while (p > buf && (p[-1] == '\n' || p[-1] == '\r'))
+            *--p = 0;
+        char *b = p;
+        while (b > buf && b[-1] != '\n')
+            b--;
+        if (b == p || (b == buf && start > 0 && k > 0))   /* empty, or cut by the read window */
+            break;
+        lines[k++] = b;
+        p = b;
+    }
+    size_t used = 0;
+    for (int i = k - 1; i >= 0 && used + 1 < len; i--)
+        used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "; " : "", lines[i]);
+}
+
+/* QEMU that exits on a failed load says why on stderr only: its last lines lead the error, unless the error
+ * already carries them. */
+static void add_qemu_words(struct host *h, vs_err *e)
+{
+    char tail[320];
+    if (!e || !h->qemu_log)
+        return;
+    log_tail(h->qemu_log, tail, sizeof tail);
+    if (tail[0] && !strstr(e->msg, tail))
+        vs_err_prefix(e, "%s", tail);
+}
+
+/* ---- life cycle ------------------------------------------------------------------------------------------ */
+
+void host_cleanup(struct host *h)
+{
+    qmp_close(h->q);
+    for (size_t i = 0; i < h->ndisks; i++) {
+        nbd_server_free(h->disks[i].srv);   /* stops, flushes, removes the socket */
+        nbd_overlay_close(h->disks[i].ovl);
+        free(h->disks[i].sock);
+        free(h->disks[i].name);
+    }
+    free(h->disks);
+    unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
+    arc_close(h->arc);
+    if (h->ctl >= 0)
+        close(h->ctl);
+    if (h->sigfd >= 0)
+        close(h->sigfd);
+    /* QEMU removes its listening sockets only when it exits cleanly (a failed incoming migration, a kill): the
+     * user's --qmp/--console paths must not outlive the VM either way. Only the very sockets this QEMU made: by
+     * now the path may hold a new VM's socket (same paths reused), or a file the user put there. */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++) {
+        struct stat sb;
+        if (user_socks[i] && h->user_sock[i].st_ino && lstat(user_socks[i], &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+            sb.st_dev == h->user_sock[i].st_dev && sb.st_ino == h->user_sock[i].st_ino)
+            unlink(user_socks[i]);
+    }
+    if (h->st.dir) {
+        const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
+                                "kernel", "initrd", "dtb" };
+        for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
+            VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
+            unlink(p);
+        }
+        for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++)
+            if (h->x_extracted[i])
+                unlink(h->xfiles[i].path);
+        rmdir(h->st.dir);
+    }
+    for (int r = 0; r < VM_FILE__COUNT; r++)
+        free(h->files[r]);
+    for (size_t i = 0; h->xfiles && i < h->st.config.n_xfiles; i++) {
+        free(h->xfiles[i].name);
+        free(h->xfiles[i].path);
+    }
+    free(h->xfiles);
+    free(h->x_in_chain);
+    free(h->x_extracted);
+    free(h->qemu_log);
+    free(h->trusted);
+    vm_state_free(&h->st);
+}
+
+void host_stop_qemu(struct host *h)
+{
+    if (h->qemu_exited || h->qemu <= 0)
+        return;
+    if (h->q)
+        qmp_execute_timeout(h->q, "quit", NULL, 5, NULL, NULL);
+    for (int i = 0; i < 1000; i++) {   /* 10 s */
+        if (waitpid(h->qemu, &h->qemu_status, WNOHANG) == h->qemu) {
+            h->qemu_exited = true;
+            return;
+        }
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    }
+    kill(h->qemu, SIGKILL);
+    waitpid(h->qemu, &h->qemu_status, 0);
+    h->qemu_exited = true;
+}
+
+int host_start(struct host *h, vs_err *e)
+{
+    const struct vm_host_opts *o = h->o;
+    int r = arc_open(o->archive, NULL, &h->arc, e);
+    if (r < 0)
+        return r;
+    bool has_memory = false;
+    /* The archive is checked before anything runs, the probes of pin_machine included. */
+    if ((r = load_config(h, &has_memory, e)) < 0 || (r = apply_options(h, has_memory, e)) < 0 ||
+        (r = check_archive(h, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0)
+        return r;
+    char accel[8];
+    const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
+    if (!want && has_memory && h->st.config.accel)
+        want = h->st.config.accel;   /* a memory snapshot resumes under its recorded accelerator */
+    if ((r = vm_accel_resolve(want ? want : "auto", vm_qemu_binary(o->qemu), NULL, accel, e)) < 0)
+        return r;
+    if (!h->st.config.foreign || (o->accel && strcmp(o->accel, "auto"))) {
+        free(h->st.config.accel);
+        h->st.config.accel = vs_xstrdup(accel);
+    }
+    if ((r = vm_rundir_create(&h->st.dir, e)) < 0)
+        return r;
+    h->st.boot_pid = getpid();
+    h->st.private_qmp = vs_xasprintf("%s/vmsnap-qmp.sock", h->st.dir);
+    h->st.user_qmp = o->qmp ? vs_xstrdup(o->qmp) : vs_xasprintf("%s/qmp.sock", h->st.dir);
+    h->st.console = o->console ? vs_xstrdup(o->console) : vs_xasprintf("%s/console.sock", h->st.dir);
+    h->st.control = vs_xasprintf("%s/ctl.sock", h->st.dir);
+    h->st.overlay = o->overlay ? vs_xstrdup(o->overlay) : NULL;
+    h->st.archive = realpath(o->archive, NULL);
+    h->st.parent = vs_xstrdup(h->st.archive ? h->st.archive : o->archive);
+    if ((r = open_disks(h, e)) < 0 || (r = prepare_files(h, e)) < 0)
+        return r;
+    VS_AUTOFREE const char **socks = vs_xcalloc(h->ndisks + 1, sizeof *socks);   /* NULL-terminated */
+    for (size_t i = 0; i < h->ndisks; i++)
+        socks[i] = h->disks[i].sock;
+    double t_restore = vs_now_s();   /* restore starts: page files, QEMU, device state */
+    if (h->paged && (h->lazy = can_be_lazy(h, h->memory_note, sizeof h->memory_note))) {
+        vs_err me = { 0 };
+        if (mount_pages(h, &me) < 0) {
+            snprintf(h->memory_note, sizeof h->memory_note, "cannot serve memory pages over FUSE (%.300s): "
+                     "resuming eagerly", me.msg);
+            unmount_pages(h);
+            h->lazy = false;
+        }
+    }
+    if (h->o->eager && !strcmp(h->memory_note, "--eager"))
+        h->memory_note[0] = 0;
+    struct vm_launch l = { .qemu = vm_qemu_binary(o->qemu),
+                           .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
+                           .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
+                           .disk_sockets = socks, .incoming = has_memory,
+                           .mem_path = h->lazy ? h->mem_path : NULL };
+    for (int i = 0; i < VM_FILE__COUNT; i++)
+        l.files[i] = h->files[i];
+    l.xfiles = h->xfiles;
+    l.n_xfiles = h->st.config.n_xfiles;
+    struct vm_argv argv;
+    if ((r = vm_build_argv(&h->st.config, &l, &argv, e)) < 0)
+        return r;
+    int logfd = o->errlog_fd;
+    VS_AUTOCLOSE int ownlog = -1;
+    if (logfd < 0 && o->quiet_stdio) {
+        h->qemu_log = vs_xasprintf("%s/qemu.log", h->st.dir);
+        ownlog = open(h->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        logfd = ownlog;
+    }
+    bool stdio = o->console && !strcmp(o->console, "stdio");
+    /* A foreign VM's relative paths resolve in its old working directory, if that still exists: a host path of
+     * the archive, so only when trusted. */
+    const char *cwd = h->st.config.foreign && o->trust_archive && h->st.config.cwd &&
+                      access(h->st.config.cwd, X_OK) == 0 ? h->st.config.cwd : NULL;
+    r = vm_spawn(&argv, cwd, logfd, o->quiet_stdio && !stdio, !stdio,
+                 &h->qemu, e);
+    vm_argv_free(&argv);
+    if (r < 0)
+        return r;
+    h->st.qemu_pid = h->qemu;
+    if ((r = vm_wait_socket(h->st.private_qmp, h->qemu, 30, e)) < 0) {
+        add_qemu_words(h, e);
+        h->qemu_exited = r == -ECHILD;
+        return r;
+    }
+    struct qmp_opts qo = { .timeout_s = 60 };
+    if ((r = qmp_connect(h->st.private_qmp, &qo, &h->q, e)) < 0)
+        return r;
+    /* QEMU made every chardev socket before its monitor answered: remember which files are its. */
+    const char *user_socks[] = { h->st.user_qmp, h->st.console };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(user_socks); i++)
+        if (!user_socks[i] || lstat(user_socks[i], &h->user_sock[i]) < 0 || !S_ISSOCK(h->user_sock[i].st_mode))
+            h->user_sock[i].st_ino = 0;
+    record_qemu(h);
+    if (has_memory && h->paged)
+        r = vm_resume_paged(h->q, h->arc, h->lazy, 600, e);
+    else if (has_memory)
+        r = vm_resume_memory(h->q, h->arc, (unsigned)arc_find_stream(h->arc, ARC_KIND_MEMORY, NULL), 600, e);
+    if (r < 0) {
+        add_qemu_words(h, e);
+        return vs_err_prefix(e, "resuming %s", o->archive);
+    }
+    double t_running = vs_now_s();
+    vs_err pe = { 0 };
+    if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
+        snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
+    if ((r = vm_state_save(&h->st, e)) < 0)
+        return r;
+    if ((r = vs_listen_unix(h->st.control, &h->ctl, e)) < 0)
+        return r;
+    if (o->ready) {
+        /* After the VM runs, off the start-to-running path. */
+        char genid[64] = "";
+        json_t *g = NULL;
+        if (h->st.config.vmgenid && qmp_execute(h->q, "query-vm-generation-id", NULL, &g, NULL) == 0)
+            snprintf(genid, sizeof genid, "%s", json_string_value(json_object_get(g, "guid")) ?: "");
+        json_decref(g);
+        struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
+                                     .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
+                                     .resumed = has_memory, .start_to_running_s = t_running - t_restore,
+                                     .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
+                                     .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted };
+        o->ready(o->opaque, &info);
+    }
+    return 0;
+}
