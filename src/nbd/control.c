@@ -10,8 +10,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define MAX_LINE (64u << 10)
-
 struct nbd_control {
     struct nbd_overlay *o;
     nbd_open_base_fn open_base;
@@ -131,35 +129,18 @@ char *nbd_control_handle(struct nbd_control *c, const char *line)
     return out;
 }
 
-/* Serve one client until it disconnects, sends a line too long, stays silent for 30 s, or the server stops:
- * the wake pipe is polled with the client, so nbd_control_stop never waits on a client that keeps the line
- * open (or trickles bytes of a line that never ends). */
+/* Serve one client until it disconnects, sends a line too long, does not complete a line within 30 s, or the
+ * server stops: the wake pipe is watched with the client, so nbd_control_stop never waits on a client that keeps
+ * the line open (or trickles bytes of a line that never ends). */
 static void serve_client(struct nbd_control *c, int fd)
 {
-    struct timeval tv = { .tv_sec = 30 };   /* a client that never reads its replies is dropped too */
+    struct timeval tv = { .tv_sec = VS_CTL_TIMEOUT_S };   /* a client that never reads its replies is dropped too */
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char *buf = vs_xmalloc(MAX_LINE + 1);
-    size_t have = 0;
+    char *buf = vs_xmalloc(VS_CTL_MAX_LINE + 1);
+    size_t have = 0, used;
     for (;;) {
-        char *nl = memchr(buf, '\n', have);
-        if (!nl) {
-            if (have == MAX_LINE)
-                break;
-            struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->wake[0], POLLIN, 0 } };
-            int pr = poll(p, 2, 30000);
-            if (pr < 0 && errno == EINTR)
-                continue;
-            if (pr <= 0 || p[1].revents)
-                break;
-            ssize_t n = read(fd, buf + have, MAX_LINE - have);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            have += (size_t)n;
-            continue;
-        }
-        *nl = 0;
+        if (vs_recv_line(fd, c->wake[0], buf, VS_CTL_MAX_LINE, &have, &used, VS_CTL_TIMEOUT_S, NULL) < 0)
+            break;
         char *reply = nbd_control_handle(c, buf);
         int r = vs_write_full(fd, reply, strlen(reply));
         if (r == 0)
@@ -167,8 +148,8 @@ static void serve_client(struct nbd_control *c, int fd)
         free(reply);
         if (r < 0)
             break;
-        have -= (size_t)(nl + 1 - buf);
-        memmove(buf, nl + 1, have);
+        have -= used;
+        memmove(buf, buf + used, have);
     }
     free(buf);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -385,6 +386,46 @@ int vs_uuid_parse(const char *s, uint8_t out[16])
         n++;
     }
     return n == 32 ? 0 : -EINVAL;
+}
+
+int vs_recv_line(int fd, int watch_fd, char *buf, size_t cap, size_t *have, size_t *used, double timeout_s,
+                 vs_err *e)
+{
+    double deadline = vs_now_s() + timeout_s;
+    for (;;) {
+        char *nl = memchr(buf, '\n', *have);
+        if (nl) {
+            *nl = 0;
+            *used = (size_t)(nl - buf) + 1;
+            return (int)(nl - buf);
+        }
+        if (*have >= cap)
+            return vs_err_set(e, EMSGSIZE, "line longer than %zu bytes", cap);
+        double left = deadline - vs_now_s();
+        if (left <= 0)
+            return vs_err_set(e, ETIMEDOUT, "no complete line within %g s", timeout_s);
+        struct pollfd p[2] = { { fd, POLLIN, 0 }, { watch_fd, POLLIN, 0 } };
+        int pr = poll(p, 2, (int)(left * 1000) + 1);
+        if (pr < 0 && errno != EINTR)
+            return vs_err_sys(e, errno, "waiting for a line");
+        if (pr > 0 && p[1].revents)
+            return vs_err_set(e, EINTR, "interrupted");
+        if (pr <= 0 || !p[0].revents)
+            continue;
+        ssize_t n = recv(fd, buf + *have, cap - *have, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return vs_err_sys(e, errno, "receiving a line");
+        if (n == 0) {
+            if (!*have)
+                return vs_err_set(e, ECONNRESET, "connection closed");
+            buf[*have] = 0;
+            *used = *have;
+            return (int)*have;
+        }
+        *have += (size_t)n;
+    }
 }
 
 int vs_listen_unix(const char *path, int *out, vs_err *e)

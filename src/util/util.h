@@ -83,6 +83,16 @@ char *vs_text_escape(const char *s);
 /* A listening Unix socket at path, born 0600 (no window where others can connect); a stale socket there is
  * replaced, any other file refused. *out gets the fd. */
 int vs_listen_unix(const char *path, int *out, vs_err *e);
+/* vmsnap's control sockets (docs/CONTROL.md) take lines of at most this many bytes, each complete within this long. */
+#define VS_CTL_MAX_LINE (64u << 10)
+#define VS_CTL_TIMEOUT_S 30
+/* The next line of a line protocol (vmsnap's control sockets): buf holds *have bytes already received, room for
+ * cap + 1. Reads until a newline (or EOF after some bytes: a last line without one) and returns the line's length
+ * n, with buf[n] = 0; the caller then drops *used bytes from the front. Fails with -ETIMEDOUT when no complete line
+ * came within timeout_s, -EMSGSIZE for a line of cap bytes or more, -EINTR when watch_fd (may be -1) becomes
+ * readable first, -ECONNRESET when the peer closed before a line. */
+int vs_recv_line(int fd, int watch_fd, char *buf, size_t cap, size_t *have, size_t *used, double timeout_s,
+                 vs_err *e);
 
 /* ---- time -------------------------------------------------------------- */
 uint64_t vs_now_ns(void);      /* CLOCK_MONOTONIC */

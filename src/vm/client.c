@@ -29,7 +29,7 @@ int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volati
         r = vs_write_full(fd, "\n", 1);
     if (r < 0)
         return vs_err_sys(e, -r, "sending to %s", control);
-    size_t cap = VM_CTL_MAX_LINE, len = 0;
+    size_t cap = VS_CTL_MAX_LINE, len = 0;
     VS_AUTOFREE char *buf = vs_xmalloc(cap + 1);
     bool told = false;
     for (;;) {

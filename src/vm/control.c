@@ -99,51 +99,19 @@ bool vm_ctl_cancel_requested(int fd)
     return n <= 0 || memmem(buf, (size_t)n, VM_CTL_CANCEL, strlen(VM_CTL_CANCEL));
 }
 
-/* The request line into buf (NUL-terminated, newline dropped): 0, or the reason there is none. A request ended by
- * shutdown(SHUT_WR) instead of a newline is whole too. */
-static int read_request(int fd, int watch_fd, char *buf, vs_err *e)
-{
-    size_t len = 0;
-    double deadline = vs_now_s() + VM_CTL_TIMEOUT_S;
-    for (;;) {
-        char *nl = memchr(buf, '\n', len);
-        if (nl) {
-            *nl = 0;
-            return 0;
-        }
-        if (len == VM_CTL_MAX_LINE)
-            return vs_err_set(e, EMSGSIZE, "request line longer than %u bytes", VM_CTL_MAX_LINE);
-        double left = deadline - vs_now_s();
-        if (left <= 0)
-            return vs_err_set(e, ETIMEDOUT, "no complete request line within %d s", VM_CTL_TIMEOUT_S);
-        struct pollfd p[2] = { { fd, POLLIN, 0 }, { watch_fd, POLLIN, 0 } };
-        int pr = poll(p, 2, (int)(left * 1000) + 1);
-        if (pr < 0 && errno != EINTR)
-            return vs_err_sys(e, errno, "waiting for the request");
-        if (p[1].revents)
-            return vs_err_set(e, EINTR, "vmsnap boot is handling a signal: request dropped, try again");
-        if (pr <= 0 || !p[0].revents)
-            continue;
-        ssize_t n = recv(fd, buf + len, VM_CTL_MAX_LINE - len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            buf[len] = 0;
-            return n == 0 && len ? 0 : vs_err_set(e, ECONNRESET, "connection closed before a request");
-        }
-        len += (size_t)n;
-        buf[len] = 0;
-    }
-}
-
 void vm_ctl_serve(int fd, int watch_fd, vm_ctl_snap_fn snap, void *opaque)
 {
-    VS_AUTOFREE char *line = vs_xmalloc(VM_CTL_MAX_LINE + 1);
-    line[0] = 0;
+    VS_AUTOFREE char *line = vs_xmalloc(VS_CTL_MAX_LINE + 1);
+    size_t have = 0, used;
     vs_err e = { 0 };
     json_t *result = NULL, *rq = NULL;
     struct vm_snap_request r;
-    if (read_request(fd, watch_fd, line, &e) == 0) {
+    int n = vs_recv_line(fd, watch_fd, line, VS_CTL_MAX_LINE, &have, &used, VS_CTL_TIMEOUT_S, &e);
+    if (n == -EINTR)
+        vs_err_set(&e, EINTR, "vmsnap boot is handling a signal: request dropped, try again");
+    else if (n < 0)
+        vs_err_prefix(&e, "request");
+    else {
         json_error_t je;
         rq = json_loads(line, 0, &je);
         if (!rq)

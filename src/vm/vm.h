@@ -441,11 +441,9 @@ struct vm_host_opts {
 int vm_host_run(const struct vm_host_opts *o, vs_err *e);
 
 /* ---- the boot host's control protocol (control.c, client.c; docs/CONTROL.md, "vmsnap boot") ----------------- */
-/* The conventions of every vmsnap control socket: one JSON object per line, lines of at most VM_CTL_MAX_LINE bytes,
- * a request line complete within VM_CTL_TIMEOUT_S s, and a reply {"ok": true, ...} or {"ok": false, "error": "..."}
+/* The conventions of every vmsnap control socket: one JSON object per line, lines of at most VS_CTL_MAX_LINE bytes,
+ * a request line complete within VS_CTL_TIMEOUT_S s, and a reply {"ok": true, ...} or {"ok": false, "error": "..."}
  * (snap also sends {"progress": {...}} lines before its reply). */
-#define VM_CTL_MAX_LINE (64u << 10)
-#define VM_CTL_TIMEOUT_S 30
 #define VM_CTL_CMD "cmd"
 #define VM_CTL_OK "ok"
 #define VM_CTL_ERROR "error"
@@ -469,7 +467,7 @@ int vm_ctl_request_parse(json_t *j, struct vm_snap_request *rq, vs_err *e);
 /* Takes the snapshot; the result object (new reference) or NULL and *e. */
 typedef json_t *(*vm_ctl_snap_fn)(void *opaque, const struct vm_snap_request *rq, vs_err *e);
 /* Serve one client on fd: read its request line, call snap, send the reply. Gives up (with an error line) when
- * the line is not complete within VM_CTL_TIMEOUT_S s or when watch_fd (the caller's signals) becomes readable, so
+ * the line is not complete within VS_CTL_TIMEOUT_S s or when watch_fd (the caller's signals) becomes readable, so
  * the caller's own loop is never held up by a client. */
 void vm_ctl_serve(int fd, int watch_fd, vm_ctl_snap_fn snap, void *opaque);
 /* During snap: one progress line to the client (never blocks), and whether it asked to cancel or hung up. */

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,45 @@ static void test_dir_owned(void **state)
     rmdir(base);
 }
 
+/* vs_recv_line: lines split and joined across reads, an unterminated last line at EOF, the limit, the watch fd. */
+static void test_recv_line(void **state)
+{
+    (void)state;
+    int sv[2], pipefd[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe(pipefd), 0);
+    char buf[16 + 1];
+    size_t have = 0, used = 0;
+    vs_err e = { 0 };
+    assert_int_equal(vs_write_full(sv[0], "ab\ncd", 5), 0);
+    assert_int_equal(vs_recv_line(sv[1], pipefd[0], buf, 16, &have, &used, 5, &e), 2);
+    assert_string_equal(buf, "ab");
+    have -= used;
+    memmove(buf, buf + used, have);
+    /* Nothing more yet: the watch fd interrupts the wait. */
+    assert_int_equal(write(pipefd[1], "x", 1), 1);
+    assert_int_equal(vs_recv_line(sv[1], pipefd[0], buf, 16, &have, &used, 5, &e), -EINTR);
+    assert_int_equal(vs_recv_line(sv[1], -1, buf, 16, &have, &used, 0.05, &e), -ETIMEDOUT);
+    assert_non_null(strstr(e.msg, "no complete line within 0.05 s"));
+    assert_int_equal(vs_write_full(sv[0], "e", 1), 0);
+    shutdown(sv[0], SHUT_WR);
+    assert_int_equal(vs_recv_line(sv[1], -1, buf, 16, &have, &used, 5, &e), 3);   /* "cde" ended by EOF */
+    assert_string_equal(buf, "cde");
+    have = 0;
+    assert_int_equal(vs_recv_line(sv[1], -1, buf, 16, &have, &used, 5, &e), -ECONNRESET);
+    close(sv[0]);
+    close(sv[1]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vs_write_full(sv[0], "0123456789abcdefgh\n", 19), 0);
+    have = 0;
+    assert_int_equal(vs_recv_line(sv[1], -1, buf, 16, &have, &used, 5, &e), -EMSGSIZE);
+    assert_non_null(strstr(e.msg, "longer than 16 bytes"));
+    close(sv[0]);
+    close(sv[1]);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_endian),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_dir_owned),
+        cmocka_unit_test(test_recv_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
