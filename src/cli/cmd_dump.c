@@ -94,8 +94,9 @@ int cmd_dump(int argc, char **argv)
     struct stat st;
     off_t size = fstat(fd, &st) == 0 ? st.st_size : -1;
     if (json)
-        return qops_cli_print_json(json_pack("{s:o, s:s, s:b, s:I, s:I, s:f}", "file", cli_json_text(out), "format", o.format,
-            "paging", o.paging, "memory", (json_int_t)res.total, "size", (json_int_t)size, "seconds", res.seconds));
+        return qops_cli_print_json(qops_cli_runstate_json(json_pack("{s:o, s:s, s:b, s:I, s:I, s:f}", "file",
+            cli_json_text(out), "format", o.format, "paging", o.paging, "memory", (json_int_t)res.total, "size",
+            (json_int_t)size, "seconds", res.seconds), &res.run));
     char m[32], s[32];
     printf("dumped %s of guest memory to '%s' (%s, %s) in %.2f s\n", vs_fmt_size(res.total, m, sizeof m), out,
            o.format, vs_fmt_size(size > 0 ? (uint64_t)size : 0, s, sizeof s), res.seconds);

@@ -98,9 +98,9 @@ int cmd_internal(int argc, char **argv)
         return cli_fail_err(&e);
     static const char *const done[] = { "saved", "loaded", "deleted" };
     if (json) {
-        return qops_cli_print_json(json_pack("{s:s, s:s, s:s, s:I, s:s, s:f}", "op", sub, "tag", tag,
-            "vmstate", res.vmstate, "devices", (json_int_t)res.n_devices, "method",
-            res.used_hmp ? "hmp" : "job", "seconds", res.seconds));
+        return qops_cli_print_json(qops_cli_runstate_json(json_pack("{s:s, s:s, s:s, s:I, s:s, s:f}", "op", sub,
+            "tag", tag, "vmstate", res.vmstate, "devices", (json_int_t)res.n_devices, "method",
+            res.used_hmp ? "hmp" : "job", "seconds", res.seconds), &res.run));
     }
     printf("%s internal snapshot '%s' on %zu disk%s%s%s%s in %.2f s%s\n", done[op], tag, res.n_devices,
            res.n_devices == 1 ? "" : "s", res.vmstate[0] ? " (VM state on node '" : "", res.vmstate,

@@ -69,14 +69,17 @@ const struct cli_command cli_commands[] = {
       "Without --devices every writable disk is snapshotted and must be qcow2; --devices NODE,... limits the\n"
       "snapshot to those nodes, --vmstate NODE picks where the VM state goes (default: the first device).\n"
       "Refused early, naming the node: a disk that cannot hold snapshots, a tag that exists (save) or is\n"
-      "missing (load, delete). The VM runs afterwards if it ran before. 'list' shows each device's\n"
-      "snapshots: tag, date, VM state size and VM clock. --timeout SECONDS bounds the wait." },
+      "missing (load, delete). The VM runs afterwards if it ran before (checked with query-status); a paused\n"
+      "VM stays paused. --json says who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and\n"
+      "the state-before and state-after. 'list' shows each device's snapshots: tag, date, VM state size and\n"
+      "VM clock. --timeout SECONDS bounds the wait." },
     { "dump", cmd_dump,
       "dump --qmp PATH -o FILE [--format elf|kdump-zlib|kdump-lzo|kdump-snappy|win-dmp] [--paging] [--json]",
       "Write a crash-analysis dump of guest memory (dump-guest-memory) to FILE, passed to QEMU as an fd.\n"
       "The ELF format (default) is readable by readelf, gdb and crash. QEMU stops the VM while it dumps and\n"
-      "resumes it afterwards; formats this QEMU lacks are refused with the list it has. --paging follows the\n"
-      "guest's page tables (ELF only). FILE is written under a temporary name, fsynced and renamed; mode 0600.\n"
+      "resumes it afterwards if it ran (checked; --json: resumed-by, state-before, state-after). Formats this\n"
+      "QEMU lacks are refused with the list it has. --paging follows the guest's page tables (ELF only).\n"
+      "FILE is written under a temporary name, fsynced and renamed; mode 0600.\n"
       "Options: --quiet (no progress), --timeout SECONDS." },
     { "status", cmd_status, "status --qmp PATH [--watch] [--interval SECONDS] [--json]",
       "Show the VM's run state and, during a migration or snapshot, QEMU's MigrationInfo: status,\n"

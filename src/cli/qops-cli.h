@@ -26,6 +26,16 @@ static inline int qops_cli_print_json(json_t *doc)
     return r < 0 || fflush(stdout) ? cli_fail("writing JSON to stdout failed") : CLI_OK;
 }
 
+/* Add to doc how the operation left the VM's run state, with the keys and meanings of `snap --json`:
+ * resumed-by (qemu, vmsnap or left-paused-as-found), state-before, state-after (query-status). */
+static inline json_t *qops_cli_runstate_json(json_t *doc, const struct qops_runstate *rs)
+{
+    json_object_set_new(doc, "resumed-by", json_string(qmp_resumed_by_name(rs->resumed_by)));
+    json_object_set_new(doc, "state-before", json_string(rs->status));
+    json_object_set_new(doc, "state-after", json_string(rs->status_after));
+    return doc;
+}
+
 /* Parse seconds ("1.5"); false if not a positive number. */
 static inline bool qops_cli_seconds(const char *s, double *out)
 {

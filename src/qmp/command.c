@@ -252,6 +252,17 @@ int qmp_resume(struct qmp *q, bool *sent_cont, vs_err *e)
     return 0;
 }
 
+const char *qmp_resumed_by_name(enum qmp_resumed_by r)
+{
+    switch (r) {
+    case QMP_RESUMED_QEMU: return "qemu";
+    case QMP_RESUMED_VMSNAP: return "vmsnap";
+    case QMP_LEFT_PAUSED: return "left-paused-as-found";
+    case QMP_RESUMED_NOT_YET: break;
+    }
+    return "not-resumed";
+}
+
 /* ---- raw access for tests ---- */
 
 int qmp_send_raw(struct qmp *q, const void *buf, size_t len, vs_err *e)

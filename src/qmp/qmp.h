@@ -126,6 +126,16 @@ int qmp_cont(struct qmp *q, vs_err *e);
  * *sent_cont (may be NULL) says whether a cont was needed. A VM still not running after the cont is an error
  * naming its status. */
 int qmp_resume(struct qmp *q, bool *sent_cont, vs_err *e);
+/* How an operation left the VM in the run state it had before: checked (query-status), never assumed. QEMU >= 9.0
+ * puts a background snapshot's VM back into the state it had when `migrate` started (paused: vmsnap stopped it to
+ * freeze the disks); 7.2 always resumes it. */
+enum qmp_resumed_by {
+    QMP_RESUMED_NOT_YET,   /* only while the operation runs */
+    QMP_RESUMED_QEMU,      /* QEMU resumed it itself (7.2's background snapshot, savevm, dump-guest-memory) */
+    QMP_RESUMED_VMSNAP,    /* vmsnap sent cont and saw it running */
+    QMP_LEFT_PAUSED,       /* it was not running before: left as found */
+};
+const char *qmp_resumed_by_name(enum qmp_resumed_by r);   /* "qemu", "vmsnap", "left-paused-as-found" */
 
 /* ---- for tests and debugging --------------------------------------------------------------- */
 /* Send bytes as they are (no framing added). */

@@ -11,14 +11,25 @@ int qops_runstate_save(struct qmp *q, struct qops_runstate *rs, vs_err *e)
     return qmp_query_status(q, &rs->was_running, rs->status, sizeof rs->status, e);
 }
 
-int qops_runstate_restore(struct qmp *q, const struct qops_runstate *rs, vs_err *e)
+int qops_runstate_restore(struct qmp *q, struct qops_runstate *rs, vs_err *e)
 {
-    if (!rs->was_running)
+    bool sent_cont = false;
+    if (rs->was_running) {
+        int r = qmp_resume(q, &sent_cont, e);
+        if (r < 0) {
+            vs_err_prefix(e, "VM on %s was running before", qmp_name(q));
+            return r;
+        }
+        /* qmp_resume's last query-status said so */
+        rs->resumed_by = sent_cont ? QMP_RESUMED_VMSNAP : QMP_RESUMED_QEMU;
+        snprintf(rs->status_after, sizeof rs->status_after, "running");
         return 0;
-    int r = qmp_resume(q, NULL, e);
-    if (r < 0)
-        vs_err_prefix(e, "VM on %s was running before", qmp_name(q));
-    return r;
+    }
+    rs->resumed_by = QMP_LEFT_PAUSED;
+    /* For the report only: failing to read it leaves "" and does not fail the operation. */
+    if (qmp_query_status(q, NULL, rs->status_after, sizeof rs->status_after, NULL) < 0)
+        rs->status_after[0] = 0;
+    return 0;
 }
 
 void qops_strv_free(struct qops_strv *s)

@@ -87,8 +87,8 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
                           format, qmp_name(q), list);
     }
 
-    struct qops_runstate rs;
-    if ((r = qops_runstate_save(q, &rs, e)) < 0)
+    struct qops_runstate *rs = &res->run;
+    if ((r = qops_runstate_save(q, rs, e)) < 0)
         return r;
     struct qops_deadline dl;
     qops_deadline_init(&dl, o->timeout_s);
@@ -110,7 +110,7 @@ int qops_dump(struct qmp *q, int fd, const struct qops_dump_opts *o, struct qops
     }
     /* Never cont under a running dump: the guest would change the memory being written. */
     vs_err re;
-    int rr = still_running ? 0 : qops_runstate_restore(q, &rs, &re);
+    int rr = still_running ? 0 : qops_runstate_restore(q, rs, &re);
     if (r < 0)
         return r;
     if (rr < 0) {

@@ -234,8 +234,8 @@ int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, cons
     if ((r = qops_internal_plan(&nodes, qmp_name(q), op, tag, o, &sel, &vmstate, e)) < 0)
         return r;
 
-    struct qops_runstate rs;
-    if ((r = qops_runstate_save(q, &rs, e)) < 0)
+    struct qops_runstate *rs = &res->run;
+    if ((r = qops_runstate_save(q, rs, e)) < 0)
         return r;
     res->used_hmp = hmp;
     snprintf(res->vmstate, sizeof res->vmstate, "%s", op == QOPS_DELETE ? "" : vmstate);
@@ -245,7 +245,7 @@ int qops_internal(struct qmp *q, enum qops_internal_op op, const char *tag, cons
     /* A failed load leaves QEMU in "restore-vm"; a save stops the VM for its duration. Either way the
      * VM must run again if it ran before. */
     vs_err re;
-    int rr = qops_runstate_restore(q, &rs, &re);
+    int rr = qops_runstate_restore(q, rs, &re);
     if (r < 0) {
         if (rr < 0 && e) {
             size_t l = strlen(e->msg);

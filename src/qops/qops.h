@@ -28,13 +28,15 @@ bool qops_strv_has(const struct qops_strv *s, const char *x);
 
 /* ---- run state --------------------------------------------------------------------------------- */
 /* Remember whether the VM runs now; qops_runstate_restore sends "cont" if it ran and no longer does, and checks
- * that it runs again (qmp_resume). A VM that was paused stays paused. */
+ * that it runs again (qmp_resume). A VM that was paused stays paused. Both say what they saw, for reports. */
 struct qops_runstate {
     bool was_running;
-    char status[32];
+    char status[32];                 /* query-status before the operation */
+    char status_after[32];           /* query-status after qops_runstate_restore ("" if it could not be read) */
+    enum qmp_resumed_by resumed_by;  /* set by qops_runstate_restore */
 };
 int qops_runstate_save(struct qmp *q, struct qops_runstate *rs, vs_err *e);
-int qops_runstate_restore(struct qmp *q, const struct qops_runstate *rs, vs_err *e);
+int qops_runstate_restore(struct qmp *q, struct qops_runstate *rs, vs_err *e);
 
 /* ---- block nodes and internal snapshots ------------------------------------------------------- */
 struct qops_snapshot {
@@ -87,6 +89,7 @@ struct qops_internal_result {
     char vmstate[128];
     size_t n_devices;
     double seconds;
+    struct qops_runstate run;   /* the VM's run state before and after, and who resumed it */
 };
 
 /* Save, load or delete the internal snapshot tag. Checks beforehand what QEMU would refuse later (a node
@@ -124,6 +127,7 @@ struct qops_dump_opts {
 struct qops_dump_result {
     uint64_t total;          /* bytes of guest memory QEMU dumped */
     double seconds;
+    struct qops_runstate run;   /* the VM's run state before and after, and who resumed it */
 };
 
 /* Dump guest memory into fd (a file the caller opened; QEMU gets a dup through getfd, never a path).

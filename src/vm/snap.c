@@ -24,17 +24,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-const char *vm_resumed_by_name(enum vm_resumed_by r)
-{
-    switch (r) {
-    case VM_RESUMED_QEMU: return "qemu";
-    case VM_RESUMED_VMSNAP: return "vmsnap";
-    case VM_LEFT_PAUSED: return "left-paused-as-found";
-    case VM_RESUMED_NOT_YET: break;
-    }
-    return "not-resumed";
-}
-
 const char *vm_snap_method_name(enum vm_snap_method m)
 {
     switch (m) {
@@ -337,8 +326,8 @@ static int ensure_running(struct qmp *q, struct vm_snap_result *res, vs_err *e)
     if (r < 0)
         return r;
     double seen = vs_now_s();
-    if (res->resumed_by == VM_RESUMED_NOT_YET || sent_cont) {
-        res->resumed_by = sent_cont ? VM_RESUMED_VMSNAP : VM_RESUMED_QEMU;
+    if (res->resumed_by == QMP_RESUMED_NOT_YET || sent_cont) {
+        res->resumed_by = sent_cont ? QMP_RESUMED_VMSNAP : QMP_RESUMED_QEMU;
         measure_pause(q, res, seen);
     }
     return 0;
@@ -356,7 +345,7 @@ json_t *vm_snap_result_json(const struct vm_snap_result *res, const char *output
     VS_AUTOFREE char *esc = vs_text_ok(output, strlen(output)) ? NULL : vs_text_escape(output);   /* JSON text */
     return json_pack("{s:s,s:s,s:b,s:o,s:s,s:o,s:s,s:s,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}",
                      "output", esc ? esc : output, "method", vm_snap_method_name(res->method), "thin", thin,
-                     "pause", num_or_null(res->resumed_at), "resumed-by", vm_resumed_by_name(res->resumed_by),
+                     "pause", num_or_null(res->resumed_at), "resumed-by", qmp_resumed_by_name(res->resumed_by),
                      "pause-measured-by", res->pause_measured_by ? json_string(res->pause_measured_by) : json_null(),
                      "state-before", res->state_before, "state-after", res->state_after,
                      "qemu-downtime", res->qemu_downtime_s, "freeze", res->frozen_at, "writing", res->writing_s,
@@ -453,7 +442,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     if ((r = qmp_query_status(q, &was_running, res->state_before, sizeof res->state_before, e)) < 0)
         return r;
     if (!was_running)
-        res->resumed_by = VM_LEFT_PAUSED;
+        res->resumed_by = QMP_LEFT_PAUSED;
     enum vm_snap_method method = VM_SNAP_STOP;
     if (o->mode_live && was_running) {
         r = qmp_has_migrate_capability(q, "background-snapshot", e);
@@ -569,7 +558,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             goto fail;
         /* RAM pages flow only once QEMU has write-protected RAM: from then on the guest may run. 7.2 has resumed
          * it by itself; QEMU >= 9.0 put it back to paused (the state at `migrate`), so vmsnap sends cont. */
-        bool awaiting_resume = method == VM_SNAP_BACKGROUND && res->resumed_by == VM_RESUMED_NOT_YET;
+        bool awaiting_resume = method == VM_SNAP_BACKGROUND && res->resumed_by == QMP_RESUMED_NOT_YET;
         if (awaiting_resume && (m.pages > 0 || !strcmp(m.status, "completed"))) {
             if ((r = ensure_running(q, res, e)) < 0)
                 goto fail;

@@ -317,20 +317,9 @@ struct vm_snap_opts {
     void *opaque;
 };
 
-/* How the VM got back into the run state it had before vmsnap touched it: checked (query-status), never assumed.
- * QEMU >= 9.0 puts a background snapshot's VM back into the state it had when `migrate` started (paused: vmsnap
- * stopped it to freeze the disks); 7.2 always resumes it. */
-enum vm_resumed_by {
-    VM_RESUMED_NOT_YET,    /* only while vm_snap_run runs */
-    VM_RESUMED_QEMU,       /* QEMU resumed it itself (7.2's background snapshot) */
-    VM_RESUMED_VMSNAP,     /* vmsnap sent cont and saw it running */
-    VM_LEFT_PAUSED,        /* it was not running before the snapshot: left as found */
-};
-const char *vm_resumed_by_name(enum vm_resumed_by r);   /* "qemu", "vmsnap", "left-paused-as-found" */
-
 struct vm_snap_result {
     enum vm_snap_method method;
-    enum vm_resumed_by resumed_by;
+    enum qmp_resumed_by resumed_by;   /* qmp.h */
     char state_before[32];       /* query-status before vmsnap touched the VM ("running", "paused", ...) */
     char state_after[32];        /* query-status once vmsnap let go of it */
     const char *pause_measured_by;   /* "qemu-events" (STOP/RESUME timestamps), "vmsnap-clock", NULL: no pause */

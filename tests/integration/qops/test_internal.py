@@ -14,6 +14,13 @@ def snaps(S):
     return {d["node"]: d for d in doc["devices"]}
 
 
+def check_resumed(r, by, before, after):
+    """The run-state keys of --json, with the meanings snap --json gives them."""
+    got = (r.get("resumed-by"), r.get("state-before"), r.get("state-after"))
+    check(got == (by, before, after), f"{r.get('op')} report: resumed-by/state-before/state-after {got}, "
+          f"expected {(by, before, after)}")
+
+
 def test():
     with tempfile.TemporaryDirectory(prefix="vmsnap-qops-") as d:
         disk = vmtest.make_disk(os.path.join(d, "disk.qcow2"), "64M", "qcow2")
@@ -26,6 +33,7 @@ def test():
             t0 = time.time()
             r = vmsnap("internal", "save", "--qmp", S, "snap1", "--json").json()
             check(r["method"] == "job" and r["devices"] == 1 and r["tag"] == "snap1", f"save report: {r}")
+            check_resumed(r, "qemu", "running", "running")   # the job resumes the VM itself
             check(vm.qmp.status() == "running", "VM not running after save")
             agent.cmd("fill 16 seed=22")   # written after the save: must be gone after the load
 
@@ -50,7 +58,8 @@ def test():
             vmsnap("internal", "frobnicate", "--qmp", S, "x", rc=2)
             check(vm.qmp.status() == "running", "VM not running after refused commands")
 
-            vmsnap("internal", "load", "--qmp", S, "snap1")
+            r = vmsnap("internal", "load", "--qmp", S, "snap1", "--json").json()
+            check_resumed(r, "qemu", "running", "running")
             check(vm.qmp.status() == "running", "VM not running after load")
             agent.cmd("verify seed=11")
             after = agent.cmd("verify seed=22", check=False)
@@ -60,6 +69,7 @@ def test():
             # HMP path (what QEMUs without the jobs get).
             r = vmsnap("internal", "save", "--qmp", S, "snap2", "--hmp", "--json").json()
             check(r["method"] == "hmp", f"--hmp: {r}")
+            check_resumed(r, "qemu", "running", "running")
             check([x["tag"] for x in snaps(S)[qnode]["snapshots"]] == ["snap1", "snap2"], "snap2 listed")
             e = vmsnap("internal", "save", "--qmp", S, "snap2", "--hmp", rc=1).err
             check("already exists" in e, f"HMP duplicate (HMP itself would overwrite): {e}")
@@ -69,8 +79,9 @@ def test():
 
             # A paused VM stays paused.
             vm.qmp.cmd("stop")
-            vmsnap("internal", "save", "--qmp", S, "paused")
+            r = vmsnap("internal", "save", "--qmp", S, "paused", "--json").json()
             check(vm.qmp.status() == "paused", f"paused VM was resumed: {vm.qmp.status()}")
+            check_resumed(r, "left-paused-as-found", "paused", "paused")
             vm.qmp.cmd("cont")
 
             # A writable raw disk cannot hold snapshots: refused naming it, unless --devices leaves it out.
