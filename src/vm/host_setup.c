@@ -57,27 +57,25 @@ static int load_config(struct host *h, bool *has_memory, vs_err *e)
 static bool can_be_lazy(struct host *h, char *why, size_t len)
 {
     const struct vm_config *c = &h->st.config;
-    VS_AUTOFREE char *name = vs_xasprintf("%s%s", MST_RAM_PREFIX, c->mem_backend ? c->mem_backend : "");
-    int s = arc_find_stream(h->arc, ARC_KIND_OTHER, name);
-    struct arc_stream_info si = { 0 };
-    if (s != ARC_STREAM_NONE)
-        arc_stream_get(h->arc, (unsigned)s, &si);
+    /* Lazy mapping serves exactly one RAM stream: the one of the VM's memory backend, as large as its RAM. */
+    VS_AUTOFREE struct mst_ram *rs = NULL;
     unsigned nram = 0;
-    for (unsigned i = 0; i < arc_stream_count(h->arc); i++) {
-        struct arc_stream_info x;
-        if (arc_stream_get(h->arc, i, &x) == 0 && !strncmp(x.name, MST_RAM_PREFIX, strlen(MST_RAM_PREFIX)))
-            nram++;
-    }
+    vs_err re = { 0 };
+    bool listed = mst_ram_streams(h->arc, &rs, &nram, &re) == 0;
+    const struct mst_ram *ram = listed && nram == 1 && c->mem_backend && !strcmp(rs[0].block, c->mem_backend)
+                                    ? &rs[0] : NULL;
     if (h->o->eager)
         snprintf(why, len, "--eager");
     else if (c->foreign)
         snprintf(why, len, "a foreign VM's command line names its own RAM: resuming eagerly");
-    else if (!c->mem_backend || s == ARC_STREAM_NONE || nram != 1)
+    else if (!listed)
+        snprintf(why, len, "%.300s: resuming eagerly", re.msg);
+    else if (!ram)
         snprintf(why, len, "the archive's RAM streams do not match the VM's memory backend '%s': resuming eagerly",
                  c->mem_backend ? c->mem_backend : "");
-    else if (si.size != c->ram_bytes)
-        snprintf(why, len, "RAM stream %s holds %" PRIu64 " bytes, the VM has %" PRIu64 ": resuming eagerly", name,
-                 si.size, c->ram_bytes);
+    else if (ram->size != c->ram_bytes)
+        snprintf(why, len, "RAM stream %s%s holds %" PRIu64 " bytes, the VM has %" PRIu64 ": resuming eagerly",
+                 MST_RAM_PREFIX, ram->block, ram->size, c->ram_bytes);
     else if (!pf_available())
         snprintf(why, len, "vmsnap was built without libfuse3: resuming eagerly (memory copied before running)");
     else if (access("/dev/fuse", R_OK | W_OK) < 0)
