@@ -58,6 +58,7 @@ int cmd_dump(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_dirty_rate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
 
 #endif

@@ -56,6 +56,10 @@ const struct cli_command cli_commands[] = {
     { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
       "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },
+    { "keygen", cmd_keygen, "keygen [--sign] -o KEYFILE",
+      "Make a new key. Without --sign: an archive key (for --encrypt and --key), KEYFILE mode 0600. With --sign: an\n"
+      "Ed25519 signing pair, the secret in KEYFILE (0600) and the public key in KEYFILE.pub (for --trusted-keys).\n"
+      "An existing file is never overwritten. Prints the key's id, which archives and messages use to name it." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"
