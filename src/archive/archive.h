@@ -10,6 +10,7 @@
 #define VMSNAP_ARCHIVE_H
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,11 @@ struct arc_source {
      * then on always). A local file compares size and mtime of its open fd with those at open: a rewrite in
      * place is caught, a rename or replacement of the path is not a change (the fd keeps the old file). */
     int (*check)(struct arc_source *s, vs_err *e);
+    /* The block cache (below): a remote source (object store, URL) gets one by default, a local file only when
+     * asked. version names this version of the bytes (a local file: device, inode, mtime; an object: its ETag);
+     * with name and size it scopes the cache's entries, so it must change whenever the bytes may. NULL: none. */
+    bool remote;
+    char *version;                         /* owned, freed by close */
 };
 /* A regular local file (directories, FIFOs, devices refused with a clear error). */
 int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
@@ -62,7 +68,27 @@ void arc_source_close(struct arc_source *s);
 /* ---- reader ---------------------------------------------------------------------------------------------- */
 struct arc;
 
+/* The local block cache: stored block bytes and index pages of archives read from far away, kept in files under
+ * a private directory shared by every process of the user, bounded (least recently used evicted), each entry
+ * scoped to one source version and archive UUID and checked against the archive's checksums before use
+ * (docs/CACHE.md). */
+enum arc_cache_mode {
+    ARC_CACHE_AUTO = 0,        /* remote sources only */
+    ARC_CACHE_ON,              /* every source, local files too (a file on a network filesystem; tests) */
+    ARC_CACHE_OFF,
+};
+#define ARC_CACHE_DEFAULT_SIZE (8ull << 30)
+struct arc_cache_conf {
+    enum arc_cache_mode mode;
+    const char *dir;           /* NULL: $XDG_CACHE_HOME or ~/.cache, then vmsnap/blocks */
+    uint64_t max_bytes;        /* 0: ARC_CACHE_DEFAULT_SIZE */
+};
+/* The configuration from the environment: VMSNAP_CACHE (auto, on, off), VMSNAP_CACHE_DIR, VMSNAP_CACHE_SIZE (a
+ * size like 2G). Strings are borrowed from the environment. A bad value is an error naming the variable. */
+int arc_cache_conf_env(struct arc_cache_conf *c, vs_err *e);
+
 struct arc_open_opts {
+    const struct arc_cache_conf *cache;   /* NULL: arc_cache_conf_env() */
     struct arc *parent;        /* use this already-open parent (borrowed; must outlive the child), or */
     const char *parent_path;   /* open the parent from this path instead of the stored hint */
     bool no_parent;            /* do not resolve the parent: reads of parent blocks fail (for info) */
@@ -118,6 +144,22 @@ int arc_stream_get(const struct arc *a, unsigned i, struct arc_stream_info *out)
 int arc_find_stream(const struct arc *a, enum arc_kind kind, const char *name);
 /* Index of the n-th disk stream (0-based), or ARC_STREAM_NONE. */
 int arc_find_disk(const struct arc *a, int n);
+
+/* What the block cache did for a handle and its parents since open. */
+struct arc_cache_stats {
+    bool enabled;              /* some archive of the chain reads through the cache */
+    uint64_t hits, hit_bytes;  /* blocks and index pages served from the cache */
+    uint64_t misses;           /* blocks and index pages a reader waited for from the source */
+    uint64_t source_reads, source_bytes;   /* everything read from the sources (open, misses, read-ahead) */
+    uint64_t stored;           /* entries written into the cache */
+    uint64_t bad;              /* entries that failed their checks (dropped, fetched again) */
+};
+void arc_cache_stats(const struct arc *a, struct arc_cache_stats *out);
+/* Fetch every stored block and index page of the archive and its parents into the cache, several at a time, and
+ * keep them there while the handle is open (pinned: other processes' eviction skips them); from then on reads
+ * need no source. Archives without a cache are skipped. Stops early when *stop becomes true (-ECANCELED).
+ * Refuses an archive that stores more than 90 % of the cache's bound. *fetched gets the bytes fetched. */
+int arc_prefetch_all(struct arc *a, const atomic_bool *stop, uint64_t *fetched, vs_err *e);
 
 /* Read len bytes at off of a stream, across blocks and through the parent chain. Every block is checked against
  * its checksum: damaged data is an error, never returned (after an error buf's contents are undefined). Reading

@@ -226,7 +226,7 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
             vs_uuid_format(a->info.parent_uuid, u1);
             return vs_err_set(e, ENOENT, "%s: parent archive '%s' (UUID %s) not found", a->src->name, pp, u1);
         }
-        struct arc_open_opts po = { .cache_bytes = o ? o->cache_bytes : 0 };
+        struct arc_open_opts po = { .cache_bytes = o ? o->cache_bytes : 0, .cache = o ? o->cache : NULL };
         if (r >= 0)
             r = open_chain(ps, &po, depth + 1, &a->parent, e);
         if (r < 0)
@@ -259,14 +259,17 @@ static int open_chain(struct arc_source *src, const struct arc_open_opts *o, int
     pthread_mutex_init(&a->lock, NULL);
     a->hint = NULL;
     uint8_t h[ARC_HEADER_SIZE];
-    int r;
-    if (src->size < ARC_HEADER_SIZE)
+    int r = arc__bc_wrap(a, o, e);
+    src = a->src;
+    if (r >= 0 && src->size < ARC_HEADER_SIZE)
         r = vs_err_set(e, EIO, "%s: truncated: %" PRIu64 " bytes, shorter than the %u-byte header", src->name,
                        src->size, ARC_HEADER_SIZE);
-    else
+    else if (r >= 0)
         r = src->pread(src, h, sizeof h, 0, e);
     if (r >= 0)
         r = parse_header(a, h, e);
+    if (r >= 0)
+        r = arc__bc_attach(a, e);
     if (r >= 0) {
         size_t dl = a->info.file_size - a->dir_off;
         VS_AUTOFREE uint8_t *d = vs_xmalloc(dl);
@@ -301,6 +304,7 @@ void arc_close(struct arc *a)
 {
     if (!a)
         return;
+    arc__bc_free(a);   /* its workers read through the rest */
     for (unsigned i = 0; i < ARC_PAGE_SLOTS; i++)
         arc__free(a, a->pages[i].buf, a->pages[i].len);
     arc__cache_free(a);
@@ -369,7 +373,7 @@ int arc__read_page(struct arc *a, unsigned stream, uint64_t page, uint8_t *buf, 
 {
     struct arc_stream *s = &a->streams[stream];
     const struct arc_top *t = &s->tops[page];
-    int r = a->src->pread(a->src, buf, t->length, t->offset, e);
+    int r = arc__fetch(a, ARC_BC_PAGE, t->offset, t->length, t->csum, buf, e);
     if (r < 0)
         return vs_err_prefix(e, "stream '%s' index page %" PRIu64, s->name, page);
     if (arc_meta_hash(buf, t->length) != t->csum)
@@ -468,7 +472,8 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
     /* Stored as is (incompressible RAM, random data): read it in place, one hash serves both checksums. */
     bool in_place = en->codec == ARC_CODEC_NONE && en->stored_len == blen;
     VS_AUTOFREE uint8_t *raw = in_place ? NULL : vs_xmalloc(en->stored_len);
-    int r = a->src->pread(a->src, in_place ? dst : raw, en->stored_len, en->offset, e);
+    arc__bc_readahead(a, stream, block);
+    int r = arc__fetch(a, ARC_BC_BLOCK, en->offset, en->stored_len, en->scsum, in_place ? dst : raw, e);
     if (r < 0)
         return vs_err_prefix(e, "stream '%s' block %" PRIu64 " (offset %" PRIu64 ")", s->name, block,
                              block * s->block_size);

@@ -28,8 +28,11 @@ struct arc_block_slot { struct arc_entry key; uint32_t len; uint8_t *buf; uint64
 #define ARC_PAGE_SLOTS 16
 #define ARC_DCTX_POOL 8
 
+struct arc_bcache;
+
 struct arc {
     struct arc_source *src;
+    struct arc_bcache *bc;        /* the local block cache, or NULL (bcache.c) */
     struct arc *parent;
     bool own_parent;
     struct arc_info info;
@@ -74,5 +77,30 @@ bool arc__cache_get(struct arc *a, const struct arc_entry *en, void *dst, size_t
 void arc__cache_put(struct arc *a, const struct arc_entry *en, const void *src, uint32_t len);
 void *arc__dctx_get(struct arc *a);
 void arc__dctx_put(struct arc *a, void *d);
+
+/* Local block cache (bcache.c; docs/CACHE.md). */
+enum arc__bc_kind { ARC_BC_BLOCK = 1, ARC_BC_PAGE = 2 };
+struct arc__bc_key {
+    uint8_t kind;                 /* enum arc__bc_kind: the checksum is XXH3_64 (block) or XXH64 (page) */
+    uint32_t len;
+    uint64_t offset, csum;
+    uint8_t scope[16];
+};
+#define ARC_BC_HEADER 64u
+/* Whether an entry file's bytes (n of them) are exactly the entry for k: header fields, header checksum, length
+ * and the payload's checksum. */
+bool arc__bc_entry_ok(const uint8_t *file, size_t n, const struct arc__bc_key *k);
+void arc__bc_entry_header(uint8_t *h, const struct arc__bc_key *k);
+/* open_chain: when a cache is wanted, a->bc is made and a->src wrapped (to count what is read from it); after the
+ * header: the cache's scope and directory. arc_close: arc__bc_free before anything else. */
+int arc__bc_wrap(struct arc *a, const struct arc_open_opts *o, vs_err *e);
+int arc__bc_attach(struct arc *a, vs_err *e);
+void arc__bc_free(struct arc *a);
+/* len bytes at off of the archive, expected to hash to csum: from the cache when it holds them, else from the
+ * source (stored in the cache when they match). Without a cache: the source. */
+int arc__fetch(struct arc *a, enum arc__bc_kind kind, uint64_t off, uint32_t len, uint64_t csum, void *buf,
+               vs_err *e);
+/* A block of the stream is being loaded: sequential loads start read-ahead of the next blocks. */
+void arc__bc_readahead(struct arc *a, unsigned stream, uint64_t block);
 
 #endif

@@ -53,6 +53,7 @@ static void file_close(struct arc_source *s)
     close(f->fd);
     free(s->name);
     free(s->path);
+    free(s->version);
     free(f);
 }
 
@@ -80,6 +81,8 @@ int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e)
     f->s.size = (uint64_t)st.st_size;
     f->s.name = vs_xstrdup(path);
     f->s.path = vs_xstrdup(path);
+    f->s.version = vs_xasprintf("file %ju:%ju mtime %lld.%09ld", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino,
+                                (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
     *out = &f->s;
     return 0;
 }

@@ -1,0 +1,407 @@
+/* The local block cache: a second reader is served from it, it stays within its bound evicting the least recently
+ * used, processes share it at once, a damaged entry is fetched again, another archive with the same checksums
+ * cannot put bytes in front of this one, and a prefetched archive reads without its source. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "archive/bcache_priv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BS 65536u
+
+static char dir[] = "/tmp/vmsnap-bcache-XXXXXX";
+
+static char *tpath(const char *n) { return vs_xasprintf("%s/%s", dir, n); }
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i += 8) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t v = seed ^ (seed >> 29);
+        memcpy(p + i, &v, VS_MIN((size_t)8, n - i));
+    }
+}
+
+/* An archive at path: one disk of nblocks incompressible 64 KiB blocks; returns its data. */
+static uint8_t *make_archive(const char *path, unsigned nblocks, uint64_t seed)
+{
+    size_t size = (size_t)nblocks * BS;
+    uint8_t *data = vs_xmalloc(size);
+    fill_random(data, size, seed);
+    struct arc_writer_opts o;
+    arc_writer_opts_init(&o);
+    o.threads = 1;
+    struct arc_writer *w;
+    vs_err e = { 0 };
+    assert_int_equal(arc_writer_create(path, &o, &w, &e), 0);
+    assert_int_equal(arc_writer_begin(w, ARC_KIND_DISK, "disk0", size, &e), 0);
+    assert_int_equal(arc_writer_write(w, data, size, &e), 0);
+    assert_int_equal(arc_writer_end(w, &e), 0);
+    assert_int_equal(arc_writer_finish(w, &e), 0);
+    return data;
+}
+
+static struct arc *open_cached(const char *path, const char *cache, uint64_t max)
+{
+    struct arc_cache_conf c = { .mode = ARC_CACHE_ON, .dir = cache, .max_bytes = max };
+    struct arc_open_opts o = { .cache = &c };
+    struct arc *a = NULL;
+    vs_err e = { 0 };
+    if (arc_open(path, &o, &a, &e) < 0)
+        fail_msg("%s", e.msg);
+    return a;
+}
+
+static void check_block(struct arc *a, unsigned b, const uint8_t *data)
+{
+    static uint8_t buf[BS];
+    vs_err e = { 0 };
+    if (arc_pread(a, 0, buf, BS, (uint64_t)b * BS, &e) < 0)
+        fail_msg("block %u: %s", b, e.msg);
+    assert_memory_equal(buf, data + (size_t)b * BS, BS);
+}
+
+static struct arc_cache_stats stats(struct arc *a)
+{
+    struct arc_cache_stats s;
+    arc_cache_stats(a, &s);
+    return s;
+}
+
+/* The entry file of block b of stream 0. */
+static char *entry_of(struct arc *a, unsigned b)
+{
+    struct arc_entry en;
+    vs_err e = { 0 };
+    assert_int_equal(arc__entry(a, 0, b, &en, &e), 0);
+    return vs_xasprintf("%s/b-%016" PRIx64 "-%08" PRIx32 "-%016" PRIx64, a->bc->dir, en.offset, en.stored_len,
+                        en.scsum);
+}
+
+static bool exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static void sleep_ms(long ms) { nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000 }, NULL); }
+
+/* Bytes the cache directory holds, counted as the cache counts them. */
+static uint64_t usage(const char *root)
+{
+    uint64_t total = 0;
+    DIR *d = opendir(root);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (de->d_name[0] == '.')
+            continue;
+        VS_AUTOFREE char *sub = vs_xasprintf("%s/%s", root, de->d_name);
+        DIR *s = opendir(sub);
+        for (struct dirent *f; s && (f = readdir(s));) {
+            VS_AUTOFREE char *p = vs_xasprintf("%s/%s", sub, f->d_name);
+            struct stat st;
+            if (f->d_name[0] != '.' && stat(p, &st) == 0)
+                total += VS_MAX((uint64_t)st.st_blocks * 512, ((uint64_t)st.st_size + 4095) & ~4095ull);
+        }
+        if (s)
+            closedir(s);
+    }
+    if (d)
+        closedir(d);
+    return total;
+}
+
+static void test_second_reader_hits(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("hits.vmsnap"), *cache = tpath("cache-hits");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 32, 1);
+    struct arc *a = open_cached(p, cache, 64 << 20);
+    for (unsigned b = 0; b < 32; b++)   /* sequential: read-ahead fetches the next blocks meanwhile */
+        check_block(a, b, data);
+    struct arc_cache_stats s1 = stats(a);
+    assert_true(s1.enabled);
+    assert_true(s1.source_bytes >= 32ull * BS);
+    assert_true(s1.stored >= 33);   /* every block and the index page */
+    arc_close(a);
+    a = open_cached(p, cache, 64 << 20);
+    for (unsigned b = 0; b < 32; b++)
+        check_block(a, b, data);
+    struct arc_cache_stats s2 = stats(a);
+    assert_int_equal(s2.misses, 0);
+    assert_true(s2.hits >= 33);
+    assert_true(s2.source_bytes * 100 < 32ull * BS);   /* only the header, directory and top-level table */
+    arc_close(a);
+    /* Without the cache (the default for a local file) nothing is stored. */
+    struct arc *plain;
+    vs_err e = { 0 };
+    struct arc_cache_conf off = { .mode = ARC_CACHE_AUTO, .dir = cache };
+    struct arc_open_opts o = { .cache = &off };
+    assert_int_equal(arc_open(p, &o, &plain, &e), 0);
+    assert_false(stats(plain).enabled);
+    arc_close(plain);
+    unlink(p);
+}
+
+static void test_bound_and_lru(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("lru.vmsnap"), *cache = tpath("cache-lru");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 24, 2);
+    const uint64_t max = 1 << 20;   /* room for about 15 blocks */
+    struct arc *a = open_cached(p, cache, max);
+    /* Never block b + 1 after block b, so that no read-ahead muddles the order of use. */
+    static const unsigned first[] = { 1, 3, 5, 7, 9, 2, 4, 6, 8, 0 };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(first); i++)
+        check_block(a, first[i], data);
+    sleep_ms(30);
+    check_block(a, 1, data);   /* a hit: block 1 is now used after every other */
+    assert_int_equal(stats(a).hits, 1);
+    sleep_ms(30);
+    for (int b = 23; b >= 16; b--)
+        check_block(a, (unsigned)b, data);
+    assert_true(usage(cache) <= max);
+    VS_AUTOFREE char *e1 = entry_of(a, 1), *e23 = entry_of(a, 23);
+    assert_true(exists(e1));
+    assert_true(exists(e23));
+    int gone = -1;
+    for (size_t i = 1; i < VS_ARRAY_SIZE(first); i++) {
+        VS_AUTOFREE char *ent = entry_of(a, first[i]);
+        if (!exists(ent))
+            gone = (int)first[i];
+    }
+    assert_true(gone >= 0);   /* one of those used before block 1 went */
+    struct arc_cache_stats before = stats(a);
+    check_block(a, 1, data);
+    assert_int_equal(stats(a).hits, before.hits + 1);
+    check_block(a, (unsigned)gone, data);   /* evicted: fetched again */
+    assert_int_equal(stats(a).misses, before.misses + 1);
+    arc_close(a);
+    unlink(p);
+}
+
+static void test_damaged_entry_refetched(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("bad.vmsnap"), *cache = tpath("cache-bad");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 8, 3);
+    struct arc *a = open_cached(p, cache, 64 << 20);
+    for (unsigned b = 0; b < 8; b++)
+        check_block(a, b, data);
+    arc_close(a);
+    /* A payload byte flipped, the entry cut short, a header byte flipped, an entry that is another's bytes. */
+    for (int how = 0; how < 4; how++) {
+        a = open_cached(p, cache, 64 << 20);
+        unsigned b = 2 + (unsigned)how;
+        VS_AUTOFREE char *ent = entry_of(a, b), *other = entry_of(a, 7);
+        int fd = open(ent, O_RDWR);
+        assert_true(fd >= 0);
+        uint8_t c;
+        off_t at = how == 0 ? ARC_BC_HEADER + 1000 : 20;
+        if (how == 1) {
+            assert_int_equal(ftruncate(fd, ARC_BC_HEADER + 100), 0);
+        } else if (how == 3) {
+            VS_AUTOFREE uint8_t *buf = vs_xmalloc(ARC_BC_HEADER + BS);
+            int ofd = open(other, O_RDONLY);
+            assert_int_equal(read(ofd, buf, ARC_BC_HEADER + BS), ARC_BC_HEADER + BS);
+            close(ofd);
+            assert_int_equal(pwrite(fd, buf, ARC_BC_HEADER + BS, 0), ARC_BC_HEADER + BS);
+        } else {
+            assert_int_equal(pread(fd, &c, 1, at), 1);
+            c ^= 0x40;
+            assert_int_equal(pwrite(fd, &c, 1, at), 1);
+        }
+        close(fd);
+        check_block(a, b, data);
+        struct arc_cache_stats s = stats(a);
+        assert_int_equal(s.bad, 1);
+        assert_int_equal(s.misses, 1);
+        check_block(a, b, data);   /* stored again, whole */
+        assert_int_equal(stats(a).hits, s.hits + 1);
+        arc_close(a);
+    }
+    unlink(p);
+}
+
+static void test_other_archive_cannot_poison(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("victim.vmsnap"), *q = tpath("copy.vmsnap"), *cache = tpath("cache-poison");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 8, 4);
+    /* A byte-for-byte copy: same UUID, same offsets, same checksums, another file. */
+    VS_AUTOFREE char *cmd = vs_xasprintf("cp %s %s", p, q);
+    assert_int_equal(system(cmd), 0);
+    struct arc *b = open_cached(q, cache, 64 << 20);
+    for (unsigned i = 0; i < 8; i++)
+        check_block(b, i, data);
+    /* Whatever the copy's reader stored lives in its own scope, so the entries of the victim's key do not exist:
+     * bytes another archive stored (even colliding ones) are never looked at for this one. */
+    struct arc *a = open_cached(p, cache, 64 << 20);
+    assert_string_not_equal(a->bc->dir, b->bc->dir);
+    VS_AUTOFREE char *planted = entry_of(b, 3), *mine = entry_of(a, 3);
+    assert_true(exists(planted));
+    assert_false(exists(mine));
+    for (unsigned i = 0; i < 8; i++)
+        check_block(a, i, data);
+    assert_true(stats(a).source_bytes >= 8ull * BS);   /* every block came from the victim's own file */
+    arc_close(a);
+    arc_close(b);
+    /* The same name rewritten with another archive (a new object version): nothing of the old one is used. */
+    VS_AUTOFREE char *n = tpath("new.vmsnap");
+    VS_AUTOFREE uint8_t *data2 = make_archive(n, 8, 5);
+    assert_int_equal(rename(n, p), 0);
+    a = open_cached(p, cache, 64 << 20);
+    for (unsigned i = 0; i < 8; i++)
+        check_block(a, i, data2);
+    assert_true(stats(a).source_bytes >= 8ull * BS);
+    arc_close(a);
+    unlink(p);
+    unlink(q);
+}
+
+static void test_processes_share(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("shared.vmsnap"), *cache = tpath("cache-shared");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 40, 6);
+    const uint64_t max = 1 << 20;   /* smaller than the archive: they evict each other's entries meanwhile */
+    pid_t kids[4];
+    for (int k = 0; k < 4; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (!kids[k]) {
+            struct arc_cache_conf c = { .mode = ARC_CACHE_ON, .dir = cache, .max_bytes = max };
+            struct arc_open_opts o = { .cache = &c };
+            struct arc *a;
+            vs_err e = { 0 };
+            static uint8_t buf[BS];
+            if (arc_open(p, &o, &a, &e) < 0)
+                _exit(2);
+            for (unsigned round = 0; round < 3; round++)
+                for (unsigned i = 0; i < 40; i++) {
+                    unsigned b = (i * 17 + (unsigned)k * 5 + round) % 40;
+                    if (arc_pread(a, 0, buf, BS, (uint64_t)b * BS, &e) < 0 || memcmp(buf, data + (size_t)b * BS, BS))
+                        _exit(3);
+                }
+            struct arc_cache_stats s;
+            arc_cache_stats(a, &s);
+            arc_close(a);
+            _exit(s.hits ? 0 : 4);
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        int st;
+        assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    /* The count of bytes held is shared: at most an entry per process is on disk and not yet counted. */
+    uint64_t used = usage(cache);
+    if (used > max + 4 * (ARC_BC_HEADER + BS + 4096))
+        fail_msg("the cache holds %" PRIu64 " bytes, bound %" PRIu64, used, max);
+    unlink(p);
+}
+
+static void test_prefetch_all(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("pre.vmsnap"), *cache = tpath("cache-pre"), *p2 = tpath("pre2.vmsnap");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 24, 7);
+    int fd = open(p, O_RDONLY);
+    off_t len = lseek(fd, 0, SEEK_END);
+    uint8_t *img = vs_xmalloc((size_t)len);
+    assert_int_equal(pread(fd, img, (size_t)len, 0), len);
+    close(fd);
+    struct arc_cache_conf c = { .mode = ARC_CACHE_ON, .dir = cache, .max_bytes = 16 << 20 };
+    struct arc_open_opts o = { .cache = &c };
+    struct arc *a;
+    vs_err e = { 0 };
+    assert_int_equal(arc_open_source(arc_source_open_mem(img, (size_t)len, "store://pre"), &o, &a, &e), 0);
+    uint64_t fetched = 0;
+    atomic_bool stop = false;
+    if (arc_prefetch_all(a, &stop, &fetched, &e) < 0)
+        fail_msg("%s", e.msg);
+    assert_true(fetched >= 24ull * BS);
+    /* The store now answers with other bytes (gone, replaced): every read still comes out right, from the cache. */
+    memset(img, 0xa5, (size_t)len);
+    uint64_t src = stats(a).source_bytes;
+    /* Another archive read through a cache bound far below what both need: it cannot evict a pinned archive. */
+    VS_AUTOFREE uint8_t *data2 = make_archive(p2, 40, 8);
+    struct arc *b = open_cached(p2, cache, 1 << 20);
+    for (unsigned i = 0; i < 40; i++)
+        check_block(b, i, data2);
+    arc_close(b);
+    for (unsigned i = 0; i < 24; i++)
+        check_block(a, i, data);
+    assert_int_equal(stats(a).source_bytes, src);
+    arc_close(a);
+    free(img);
+    /* An archive larger than the cache is refused with a message saying which bound. */
+    c.max_bytes = 1 << 20;
+    assert_int_equal(arc_open(p, &o, &a, &e), 0);
+    assert_int_equal(arc_prefetch_all(a, &stop, &fetched, &e), -EFBIG);
+    assert_non_null(strstr(e.msg, "--cache-size"));
+    arc_close(a);
+    unlink(p);
+    unlink(p2);
+}
+
+static void test_env(void **state)
+{
+    (void)state;
+    struct arc_cache_conf c;
+    vs_err e = { 0 };
+    setenv("VMSNAP_CACHE", "sometimes", 1);
+    assert_int_equal(arc_cache_conf_env(&c, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "VMSNAP_CACHE"));
+    setenv("VMSNAP_CACHE", "on", 1);
+    setenv("VMSNAP_CACHE_DIR", "relative/dir", 1);
+    assert_int_equal(arc_cache_conf_env(&c, &e), -EINVAL);
+    setenv("VMSNAP_CACHE_DIR", "/x/y", 1);
+    setenv("VMSNAP_CACHE_SIZE", "2G", 1);
+    assert_int_equal(arc_cache_conf_env(&c, &e), 0);
+    assert_int_equal(c.mode, ARC_CACHE_ON);
+    assert_string_equal(c.dir, "/x/y");
+    assert_int_equal(c.max_bytes, 2ull << 30);
+    /* A cache directory others can read is refused, naming it. */
+    VS_AUTOFREE char *p = tpath("env.vmsnap"), *open_dir = tpath("cache-open");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 1, 9);
+    assert_int_equal(mkdir(open_dir, 0755), 0);
+    chmod(open_dir, 0755);
+    setenv("VMSNAP_CACHE_DIR", open_dir, 1);
+    struct arc *a;
+    assert_true(arc_open(p, NULL, &a, &e) < 0);
+    assert_non_null(strstr(e.msg, open_dir));
+    unsetenv("VMSNAP_CACHE");
+    unsetenv("VMSNAP_CACHE_DIR");
+    unsetenv("VMSNAP_CACHE_SIZE");
+    rmdir(open_dir);
+    unlink(p);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_second_reader_hits),      cmocka_unit_test(test_bound_and_lru),
+        cmocka_unit_test(test_damaged_entry_refetched), cmocka_unit_test(test_other_archive_cannot_poison),
+        cmocka_unit_test(test_processes_share),         cmocka_unit_test(test_prefetch_all),
+        cmocka_unit_test(test_env),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    VS_AUTOFREE char *cmd = vs_xasprintf("rm -rf %s", dir);
+    if (system(cmd) != 0)
+        r = 1;
+    return r;
+}
