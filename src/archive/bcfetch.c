@@ -291,11 +291,13 @@ static int prefetch_one(struct arc *a, const atomic_bool *stop, vs_err *e)
 }
 
 /* What a whole block and page walk through the cache finds missing or damaged afterwards: none, or the error. */
-static int check_complete(struct arc *a, vs_err *e)
+static int check_complete(struct arc *a, const atomic_bool *stop, vs_err *e)
 {
     for (unsigned si = 0; si < a->nstreams; si++) {
         const struct arc_stream *s = &a->streams[si];
         for (uint64_t b = 0; b < s->blocks; b++) {
+            if (stop && atomic_load(stop))
+                return vs_err_set(e, ECANCELED, "%s: prefetch stopped", a->src->name);
             struct arc_entry en;
             int r = arc__entry_checked(a, si, b, &en, e);   /* a page fetched again is in the cache from here on */
             if (r < 0)
@@ -329,7 +331,7 @@ int arc_prefetch_all(struct arc *a, const atomic_bool *stop, uint64_t *fetched, 
     for (struct arc *x = a; x; x = x->parent) {
         int r = x->bc ? prefetch_one(x, stop, e) : 0;
         if (r >= 0 && x->bc)
-            r = check_complete(x, e);
+            r = check_complete(x, stop, e);
         if (r < 0)
             return r;
     }

@@ -25,13 +25,24 @@ static char *absolute(const char *p)
     return vs_xasprintf("%s/%s", cwd, p);
 }
 
+static json_t *cache_json(const struct arc_cache_stats *c)
+{
+    if (!c)
+        return json_null();
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)c->hits, "hit-bytes", (json_int_t)c->hit_bytes,
+                     "misses", (json_int_t)c->misses, "source-reads", (json_int_t)c->source_reads, "source-bytes",
+                     (json_int_t)c->source_bytes, "stored", (json_int_t)c->stored, "bad", (json_int_t)c->bad);
+}
+
 static json_t *info_json(const struct vm_host_info *i)
 {
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
+    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
                      cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir", cli_json_text(i->rundir),
                      "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
                      "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
                      "memory-note", i->memory_note, "generation-id", i->generation_id, "trusted", i->trusted);
+    json_object_set_new(j, "cache", cache_json(i->cache));
+    return j;
 }
 
 static void print_info(json_t *i, bool json, FILE *f)
@@ -58,6 +69,12 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *ov = json_string_value(json_object_get(i, "overlay"));
     fprintf(f, "  overlay:  %s\n", ov ? ov : "temporary (removed when the VM ends)");
     fprintf(f, "  run dir:  %s\n", json_string_value(json_object_get(i, "rundir")));
+    json_t *c = json_object_get(i, "cache");
+    if (json_is_object(c))
+        fprintf(f, "  cache:    %lld hits (%lld bytes), %lld bytes from the source until running\n",
+                (long long)json_integer_value(json_object_get(c, "hits")),
+                (long long)json_integer_value(json_object_get(c, "hit-bytes")),
+                (long long)json_integer_value(json_object_get(c, "source-bytes")));
     const char *genid = json_string_value(json_object_get(i, "generation-id"));
     if (genid)
         fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
@@ -142,6 +159,7 @@ int cmd_boot(int argc, char **argv)
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
         { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
         { "qemu", required_argument, NULL, 'Q' },        { "trust-archive", no_argument, NULL, 'T' },
+        { "cache-size", required_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -191,10 +209,19 @@ int cmd_boot(int argc, char **argv)
         case 'Q': ho.qemu = optarg; break;
         case 'T': ho.trust_archive = true; break;
         case 'P':
-            if (strcmp(optarg, "none") && strcmp(optarg, "background"))
-                return cli_usage("boot", "--prefetch: expected none or background, got '%s'", optarg);
+            if (strcmp(optarg, "none") && strcmp(optarg, "background") && strcmp(optarg, "all"))
+                return cli_usage("boot", "--prefetch: expected none, background or all, got '%s'", optarg);
             ho.no_prefetch = !strcmp(optarg, "none");
+            ho.prefetch_all = !strcmp(optarg, "all");
             break;
+        case 'S': {
+            uint64_t size;
+            if (vs_parse_size(optarg, &size) < 0 || !size)
+                return cli_usage("boot", "--cache-size: expected a size like 512M or 8G, got '%s'", optarg);
+            /* Every archive handle of the process (the boot's, each disk's) reads the bound from there. */
+            setenv("VMSNAP_CACHE_SIZE", optarg, 1);
+            break;
+        }
         default: return cli_usage("boot", "bad option");
         }
     }

@@ -9,7 +9,8 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background] [-- EXTRA-QEMU-ARGS]",
+      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background|all] [--cache-size SIZE] "
+      "[-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
       "place and unchanged while the VM runs) and pulled in by a background prefetch once it runs (--prefetch none:\n"
@@ -20,7 +21,12 @@ const struct cli_command cli_commands[] = {
       "The QEMU binary is --qemu, else $VMSNAP_QEMU, else qemu-system-x86_64 from PATH; never one an archive names.\n"
       "What an archive records is checked before anything starts: options, machine types and devices vmsnap itself\n"
       "writes, files only as copies stored in the archive; anything else is refused, each option with its reason.\n"
-      "--trust-archive passes it to QEMU unchanged (and says what it let through). See docs/SECURITY.md." },
+      "--trust-archive passes it to QEMU unchanged (and says what it let through). See docs/SECURITY.md.\n"
+      "An archive read from far away (an object store) goes through the local block cache ($VMSNAP_CACHE_DIR, default\n"
+      "~/.cache/vmsnap/blocks; bound --cache-size, else $VMSNAP_CACHE_SIZE, else 8G; VMSNAP_CACHE=on caches local files\n"
+      "too, off never): boots of one archive share what any of them fetched. --prefetch all also fetches the whole\n"
+      "archive chain into the cache once the VM runs, and keeps it there while the VM lives, so the VM no longer\n"
+      "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] "
       "[--memory-only] [--json] [--quiet]",

@@ -7,6 +7,9 @@
 #include "memstore/memstore.h"
 #include "pagefs/pagefs.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 /* One disk of the archive, served to QEMU from an overlay on it. */
@@ -49,6 +52,9 @@ struct host {
     char memory_note[512];         /* why paged memory is resumed eagerly */
     size_t user_extra_from;        /* config.extra[i >= this] came from this boot's own "-- ARGS" */
     char *trusted;                 /* what --trust-archive let through unchecked, NULL if nothing */
+    pthread_t prefetch;            /* --prefetch all (host_prefetch.c) */
+    bool prefetching;
+    atomic_bool prefetch_stop;
 };
 
 /* ---- host_setup.c ---- */
@@ -57,6 +63,11 @@ struct host {
 int host_start(struct host *h, vs_err *e);
 void host_stop_qemu(struct host *h);
 void host_cleanup(struct host *h);
+
+/* ---- host_prefetch.c ---- */
+/* Start fetching the archive chain into the block cache (the VM runs); stop and wait for it (before arc_close). */
+void host_prefetch_start(struct host *h);
+void host_prefetch_stop(struct host *h);
 
 /* ---- host_snap.c ---- */
 /* Take the snapshot rq asks for (vm_ctl_snap_fn; opaque is the host): the result object, or NULL and *e. */

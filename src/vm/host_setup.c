@@ -391,6 +391,7 @@ void host_cleanup(struct host *h)
     }
     free(h->disks);
     unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
+    host_prefetch_stop(h);
     arc_close(h->arc);
     if (h->ctl >= 0)
         close(h->ctl);
@@ -408,7 +409,7 @@ void host_cleanup(struct host *h)
     }
     if (h->st.dir) {
         const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
-                                "kernel", "initrd", "dtb" };
+                                "kernel", "initrd", "dtb", "prefetch.json" };
         for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
             VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
             unlink(p);
@@ -551,6 +552,10 @@ int host_start(struct host *h, vs_err *e)
         return vs_err_prefix(e, "resuming %s", o->archive);
     }
     double t_running = vs_now_s();
+    struct arc_cache_stats cs;   /* what the cache did until the VM ran */
+    arc_cache_stats(h->arc, &cs);
+    if (o->prefetch_all)
+        host_prefetch_start(h);
     vs_err pe = { 0 };
     if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
         snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
@@ -569,7 +574,8 @@ int host_start(struct host *h, vs_err *e)
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
-                                     .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted };
+                                     .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,
+                                     .cache = cs.enabled ? &cs : NULL };
         o->ready(o->opaque, &info);
     }
     return 0;

@@ -102,8 +102,13 @@ int vm_state_save(const struct vm_state *s, vs_err *e)
     json_object_set_new(o, "config", json_loads(cfg, 0, NULL));
     VS_AUTOFREE char *text = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(o);
-    VS_AUTOFREE char *path = vs_xasprintf("%s/state.json", s->dir);
-    VS_AUTOFREE char *tmp = vs_xasprintf("%s/.state.json.tmp", s->dir);
+    return vm_rundir_write(s->dir, "state.json", text, e);
+}
+
+int vm_rundir_write(const char *dir, const char *name, const char *text, vs_err *e)
+{
+    VS_AUTOFREE char *path = vs_xasprintf("%s/%s", dir, name);
+    VS_AUTOFREE char *tmp = vs_xasprintf("%s/.%s.tmp", dir, name);
     VS_AUTOCLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return vs_err_sys(e, errno, "writing %s", tmp);

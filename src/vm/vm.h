@@ -267,6 +267,8 @@ void vm_state_free(struct vm_state *s);
 int vm_rundir_base(char **out, vs_err *e);
 int vm_rundir_create(char **out, vs_err *e);
 int vm_state_save(const struct vm_state *s, vs_err *e);        /* dir/state.json, atomically, 0600 */
+/* dir/name holding text, written to a temp name and renamed (0600). */
+int vm_rundir_write(const char *dir, const char *name, const char *text, vs_err *e);
 int vm_state_load(const char *dir, struct vm_state *s, vs_err *e);
 /* Find the VM whose user or private QMP socket is qmp_path. 0 found, -ENOENT not a vmsnap VM. */
 int vm_state_find(const char *qmp_path, struct vm_state *s, vs_err *e);
@@ -399,6 +401,8 @@ struct vm_host_info {
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
     const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
     const char *trusted;      /* what --trust-archive let through unchecked (one line), or NULL */
+    const struct arc_cache_stats *cache;   /* the block cache until the VM ran (the archive's own handle: memory,
+                                              config, files; its disks read the same entries), or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -415,6 +419,8 @@ struct vm_host_opts {
     bool quiet_stdio;         /* QEMU's stdin/stdout to /dev/null (detached) */
     bool eager;               /* paged memory: stream it all into QEMU instead of mapping it lazily */
     bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
+    bool prefetch_all;        /* once the VM runs, the whole archive chain into the block cache (arc_prefetch_all);
+                               * the outcome goes to the run directory's prefetch.json */
     bool trust_archive;       /* pass what the archive records to QEMU unchecked (vm_config_check), and a foreign
                                * VM's recorded working directory */
     /* Called once the VM runs (or failed to: info NULL). */

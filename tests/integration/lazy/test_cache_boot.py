@@ -1,0 +1,97 @@
+"""The local block cache shared by boots of one archive (256 MiB guest, 32 MiB pattern, VMSNAP_CACHE=on for a local
+file, every source read counted through VMSNAP_TEST_SOURCE_LOG).
+
+1. Two lazy boots of the same snapshot, one cache directory, each guest checking its whole pattern: the second
+   boot reads a small fraction of what the first read from the archive, the rest are cache hits.
+2. A third boot with --prefetch all and an empty cache: once prefetch.json says done, the guest checks its whole
+   pattern and its disk without a single byte more read from the archive."""
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm"))
+from vmsnaptest import Booted, boot_filled, check, log, snap, tmpdir, vmtest  # noqa: E402
+
+FILL = 32
+MiB = 1 << 20
+
+
+def source_bytes(path):
+    """Bytes read from the archive so far: the sum of the logged read lengths."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(int(line.split()[1]) for line in f if line.strip())
+
+
+def cached_boot(arc, d, name, cache, srclog, args=()):
+    os.environ.update(VMSNAP_CACHE="on", VMSNAP_CACHE_DIR=cache, VMSNAP_TEST_SOURCE_LOG=srclog)
+    try:
+        return Booted(arc, d, name, args=list(args))
+    finally:
+        for k in ("VMSNAP_CACHE", "VMSNAP_CACHE_DIR", "VMSNAP_TEST_SOURCE_LOG"):
+            del os.environ[k]
+
+
+def wait_prefetched(rundir, timeout=120):
+    path = os.path.join(rundir, "prefetch.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        time.sleep(0.1)
+    raise vmtest.TestFailure(f"no {path} after {timeout} s")
+
+
+def test():
+    d = tmpdir()
+    try:
+        vm = boot_filled(d, "src", FILL, 3)
+        vm.agent.cmd("rawwrite /dev/vda 0 64 seed=4")
+        arc = os.path.join(d, "A.vmsnap")
+        snap(vm.qmp_path, arc)
+        vm.close()
+        size = os.path.getsize(arc)
+
+        # 1. two boots, one cache
+        cache = os.path.join(d, "cache")
+        read = []
+        for i in (1, 2):
+            srclog = os.path.join(d, f"src{i}.log")
+            v = cached_boot(arc, d, f"c{i}", cache, srclog, ["--prefetch=none"])
+            v.agent.cmd("verify seed=3")
+            v.agent.cmd("rawverify /dev/vda 0 64 seed=4")
+            info = v.info.get("cache")
+            v.close()
+            read.append(source_bytes(srclog))
+            log(f"boot {i}: {read[-1]} bytes read from the {size}-byte archive; until running: {info}")
+            check(info is not None, f"boot {i} --json reports the cache: {v.info}")
+        check(read[0] >= FILL * MiB // 2, f"the first boot fetched the pattern it checked ({read[0]} bytes)")
+        check(read[1] * 20 < read[0], f"the second boot read under 5 % of what the first read: {read}")
+        mode = stat.S_IMODE(os.stat(cache).st_mode)
+        check(mode == 0o700, f"cache directory is 0700 ({mode:o})")
+        entries = [os.path.join(r, f) for r, _, fs in os.walk(cache) for f in fs if not f.startswith(".")]
+        check(entries and all(stat.S_IMODE(os.stat(e).st_mode) == 0o600 for e in entries), "entries are 0600")
+
+        # 2. --prefetch all: afterwards the VM reads nothing from the archive
+        srclog = os.path.join(d, "src3.log")
+        v = cached_boot(arc, d, "all", os.path.join(d, "cache-all"), srclog, ["--prefetch=all"])
+        done = wait_prefetched(v.info["rundir"])
+        check(done.get("state") == "done", f"prefetch done: {done}")
+        before = source_bytes(srclog)
+        v.agent.cmd("verify seed=3")
+        v.agent.cmd("rawverify /dev/vda 0 64 seed=4")
+        after = source_bytes(srclog)
+        log(f"--prefetch all: {done}; {before} bytes read before the checks, {after} after")
+        check(before >= FILL * MiB // 2, "the prefetch fetched the pattern")
+        check(after == before, f"no byte read from the archive after the prefetch ({after - before} were)")
+        v.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+vmtest.main(test)
