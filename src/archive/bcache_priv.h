@@ -21,6 +21,7 @@ struct arc_bcache {
     int pin_fd;                   /* the scope's pin lock, held shared (arc_prefetch_all), or -1 */
     int rootfd, lock_fd;          /* the cache directory; its lock file (which also counts the bytes held) */
     int log_fd;                   /* tests: every source read as a line "OFFSET LENGTH", or -1 */
+    long delay_us;                /* tests, benchmarks: each source read waits this long (a round trip) */
 
     pthread_mutex_t lock;         /* guards everything below */
     pthread_cond_t cond;          /* in-flight fetch done, job queued or done */

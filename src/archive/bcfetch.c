@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct wrap_src {
     struct arc_source s;
@@ -25,6 +26,8 @@ static int wrap_pread(struct arc_source *s, void *buf, size_t len, uint64_t off,
         int n = snprintf(line, sizeof line, "%" PRIu64 " %zu\n", off, len);
         vs_write_full(w->bc->log_fd, line, (size_t)n);   /* O_APPEND: one write per line, lines stay whole */
     }
+    if (w->bc->delay_us)
+        nanosleep(&(struct timespec){ w->bc->delay_us / 1000000, w->bc->delay_us % 1000000 * 1000 }, NULL);
     return w->inner->pread(w->inner, buf, len, off, e);
 }
 
@@ -68,6 +71,9 @@ int arc__bc_wrap(struct arc *a, const struct arc_open_opts *o, vs_err *e)
     const char *log = getenv("VMSNAP_TEST_SOURCE_LOG");   /* tests count what a run read from its sources */
     if (log && *log)
         bc->log_fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    const char *delay = getenv("VMSNAP_TEST_SOURCE_DELAY_US");   /* a far source's round trip, simulated */
+    if (delay && *delay)
+        bc->delay_us = VS_MAX(0L, VS_MIN(strtol(delay, NULL, 10), 1000000L));
 #endif
     struct wrap_src *w = vs_xcalloc(1, sizeof *w);
     w->inner = bc->inner = a->src;
