@@ -167,9 +167,18 @@ static void test_bound_and_lru(void **state)
     sleep_ms(30);
     check_block(a, 1, data);   /* a hit: block 1 is now used after every other */
     assert_int_equal(stats(a).hits, 1);
+    /* What a writer that died left: removed by the next scan once old, never while it may still be written. */
+    VS_AUTOFREE char *stale = vs_xasprintf("%s/.tmp-stale1", a->bc->dir), *fresh = vs_xasprintf("%s/.tmp-fresh1",
+                                                                                               a->bc->dir);
+    close(open(stale, O_CREAT | O_WRONLY, 0600));
+    close(open(fresh, O_CREAT | O_WRONLY, 0600));
+    struct timespec old[2] = { { time(NULL) - 3600, 0 }, { time(NULL) - 3600, 0 } };
+    assert_int_equal(utimensat(AT_FDCWD, stale, old, 0), 0);
     sleep_ms(30);
     for (int b = 23; b >= 16; b--)
         check_block(a, (unsigned)b, data);
+    assert_false(exists(stale));
+    assert_true(exists(fresh));
     assert_true(usage(cache) <= max);
     VS_AUTOFREE char *e1 = entry_of(a, 1), *e23 = entry_of(a, 23);
     assert_true(exists(e1));
@@ -356,6 +365,32 @@ static void test_prefetch_all(void **state)
     unlink(p2);
 }
 
+/* A source that says it is remote gets the cache without being asked; VMSNAP_CACHE=off keeps it out. */
+static void test_remote_by_default(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("remote.vmsnap"), *cache = tpath("cache-remote");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 4, 10);
+    setenv("VMSNAP_CACHE_DIR", cache, 1);
+    for (int off = 0; off < 2; off++) {
+        if (off)
+            setenv("VMSNAP_CACHE", "off", 1);
+        struct arc_source *src;
+        vs_err e = { 0 };
+        assert_int_equal(arc_source_open_file(p, &src, &e), 0);
+        src->remote = true;
+        struct arc *a;
+        assert_int_equal(arc_open_source(src, NULL, &a, &e), 0);
+        check_block(a, 2, data);
+        assert_int_equal(stats(a).enabled, !off);
+        assert_int_equal(stats(a).stored, off ? 0 : 2);   /* the index page and the block */
+        arc_close(a);
+    }
+    unsetenv("VMSNAP_CACHE");
+    unsetenv("VMSNAP_CACHE_DIR");
+    unlink(p);
+}
+
 static void test_env(void **state)
 {
     (void)state;
@@ -397,7 +432,7 @@ int main(void)
         cmocka_unit_test(test_second_reader_hits),      cmocka_unit_test(test_bound_and_lru),
         cmocka_unit_test(test_damaged_entry_refetched), cmocka_unit_test(test_other_archive_cannot_poison),
         cmocka_unit_test(test_processes_share),         cmocka_unit_test(test_prefetch_all),
-        cmocka_unit_test(test_env),
+        cmocka_unit_test(test_remote_by_default),       cmocka_unit_test(test_env),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     VS_AUTOFREE char *cmd = vs_xasprintf("rm -rf %s", dir);
