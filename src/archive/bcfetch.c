@@ -222,7 +222,7 @@ static void push_locked(struct arc_bcache *bc, unsigned stream, uint64_t block)
 {
     bc->queue[(bc->qhead + bc->qlen) % BC_QUEUE] = (struct bc_job){ stream, block };
     bc->qlen++;
-    if (bc->nworkers < BC_WORKERS && bc->nworkers < bc->qlen + bc->busy) {
+    if (bc->nworkers < BC_WORKERS && bc->nworkers < bc->qlen + bc->busy && !vs_test_fault("bcache-workers")) {
         sigset_t all, old;   /* signals stay with the threads that wait for them (the boot host's signalfd) */
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -230,6 +230,8 @@ static void push_locked(struct arc_bcache *bc, unsigned stream, uint64_t block)
             bc->nworkers++;
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
+    if (!bc->nworkers)
+        bc->qlen = 0;   /* no thread to run it: read-ahead is best effort, a prefetch fetches the rest itself */
     pthread_cond_broadcast(&bc->cond);
 }
 

@@ -355,6 +355,18 @@ static void test_prefetch_all(void **state)
     assert_int_equal(stats(a).source_bytes, src);
     arc_close(a);
     free(img);
+    /* No worker thread (none could be started): the prefetch fetches everything itself. */
+    setenv("VMSNAP_TEST_FAULT", "bcache-workers", 1);
+    VS_AUTOFREE char *nw = vs_xasprintf("%s-noworkers", cache);
+    c.dir = nw;
+    assert_int_equal(arc_open(p, &o, &a, &e), 0);
+    if (arc_prefetch_all(a, &stop, &fetched, &e) < 0)
+        fail_msg("%s", e.msg);
+    assert_true(fetched >= 24ull * BS);
+    assert_int_equal(a->bc->nworkers, 0);
+    arc_close(a);
+    unsetenv("VMSNAP_TEST_FAULT");
+    c.dir = cache;
     /* An archive larger than the cache is refused with a message saying which bound. */
     c.max_bytes = 1 << 20;
     assert_int_equal(arc_open(p, &o, &a, &e), 0);
