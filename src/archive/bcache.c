@@ -219,6 +219,10 @@ int bc_pin(struct arc_bcache *bc, vs_err *e)
         return 0;
     VS_AUTOFREE char *p = vs_xasprintf("%s/.pin", bc->dir);
     int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    for (int i = 0; fd < 0 && errno == ENOENT && i < 3; i++) {   /* a scan removed the scope while it was empty */
+        mkdir(bc->dir, 0700);
+        fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }
     if (fd < 0 || flock(fd, LOCK_SH) < 0) {
         int err = errno;
         if (fd >= 0)

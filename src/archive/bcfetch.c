@@ -261,16 +261,20 @@ void arc__bc_readahead(struct arc *a, unsigned stream, uint64_t block)
 
 /* ---- prefetch, stats -------------------------------------------------------------------------------------- */
 
+/* Bytes the cache would need for every stored block and index page of the chain's cached archives. */
+static uint64_t chain_need(const struct arc *a)
+{
+    uint64_t need = 0;
+    for (; a; a = a->parent)
+        for (unsigned i = 0; a->bc && i < a->nstreams; i++)
+            need += a->streams[i].stored +
+                    (uint64_t)a->streams[i].top_count * a->streams[i].page_entries * ARC_PAGE_ENTRY;
+    return need;
+}
+
 static int prefetch_one(struct arc *a, const atomic_bool *stop, vs_err *e)
 {
     struct arc_bcache *bc = a->bc;
-    uint64_t need = 0;
-    for (unsigned i = 0; i < a->nstreams; i++)
-        need += a->streams[i].stored + (uint64_t)a->streams[i].top_count * a->streams[i].page_entries * ARC_PAGE_ENTRY;
-    if (need > bc->max_bytes / 10 * 9)
-        return vs_err_set(e, EFBIG, "%s: the archive stores up to %" PRIu64 " bytes, more than 90%% of the block "
-                          "cache's bound of %" PRIu64 " bytes (--cache-size or VMSNAP_CACHE_SIZE)", a->src->name,
-                          need, bc->max_bytes);
     int r = bc_pin(bc, e);
     if (r < 0)
         return r;
@@ -335,7 +339,12 @@ static uint64_t source_bytes(const struct arc *a)
 
 int arc_prefetch_all(struct arc *a, const atomic_bool *stop, uint64_t *fetched, vs_err *e)
 {
-    uint64_t before = source_bytes(a);
+    uint64_t before = source_bytes(a), need = chain_need(a);
+    for (struct arc *x = a; x; x = x->parent)
+        if (x->bc && need > x->bc->max_bytes / 10 * 9)
+            return vs_err_set(e, EFBIG, "%s: the archive chain stores up to %" PRIu64 " bytes, more than 90%% of the "
+                              "block cache's bound of %" PRIu64 " bytes (--cache-size or VMSNAP_CACHE_SIZE)",
+                              a->src->name, need, x->bc->max_bytes);
     for (struct arc *x = a; x; x = x->parent) {
         int r = x->bc ? prefetch_one(x, stop, e) : 0;
         if (r >= 0 && x->bc)

@@ -377,6 +377,50 @@ static void test_prefetch_all(void **state)
     unlink(p2);
 }
 
+/* A thin archive: its parent's blocks are fetched and pinned too, and the bound counts the whole chain. */
+static void test_prefetch_chain(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *pp = tpath("chain-parent.vmsnap"), *cp = tpath("chain-child.vmsnap"), *cache = tpath("cache-chain");
+    VS_AUTOFREE uint8_t *data = make_archive(pp, 16, 11);
+    struct arc_writer_opts wo;
+    arc_writer_opts_init(&wo);
+    wo.threads = 1;
+    wo.parent_path = pp;
+    wo.thin = true;
+    struct arc_writer *w;
+    vs_err e = { 0 };
+    assert_int_equal(arc_writer_create(cp, &wo, &w, &e), 0);
+    assert_int_equal(arc_writer_begin(w, ARC_KIND_DISK, "disk0", 16ull * BS, &e), 0);
+    fill_random(data + 8 * BS, 8 * BS, 12);   /* the second half changes */
+    assert_int_equal(arc_writer_pwrite(w, data + 8 * BS, 8 * BS, 8 * BS, &e), 0);
+    assert_int_equal(arc_writer_end(w, &e), 0);
+    assert_int_equal(arc_writer_finish(w, &e), 0);
+    struct arc_cache_conf c = { .mode = ARC_CACHE_ON, .dir = cache, .max_bytes = 3 << 19 };   /* 1.5 MiB */
+    struct arc_open_opts o = { .cache = &c };
+    struct arc *a;
+    uint64_t fetched = 0;
+    atomic_bool stop = false;
+    /* Each archive alone fits in 90 % of the bound, both together do not. */
+    assert_int_equal(arc_open(cp, &o, &a, &e), 0);
+    assert_non_null(arc_parent(a));
+    assert_int_equal(arc_prefetch_all(a, &stop, &fetched, &e), -EFBIG);
+    assert_non_null(strstr(e.msg, "chain"));
+    arc_close(a);
+    c.max_bytes = 4 << 20;
+    assert_int_equal(arc_open(cp, &o, &a, &e), 0);
+    if (arc_prefetch_all(a, &stop, &fetched, &e) < 0)
+        fail_msg("%s", e.msg);
+    assert_true(fetched >= 16ull * BS);   /* 8 blocks of the child, 8 of the parent */
+    uint64_t src = stats(a).source_bytes;
+    for (unsigned i = 0; i < 16; i++)
+        check_block(a, i, data);
+    assert_int_equal(stats(a).source_bytes, src);
+    arc_close(a);
+    unlink(pp);
+    unlink(cp);
+}
+
 /* A source that says it is remote gets the cache without being asked; VMSNAP_CACHE=off keeps it out. */
 static void test_remote_by_default(void **state)
 {
@@ -444,7 +488,7 @@ int main(void)
         cmocka_unit_test(test_second_reader_hits),      cmocka_unit_test(test_bound_and_lru),
         cmocka_unit_test(test_damaged_entry_refetched), cmocka_unit_test(test_other_archive_cannot_poison),
         cmocka_unit_test(test_processes_share),         cmocka_unit_test(test_prefetch_all),
-        cmocka_unit_test(test_remote_by_default),       cmocka_unit_test(test_env),
+        cmocka_unit_test(test_prefetch_chain),          cmocka_unit_test(test_remote_by_default),       cmocka_unit_test(test_env),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     VS_AUTOFREE char *cmd = vs_xasprintf("rm -rf %s", dir);
