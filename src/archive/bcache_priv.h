@@ -1,5 +1,5 @@
-/* archive: the block cache's handle, shared by bcache.c (entries on disk, eviction) and bcfetch.c (fetching
- * through it, read-ahead, prefetch). docs/CACHE.md describes the directory. */
+/* archive: the block cache's handle, shared by bcache.c (entries on disk, eviction), bcfetch.c (fetching through
+ * it) and bcpool.c (read-ahead, prefetch). docs/CACHE.md describes the directory. */
 #ifndef VMSNAP_ARCHIVE_BCACHE_PRIV_H
 #define VMSNAP_ARCHIVE_BCACHE_PRIV_H
 
@@ -35,6 +35,10 @@ struct arc_bcache {
 
     atomic_uint_fast64_t hits, hit_bytes, misses, src_reads, src_bytes, stored, bad;
 };
+
+/* bcfetch.c: arc__fetch with demand false for read-ahead and prefetch (not counted as misses). */
+int bc_fetch(struct arc *a, enum arc__bc_kind kind, uint64_t off, uint32_t len, uint64_t csum, void *buf, bool demand,
+             vs_err *e);
 
 /* bcache.c: the directory. */
 int bc_dir_open(struct arc_bcache *bc, const struct arc_cache_conf *c, vs_err *e);
