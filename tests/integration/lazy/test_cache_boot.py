@@ -4,12 +4,15 @@ file, every source read counted through VMSNAP_TEST_SOURCE_LOG).
 1. Two lazy boots of the same snapshot, one cache directory, each guest checking its whole pattern: the second
    boot reads a small fraction of what the first read from the archive, the rest are cache hits.
 2. A third boot with --prefetch all and an empty cache: once prefetch.json says done, the guest checks its whole
-   pattern and its disk without a single byte more read from the archive."""
+   pattern and its disk without a single byte more read from the archive.
+3. Two boots at once on an empty cache, both guests checking their pattern at the same time: both pass, and the
+   cache holds only whole entries (no temp file left, every file as long as its name says)."""
 import json
 import os
 import shutil
 import stat
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm"))
@@ -90,6 +93,34 @@ def test():
         check(before >= FILL * MiB // 2, "the prefetch fetched the pattern")
         check(after == before, f"no byte read from the archive after the prefetch ({after - before} were)")
         v.close()
+
+        # 3. two boots at once, one empty cache
+        shared = os.path.join(d, "cache-shared")
+        vms = [cached_boot(arc, d, f"con{i}", shared, os.path.join(d, f"con{i}.log"), ["--prefetch=none"])
+               for i in (1, 2)]
+        errors = []
+
+        def check_guest(v):
+            try:
+                v.agent.cmd("verify seed=3", timeout=120)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=check_guest, args=(v,)) for v in vms]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for v in vms:
+            v.close()
+        check(not errors, f"both guests verified their pattern at once: {errors}")
+        names = [(r, f) for r, _, fs in os.walk(shared) for f in fs]
+        check(not [f for _, f in names if f.startswith(".tmp-")], "no temp entry left")
+        for r, f in names:
+            if f[0] in "bp" and f[1] == "-":
+                length = int(f.split("-")[2], 16)
+                check(os.path.getsize(os.path.join(r, f)) == 64 + length, f"entry {f} is whole")
+        log(f"two boots at once: {len(names)} files in the shared cache, all whole")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
