@@ -33,18 +33,27 @@ static void fill_random(uint8_t *p, size_t n, uint64_t seed)
     }
 }
 
+/* A writer of path, thin over parent if not NULL. */
+static struct arc_writer *new_writer(const char *path, const char *parent)
+{
+    struct arc_writer_opts o;
+    arc_writer_opts_init(&o);
+    o.parent_path = parent;
+    o.thin = parent != NULL;
+    o.threads = 1;
+    struct arc_writer *w;
+    assert_int_equal(arc_writer_create(path, &o, &w, NULL), 0);
+    return w;
+}
+
 /* An archive at path: one disk of nblocks incompressible 64 KiB blocks; returns its data. */
 static uint8_t *make_archive(const char *path, unsigned nblocks, uint64_t seed)
 {
     size_t size = (size_t)nblocks * BS;
     uint8_t *data = vs_xmalloc(size);
     fill_random(data, size, seed);
-    struct arc_writer_opts o;
-    arc_writer_opts_init(&o);
-    o.threads = 1;
-    struct arc_writer *w;
+    struct arc_writer *w = new_writer(path, NULL);
     vs_err e = { 0 };
-    assert_int_equal(arc_writer_create(path, &o, &w, &e), 0);
     assert_int_equal(arc_writer_begin(w, ARC_KIND_DISK, "disk0", size, &e), 0);
     assert_int_equal(arc_writer_write(w, data, size, &e), 0);
     assert_int_equal(arc_writer_end(w, &e), 0);
@@ -383,14 +392,8 @@ static void test_prefetch_chain(void **state)
     (void)state;
     VS_AUTOFREE char *pp = tpath("chain-parent.vmsnap"), *cp = tpath("chain-child.vmsnap"), *cache = tpath("cache-chain");
     VS_AUTOFREE uint8_t *data = make_archive(pp, 16, 11);
-    struct arc_writer_opts wo;
-    arc_writer_opts_init(&wo);
-    wo.threads = 1;
-    wo.parent_path = pp;
-    wo.thin = true;
-    struct arc_writer *w;
+    struct arc_writer *w = new_writer(cp, pp);
     vs_err e = { 0 };
-    assert_int_equal(arc_writer_create(cp, &wo, &w, &e), 0);
     assert_int_equal(arc_writer_begin(w, ARC_KIND_DISK, "disk0", 16ull * BS, &e), 0);
     fill_random(data + 8 * BS, 8 * BS, 12);   /* the second half changes */
     assert_int_equal(arc_writer_pwrite(w, data + 8 * BS, 8 * BS, 8 * BS, &e), 0);
