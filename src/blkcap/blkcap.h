@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "archive/archive.h"
+#include "qmp/qmp.h"
 #include "util/util.h"
 
 struct bc_copy_opts {
@@ -32,5 +33,57 @@ struct bc_copy_stats {
  * meta context (the bitmap) is an error naming it. st may be NULL. */
 int bc_nbd_copy(const char *socket_path, const char *export_name, struct arc_writer *w, const char *stream,
                 const struct bc_copy_opts *o, struct bc_copy_stats *st, vs_err *e);
+
+/* ---- the disks of a running QEMU (disks.c) ----------------------------------------------------------------
+ * From query-block: every device with a medium, in QEMU's order. -drive VMs have generated node names
+ * ("#block123"), -blockdev VMs have no BlockBackend name. */
+struct bc_disk {
+    char *name;        /* the device's qdev id, else its BlockBackend (drive) name, else its node: what --disks takes */
+    char *qdev;        /* query-block's qdev: the id or QOM path whose "drive" property qom-set changes */
+    char *device;      /* qdev id, or the QOM path of the device (a virtio-blk-pci, not its virtio-backend) */
+    char *interface;   /* the device's driver: virtio-blk-pci, scsi-hd, ide-hd, ... */
+    char *node;        /* node-name the device's drive points to */
+    char *drive;       /* BlockBackend name (-drive id), NULL for a -blockdev device */
+    uint64_t size;
+    bool read_only;
+};
+struct bc_disks {
+    size_t n;
+    struct bc_disk *d;
+};
+void bc_disks_free(struct bc_disks *d);
+void bc_disks_freep(struct bc_disks *d);
+#define BC_DISKS_AUTOFREE __attribute__((cleanup(bc_disks_freep)))
+/* Read the VM's disks (query-block; qom-get of each device's type). A writable medium attached to no device is
+ * refused: nothing could be put in front of it. */
+int bc_disks_query(struct qmp *q, struct bc_disks *out, vs_err *e);
+/* Keep the disks to capture, in QEMU's order: those named in list ("vda,sdb"; NULL: every writable one). Read-only
+ * disks are dropped and named in *skipped (malloc'd, comma-separated, NULL when none). A name in list that is not
+ * a disk, or is read-only, is refused naming the disks there are. */
+int bc_disks_select(struct bc_disks *d, const char *list, char **skipped, vs_err *e);
+
+/* ---- point-in-time views of a running QEMU's disks (fleece.c) -----------------------------------------------
+ * Per disk: a fleecing target of vmsnap's own (a qcow2 that QEMU creates on a file vmsnap opened, unlinked and
+ * handed over with add-fd, in dir), a copy-before-write filter over the disk's node (cbw-timeout,
+ * on-cbw-error=break-snapshot: a guest write never fails or waits long because of vmsnap, the view breaks
+ * instead), put in front of the device with qom-set of its "drive" property, then a snapshot-access node exported
+ * read-only over NBD on a 0600 socket in dir (a listening socket vmsnap made, passed with getfd). Everything is
+ * named vmsnap-<tag>-<i>-*; end removes all of it in reverse order, whatever happened before. */
+struct bc_fleece;
+/* Before the pause: targets and filters added (not yet in the guest's path). On failure nothing is left. d's strings
+ * are borrowed: d must outlive f. */
+int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, struct bc_fleece **out, vs_err *e);
+/* The instant (the VM stopped): each device's drive moved onto its filter. */
+int bc_fleece_insert(struct bc_fleece *f, vs_err *e);
+/* After the pause: each view exported and copied into stream "disk<i>" of w (i in the order of d). */
+int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_copy_opts *o, vs_err *e);
+/* Remove everything added, in reverse order; every step is tried. 0, or the first failure (QEMU's words). */
+int bc_fleece_end(struct bc_fleece *f, vs_err *e);
+/* Ends it if not ended (errors dropped) and frees it. NULL is fine. */
+void bc_fleece_free(struct bc_fleece *f);
+void bc_fleece_freep(struct bc_fleece **f);
+#define BC_FLEECE_AUTOFREE __attribute__((cleanup(bc_fleece_freep)))
+/* Seconds the pause spent in bc_fleece_insert. */
+double bc_fleece_insert_s(const struct bc_fleece *f);
 
 #endif

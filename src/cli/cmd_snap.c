@@ -1,5 +1,7 @@
 /* cli: "vmsnap snap" — a live snapshot. A VM started by `vmsnap boot` is snapshotted by its boot process (asked
- * over the run directory's control socket); a foreign QEMU only with --memory-only, from here. */
+ * over the run directory's control socket); a foreign QEMU from here: RAM, device state, its command line and its
+ * writable disks through copy-before-write fleecing (blkcap), all of one instant; --memory-only leaves the disks. */
+#include "blkcap/blkcap.h"
 #include "cli/cli.h"
 #include "vm/vm.h"
 
@@ -39,6 +41,8 @@ static void remote_progress(void *opaque, json_t *p)
 struct foreign {
     struct vm_config cfg;
     struct snap_ui *ui;
+    struct bc_disks disks;       /* the disks to capture (none: memory only) */
+    struct bc_fleece *fleece;    /* their point-in-time views, set up before the pause */
 };
 
 static void local_progress(void *opaque, const struct vm_snap_progress *p)
@@ -55,6 +59,64 @@ static bool local_cancelled(void *opaque)
     return interrupted != 0;
 }
 
+
+static void disk_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct vm_snap_progress p = { .phase = "disks", .transferred = done, .remaining = total - done };
+    local_progress(opaque, &p);
+}
+
+/* The instant: the VM is stopped and QEMU has flushed its disks. */
+static int foreign_freeze(void *opaque, vs_err *e)
+{
+    struct foreign *f = opaque;
+    return f->fleece ? bc_fleece_insert(f->fleece, e) : 0;
+}
+
+/* After the memory: every view into its disk stream, then the VM gets its own nodes back at once. */
+static int foreign_disks(void *opaque, struct arc_writer *w, vs_err *e)
+{
+    struct foreign *f = opaque;
+    if (!f->fleece)
+        return 0;
+    struct bc_copy_opts o = { .cancelled = local_cancelled, .progress = disk_progress, .opaque = f };
+    int r = bc_fleece_copy(f->fleece, w, &o, e);
+    if (r < 0)
+        return r;
+    return bc_fleece_end(f->fleece, e);
+}
+
+/* What a resume needs to know of each captured disk, in stream order (docs/FORMAT.md, "VM config"). */
+static void record_disks(struct vm_config *c, const struct bc_disks *d)
+{
+    c->disks = vs_xcalloc(d->n + 1, sizeof *c->disks);
+    c->n_disks = d->n;
+    for (size_t i = 0; i < d->n; i++) {
+        const struct bc_disk *k = &d->d[i];
+        c->disks[i] = (struct vm_disk){ .format = vs_xstrdup("raw"), .iface = vs_xstrdup(k->interface),
+                                        .size = k->size, .name = vs_xstrdup(k->name),
+                                        .stream = vs_xasprintf("disk%zu", i), .device = vs_xstrdup(k->device),
+                                        .node = vs_xstrdup(k->node), .drive = k->drive ? vs_xstrdup(k->drive) : NULL };
+    }
+}
+
+/* A private 0700 directory of this snapshot under the user's run directory: the fleecing targets and the NBD
+ * socket. */
+static int fleece_dir(char **out, vs_err *e)
+{
+    VS_AUTOFREE char *base = NULL;
+    int r = vm_rundir_base(&base, e);
+    if (r < 0)
+        return r;
+    char *tmpl = vs_xasprintf("%s/snap-XXXXXX", base);
+    if (!mkdtemp(tmpl)) {
+        r = vs_err_sys(e, errno, "creating a directory in %s", base);
+        free(tmpl);
+        return r;
+    }
+    *out = tmpl;
+    return 0;
+}
 
 static int foreign_rest(void *opaque, struct arc_writer *w, vs_err *e)
 {
@@ -98,25 +160,42 @@ static int connect_libvirt(const char *uri, const char *domain, struct qmp **out
     return 0;
 }
 
-/* --memory-only of a QEMU vmsnap did not start: RAM + device state + its command line. */
-static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool live, struct snap_ui *ui,
-                        json_t **result, vs_err *e)
+/* Which disks of the VM to capture (disks: --disks, or NULL for every writable one); the read-only ones skipped go
+ * to *skipped. Before the VM is touched. */
+static int choose_disks(struct qmp *q, const char *disks, struct bc_disks *out, char **skipped, vs_err *e)
+{
+    BC_DISKS_AUTOFREE struct bc_disks d = { 0 };
+    int r = bc_disks_query(q, &d, e);
+    if (r < 0 || (r = bc_disks_select(&d, disks, skipped, e)) < 0)
+        return r;
+    *out = d;
+    d = (struct bc_disks){ 0 };
+    return 0;
+}
+
+/* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only. */
+static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool live, bool memory_only,
+                        const char *disks, struct snap_ui *ui, json_t **result, vs_err *e)
 {
     int r;
     pid_t pid = qmp_peer_pid(q);
     struct foreign f = { .ui = ui };
+    /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
+    VS_AUTOFREE char *skipped = NULL, *dir = NULL, *outdir = vs_xstrdup(out);
+    if (!memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
+        return r;
     vm_config_init(&f.cfg);
     char **argv = NULL, *cwd = NULL;
     size_t argc = 0;
     if ((r = vm_proc_cmdline(pid, &argv, &argc, &cwd, e)) < 0)
-        return r;
+        goto out;
     r = vm_config_from_cmdline(&f.cfg, argv, argc, cwd, e);
     for (size_t i = 0; i < argc; i++)
         free(argv[i]);
     free(argv);
     free(cwd);
     if (r < 0)
-        return r;
+        goto out;
     int maj, min, mic;
     qmp_version(q, &maj, &min, &mic);
     f.cfg.qemu_version = vs_xasprintf("%d.%d.%d", maj, min, mic);
@@ -125,8 +204,11 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
         free(f.cfg.machine);
         f.cfg.machine = mt;
     }
-    /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
-    VS_AUTOFREE char *outdir = vs_xstrdup(out);
+    if (f.disks.n) {
+        record_disks(&f.cfg, &f.disks);
+        if ((r = fleece_dir(&dir, e)) < 0 || (r = bc_fleece_prepare(q, &f.disks, dir, &f.fleece, e)) < 0)
+            goto out;
+    }
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
@@ -139,7 +221,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     if (slash)
         *slash = 0;
     /* Pages under the VM's own block names (pc.ram, or its backend's id); boot resumes such a VM eagerly. */
-    struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .write_rest = foreign_rest,
+    struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .freeze = foreign_freeze,
+                               .write_disks = foreign_disks, .write_rest = foreign_rest,
                                .cancelled = local_cancelled, .progress = local_progress, .opaque = &f,
                                .paged = true, .tmpdir = slash ? (outdir[0] ? outdir : "/") : "." };
     struct vm_snap_result res;
@@ -149,8 +232,27 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     if (r == 0) {
         *result = vm_snap_result_json(&res, out, false);
         json_object_set_new(*result, "redacted", json_integer((json_int_t)f.cfg.redacted));
+        json_t *dj = json_array();
+        for (size_t i = 0; i < f.disks.n; i++)
+            json_array_append_new(dj, json_string(f.disks.d[i].name));
+        json_object_set_new(*result, "disks", dj);
+        json_object_set_new(*result, "disks-skipped", skipped ? json_string(skipped) : json_null());
+        if (f.fleece)
+            json_object_set_new(json_object_get(*result, "phases"), "disk-filters",
+                                json_real(bc_fleece_insert_s(f.fleece)));
     }
 out:
+    if (r < 0 && f.fleece) {
+        /* Ended already unless it failed before the disks were copied; what it could not undo is said too. */
+        vs_err ee = { 0 };
+        size_t n = e ? strlen(e->msg) : 0;
+        if (bc_fleece_end(f.fleece, &ee) < 0 && e && n + 7 < sizeof e->msg)
+            snprintf(e->msg + n, sizeof e->msg - n, "; and %.*s", (int)(sizeof e->msg - n - 7), ee.msg);
+    }
+    bc_fleece_free(f.fleece);
+    if (dir)
+        rmdir(dir);
+    bc_disks_free(&f.disks);
     vm_config_free(&f.cfg);
     return r;
 }
@@ -165,17 +267,19 @@ int cmd_snap(int argc, char **argv)
         { "quiet", no_argument, NULL, 'Q' },         { "message", required_argument, NULL, 'e' },
         { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
         { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
-        { NULL, 0, NULL, 0 },
+        { "disks", required_argument, NULL, 'D' },   { NULL, 0, NULL, 0 },
     };
-    const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL;
+    const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL,
+               *disks = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:L:c:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:L:c:D:", opts, NULL)) != -1) {
         switch (c) {
         case 'q': qmp = optarg; break;
         case 'L': domain = optarg; break;
         case 'c': uri = optarg; break;
+        case 'D': disks = optarg; break;
         case 'o': out = optarg; break;
         case 't': thin = true; break;
         case 'M':
@@ -198,6 +302,10 @@ int cmd_snap(int argc, char **argv)
         return cli_usage("snap", "--qmp and --libvirt are exclusive: name the VM by one of them");
     if (uri && !domain)
         return cli_usage("snap", "-c URI goes with --libvirt DOMAIN");
+    if (disks && (memory_only || domain || !disks[0] || disks[0] == ',' || strstr(disks, ",,") ||
+                  disks[strlen(disks) - 1] == ','))
+        return cli_usage("snap", "--disks NAME[,NAME...] chooses the disks of a QEMU vmsnap did not start (--qmp), "
+                         "not with --memory-only");
     if ((!qmp && !domain) || !out)
         return cli_usage("snap", "--qmp PATH (or --libvirt DOMAIN) and -o OUT.vmsnap are required");
     if (domain && (!memory_only || thin))
@@ -230,22 +338,24 @@ int cmd_snap(int argc, char **argv)
     if (domain) {
         r = connect_libvirt(uri, domain, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, live, true, NULL, &ui, &res, &e);
     } else if (vm_state_find(qmp, &vs, NULL) == 0) {
+        if (disks) {
+            vm_state_free(&vs);
+            return cli_fail("--disks: the VM on %s was started by 'vmsnap boot', whose snapshots hold all its disks",
+                            qmp);
+        }
         struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
                                       .message = message };
         r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
         vm_state_free(&vs);
-    } else if (!memory_only) {
-        return cli_fail("QMP socket %s: this QEMU was not started by 'vmsnap boot', so vmsnap does not serve its "
-                        "disks and cannot capture them consistently with its memory; use --memory-only to capture "
-                        "RAM, device state and its command line only", qmp);
     } else if (thin) {
-        return cli_fail("--thin needs a VM started by 'vmsnap boot' (a --memory-only snapshot has no parent)");
+        return cli_fail("--thin needs a VM started by 'vmsnap boot' (a snapshot of a QEMU vmsnap did not start is "
+                        "always whole)");
     } else {
         r = connect_foreign(qmp, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, live, memory_only, disks, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);

@@ -29,12 +29,15 @@ const struct cli_command cli_commands[] = {
       "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] "
-      "[--memory-only] [--json] [--quiet]",
+      "[--memory-only | --disks NAME,...] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
-      "changed since the archive the VM runs on. For another QEMU: --memory-only captures RAM, device state and its\n"
-      "command line. --libvirt DOMAIN (name or UUID; -c: libvirt URI) reaches a libvirt domain's QEMU through\n"
-      "libvirt's API instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
+      "changed since the archive the VM runs on. For another QEMU (QEMU >= 7.1): RAM, device state, its command line\n"
+      "and every writable disk, from one instant (each disk read through a copy-before-write filter that vmsnap puts\n"
+      "in front of it for the snapshot and removes after; read-only disks are skipped); --disks vda,sdb chooses the\n"
+      "disks (qdev ids, else drive names), --memory-only takes none.\n"
+      "--libvirt DOMAIN (name or UUID; -c: libvirt URI) reaches a libvirt domain's QEMU through libvirt's API\n"
+      "instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
       "running and no file is left under OUT. Aliases: --socket, --output, --connect.\n"
       "The VM is left in the run state it had (checked with query-status): a paused VM stays paused. --json says\n"
       "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured." },

@@ -51,10 +51,8 @@ void vm_config_free(struct vm_config *c)
         free(c->files[i]);
     free(c->append);
     free(c->mem_backend);
-    for (size_t i = 0; i < c->n_disks; i++) {
-        free(c->disks[i].format);
-        free(c->disks[i].iface);
-    }
+    for (size_t i = 0; i < c->n_disks; i++)
+        vm_disk_free(&c->disks[i]);
     free(c->disks);
     free_strv(c->extra, c->n_extra);
     vm_config_clear_xfiles(c);
@@ -66,6 +64,18 @@ void vm_config_free(struct vm_config *c)
 static char *dup_or_null(const char *s)
 {
     return s ? vs_xstrdup(s) : NULL;
+}
+
+void vm_disk_free(struct vm_disk *d)
+{
+    free(d->format);
+    free(d->iface);
+    free(d->name);
+    free(d->stream);
+    free(d->device);
+    free(d->node);
+    free(d->drive);
+    memset(d, 0, sizeof *d);
 }
 
 static char **dup_strv(char *const *v, size_t n)
@@ -93,9 +103,10 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
     dst->n_disks = src->n_disks;
     dst->disks = vs_xcalloc(src->n_disks + 1, sizeof *dst->disks);
     for (size_t i = 0; i < src->n_disks; i++) {
-        dst->disks[i].format = dup_or_null(src->disks[i].format);
-        dst->disks[i].iface = dup_or_null(src->disks[i].iface);
-        dst->disks[i].size = src->disks[i].size;
+        const struct vm_disk *sd = &src->disks[i];
+        dst->disks[i] = (struct vm_disk){ dup_or_null(sd->format), dup_or_null(sd->iface), sd->size,
+                                          dup_or_null(sd->name), dup_or_null(sd->stream), dup_or_null(sd->device),
+                                          dup_or_null(sd->node), dup_or_null(sd->drive) };
     }
     dst->n_extra = src->n_extra;
     dst->extra = dup_strv(src->extra, src->n_extra);
@@ -144,11 +155,17 @@ char *vm_config_to_json(const struct vm_config *c)
         json_object_set_new(o, "vmgenid", json_true());
     json_t *disks = json_array();
     for (size_t i = 0; i < c->n_disks; i++) {
+        const struct vm_disk *k = &c->disks[i];
         json_t *d = json_object();
-        set_str(d, "format", c->disks[i].format);
-        set_str(d, "interface", c->disks[i].iface);
-        if (c->disks[i].size)
-            json_object_set_new(d, "size", json_integer((json_int_t)c->disks[i].size));
+        set_str(d, "name", k->name);
+        set_str(d, "stream", k->stream);
+        if (k->size)
+            json_object_set_new(d, "size", json_integer((json_int_t)k->size));
+        set_str(d, "format", k->format);
+        set_str(d, "interface", k->iface);
+        set_str(d, "device", k->device);
+        set_str(d, "node", k->node);
+        set_str(d, "drive", k->drive);
         json_array_append_new(disks, d);
     }
     json_object_set_new(o, "disks", disks);
@@ -282,8 +299,11 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
         if (!json_is_object(d))
             return vs_err_set(e, EINVAL, "VM config: \"disks\"[%zu] must be an object", i);
         c->n_disks = i + 1;
-        if ((r = get_str(d, "format", &c->disks[i].format, e)) < 0 ||
-            (r = get_str(d, "interface", &c->disks[i].iface, e)) < 0 ||
+        struct vm_disk *k = &c->disks[i];
+        if ((r = get_str(d, "format", &k->format, e)) < 0 || (r = get_str(d, "interface", &k->iface, e)) < 0 ||
+            (r = get_str(d, "name", &k->name, e)) < 0 || (r = get_str(d, "stream", &k->stream, e)) < 0 ||
+            (r = get_str(d, "device", &k->device, e)) < 0 || (r = get_str(d, "node", &k->node, e)) < 0 ||
+            (r = get_str(d, "drive", &k->drive, e)) < 0 ||
             (r = get_u64(d, "size", UINT64_C(1) << 62, &c->disks[i].size, e)) < 0)
             return r;
     }

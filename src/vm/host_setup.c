@@ -198,10 +198,8 @@ static int open_disks(struct host *h, vs_err *e)
     h->disks = vs_xcalloc(n + 1, sizeof *h->disks);
     if (!c->foreign && c->n_disks != n) {
         /* No (or another) recorded disk list: virtio-blk in pack order. */
-        for (size_t i = 0; i < c->n_disks; i++) {
-            free(c->disks[i].format);
-            free(c->disks[i].iface);
-        }
+        for (size_t i = 0; i < c->n_disks; i++)
+            vm_disk_free(&c->disks[i]);
         free(c->disks);
         c->disks = vs_xcalloc(n + 1, sizeof *c->disks);
         c->n_disks = n;

@@ -30,8 +30,14 @@
 
 struct vm_disk {
     char *format;        /* "raw" (what QEMU sees over NBD) */
-    char *iface;         /* "virtio" */
+    char *iface;         /* "virtio"; a foreign VM's captured disk: its device's driver ("virtio-blk-pci") */
     uint64_t size;       /* bytes, 0 if unknown */
+    /* A disk captured from a foreign VM (snap --qmp of a QEMU vmsnap did not start), NULL otherwise: */
+    char *name;          /* what snap --disks takes: qdev id, else drive name, else node name */
+    char *stream;        /* the archive's disk stream holding it */
+    char *device;        /* qdev id or QOM path of the device */
+    char *node;          /* node-name the device's drive pointed to at capture */
+    char *drive;         /* BlockBackend name (-drive id); NULL for a -blockdev device */
 };
 
 /* Files the VM needs to start, stored in thick archives as named blobs "file:<role>". */
@@ -95,6 +101,7 @@ struct vm_config {
     size_t redacted;       /* secrets replaced in cmdline when it was read (vm_cmdline_redact); not stored */
 };
 
+void vm_disk_free(struct vm_disk *d);       /* frees members, zeroes d */
 void vm_config_init(struct vm_config *c);
 void vm_config_free(struct vm_config *c);   /* frees members; c may be reused after vm_config_init */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);

@@ -27,6 +27,11 @@ static void fill(struct vm_config *c)
     c->disks[0].iface = vs_xstrdup("virtio");
     c->disks[0].size = 64ull << 20;
     c->disks[1].format = vs_xstrdup("raw");
+    c->disks[1].name = vs_xstrdup("sdb");   /* a foreign VM's captured disk */
+    c->disks[1].stream = vs_xstrdup("disk1");
+    c->disks[1].device = vs_xstrdup("/machine/peripheral-anon/device[0]");
+    c->disks[1].node = vs_xstrdup("#block123");
+    c->disks[1].drive = vs_xstrdup("drive-sdb");
     c->n_extra = 2;
     c->extra = vs_xcalloc(3, sizeof *c->extra);
     c->extra[0] = vs_xstrdup("-rtc");
@@ -53,6 +58,13 @@ static void assert_same(const struct vm_config *a, const struct vm_config *b)
     }
     assert_string_equal(a->disks[0].iface, b->disks[0].iface);
     assert_null(b->disks[1].iface);
+    assert_null(b->disks[0].name);
+    assert_null(b->disks[0].drive);
+    assert_string_equal(b->disks[1].name, "sdb");
+    assert_string_equal(b->disks[1].stream, "disk1");
+    assert_string_equal(b->disks[1].device, "/machine/peripheral-anon/device[0]");
+    assert_string_equal(b->disks[1].node, "#block123");
+    assert_string_equal(b->disks[1].drive, "drive-sdb");
     assert_int_equal(a->n_extra, b->n_extra);
     for (size_t i = 0; i < a->n_extra; i++)
         assert_string_equal(a->extra[i], b->extra[i]);

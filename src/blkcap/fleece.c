@@ -1,0 +1,365 @@
+/* blkcap: point-in-time views of a running QEMU's disks through copy-before-write fleecing, read over QEMU's own
+ * NBD server. Each step records what it added, so end() removes exactly that, in reverse order, after a failure at
+ * any step, a cancel, or QEMU refusing something. Measured here on QEMU 7.2 and 10.0: qom-set of the device's
+ * "drive" moves virtio-blk, scsi-hd and ide-hd devices (with or without an iothread) onto another node and back;
+ * qom-set onto the node the drive already has aborts QEMU 7.2 (an assertion in block.c), so it is never sent. */
+#include "blkcap/blkcap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define CBW_TIMEOUT_S 10      /* a guest write waits at most this long for its copy; then the view breaks */
+#define NAME_LEN 64           /* our names stay below QEMU's 32 bytes; the room quiets format-truncation */
+#define WAIT_STEP_NS 5000000L
+
+struct fdisk {
+    struct bc_disk disk;      /* borrowed strings of the caller's bc_disks */
+    char tf[NAME_LEN], tgt[NAME_LEN], cbw[NAME_LEN], snap[NAME_LEN], exp[NAME_LEN];
+    int64_t fdset;            /* -1: none */
+    bool have_tf, have_tgt, have_cbw, inserted, have_snap, have_export;
+};
+
+struct bc_fleece {
+    struct qmp *q;
+    char *dir, *sock;
+    char tag[9];
+    char fdname[NAME_LEN];
+    bool server;              /* our NBD server runs */
+    bool ended;
+    double insert_s;
+    size_t n;
+    struct fdisk *d;
+};
+
+static void sleep_step(void)
+{
+    nanosleep(&(struct timespec){ 0, WAIT_STEP_NS }, NULL);
+}
+
+static int run(struct bc_fleece *f, const char *cmd, json_t *args, json_t **ret, vs_err *e)
+{
+    int r = qmp_execute(f->q, cmd, args, ret, e);
+    json_decref(args);
+    return r;
+}
+
+/* The object of a query's array (query-jobs, query-block-exports) whose "id" is id: *found, a new reference, or NULL. */
+static int find_by_id(struct bc_fleece *f, const char *query, const char *id, json_t **found, vs_err *e)
+{
+    json_t *all = NULL, *x;
+    int r = qmp_execute(f->q, query, NULL, &all, e);
+    if (r < 0)
+        return r;
+    *found = NULL;
+    size_t i;
+    json_array_foreach(all, i, x)
+        if (!*found && !strcmp(json_string_value(json_object_get(x, "id")) ?: "", id))
+            *found = json_incref(x);
+    json_decref(all);
+    return 0;
+}
+
+/* blockdev-create is a job: wait until it concludes, then dismiss it; its error (QEMU's words) is ours. */
+static int create_qcow2(struct bc_fleece *f, struct fdisk *k, vs_err *e)
+{
+    char job[NAME_LEN + 8];
+    snprintf(job, sizeof job, "%s-job", k->tgt);
+    int r = run(f, "blockdev-create",
+                json_pack("{s:s,s:{s:s,s:s,s:I}}", "job-id", job, "options", "driver", "qcow2", "file", k->tf,
+                          "size", (json_int_t)k->disk.size), NULL, e);
+    if (r < 0)
+        return r;
+    double deadline = vs_now_s() + qmp_timeout(f->q);
+    for (;;) {
+        json_t *j = NULL;
+        if ((r = find_by_id(f, "query-jobs", job, &j, e)) < 0)
+            return r;
+        const char *status = json_string_value(json_object_get(j, "status"));
+        const char *err = json_string_value(json_object_get(j, "error"));
+        bool done = status && !strcmp(status, "concluded");
+        if (done && err)
+            r = vs_err_set(e, EIO, "creating the fleecing target of disk '%s' in %s: %s", k->disk.name, f->dir, err);
+        else if (!status)
+            r = vs_err_set(e, EPROTO, "QEMU lost job %s (creating the fleecing target of disk '%s')", job,
+                           k->disk.name);
+        json_decref(j);
+        if (done || !status) {
+            run(f, "job-dismiss", json_pack("{s:s}", "id", job), NULL, NULL);
+            return r;
+        }
+        if (vs_now_s() > deadline) {
+            run(f, "job-cancel", json_pack("{s:s}", "id", job), NULL, NULL);
+            return vs_err_set(e, ETIMEDOUT, "QEMU did not create the fleecing target of disk '%s' in time",
+                              k->disk.name);
+        }
+        sleep_step();
+    }
+}
+
+/* The target's file: ours (0600, in our private dir), unlinked at once and handed to QEMU as an fd set, so nothing
+ * stays behind whatever happens, and QEMU needs no access to the directory. */
+static int add_target(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *e)
+{
+    VS_AUTOFREE char *path = vs_xasprintf("%s/fleece%zu.qcow2", f->dir, i);
+    VS_AUTOCLOSE int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "creating the fleecing target %s", path);
+    unlink(path);
+    int r = qmp_add_fd(f->q, fd, -1, k->tf, &k->fdset, NULL, e);
+    if (r < 0)
+        return r;
+    VS_AUTOFREE char *fdpath = vs_xasprintf("/dev/fdset/%lld", (long long)k->fdset);
+    if ((r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:s}", "driver", "file", "node-name", k->tf, "filename",
+                                              fdpath), NULL, e)) < 0)
+        return r;
+    k->have_tf = true;
+    if ((r = create_qcow2(f, k, e)) < 0)
+        return r;
+    if ((r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:s}", "driver", "qcow2", "node-name", k->tgt, "file",
+                                              k->tf), NULL, e)) < 0)
+        return r;
+    k->have_tgt = true;
+    return 0;
+}
+
+static int prepare_disk(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *e)
+{
+    int r = add_target(f, k, i, e);
+    if (r < 0)
+        return vs_err_prefix(e, "disk '%s'", k->disk.name);
+    r = run(f, "blockdev-add",
+            json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "driver", "copy-before-write", "node-name", k->cbw, "file",
+                      k->disk.node, "target", k->tgt, "on-cbw-error", "break-snapshot", "cbw-timeout", CBW_TIMEOUT_S),
+            NULL, e);
+    if (r < 0)
+        return vs_err_prefix(e, "disk '%s': adding a copy-before-write filter over node %s", k->disk.name,
+                             k->disk.node);
+    k->have_cbw = true;
+    return 0;
+}
+
+int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, struct bc_fleece **out, vs_err *e)
+{
+    if (!qmp_version_at_least(q, 7, 1)) {
+        int maj, min, mic;
+        qmp_version(q, &maj, &min, &mic);
+        return vs_err_set(e, ENOTSUP, "QEMU %d.%d.%d cannot give a point-in-time view of a running disk that a guest "
+                          "write can never fail for (copy-before-write's on-cbw-error and cbw-timeout need QEMU 7.1): "
+                          "use --memory-only", maj, min, mic);
+    }
+    BC_FLEECE_AUTOFREE struct bc_fleece *f = vs_xcalloc(1, sizeof *f);
+    f->q = q;
+    f->dir = vs_xstrdup(dir);
+    uint8_t u[16];
+    char us[37];
+    vs_uuid_generate(u);
+    vs_uuid_format(u, us);
+    snprintf(f->tag, sizeof f->tag, "%.8s", us);
+    f->d = vs_xcalloc(d->n + 1, sizeof *f->d);
+    for (size_t i = 0; i < d->n; i++) {
+        struct fdisk *k = &f->d[f->n++];
+        k->disk = d->d[i];
+        k->fdset = -1;
+        snprintf(k->tf, sizeof k->tf, "vmsnap-%s-%zu-file", f->tag, i);
+        snprintf(k->tgt, sizeof k->tgt, "vmsnap-%s-%zu-target", f->tag, i);
+        snprintf(k->cbw, sizeof k->cbw, "vmsnap-%s-%zu-cbw", f->tag, i);
+        snprintf(k->snap, sizeof k->snap, "vmsnap-%s-%zu-view", f->tag, i);
+        snprintf(k->exp, sizeof k->exp, "vmsnap-%s-%zu", f->tag, i);
+        int r = prepare_disk(f, k, i, e);
+        if (r < 0)
+            return r;   /* the free ends it: what this disk added goes too */
+    }
+    *out = VS_STEAL(f);
+    return 0;
+}
+
+int bc_fleece_insert(struct bc_fleece *f, vs_err *e)
+{
+    double t0 = vs_now_s();
+    for (size_t i = 0; i < f->n; i++) {
+        struct fdisk *k = &f->d[i];
+        /* A test makes QEMU refuse the last insertion (after the others went in): the rollback must undo them. */
+        const char *to = vs_test_fault("fleece-insert") && i + 1 == f->n ? "vmsnap-no-such-node" : k->cbw;
+        int r = run(f, "qom-set", json_pack("{s:s,s:s,s:s}", "path", k->disk.qdev, "property", "drive", "value", to),
+                    NULL, e);
+        if (r < 0)
+            return vs_err_prefix(e, "disk '%s': putting the snapshot filter in front of device %s", k->disk.name,
+                                 k->disk.device);
+        k->inserted = true;
+    }
+    f->insert_s = vs_now_s() - t0;
+    return 0;
+}
+
+double bc_fleece_insert_s(const struct bc_fleece *f)
+{
+    return f->insert_s;
+}
+
+/* Our own listening socket, born 0600 in our private dir, handed to QEMU's NBD server (getfd + an fd address). */
+static int start_server(struct bc_fleece *f, vs_err *e)
+{
+    f->sock = vs_xasprintf("%s/nbd.sock", f->dir);
+    VS_AUTOCLOSE int fd = -1;
+    int r = vs_listen_unix(f->sock, &fd, e);
+    if (r < 0)
+        return r;
+    snprintf(f->fdname, sizeof f->fdname, "vmsnap-%s-nbd", f->tag);
+    if ((r = qmp_getfd(f->q, f->fdname, fd, e)) < 0)
+        return r;
+    r = run(f, "nbd-server-start", json_pack("{s:{s:s,s:{s:s}}}", "addr", "type", "fd", "data", "str", f->fdname),
+            NULL, e);
+    if (r < 0) {
+        qmp_closefd(f->q, f->fdname, NULL);
+        if (strstr(qmp_error_desc(f->q) ?: "", "already running"))
+            return vs_err_set(e, EBUSY, "this QEMU already runs an NBD server (%s), whose address QMP does not "
+                              "tell: vmsnap cannot read its disks through it; use --memory-only",
+                              qmp_error_desc(f->q));
+        return vs_err_prefix(e, "starting QEMU's NBD server on %s", f->sock);
+    }
+    f->server = true;
+    return 0;
+}
+
+static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
+{
+    int r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:s}", "driver", "snapshot-access", "node-name", k->snap,
+                                             "file", k->cbw), NULL, e);
+    if (r < 0)
+        return vs_err_prefix(e, "disk '%s': adding a snapshot-access node", k->disk.name);
+    k->have_snap = true;
+    r = run(f, "block-export-add", json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", k->exp, "node-name",
+                                             k->snap, "name", k->exp, "writable", false), NULL, e);
+    if (r < 0)
+        return vs_err_prefix(e, "disk '%s': exporting its snapshot over NBD", k->disk.name);
+    k->have_export = true;
+    return 0;
+}
+
+/* A test holds the copy here until cancelled: SIGTERM arrives while everything is in place. */
+static void hold_for_test(const struct bc_copy_opts *o)
+{
+    if (!vs_test_fault("fleece-hold"))
+        return;
+    for (int i = 0; i < 12000 && !(o->cancelled && o->cancelled(o->opaque)); i++)
+        sleep_step();
+}
+
+int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_copy_opts *o, vs_err *e)
+{
+    int r = start_server(f, e);
+    for (size_t i = 0; r == 0 && i < f->n; i++)
+        r = export_disk(f, &f->d[i], e);
+    if (r < 0)
+        return r;
+    hold_for_test(o);
+    for (size_t i = 0; i < f->n; i++) {
+        struct fdisk *k = &f->d[i];
+        char stream[32];
+        snprintf(stream, sizeof stream, "disk%zu", i);
+        if ((r = bc_nbd_copy(f->sock, k->exp, w, stream, o, NULL, e)) < 0) {
+            if (r == -ECANCELED)
+                return r;
+            /* break-snapshot: once a guest write could not be copied, every read of the view fails. */
+            return vs_err_prefix(e, "disk '%s': reading its snapshot (if a read was refused, the view broke: QEMU "
+                                 "could not copy a guest write into the fleecing target in %s within %d s, or the "
+                                 "target failed, e.g. its filesystem is full)", k->disk.name, f->dir, CBW_TIMEOUT_S);
+        }
+    }
+    return 0;
+}
+
+/* The export goes away asynchronously once its clients are gone: wait until QEMU no longer lists it. */
+static int del_export(struct bc_fleece *f, struct fdisk *k, vs_err *e)
+{
+    int r = run(f, "block-export-del", json_pack("{s:s,s:s}", "id", k->exp, "mode", "hard"), NULL, e);
+    if (r < 0)
+        return r;
+    double deadline = vs_now_s() + qmp_timeout(f->q);
+    for (;;) {
+        json_t *x = NULL;
+        if ((r = find_by_id(f, "query-block-exports", k->exp, &x, e)) < 0)
+            return r;
+        if (!x)
+            return 0;
+        json_decref(x);
+        if (vs_now_s() > deadline)
+            return vs_err_set(e, ETIMEDOUT, "QEMU still has export %s after %.0f s", k->exp, qmp_timeout(f->q));
+        sleep_step();
+    }
+}
+
+static void step(int r, int *first, vs_err *e, vs_err *err)
+{
+    if (r < 0 && *first == 0) {
+        *first = r;
+        if (e)
+            *e = *err;
+    }
+}
+
+static int del_node(struct bc_fleece *f, const char *node, vs_err *e)
+{
+    return run(f, "blockdev-del", json_pack("{s:s}", "node-name", node), NULL, e);
+}
+
+int bc_fleece_end(struct bc_fleece *f, vs_err *e)
+{
+    if (!f || f->ended)
+        return 0;
+    f->ended = true;
+    int first = 0;
+    vs_err err = { 0 };
+    for (size_t i = f->n; i-- > 0;) {
+        struct fdisk *k = &f->d[i];
+        if (k->have_export)
+            step(del_export(f, k, &err), &first, e, &err);
+        k->have_export = false;
+    }
+    if (f->server)
+        step(run(f, "nbd-server-stop", NULL, NULL, &err), &first, e, &err);
+    f->server = false;
+    if (f->sock)
+        unlink(f->sock);
+    for (size_t i = f->n; i-- > 0;) {
+        struct fdisk *k = &f->d[i];
+        if (k->have_snap)
+            step(del_node(f, k->snap, &err), &first, e, &err);
+        if (k->inserted)
+            step(run(f, "qom-set", json_pack("{s:s,s:s,s:s}", "path", k->disk.qdev, "property", "drive", "value",
+                                             k->disk.node), NULL, &err), &first, e, &err);
+        if (k->have_cbw)
+            step(del_node(f, k->cbw, &err), &first, e, &err);
+        if (k->have_tgt)
+            step(del_node(f, k->tgt, &err), &first, e, &err);
+        if (k->have_tf)
+            step(del_node(f, k->tf, &err), &first, e, &err);
+        if (k->fdset >= 0)
+            step(run(f, "remove-fd", json_pack("{s:I}", "fdset-id", (json_int_t)k->fdset), NULL, &err), &first, e,
+                 &err);
+        k->have_snap = k->inserted = k->have_cbw = k->have_tgt = k->have_tf = false;
+        k->fdset = -1;
+    }
+    if (first < 0 && e)
+        vs_err_prefix(e, "removing vmsnap's snapshot nodes from the VM");
+    return first;
+}
+
+void bc_fleece_free(struct bc_fleece *f)
+{
+    if (!f)
+        return;
+    bc_fleece_end(f, NULL);
+    free(f->dir);
+    free(f->sock);
+    free(f->d);
+    free(f);
+}
+
+void bc_fleece_freep(struct bc_fleece **f)
+{
+    bc_fleece_free(*f);
+}
