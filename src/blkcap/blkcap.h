@@ -70,7 +70,8 @@ int bc_disks_select(struct bc_disks *d, const char *list, char **skipped, vs_err
  * read-only over NBD on a 0600 socket in dir (a listening socket vmsnap made, passed with getfd). Everything is
  * named vmsnap-<tag>-<i>-*; end removes all of it in reverse order, whatever happened before. */
 struct bc_fleece;
-/* Before the pause: targets and filters added (not yet in the guest's path). On failure nothing is left. d's strings
+/* Before the pause: the NBD server started (refused, naming it, when this QEMU runs one already: its address is not
+ * known), targets and filters added (not yet in the guest's path). On failure nothing is left. d's strings
  * are borrowed: d must outlive f. */
 int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, struct bc_fleece **out, vs_err *e);
 /* The instant (the VM stopped): each device's drive moved onto its filter. */

@@ -141,6 +141,33 @@ static int prepare_disk(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *
     return 0;
 }
 
+/* Our own listening socket, born 0600 in our private dir, handed to QEMU's NBD server (getfd + an fd address). */
+static int start_server(struct bc_fleece *f, vs_err *e)
+{
+    f->sock = vs_xasprintf("%s/nbd.sock", f->dir);
+    VS_AUTOCLOSE int fd = -1;
+    int r = vs_listen_unix(f->sock, &fd, e);
+    if (r < 0)
+        return r;
+    snprintf(f->fdname, sizeof f->fdname, "vmsnap-%s-nbd", f->tag);
+    if ((r = qmp_getfd(f->q, f->fdname, fd, e)) < 0)
+        return r;
+    r = run(f, "nbd-server-start", json_pack("{s:{s:s,s:{s:s}}}", "addr", "type", "fd", "data", "str", f->fdname),
+            NULL, e);
+    if (r < 0) {
+        if (strstr(qmp_error_desc(f->q) ?: "", "already running"))
+            r = vs_err_set(e, EBUSY, "this QEMU already runs an NBD server (QEMU says: %s), whose address QMP does "
+                           "not tell: vmsnap cannot read its disks through it; use --memory-only",
+                           qmp_error_desc(f->q));
+        else
+            vs_err_prefix(e, "starting QEMU's NBD server on %s", f->sock);
+        qmp_closefd(f->q, f->fdname, NULL);
+        return r;
+    }
+    f->server = true;
+    return 0;
+}
+
 int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, struct bc_fleece **out, vs_err *e)
 {
     if (!qmp_version_at_least(q, 7, 1)) {
@@ -159,6 +186,10 @@ int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, 
     vs_uuid_format(u, us);
     snprintf(f->tag, sizeof f->tag, "%.8s", us);
     f->d = vs_xcalloc(d->n + 1, sizeof *f->d);
+    /* First, as it changes no block node: a QEMU that runs an NBD server already is refused here. */
+    int r = start_server(f, e);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < d->n; i++) {
         struct fdisk *k = &f->d[f->n++];
         k->disk = d->d[i];
@@ -168,8 +199,7 @@ int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, 
         snprintf(k->cbw, sizeof k->cbw, "vmsnap-%s-%zu-cbw", f->tag, i);
         snprintf(k->snap, sizeof k->snap, "vmsnap-%s-%zu-view", f->tag, i);
         snprintf(k->exp, sizeof k->exp, "vmsnap-%s-%zu", f->tag, i);
-        int r = prepare_disk(f, k, i, e);
-        if (r < 0)
+        if ((r = prepare_disk(f, k, i, e)) < 0)
             return r;   /* the free ends it: what this disk added goes too */
     }
     *out = VS_STEAL(f);
@@ -199,31 +229,6 @@ double bc_fleece_insert_s(const struct bc_fleece *f)
     return f->insert_s;
 }
 
-/* Our own listening socket, born 0600 in our private dir, handed to QEMU's NBD server (getfd + an fd address). */
-static int start_server(struct bc_fleece *f, vs_err *e)
-{
-    f->sock = vs_xasprintf("%s/nbd.sock", f->dir);
-    VS_AUTOCLOSE int fd = -1;
-    int r = vs_listen_unix(f->sock, &fd, e);
-    if (r < 0)
-        return r;
-    snprintf(f->fdname, sizeof f->fdname, "vmsnap-%s-nbd", f->tag);
-    if ((r = qmp_getfd(f->q, f->fdname, fd, e)) < 0)
-        return r;
-    r = run(f, "nbd-server-start", json_pack("{s:{s:s,s:{s:s}}}", "addr", "type", "fd", "data", "str", f->fdname),
-            NULL, e);
-    if (r < 0) {
-        qmp_closefd(f->q, f->fdname, NULL);
-        if (strstr(qmp_error_desc(f->q) ?: "", "already running"))
-            return vs_err_set(e, EBUSY, "this QEMU already runs an NBD server (%s), whose address QMP does not "
-                              "tell: vmsnap cannot read its disks through it; use --memory-only",
-                              qmp_error_desc(f->q));
-        return vs_err_prefix(e, "starting QEMU's NBD server on %s", f->sock);
-    }
-    f->server = true;
-    return 0;
-}
-
 static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
 {
     int r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:s}", "driver", "snapshot-access", "node-name", k->snap,
@@ -250,7 +255,7 @@ static void hold_for_test(const struct bc_copy_opts *o)
 
 int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_copy_opts *o, vs_err *e)
 {
-    int r = start_server(f, e);
+    int r = 0;
     for (size_t i = 0; r == 0 && i < f->n; i++)
         r = export_disk(f, &f->d[i], e);
     if (r < 0)

@@ -1,0 +1,112 @@
+"""A disk snapshot of a QEMU vmsnap did not start that fails leaves the VM running on its own nodes, with nothing of
+vmsnap's inside it (node, export, job, fd set, NBD server) nor in its run directory, and no output file:
+QEMU refusing the filter (after the first disk's went in), SIGTERM while the disks are being read, the fleecing
+target's filesystem filling up while the guest writes (the view breaks: the guest's writes still succeed), and a
+QEMU that runs an NBD server already (refused before anything is added)."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from fleecelib import check_untouched, graph, managed_vm
+from vmsnaptest import FullDir, check, log, tmpdir, vmtest
+
+
+def snap_env(run_dir, faults=None):
+    env = dict(os.environ, XDG_RUNTIME_DIR=run_dir)
+    if faults:
+        env["VMSNAP_TEST_FAULT"] = faults
+    return env
+
+
+def check_failed(p, out, run_dir, words, what):
+    err = p.stderr.strip()
+    log(f"{what}: exit {p.returncode}: {err}")
+    check(p.returncode == 1 and err.startswith("vmsnap: ") and "\n" not in err, f"{what}: one error line, exit 1")
+    for w in words:
+        check(w in err, f"{what}: the message says {w!r}: {err}")
+    left = [n for n in os.listdir(os.path.dirname(out)) if n.startswith(os.path.basename(out))]
+    check(left == [], f"{what}: no output nor temp file: {left}")
+    base = os.path.join(run_dir, "vmsnap")
+    check(not os.path.isdir(base) or os.listdir(base) == [], f"{what}: private run dir removed")
+
+
+def snap_cmd(vm, out):
+    return [vmtest.vmsnap_path(), "snap", "--qmp", vm.qmp_path, "-o", out]
+
+
+def test():
+    d = tmpdir()
+    run_dir = os.path.join(d, "run")
+    os.mkdir(run_dir, 0o700)
+    try:
+        vm, _, _ = managed_vm(d, "fail")
+        with vm:
+            a = vm.agent()
+            a.cmd("rawwrite /dev/vda 0 4 seed=3")
+            before = graph(vm)
+            out = os.path.join(d, "s.vmsnap")
+
+            # QEMU refuses to move the last disk onto its filter, inside the pause: its words, all undone.
+            p = subprocess.run(snap_cmd(vm, out), env=snap_env(run_dir, "fleece-insert"), capture_output=True,
+                               text=True, timeout=120)
+            check_failed(p, out, run_dir, ["disk 'sdb'", "vmsnap-no-such-node"], "QEMU refusing the filter")
+            check_untouched(vm, before, "QEMU refusing the filter")
+
+            # SIGTERM while everything is in place (exports up, the copy held by the fault point).
+            proc = subprocess.Popen(snap_cmd(vm, out), env=snap_env(run_dir, "fleece-hold"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 60
+                while len(vm.qmp.cmd("query-block-exports")) < 2:
+                    check(time.monotonic() < deadline and proc.poll() is None, "the exports come up")
+                    time.sleep(0.02)
+                proc.send_signal(signal.SIGTERM)
+                so, se = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            check_failed(subprocess.CompletedProcess(proc.args, proc.returncode, so, se), out, run_dir,
+                         ["interrupted by signal 15"], "SIGTERM mid-capture")
+            check_untouched(vm, before, "SIGTERM mid-capture")
+
+            # The same guest writes with room for the copies: the snapshot succeeds (what makes the next case fail
+            # is the full filesystem).
+            a.cmd("rawloop /dev/vda 1048576 slots=1024 ms=1")
+            p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(run_dir), capture_output=True,
+                               text=True, timeout=120)
+            gen = a.cmd("rawloop stop").int("gen")
+            check(p.returncode == 0 and gen > 10, f"with room, a snapshot under guest writes works: {p.stderr}")
+            os.unlink(out)
+            check_untouched(vm, before, "guest writing during the capture")
+
+            # The fleecing target's filesystem fills up while the guest writes: the view breaks, the guest's writes
+            # do not fail, the snapshot fails and says why.
+            with FullDir(d, "384k") as full:
+                if full:
+                    a.cmd("rawloop /dev/vda 1048576 slots=1024 ms=1")
+                    # Room for the qcow2's metadata and a cluster or two of copies.
+                    p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(full),
+                                       capture_output=True, text=True, timeout=120)
+                    gen = a.cmd("rawloop stop").int("gen")
+                    check_failed(p, out, full, ["the view broke", "filesystem is full"], "fleecing target full")
+                    check(gen > 10, f"the guest wrote on through the capture ({gen} generations)")
+                    a.cmd("rawverify /dev/vda 0 4 seed=3")
+                    check_untouched(vm, before, "fleecing target full")
+
+            # A QEMU that runs an NBD server already: refused before anything is added.
+            sock = os.path.join(d, "theirs.sock")
+            vm.qmp.cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": sock}}})
+            p = subprocess.run(snap_cmd(vm, out), env=snap_env(run_dir), capture_output=True, text=True, timeout=120)
+            check_failed(p, out, run_dir, ["already runs an NBD server", "--memory-only"], "their NBD server")
+            check(os.path.exists(sock), "their NBD server left running")
+            vm.qmp.cmd("nbd-server-stop")
+            check_untouched(vm, before, "their NBD server")
+            a.cmd("rawverify /dev/vda 0 4 seed=3")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+vmtest.main(test)
