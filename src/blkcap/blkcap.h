@@ -44,6 +44,7 @@ struct bc_disk {
     char *interface;   /* the device's driver: virtio-blk-pci, scsi-hd, ide-hd, ... */
     char *node;        /* node-name the device's drive points to */
     char *drive;       /* BlockBackend name (-drive id), NULL for a -blockdev device */
+    char *driver;      /* the node's driver: qcow2, raw, ... (a persistent dirty bitmap needs qcow2) */
     uint64_t size;
     bool read_only;
 };
@@ -84,7 +85,17 @@ int bc_fleece_end(struct bc_fleece *f, vs_err *e);
 void bc_fleece_free(struct bc_fleece *f);
 void bc_fleece_freep(struct bc_fleece **f);
 #define BC_FLEECE_AUTOFREE __attribute__((cleanup(bc_fleece_freep)))
+/* Incremental captures, before bc_fleece_insert: at the instant each disk gets dirty bitmap `next` (persistent on
+ * qcow2), which tells the next capture what changed since this one; when every disk has a recording, consistent
+ * bitmap `prev` (may be NULL), the copy reads only what it marks. Returns whether it will; else *missing (malloc'd)
+ * names the disks without it. */
+int bc_fleece_bitmaps(struct bc_fleece *f, const char *next, const char *prev, char **missing, vs_err *e);
+/* Once the archive is durable: keep `next`, remove every other vmsnap-* bitmap of the disks (stale: the chain has
+ * moved on). Without it, freeing f removes `next`. */
+int bc_fleece_commit(struct bc_fleece *f, vs_err *e);
 /* Seconds the pause spent in bc_fleece_insert. */
 double bc_fleece_insert_s(const struct bc_fleece *f);
+/* Bytes of data bc_fleece_copy read from the views (holes and, incrementally, clean areas are not read). */
+uint64_t bc_fleece_read_bytes(const struct bc_fleece *f);
 
 #endif

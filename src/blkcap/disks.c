@@ -12,6 +12,7 @@ static void disk_free(struct bc_disk *k)
     free(k->interface);
     free(k->node);
     free(k->drive);
+    free(k->driver);
 }
 
 void bc_disks_free(struct bc_disks *d)
@@ -72,6 +73,7 @@ static int parse_one(struct qmp *q, json_t *b, struct bc_disk *k, vs_err *e)
     k->size = (uint64_t)json_integer_value(size);
     k->read_only = json_is_true(json_object_get(ins, "ro"));
     k->drive = bb && bb[0] ? vs_xstrdup(bb) : NULL;
+    k->driver = vs_xstrdup(json_string_value(json_object_get(ins, "drv")) ?: "?");
     if (!qdev || !qdev[0]) {
         k->name = vs_xstrdup(k->drive ? k->drive : node);
         if (k->read_only)

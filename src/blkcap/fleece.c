@@ -20,6 +20,7 @@ struct fdisk {
     char tf[NAME_LEN], tgt[NAME_LEN], cbw[NAME_LEN], snap[NAME_LEN], exp[NAME_LEN];
     int64_t fdset;            /* -1: none */
     bool have_tf, have_tgt, have_cbw, inserted, have_snap, have_export;
+    bool has_prev;            /* carries a usable bitmap `prev` */
 };
 
 struct bc_fleece {
@@ -29,6 +30,9 @@ struct bc_fleece {
     char fdname[NAME_LEN];
     bool server;              /* our NBD server runs */
     bool ended;
+    char *next, *prev;        /* dirty bitmaps (bc_fleece_bitmaps), NULL: none */
+    bool use_prev, added_next, committed;
+    uint64_t read_bytes;      /* data read from the views, all disks */
     double insert_s;
     size_t n;
     struct fdisk *d;
@@ -220,13 +224,108 @@ int bc_fleece_insert(struct bc_fleece *f, vs_err *e)
                                  k->disk.device);
         k->inserted = true;
     }
+    if (f->next) {
+        /* The VM is stopped: no write falls between the filters going in and these bitmaps starting to record. */
+        json_t *acts = json_array();
+        for (size_t i = 0; i < f->n; i++)
+            json_array_append_new(acts, json_pack("{s:s,s:{s:s,s:s,s:b}}", "type", "block-dirty-bitmap-add", "data",
+                                                  "node", f->d[i].disk.node, "name", f->next, "persistent",
+                                                  !strcmp(f->d[i].disk.driver, "qcow2")));
+        int r = run(f, "transaction", json_pack("{s:o}", "actions", acts), NULL, e);
+        if (r < 0)
+            return vs_err_prefix(e, "adding dirty bitmap %s to the disks", f->next);
+        f->added_next = true;
+    }
     f->insert_s = vs_now_s() - t0;
     return 0;
+}
+
+/* Calls fn for each dirty bitmap on a captured disk's node (query-named-block-nodes). */
+static int each_bitmap(struct bc_fleece *f, void (*fn)(struct bc_fleece *f, struct fdisk *k, json_t *bm, void *arg),
+                       void *arg, vs_err *e)
+{
+    json_t *nodes = NULL, *n, *bm;
+    int r = run(f, "query-named-block-nodes", json_pack("{s:b}", "flat", true), &nodes, e);
+    if (r < 0)
+        return r;
+    size_t i, j;
+    json_array_foreach(nodes, i, n)
+        for (size_t k = 0; k < f->n; k++)
+            if (!strcmp(json_string_value(json_object_get(n, "node-name")) ?: "", f->d[k].disk.node))
+                json_array_foreach(json_object_get(n, "dirty-bitmaps"), j, bm)
+                    fn(f, &f->d[k], bm, arg);
+    json_decref(nodes);
+    return 0;
+}
+
+static void find_prev(struct bc_fleece *f, struct fdisk *k, json_t *bm, void *arg)
+{
+    (void)arg;
+    if (!strcmp(json_string_value(json_object_get(bm, "name")) ?: "", f->prev) &&
+        json_is_true(json_object_get(bm, "recording")) && !json_is_true(json_object_get(bm, "inconsistent")) &&
+        !json_is_true(json_object_get(bm, "busy")))
+        k->has_prev = true;
+}
+
+int bc_fleece_bitmaps(struct bc_fleece *f, const char *next, const char *prev, char **missing, vs_err *e)
+{
+    f->next = vs_xstrdup(next);
+    f->prev = prev ? vs_xstrdup(prev) : NULL;
+    *missing = NULL;
+    if (!prev)
+        return 0;
+    int r = each_bitmap(f, find_prev, NULL, e);
+    if (r < 0)
+        return r;
+    f->use_prev = true;
+    for (size_t i = 0; i < f->n; i++)
+        if (!f->d[i].has_prev) {
+            char *m = *missing ? vs_xasprintf("%s, %s", *missing, f->d[i].disk.name) : vs_xstrdup(f->d[i].disk.name);
+            free(*missing);
+            *missing = m;
+            f->use_prev = false;
+        }
+    return f->use_prev;
+}
+
+struct stale {
+    int first;
+    vs_err *e;
+};
+
+static void drop_stale(struct bc_fleece *f, struct fdisk *k, json_t *bm, void *arg)
+{
+    struct stale *s = arg;
+    const char *name = json_string_value(json_object_get(bm, "name")) ?: "";
+    if (strncmp(name, "vmsnap-", 7) || !strcmp(name, f->next))
+        return;
+    vs_err err = { 0 };
+    int r = run(f, "block-dirty-bitmap-remove", json_pack("{s:s,s:s}", "node", k->disk.node, "name", name), NULL, &err);
+    if (r < 0 && s->first == 0) {
+        s->first = r;
+        if (s->e)
+            *s->e = err;
+    }
+}
+
+int bc_fleece_commit(struct bc_fleece *f, vs_err *e)
+{
+    if (!f->added_next)
+        return 0;
+    f->committed = true;
+    struct stale s = { 0, e };
+    int r = each_bitmap(f, drop_stale, &s, e);
+    return r < 0 ? r : s.first;
 }
 
 double bc_fleece_insert_s(const struct bc_fleece *f)
 {
     return f->insert_s;
+}
+
+uint64_t bc_fleece_read_bytes(const struct bc_fleece *f)
+{
+    return f->read_bytes;
 }
 
 static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
@@ -236,8 +335,11 @@ static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
     if (r < 0)
         return vs_err_prefix(e, "disk '%s': adding a snapshot-access node", k->disk.name);
     k->have_snap = true;
-    r = run(f, "block-export-add", json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", k->exp, "node-name",
-                                             k->snap, "name", k->exp, "writable", false), NULL, e);
+    json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", k->exp, "node-name", k->snap, "name",
+                             k->exp, "writable", false);
+    if (f->use_prev)   /* the bitmap lives on the disk's own node, below the view */
+        json_object_set_new(args, "bitmaps", json_pack("[{s:s,s:s}]", "node", k->disk.node, "name", f->prev));
+    r = run(f, "block-export-add", args, NULL, e);
     if (r < 0)
         return vs_err_prefix(e, "disk '%s': exporting its snapshot over NBD", k->disk.name);
     k->have_export = true;
@@ -253,8 +355,11 @@ static void hold_for_test(const struct bc_copy_opts *o)
         sleep_step();
 }
 
-int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_copy_opts *o, vs_err *e)
+int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_copy_opts *copts, vs_err *e)
 {
+    struct bc_copy_opts oo = *copts, *o = &oo;
+    if (f->use_prev)
+        oo.bitmap = f->prev;
     int r = 0;
     for (size_t i = 0; r == 0 && i < f->n; i++)
         r = export_disk(f, &f->d[i], e);
@@ -265,7 +370,10 @@ int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_co
         struct fdisk *k = &f->d[i];
         char stream[32];
         snprintf(stream, sizeof stream, "disk%zu", i);
-        if ((r = bc_nbd_copy(f->sock, k->exp, w, stream, o, NULL, e)) < 0) {
+        struct bc_copy_stats st = { 0 };
+        r = bc_nbd_copy(f->sock, k->exp, w, stream, o, &st, e);
+        f->read_bytes += st.data_bytes;
+        if (r < 0) {
             if (r == -ECANCELED)
                 return r;
             /* break-snapshot: once a guest write could not be copied, every read of the view fails. */
@@ -358,6 +466,12 @@ void bc_fleece_free(struct bc_fleece *f)
     if (!f)
         return;
     bc_fleece_end(f, NULL);
+    if (f->added_next && !f->committed)
+        for (size_t i = 0; i < f->n; i++)
+            run(f, "block-dirty-bitmap-remove", json_pack("{s:s,s:s}", "node", f->d[i].disk.node, "name", f->next),
+                NULL, NULL);
+    free(f->next);
+    free(f->prev);
     free(f->dir);
     free(f->sock);
     free(f->d);

@@ -173,17 +173,50 @@ static int choose_disks(struct qmp *q, const char *disks, struct bc_disks *out, 
     return 0;
 }
 
+/* --thin --parent PREV of a foreign VM: PREV must be a snapshot of the same disks (names and sizes, in stream order),
+ * so each stream's base in PREV is the same disk. *bitmap gets the dirty bitmap PREV's capture left on them. */
+static int check_parent(const char *parent, const struct bc_disks *d, char **bitmap, vs_err *e)
+{
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    int r = arc_open(parent, NULL, &a, e);
+    if (r < 0)
+        return r;
+    VS_AUTOFREE char *text = NULL;
+    size_t len = 0;
+    struct vm_config c;
+    vm_config_init(&c);
+    if ((r = arc_read_config(a, &text, &len, e)) < 0 || (r > 0 && (r = vm_config_from_json(text, len, &c, e)) < 0))
+        return vs_err_prefix(e, "--parent %s: config", parent);
+    bool same = c.foreign && c.n_disks == d->n;
+    for (size_t i = 0; same && i < d->n; i++)
+        same = c.disks[i].name && !strcmp(c.disks[i].name, d->d[i].name) && c.disks[i].size == d->d[i].size;
+    vm_config_free(&c);
+    if (!same)
+        return vs_err_set(e, EINVAL, "--parent %s is not a snapshot of this VM's disks as captured now (the same "
+                          "disks, names and sizes): take a full snapshot first", parent);
+    char u[37];
+    vs_uuid_format(arc_uuid(a), u);
+    *bitmap = vs_xasprintf("vmsnap-%s", u);
+    return 0;
+}
+
 /* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only. */
 static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool live, bool memory_only,
-                        const char *disks, struct snap_ui *ui, json_t **result, vs_err *e)
+                        const char *disks, const char *parent, struct snap_ui *ui, json_t **result, vs_err *e)
 {
     int r;
     pid_t pid = qmp_peer_pid(q);
     struct foreign f = { .ui = ui };
     /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
-    VS_AUTOFREE char *skipped = NULL, *dir = NULL, *outdir = vs_xstrdup(out);
+    VS_AUTOFREE char *skipped = NULL, *dir = NULL, *outdir = vs_xstrdup(out), *prev = NULL, *next = NULL;
+    VS_AUTOFREE char *missing = NULL;
+    bool incremental = false;
     if (!memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
         return r;
+    if (parent && (r = check_parent(parent, &f.disks, &prev, e)) < 0) {
+        bc_disks_free(&f.disks);
+        return r;
+    }
     vm_config_init(&f.cfg);
     char **argv = NULL, *cwd = NULL;
     size_t argc = 0;
@@ -214,9 +247,23 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
         goto out;
     wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
+    wo.parent_path = parent;
+    wo.thin = parent != NULL;
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
+    if (f.fleece) {
+        /* Named after this archive: the next --thin --parent OUT reads only what it marks. */
+        char u[37];
+        vs_uuid_format(arc_writer_uuid(w), u);
+        next = vs_xasprintf("vmsnap-%s", u);
+        if ((r = bc_fleece_bitmaps(f.fleece, next, prev, &missing, e)) < 0) {
+            arc_writer_abort(w);
+            goto out;
+        }
+        incremental = r > 0;
+        r = 0;
+    }
     char *slash = strrchr(outdir, '/');
     if (slash)
         *slash = 0;
@@ -229,8 +276,18 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     r = vm_snap_run(q, w, &so, &res, e);
     if (!res.writer_consumed)
         arc_writer_abort(w);
+    vs_err ce = { 0 };
+    if (r == 0 && f.fleece && bc_fleece_commit(f.fleece, &ce) < 0)
+        fprintf(stderr, "vmsnap: warning: snapshot written, but removing stale dirty bitmaps failed: %s\n", ce.msg);
     if (r == 0) {
-        *result = vm_snap_result_json(&res, out, false);
+        *result = vm_snap_result_json(&res, out, parent != NULL);
+        json_object_set_new(*result, "disks-incremental", json_boolean(incremental));
+        json_object_set_new(*result, "disks-read-bytes",
+                            json_integer(f.fleece ? (json_int_t)bc_fleece_read_bytes(f.fleece) : 0));
+        if (missing)
+            json_object_set_new(*result, "disks-note", json_sprintf("dirty bitmap %s missing on disk(s) %s (the VM "
+                                "was restarted, or the disk is not qcow2): read in full and compared against the "
+                                "parent", prev, missing));
         json_object_set_new(*result, "redacted", json_integer((json_int_t)f.cfg.redacted));
         json_t *dj = json_array();
         for (size_t i = 0; i < f.disks.n; i++)
@@ -267,19 +324,21 @@ int cmd_snap(int argc, char **argv)
         { "quiet", no_argument, NULL, 'Q' },         { "message", required_argument, NULL, 'e' },
         { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
         { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
-        { "disks", required_argument, NULL, 'D' },   { NULL, 0, NULL, 0 },
+        { "disks", required_argument, NULL, 'D' },   { "parent", required_argument, NULL, 'P' },
+        { NULL, 0, NULL, 0 },
     };
     const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL,
-               *disks = NULL;
+               *disks = NULL, *parent = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:L:c:D:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "q:o:tM:z:jmQe:B:O:L:c:D:P:", opts, NULL)) != -1) {
         switch (c) {
         case 'q': qmp = optarg; break;
         case 'L': domain = optarg; break;
         case 'c': uri = optarg; break;
         case 'D': disks = optarg; break;
+        case 'P': parent = optarg; break;
         case 'o': out = optarg; break;
         case 't': thin = true; break;
         case 'M':
@@ -306,6 +365,8 @@ int cmd_snap(int argc, char **argv)
                   disks[strlen(disks) - 1] == ','))
         return cli_usage("snap", "--disks NAME[,NAME...] chooses the disks of a QEMU vmsnap did not start (--qmp), "
                          "not with --memory-only");
+    if (parent && (!thin || domain || memory_only))
+        return cli_usage("snap", "--parent PREV goes with --thin, for a QEMU vmsnap did not start (--qmp)");
     if ((!qmp && !domain) || !out)
         return cli_usage("snap", "--qmp PATH (or --libvirt DOMAIN) and -o OUT.vmsnap are required");
     if (domain && (!memory_only || thin))
@@ -338,24 +399,24 @@ int cmd_snap(int argc, char **argv)
     if (domain) {
         r = connect_libvirt(uri, domain, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, true, NULL, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, live, true, NULL, NULL, &ui, &res, &e);
     } else if (vm_state_find(qmp, &vs, NULL) == 0) {
-        if (disks) {
+        if (disks || parent) {
             vm_state_free(&vs);
-            return cli_fail("--disks: the VM on %s was started by 'vmsnap boot', whose snapshots hold all its disks",
-                            qmp);
+            return cli_fail("--disks, --parent: the VM on %s was started by 'vmsnap boot', whose snapshots hold all "
+                            "its disks and whose --thin parent is its last snapshot", qmp);
         }
         struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
                                       .message = message };
         r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
         vm_state_free(&vs);
-    } else if (thin) {
-        return cli_fail("--thin needs a VM started by 'vmsnap boot' (a snapshot of a QEMU vmsnap did not start is "
-                        "always whole)");
+    } else if (thin && (!parent || memory_only)) {
+        return cli_fail("--thin of a QEMU vmsnap did not start needs --parent PREV.vmsnap, its previous snapshot "
+                        "with disks");
     } else {
         r = connect_foreign(qmp, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, memory_only, disks, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, live, memory_only, disks, parent, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);
@@ -371,6 +432,9 @@ int cmd_snap(int argc, char **argv)
     else if (note && note[0])
         fprintf(stderr, "vmsnap: warning: memory stored as one opaque stream (no lazy resume, no thin memory): %s\n",
                 note);
+    const char *dnote = json_string_value(json_object_get(res, "disks-note"));
+    if (dnote)
+        fprintf(stderr, "vmsnap: note: %s\n", dnote);
     const char *rebase = json_string_value(json_object_get(res, VM_CTL_REBASE_ERROR));
     if (rebase)
         fprintf(stderr, "vmsnap: warning: snapshot written, but %s\n", rebase);

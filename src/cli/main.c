@@ -28,14 +28,16 @@ const struct cli_command cli_commands[] = {
       "archive chain into the cache once the VM runs, and keeps it there while the VM lives, so the VM no longer\n"
       "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md." },
     { "snap", cmd_snap,
-      "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin] [--mode live|stop] [--compress CODEC] "
+      "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
       "[--memory-only | --disks NAME,...] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
       "changed since the archive the VM runs on. For another QEMU (QEMU >= 7.1): RAM, device state, its command line\n"
       "and every writable disk, from one instant (each disk read through a copy-before-write filter that vmsnap puts\n"
       "in front of it for the snapshot and removes after; read-only disks are skipped); --disks vda,sdb chooses the\n"
-      "disks (qdev ids, else drive names), --memory-only takes none.\n"
+      "disks (qdev ids, else drive names), --memory-only takes none. Each capture leaves a dirty bitmap named after\n"
+      "its archive on the disks (vmsnap-UUID, persistent on qcow2); --thin --parent PREV reads only what PREV's marks\n"
+      "(without it: everything, compared against PREV) and removes the older one.\n"
       "--libvirt DOMAIN (name or UUID; -c: libvirt URI) reaches a libvirt domain's QEMU through libvirt's API\n"
       "instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
       "running and no file is left under OUT. Aliases: --socket, --output, --connect.\n"

@@ -30,19 +30,22 @@ def managed_vm(d, name, qcow2_mib=32, raw_mib=8, mem="128M"):
     return vmtest.VM(mem=mem, extra=extra, name=name), qcow2, raw
 
 
-def graph(vm):
-    """The VM's block graph as QMP shows it: every node (name, driver, file, read-only), and each device's node."""
+def graph(vm, bitmaps=False):
+    """The VM's block graph as QMP shows it: every node (name, driver, file, read-only, and its dirty bitmaps if
+    asked), and each device's node."""
     nodes = sorted((n["node-name"], n["drv"], n.get("file"), n["ro"])
+                   + ((tuple(sorted(b["name"] for b in n.get("dirty-bitmaps", []))),) if bitmaps else ())
                    for n in vm.qmp.cmd("query-named-block-nodes", {"flat": True}))
     devs = sorted((b["device"], b.get("qdev"), (b.get("inserted") or {}).get("node-name"))
                   for b in vm.qmp.cmd("query-block"))
     return nodes, devs
 
 
-def check_untouched(vm, before, what):
-    """The VM runs, on its own nodes, with nothing of vmsnap's left: no node, export, job, fd set or NBD server."""
+def check_untouched(vm, before, what, bitmaps=False):
+    """The VM runs, on its own nodes, with nothing of vmsnap's left: no node, export, job, fd set or NBD server (nor
+    dirty bitmap, if asked)."""
     check(vm.qmp.status() == "running", f"{what}: VM running")
-    after = graph(vm)
+    after = graph(vm, bitmaps)
     check(after == before, f"{what}: block graph as before:\n  before {before}\n  after  {after}")
     check(vm.qmp.cmd("query-block-exports") == [], f"{what}: no NBD export left")
     check(vm.qmp.cmd("query-jobs") == [], f"{what}: no job left")
