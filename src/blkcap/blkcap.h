@@ -39,7 +39,8 @@ int bc_nbd_copy(const char *socket_path, const char *export_name, struct arc_wri
  * ("#block123"), -blockdev VMs have no BlockBackend name. */
 struct bc_disk {
     char *name;        /* the device's qdev id, else its BlockBackend (drive) name, else its node: what --disks takes */
-    char *qdev;        /* query-block's qdev: the id or QOM path whose "drive" property qom-set changes */
+    char *qdev;        /* query-block's qdev: the id or QOM path whose "drive" property qom-set changes; NULL: a
+                        * medium attached to no device */
     char *device;      /* qdev id, or the QOM path of the device (a virtio-blk-pci, not its virtio-backend) */
     char *interface;   /* the device's driver: virtio-blk-pci, scsi-hd, ide-hd, ... */
     char *node;        /* node-name the device's drive points to */
@@ -55,12 +56,12 @@ struct bc_disks {
 void bc_disks_free(struct bc_disks *d);
 void bc_disks_freep(struct bc_disks *d);
 #define BC_DISKS_AUTOFREE __attribute__((cleanup(bc_disks_freep)))
-/* Read the VM's disks (query-block; qom-get of each device's type). A writable medium attached to no device is
- * refused: nothing could be put in front of it. */
+/* Read the VM's disks (query-block; qom-get of each device's type). */
 int bc_disks_query(struct qmp *q, struct bc_disks *out, vs_err *e);
 /* Keep the disks to capture, in QEMU's order: those named in list ("vda,sdb"; NULL: every writable one). Read-only
  * disks are dropped and named in *skipped (malloc'd, comma-separated, NULL when none). A name in list that is not
- * a disk, or is read-only, is refused naming the disks there are. */
+ * a disk, or is read-only, is refused naming the disks there are; so is a chosen writable medium attached to no
+ * device (nothing to put a filter in front of). */
 int bc_disks_select(struct bc_disks *d, const char *list, char **skipped, vs_err *e);
 
 /* ---- point-in-time views of a running QEMU's disks (fleece.c) -----------------------------------------------

@@ -74,12 +74,9 @@ static int parse_one(struct qmp *q, json_t *b, struct bc_disk *k, vs_err *e)
     k->read_only = json_is_true(json_object_get(ins, "ro"));
     k->drive = bb && bb[0] ? vs_xstrdup(bb) : NULL;
     k->driver = vs_xstrdup(json_string_value(json_object_get(ins, "drv")) ?: "?");
-    if (!qdev || !qdev[0]) {
+    if (!qdev || !qdev[0]) {   /* refused if chosen (bc_disks_select) */
         k->name = vs_xstrdup(k->drive ? k->drive : node);
-        if (k->read_only)
-            return 0;
-        return vs_err_set(e, ENOTSUP, "disk '%s' (node %s) is attached to no guest device: nothing to put a "
-                          "snapshot filter in front of (--disks chooses the disks to capture)", k->name, node);
+        return 0;
     }
     k->qdev = vs_xstrdup(qdev);
     vs_err te = { 0 };
@@ -154,17 +151,22 @@ int bc_disks_select(struct bc_disks *d, const char *list, char **skipped, vs_err
                               names ? names : "none");
         p += len + (p[len] == ',');
     }
+    for (size_t i = 0; i < d->n; i++) {   /* refusals first: d is unchanged on failure */
+        struct bc_disk *k = &d->d[i];
+        if ((list ? listed(list, k->name) : !k->read_only) && !k->qdev)
+            return vs_err_set(e, ENOTSUP, "disk '%s' (node %s) is attached to no guest device: nothing to put a "
+                              "snapshot filter in front of (--disks chooses the disks to capture)", k->name, k->node);
+    }
     *skipped = NULL;
     size_t kept = 0;
     for (size_t i = 0; i < d->n; i++) {
         struct bc_disk *k = &d->d[i];
-        bool keep = list ? listed(list, k->name) : !k->read_only;
-        if (!keep && k->read_only && !list)
-            append(skipped, k->name);
-        if (keep) {
+        if (list ? listed(list, k->name) : !k->read_only) {
             d->d[kept++] = *k;
             continue;
         }
+        if (k->read_only && !list)
+            append(skipped, k->name);
         disk_free(k);
     }
     d->n = kept;

@@ -2,7 +2,8 @@
 vmsnap's inside it (node, export, job, fd set, NBD server, dirty bitmap) nor in its run directory, and no output file:
 QEMU refusing the filter (after the first disk's went in), SIGTERM while the disks are being read, the fleecing
 target's filesystem filling up while the guest writes (the view breaks: the guest's writes still succeed), and a
-QEMU that runs an NBD server already (refused before anything is added)."""
+QEMU that runs an NBD server already and a writable medium attached to no device (both refused before anything
+is added)."""
 import os
 import shutil
 import signal
@@ -106,6 +107,18 @@ def test():
             vm.qmp.cmd("nbd-server-stop")
             check_untouched(vm, before, "their NBD server", bitmaps=True)
             a.cmd("rawverify /dev/vda 0 4 seed=3")
+
+            # A writable medium attached to no device: refused naming it, before anything is added.
+            orphan = vmtest.make_disk(os.path.join(d, "orphan.raw"), "1M")
+            vm.qmp.cmd("human-monitor-command",
+                       {"command-line": f"drive_add 0 if=none,file={orphan},format=raw,id=orphan"})
+            before = graph(vm, bitmaps=True)
+            p = subprocess.run(snap_cmd(vm, out), env=snap_env(run_dir), capture_output=True, text=True, timeout=120)
+            check_failed(p, out, run_dir, ["disk 'orphan'", "attached to no guest device", "--disks"], "orphan")
+            check_untouched(vm, before, "orphan", bitmaps=True)
+            p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(run_dir), capture_output=True,
+                               text=True, timeout=120)
+            check(p.returncode == 0 and os.path.exists(out), f"--disks leaves the orphan out: {p.stderr.strip()}")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
