@@ -41,8 +41,15 @@ static void remote_progress(void *opaque, json_t *p)
 struct foreign {
     struct vm_config cfg;
     struct snap_ui *ui;
+    struct qmp *q;
+    bool live;
     struct bc_disks disks;       /* the disks to capture (none: memory only) */
     struct bc_fleece *fleece;    /* their point-in-time views, set up before the pause */
+    char *dir;                   /* its private run directory */
+    const char *prev;            /* the --parent's dirty bitmap, or NULL */
+    char *next;                  /* this archive's dirty bitmap */
+    char *missing;               /* disks without prev */
+    bool incremental;            /* every disk has prev: only what it marks is read */
 };
 
 static void local_progress(void *opaque, const struct vm_snap_progress *p)
@@ -64,6 +71,49 @@ static void disk_progress(void *opaque, uint64_t done, uint64_t total)
 {
     struct vm_snap_progress p = { .phase = "disks", .transferred = done, .remaining = total - done };
     local_progress(opaque, &p);
+}
+
+/* A private 0700 directory of this snapshot under the user's run directory: the fleecing targets and the NBD
+ * socket. */
+static int fleece_dir(char **out, vs_err *e)
+{
+    VS_AUTOFREE char *base = NULL;
+    int r = vm_rundir_base(&base, e);
+    if (r < 0)
+        return r;
+    char *tmpl = vs_xasprintf("%s/snap-XXXXXX", base);
+    if (!mkdtemp(tmpl)) {
+        r = vs_err_sys(e, errno, "creating a directory in %s", base);
+        free(tmpl);
+        return r;
+    }
+    *out = tmpl;
+    return 0;
+}
+
+/* Once the method is known, before the pause: the views, not yet in the guest's path. Only a background snapshot
+ * leaves the block layer alone: every other migration ends by inactivating every block node, which QEMU refuses
+ * while a copy-before-write filter shares the disk's node with the device (seen on 7.2: "bdrv_inactivate_all()
+ * failed", the migration failed). */
+static int foreign_prepare(void *opaque, enum vm_snap_method method, const char *why, vs_err *e)
+{
+    struct foreign *f = opaque;
+    if (!f->disks.n)
+        return 0;
+    if (method != VM_SNAP_BACKGROUND)
+        return vs_err_set(e, ENOTSUP, "the disks of a QEMU vmsnap did not start are captured only with a background "
+                          "snapshot (at the end of any other migration QEMU hands its disks over, which it refuses "
+                          "while vmsnap's snapshot filters are attached), and this one would be a %s: %s; use "
+                          "--memory-only", vm_snap_method_name(method),
+                          method == VM_SNAP_PRECOPY ? why
+                          : !f->live ? "--mode stop" : "the VM is paused, and QEMU before 9.0 snapshots a paused VM "
+                                                       "with a plain migration");
+    int r = fleece_dir(&f->dir, e);
+    if (r < 0 || (r = bc_fleece_prepare(f->q, &f->disks, f->dir, &f->fleece, e)) < 0 ||
+        (r = bc_fleece_bitmaps(f->fleece, f->next, f->prev, &f->missing, e)) < 0)
+        return r;
+    f->incremental = r > 0;
+    return 0;
 }
 
 /* The instant: the VM is stopped and QEMU has flushed its disks. */
@@ -98,24 +148,6 @@ static void record_disks(struct vm_config *c, const struct bc_disks *d)
                                         .stream = vs_xasprintf("disk%zu", i), .device = vs_xstrdup(k->device),
                                         .node = vs_xstrdup(k->node), .drive = k->drive ? vs_xstrdup(k->drive) : NULL };
     }
-}
-
-/* A private 0700 directory of this snapshot under the user's run directory: the fleecing targets and the NBD
- * socket. */
-static int fleece_dir(char **out, vs_err *e)
-{
-    VS_AUTOFREE char *base = NULL;
-    int r = vm_rundir_base(&base, e);
-    if (r < 0)
-        return r;
-    char *tmpl = vs_xasprintf("%s/snap-XXXXXX", base);
-    if (!mkdtemp(tmpl)) {
-        r = vs_err_sys(e, errno, "creating a directory in %s", base);
-        free(tmpl);
-        return r;
-    }
-    *out = tmpl;
-    return 0;
 }
 
 static int foreign_rest(void *opaque, struct arc_writer *w, vs_err *e)
@@ -206,17 +238,16 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
 {
     int r;
     pid_t pid = qmp_peer_pid(q);
-    struct foreign f = { .ui = ui };
+    struct foreign f = { .ui = ui, .q = q, .live = live };
     /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
-    VS_AUTOFREE char *skipped = NULL, *dir = NULL, *outdir = vs_xstrdup(out), *prev = NULL, *next = NULL;
-    VS_AUTOFREE char *missing = NULL;
-    bool incremental = false;
+    VS_AUTOFREE char *skipped = NULL, *outdir = vs_xstrdup(out), *prev = NULL;
     if (!memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
         return r;
     if (parent && (r = check_parent(parent, &f.disks, &prev, e)) < 0) {
         bc_disks_free(&f.disks);
         return r;
     }
+    f.prev = prev;
     vm_config_init(&f.cfg);
     char **argv = NULL, *cwd = NULL;
     size_t argc = 0;
@@ -237,11 +268,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
         free(f.cfg.machine);
         f.cfg.machine = mt;
     }
-    if (f.disks.n) {
+    if (f.disks.n)
         record_disks(&f.cfg, &f.disks);
-        if ((r = fleece_dir(&dir, e)) < 0 || (r = bc_fleece_prepare(q, &f.disks, dir, &f.fleece, e)) < 0)
-            goto out;
-    }
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
@@ -252,24 +280,16 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
-    if (f.fleece) {
-        /* Named after this archive: the next --thin --parent OUT reads only what it marks. */
-        char u[37];
-        vs_uuid_format(arc_writer_uuid(w), u);
-        next = vs_xasprintf("vmsnap-%s", u);
-        if ((r = bc_fleece_bitmaps(f.fleece, next, prev, &missing, e)) < 0) {
-            arc_writer_abort(w);
-            goto out;
-        }
-        incremental = r > 0;
-        r = 0;
-    }
+    /* Named after this archive: the next --thin --parent OUT reads only what it marks. */
+    char u[37];
+    vs_uuid_format(arc_writer_uuid(w), u);
+    f.next = vs_xasprintf("vmsnap-%s", u);
     char *slash = strrchr(outdir, '/');
     if (slash)
         *slash = 0;
     /* Pages under the VM's own block names (pc.ram, or its backend's id); boot resumes such a VM eagerly. */
-    struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .freeze = foreign_freeze,
-                               .write_disks = foreign_disks, .write_rest = foreign_rest,
+    struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .prepare = foreign_prepare,
+                               .freeze = foreign_freeze, .write_disks = foreign_disks, .write_rest = foreign_rest,
                                .cancelled = local_cancelled, .progress = local_progress, .opaque = &f,
                                .paged = true, .tmpdir = slash ? (outdir[0] ? outdir : "/") : "." };
     struct vm_snap_result res;
@@ -281,13 +301,13 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
         fprintf(stderr, "vmsnap: warning: snapshot written, but removing stale dirty bitmaps failed: %s\n", ce.msg);
     if (r == 0) {
         *result = vm_snap_result_json(&res, out, parent != NULL);
-        json_object_set_new(*result, "disks-incremental", json_boolean(incremental));
+        json_object_set_new(*result, "disks-incremental", json_boolean(f.incremental));
         json_object_set_new(*result, "disks-read-bytes",
                             json_integer(f.fleece ? (json_int_t)bc_fleece_read_bytes(f.fleece) : 0));
-        if (missing)
+        if (f.missing)
             json_object_set_new(*result, "disks-note", json_sprintf("dirty bitmap %s missing on disk(s) %s (the VM "
                                 "was restarted, or the disk is not qcow2): read in full and compared against the "
-                                "parent", prev, missing));
+                                "parent", prev, f.missing));
         json_object_set_new(*result, "redacted", json_integer((json_int_t)f.cfg.redacted));
         json_t *dj = json_array();
         for (size_t i = 0; i < f.disks.n; i++)
@@ -307,8 +327,11 @@ out:
             snprintf(e->msg + n, sizeof e->msg - n, "; and %.*s", (int)(sizeof e->msg - n - 7), ee.msg);
     }
     bc_fleece_free(f.fleece);
-    if (dir)
-        rmdir(dir);
+    if (f.dir)
+        rmdir(f.dir);
+    free(f.dir);
+    free(f.next);
+    free(f.missing);
     bc_disks_free(&f.disks);
     vm_config_free(&f.cfg);
     return r;

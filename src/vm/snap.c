@@ -486,6 +486,8 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     if ((r = set_param(q, &saved, "max-bandwidth", INT64_C(1) << 40, e)) < 0)
         goto fail;
     res->method = method;
+    if (o->prepare && (r = o->prepare(o->opaque, method, res->fallback_reason, e)) < 0)
+        goto fail;
     qmp_drop_events(q);
 
     if (pipe2(pfd, O_CLOEXEC) < 0) {

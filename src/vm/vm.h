@@ -309,6 +309,9 @@ struct vm_snap_progress {
 struct vm_snap_opts {
     bool mode_live;           /* false: --mode stop, the VM stays paused until the archive is durable */
     double precopy_bound_s;   /* precopy fallback: stop the guest after this long without converging */
+    /* Once the method is chosen, before the VM is paused (may be NULL); why: the fallback reason, "" if none. A
+     * failure ends the snapshot there, the VM as it was. */
+    int (*prepare)(void *opaque, enum vm_snap_method method, const char *why, vs_err *e);
     /* Freeze the disks at the snapshot instant (VM stopped, its disks flushed). NULL: memory only. */
     int (*freeze)(void *opaque, vs_err *e);
     /* After the memory stream: write the disks as of the freeze, then config/files (each may be NULL). */

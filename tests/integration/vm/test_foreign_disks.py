@@ -1,7 +1,8 @@
 """`snap --qmp` of a QEMU vmsnap did not start captures its writable disks with RAM, from one instant, while the
 guest runs: the guest writes record A, snap, the guest writes B over it; the archive holds A (and the host-written
 SCSI disk), the VM keeps running on its own nodes, its qcow2 passes qemu-img check, read-only disks are skipped,
-and the config records each disk for a resume."""
+the config records each disk for a resume, and a paused VM is left paused. Only a background snapshot can capture
+the disks: --mode stop (and a paused VM before QEMU 9.0) is refused before the VM is touched."""
 import json
 import os
 import shutil
@@ -63,6 +64,31 @@ def test():
             check(p.returncode == 1 and "'vdz'" in p.stderr and "ide0-cd0, vda, sdb" in p.stderr,
                   f"an unknown disk is refused naming the disks there are: {p.stderr.strip()}")
             check_untouched(vm, before, "after the refusal")
+
+            # Only a background snapshot leaves QEMU's block layer alone (any other migration ends by inactivating
+            # every node, refused while a filter is attached): --mode stop is refused before the VM is touched.
+            stop_out = os.path.join(d, "stop.vmsnap")
+            p = vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", stop_out, "--mode", "stop", check=False)
+            check(p.returncode == 1 and "only with a background snapshot" in p.stderr and "--mode stop" in p.stderr
+                  and not os.path.exists(stop_out), f"--mode stop refused: {p.stderr.strip()}")
+            check_untouched(vm, before, "after --mode stop")
+
+            # A paused VM stays paused: QEMU >= 9.0 takes its background snapshot (its disks as they are); an older
+            # one would need a plain migration, refused as above.
+            vm.qmp.cmd("stop")
+            paused = os.path.join(d, "paused.vmsnap")
+            if vmtest.qemu_version() >= (9,):
+                res = snap(vm.qmp_path, paused)
+                check(res["disks"] == ["vda", "sdb"] and res["state-after"] == "paused", f"paused: {res}")
+                vmtest.vmsnap("extract", paused, "--disk", "0", "-o", x0, "--quiet")
+                check(record_seed(x0, 0) == 21, "the paused VM's disk as it is: record B")
+            else:
+                p = vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", paused, check=False)
+                check(p.returncode == 1 and "the VM is paused" in p.stderr and not os.path.exists(paused),
+                      f"a paused VM on QEMU < 9.0 refused: {p.stderr.strip()}")
+            check(vm.qmp.status() == "paused", "the VM is still paused")
+            vm.qmp.cmd("cont")
+            check_untouched(vm, before, "after the paused VM's snapshot")
             qemu_img_check(qcow2, "the running VM's qcow2")
     finally:
         shutil.rmtree(d, ignore_errors=True)
