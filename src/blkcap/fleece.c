@@ -50,7 +50,7 @@ static int run(struct bc_fleece *f, const char *cmd, json_t *args, json_t **ret,
     return r;
 }
 
-/* The object of a query's array (query-jobs, query-block-exports) whose "id" is id: *found, a new reference, or NULL. */
+/* The member of a query's array (query-jobs, query-block-exports) with "id" id: *found (new reference) or NULL. */
 static int find_by_id(struct bc_fleece *f, const char *query, const char *id, json_t **found, vs_err *e)
 {
     json_t *all = NULL, *x;

@@ -10,24 +10,24 @@ REC_MAGIC = 0x4345524e53564d56  # tests/guest/agent.c: a raw record starts with 
 SCSI_FILL = b"vmsnap-scsi-disk\n" * 241  # host-written content of the second disk (the guest has no SCSI driver)
 
 
-def managed_vm(d, name, qcow2_mib=32, raw_mib=8, mem="128M"):
+def managed_vm(d, name, qcow2_mib=32, raw_mib=8, mem="128M", extra=()):
     """q35, a -blockdev qcow2 on virtio-blk-pci (the guest's /dev/vda), a -blockdev raw disk on virtio-scsi, a -drive
-    IDE cdrom, read-only. Returns (vm, qcow2 path, raw path)."""
+    IDE cdrom, read-only; then extra. Returns (vm, qcow2 path, raw path)."""
     qcow2 = vmtest.make_disk(os.path.join(d, f"{name}-a.qcow2"), f"{qcow2_mib}M", fmt="qcow2")
     raw = vmtest.make_disk(os.path.join(d, f"{name}-b.raw"), f"{raw_mib}M")
     with open(raw, "r+b") as f:
         f.seek(1 << 20)
         f.write(SCSI_FILL)
     iso = vmtest.make_disk(os.path.join(d, f"{name}-cd.iso"), "1M")
-    extra = ["-machine", "q35",
+    args = ["-machine", "q35",
              "-blockdev", f"driver=file,filename={qcow2},node-name=vda-file",
              "-blockdev", "driver=qcow2,file=vda-file,node-name=vda-fmt",
              "-device", "virtio-blk-pci,drive=vda-fmt,id=vda",
              "-blockdev", f"driver=file,filename={raw},node-name=sdb-file",
              "-blockdev", "driver=raw,file=sdb-file,node-name=sdb-fmt",
              "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=sdb-fmt,id=sdb,bus=scsi0.0",
-             "-drive", f"file={iso},if=ide,media=cdrom,readonly=on,format=raw"]
-    return vmtest.VM(mem=mem, extra=extra, name=name), qcow2, raw
+             "-drive", f"file={iso},if=ide,media=cdrom,readonly=on,format=raw", *extra]
+    return vmtest.VM(mem=mem, extra=args, name=name), qcow2, raw
 
 
 def graph(vm, bitmaps=False):

@@ -2,8 +2,8 @@
 vmsnap's inside it (node, export, job, fd set, NBD server, dirty bitmap) nor in its run directory, and no output file:
 QEMU refusing the filter (after the first disk's went in), SIGTERM while the disks are being read, the fleecing
 target's filesystem filling up while the guest writes (the view breaks: the guest's writes still succeed), and a
-QEMU that runs an NBD server already and a writable medium attached to no device (both refused before anything
-is added)."""
+QEMU that runs an NBD server already, a writable medium attached to no device, and a VM whose RAM QEMU cannot
+snapshot in the background (all refused before anything is added)."""
 import os
 import shutil
 import signal
@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from fleecelib import check_untouched, graph, managed_vm
-from vmsnaptest import FullDir, check, log, tmpdir, vmtest
+from vmsnaptest import FullDir, check, log, private_file_ram, tmpdir, vmtest
 
 
 def snap_env(run_dir, faults=None):
@@ -119,6 +119,18 @@ def test():
             p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(run_dir), capture_output=True,
                                text=True, timeout=120)
             check(p.returncode == 0 and os.path.exists(out), f"--disks leaves the orphan out: {p.stderr.strip()}")
+            os.unlink(out)
+
+        # QEMU refuses a background snapshot (RAM a private file mapping, as after a lazy resume): the precopy
+        # fallback would end by inactivating the disks, so the disk snapshot is refused, with QEMU's reason.
+        vm, _, _ = managed_vm(d, "precopy", extra=private_file_ram(d, 128))
+        with vm:
+            vm.agent()
+            before = graph(vm, bitmaps=True)
+            p = subprocess.run(snap_cmd(vm, out), env=snap_env(run_dir), capture_output=True, text=True, timeout=120)
+            check_failed(p, out, run_dir, ["only with a background snapshot", "would be a precopy",
+                                           "not compatible with guest memory", "--memory-only"], "precopy")
+            check_untouched(vm, before, "precopy", bitmaps=True)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
