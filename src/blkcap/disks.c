@@ -69,6 +69,11 @@ static int parse_one(struct qmp *q, json_t *b, struct bc_disk *k, vs_err *e)
     json_t *size = json_object_get(json_object_get(ins, "image"), "virtual-size");
     if (!node || !json_is_integer(size) || json_integer_value(size) < 0)
         return vs_err_set(e, EPROTO, "QMP query-block: a medium without node-name or virtual-size");
+    if (!strncmp(node, "vmsnap-", 7))
+        return vs_err_set(e, EBUSY, "disk '%s' is on node %s, a snapshot node that a vmsnap which did not end (killed?) "
+                          "left in this VM: its device must be put back on its own node (qom-set of its \"drive\") "
+                          "and vmsnap's nodes, exports and NBD server removed first",
+                          qdev && qdev[0] ? qdev : bb ? bb : node, node);
     k->node = vs_xstrdup(node);
     k->size = (uint64_t)json_integer_value(size);
     k->read_only = json_is_true(json_object_get(ins, "ro"));

@@ -34,7 +34,7 @@ def graph(vm, bitmaps=False):
     """The VM's block graph as QMP shows it: every node (name, driver, file, read-only, and its dirty bitmaps if
     asked), and each device's node."""
     nodes = sorted((n["node-name"], n["drv"], n.get("file"), n["ro"])
-                   + ((tuple(sorted(b["name"] for b in n.get("dirty-bitmaps", []))),) if bitmaps else ())
+                   + ((tuple(sorted(b.get("name", "") for b in n.get("dirty-bitmaps", []))),) if bitmaps else ())
                    for n in vm.qmp.cmd("query-named-block-nodes", {"flat": True}))
     devs = sorted((b["device"], b.get("qdev"), (b.get("inserted") or {}).get("node-name"))
                   for b in vm.qmp.cmd("query-block"))

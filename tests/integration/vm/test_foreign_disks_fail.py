@@ -108,6 +108,21 @@ def test():
             check_untouched(vm, before, "their NBD server", bitmaps=True)
             a.cmd("rawverify /dev/vda 0 4 seed=3")
 
+            # What a vmsnap that was killed mid-capture leaves (its filter in front of a device): refused, named.
+            vm.qmp.cmd("blockdev-add", {"driver": "null-co", "node-name": "leftover-target", "size": 32 << 20})
+            vm.qmp.cmd("blockdev-add", {"driver": "copy-before-write", "node-name": "vmsnap-dead0000-0-cbw",
+                                        "file": "vda-fmt", "target": "leftover-target"})
+            vm.qmp.cmd("qom-set", {"path": "/machine/peripheral/vda/virtio-backend", "property": "drive",
+                                   "value": "vmsnap-dead0000-0-cbw"})
+            left = graph(vm, bitmaps=True)
+            p = subprocess.run(snap_cmd(vm, out), env=snap_env(run_dir), capture_output=True, text=True, timeout=120)
+            check_failed(p, out, run_dir, ["vmsnap-dead0000-0-cbw", "did not end"], "leftover")
+            check_untouched(vm, left, "leftover", bitmaps=True)
+            vm.qmp.cmd("qom-set", {"path": "/machine/peripheral/vda/virtio-backend", "property": "drive",
+                                   "value": "vda-fmt"})
+            vm.qmp.cmd("blockdev-del", {"node-name": "vmsnap-dead0000-0-cbw"})
+            vm.qmp.cmd("blockdev-del", {"node-name": "leftover-target"})
+
             # A writable medium attached to no device: refused naming it, before anything is added.
             orphan = vmtest.make_disk(os.path.join(d, "orphan.raw"), "1M")
             vm.qmp.cmd("human-monitor-command",

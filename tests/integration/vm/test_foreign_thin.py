@@ -11,7 +11,8 @@ from vmsnaptest import check, log, snap, tmpdir, vmtest
 
 
 def vmsnap_bitmaps(vm):
-    return {n["node-name"]: sorted(b["name"] for b in n.get("dirty-bitmaps", []) if b["name"].startswith("vmsnap-"))
+    return {n["node-name"]: sorted(b.get("name", "") for b in n.get("dirty-bitmaps", [])
+                                   if b.get("name", "").startswith("vmsnap-"))
             for n in vm.qmp.cmd("query-named-block-nodes", {"flat": True}) if n["node-name"] in ("vda-fmt", "sdb-fmt")}
 
 
