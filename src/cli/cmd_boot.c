@@ -36,11 +36,12 @@ static json_t *cache_json(const struct arc_cache_stats *c)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
+    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
                      cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir", cli_json_text(i->rundir),
                      "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
                      "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
-                     "memory-note", i->memory_note, "generation-id", i->generation_id, "trusted", i->trusted);
+                     "memory-note", i->memory_note, "generation-id", i->generation_id, "trusted", i->trusted,
+                     "disks-note", i->disks_note);
     json_object_set_new(j, "cache", cache_json(i->cache));
     return j;
 }
@@ -50,9 +51,12 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *trusted = json_string_value(json_object_get(i, "trusted"));
     if (trusted)
         fprintf(stderr, "vmsnap: %s\n", trusted);
-    const char *note = json_string_value(json_object_get(i, "memory-note"));
-    if (note)
-        fprintf(stderr, "vmsnap: note: %s\n", note);
+    const char *notes[] = { "memory-note", "disks-note" };
+    for (size_t k = 0; k < VS_ARRAY_SIZE(notes); k++) {
+        const char *note = json_string_value(json_object_get(i, notes[k]));
+        if (note)
+            fprintf(stderr, "vmsnap: note: %s\n", note);
+    }
     if (json) {
         char *s = json_dumps(i, JSON_COMPACT);
         fprintf(f, "%s\n", s);

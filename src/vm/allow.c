@@ -58,7 +58,8 @@ static const struct optspec opts[] = {
     { "numa", "type", "type nodeid cpus memdev mem node-id socket-id core-id thread-id die-id src dst val "
       "initiator hierarchy data-type latency bandwidth", NULL, NULL, NULL, false },
     { "icount", "shift", "shift align sleep", NULL, NULL, NULL, false },
-    { "drive", NULL, "if format unit index readonly id media cache snapshot", NULL, "file", NULL, false },
+    { "drive", NULL, "if format unit index bus readonly id media cache snapshot werror rerror cyls heads secs trans "
+      "addr discard detect-zeroes node-name", "serial", "file", NULL, false },
     { "blockdev", NULL, "driver node-name file read-only auto-read-only discard detect-zeroes cache.direct "
       "cache.no-flush locking file.driver", NULL, "filename file.filename", NULL, false },
     { "device", "driver", NULL, NULL, NULL, NULL, false },   /* models and properties: below */
@@ -91,7 +92,7 @@ static const char device_props[] =
     "ioeventfd event_idx indirect_desc romfile rombar memdev node socket-id core-id thread-id die-id port chassis "
     "slot max_ports iommu_platform ats packed mq rx_queue_size tx_queue_size speed duplex write-cache "
     "discard_granularity share-rw cyls heads secs ver wwn rotation_rate scsi-id lun channel rng data data-len "
-    "cpu-num force-raw ioport size requested-size xres yres max_outputs ";
+    "cpu-num force-raw ioport size requested-size xres yres max_outputs serial ";
 
 /* Options refused with a reason of their own (others: not on the allow-list). */
 static const struct { const char *names, *why; } known[] = {
@@ -272,8 +273,10 @@ static int check_value(struct ctx *x, size_t i, const char *opt, const char *nam
     if (is_device && !model)
         return refuse(x, opt, v, "no device model");
     if (is_drive) {
-        VS_AUTOFREE char *iface = vm_qopt_get(v, "if", NULL);
-        if (!iface || strcmp(iface, "pflash"))
+        /* A -drive without a file names no host file: an empty drive (a cdrom without medium), or the view of a
+         * captured disk whose medium vmsnap serves (vm_foreign_disks). */
+        VS_AUTOFREE char *iface = vm_qopt_get(v, "if", NULL), *file = vm_qopt_get(v, "file", NULL);
+        if (file && (!iface || strcmp(iface, "pflash")))
             return refuse(x, opt, v, x->foreign ? "a host disk of the recorded VM" : "a host disk: vmsnap "
                           "serves the archive's disks");
     }
@@ -444,6 +447,9 @@ int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **
         struct vm_argv kept;
         size_t console_at;
         int r = vm_foreign_replayed(c, false, &kept, &console_at, e);
+        struct vm_fdisk_opts fo = { NULL, k->keep_uncaptured };
+        if (r == 0 && c->n_disks && (r = vm_foreign_disks(c, &fo, &kept, &console_at, NULL, e)) < 0)
+            vm_argv_free(&kept);
         if (r < 0)
             return r;
         x.args = kept.v;

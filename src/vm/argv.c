@@ -489,6 +489,17 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
     int r = vm_foreign_replayed(c, l->accel != NULL, &kept, &console_at, e);
     if (r < 0)
         return r;
+    if (c->n_disks) {
+        if (!l->disk_sockets)
+            r = vs_err_set(e, EINVAL, "no NBD sockets for the captured disks");
+        struct vm_fdisk_opts fo = { l->disk_sockets, l->keep_uncaptured };
+        if (r == 0)
+            r = vm_foreign_disks(c, &fo, &kept, &console_at, l->disk_note, e);
+        if (r < 0) {
+            vm_argv_free(&kept);
+            return r;
+        }
+    }
     vm_argv_add(a, vm_qemu_binary(l->qemu));
     for (size_t i = 0; i <= kept.n; i++) {
         if (i == console_at)

@@ -266,6 +266,63 @@ static int get_xfiles(json_t *o, struct vm_config *c, vs_err *e)
     return 0;
 }
 
+/* QEMU's generated node names ("#block123") and ids (vm_qemu_id_ok). */
+static bool node_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (!strncmp(s, "#block", 6))
+        return n > 6 && n <= 26 && strspn(s + 6, "0123456789") == n - 6;
+    return vm_qemu_id_ok(s);
+}
+
+/* A qdev id, or a QOM path ("/machine/peripheral-anon/device[0]"). */
+static bool device_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (s[0] != '/')
+        return vm_qemu_id_ok(s);
+    return n <= 256 && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/[]") == n;
+}
+
+/* Printable ASCII, 1-128 characters: it appears in messages only. */
+static bool disk_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return n > 0 && n <= 128;
+}
+
+/* One entry of "disks". A foreign VM's entries are captured disks: stream and node are required. */
+static int get_disk(json_t *d, size_t i, bool foreign, struct vm_disk *k, vs_err *e)
+{
+    int r;
+    if ((r = get_str(d, "format", &k->format, e)) < 0 || (r = get_str(d, "interface", &k->iface, e)) < 0 ||
+        (r = get_u64(d, "size", UINT64_C(1) << 62, &k->size, e)) < 0 || (r = get_str(d, "name", &k->name, e)) < 0 ||
+        (r = get_str(d, "stream", &k->stream, e)) < 0 || (r = get_str(d, "device", &k->device, e)) < 0 ||
+        (r = get_str(d, "node", &k->node, e)) < 0 || (r = get_str(d, "drive", &k->drive, e)) < 0)
+        return r;
+    const char *bad = NULL;
+    if (k->name && !disk_name_ok(k->name))
+        bad = "\"name\" must be 1-128 printable ASCII characters";
+    else if (k->stream && !k->stream[0])
+        bad = "\"stream\" must name a disk stream";
+    else if (k->device && !device_ok(k->device))
+        bad = "\"device\" must be a QEMU id or a QOM path";
+    else if (k->node && !node_name_ok(k->node))
+        bad = "\"node\" must be a QEMU node name";
+    else if (k->drive && !vm_qemu_id_ok(k->drive))
+        bad = "\"drive\" must be a QEMU id";
+    else if (k->format && strcmp(k->format, "raw") && foreign)
+        bad = "\"format\" of a captured disk must be raw";
+    else if (foreign && (!k->stream || !k->node))
+        bad = "a foreign VM's captured disk needs \"stream\" and \"node\"";
+    if (bad)
+        return vs_err_set(e, EINVAL, "VM config: \"disks\"[%zu]: %s", i, bad);
+    return 0;
+}
+
 static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
 {
     uint64_t ver = 0, cpus = 0;
@@ -289,6 +346,10 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
         (r = get_u64(o, "cpus", 4096, &cpus, e)) < 0)
         return r;
     c->cpus = (unsigned)cpus;
+    json_t *f = json_object_get(o, "foreign");
+    if (f && !json_is_boolean(f))
+        return vs_err_set(e, EINVAL, "VM config: \"foreign\" must be a boolean");
+    c->foreign = f && json_is_true(f);
     json_t *disks = json_object_get(o, "disks");
     if (disks && !json_is_array(disks))
         return vs_err_set(e, EINVAL, "VM config: \"disks\" must be an array");
@@ -299,12 +360,7 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
         if (!json_is_object(d))
             return vs_err_set(e, EINVAL, "VM config: \"disks\"[%zu] must be an object", i);
         c->n_disks = i + 1;
-        struct vm_disk *k = &c->disks[i];
-        if ((r = get_str(d, "format", &k->format, e)) < 0 || (r = get_str(d, "interface", &k->iface, e)) < 0 ||
-            (r = get_str(d, "name", &k->name, e)) < 0 || (r = get_str(d, "stream", &k->stream, e)) < 0 ||
-            (r = get_str(d, "device", &k->device, e)) < 0 || (r = get_str(d, "node", &k->node, e)) < 0 ||
-            (r = get_str(d, "drive", &k->drive, e)) < 0 ||
-            (r = get_u64(d, "size", UINT64_C(1) << 62, &c->disks[i].size, e)) < 0)
+        if ((r = get_disk(d, i, c->foreign, &c->disks[i], e)) < 0)
             return r;
     }
     if ((r = get_strv(o, "extra-args", &c->extra, &c->n_extra, e)) < 0 ||
@@ -314,10 +370,6 @@ static int parse_obj(json_t *o, struct vm_config *c, vs_err *e)
     if (g && !json_is_boolean(g))
         return vs_err_set(e, EINVAL, "VM config: \"vmgenid\" must be true or false");
     c->vmgenid = json_is_true(g);
-    json_t *f = json_object_get(o, "foreign");
-    if (f && !json_is_boolean(f))
-        return vs_err_set(e, EINVAL, "VM config: \"foreign\" must be a boolean");
-    c->foreign = f && json_is_true(f);
     if (c->foreign && c->n_cmdline == 0)
         return vs_err_set(e, EINVAL, "VM config: a foreign VM's config must hold its \"cmdline\"");
     return 0;

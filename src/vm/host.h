@@ -55,6 +55,7 @@ struct host {
     pthread_t prefetch;            /* --prefetch all (host_prefetch.c) */
     bool prefetching;
     atomic_bool prefetch_stop;
+    char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
 };
 
 /* ---- host_setup.c ---- */

@@ -163,7 +163,8 @@ static bool stored_in_chain(void *opaque, const char *name)
 static int check_archive(struct host *h, vs_err *e)
 {
     const struct vm_host_opts *o = h->o;
-    struct vm_check k = { .stored = stored_in_chain, .opaque = h->arc, .user_extra_from = h->user_extra_from };
+    struct vm_check k = { .stored = stored_in_chain, .opaque = h->arc, .user_extra_from = h->user_extra_from,
+                          .keep_uncaptured = o->trust_archive };
     for (size_t i = 0; i + 1 < o->n_extra; i++) {
         const char *name = vm_qopt_name(o->extra[i]);
         for (int r = 0; name && r < VM_FILE__COUNT; r++)
@@ -186,6 +187,28 @@ static int check_archive(struct host *h, vs_err *e)
     return r == -EPERM ? 0 : r;
 }
 
+/* Disk i of the VM is the archive's disk stream *disk. A foreign VM's captured disks name their streams; a memory
+ * snapshot of a foreign VM has none (its disks are its own files). */
+static int disk_stream(struct host *h, size_t i, unsigned *disk, vs_err *e)
+{
+    const struct vm_disk *d = &h->st.config.disks[i];
+    if (!h->st.config.foreign) {
+        *disk = (unsigned)i;
+        return 0;
+    }
+    int s = arc_find_stream(h->arc, ARC_KIND_DISK, d->stream);
+    struct arc_stream_info si;
+    if (s == ARC_STREAM_NONE || arc_stream_get(h->arc, (unsigned)s, &si) < 0 || si.disk_index < 0)
+        return vs_err_set(e, EINVAL, "archive %s: config: captured disk '%.64s' is disk stream '%.64s', which the "
+                          "archive does not have", h->o->archive, d->name ? d->name : d->node, d->stream);
+    for (size_t k = 0; k < i; k++)
+        if (!strcmp(h->st.config.disks[k].stream, d->stream))
+            return vs_err_set(e, EINVAL, "archive %s: config: captured disks %zu and %zu are both stream '%.64s'",
+                              h->o->archive, k, i, d->stream);
+    *disk = (unsigned)si.disk_index;
+    return 0;
+}
+
 static int open_disks(struct host *h, vs_err *e)
 {
     struct vm_config *c = &h->st.config;
@@ -193,7 +216,7 @@ static int open_disks(struct host *h, vs_err *e)
     while (arc_find_disk(h->arc, (int)n) != ARC_STREAM_NONE)
         n++;
     if (c->foreign)
-        n = 0;   /* a foreign VM's disks are its own files */
+        n = c->n_disks;
     h->ndisks = n;
     h->disks = vs_xcalloc(n + 1, sizeof *h->disks);
     if (!c->foreign && c->n_disks != n) {
@@ -206,15 +229,18 @@ static int open_disks(struct host *h, vs_err *e)
     }
     for (size_t i = 0; i < n; i++) {
         struct host_disk *d = &h->disks[i];
-        int s = arc_find_disk(h->arc, (int)i);
+        unsigned di = 0;
+        int r = disk_stream(h, i, &di, e);
+        if (r < 0)
+            return r;
+        int s = arc_find_disk(h->arc, (int)di);
         struct arc_stream_info si;
         arc_stream_get(h->arc, (unsigned)s, &si);
         d->name = vs_xstrdup(si.name);
         d->size = si.size;
         c->disks[i].size = si.size;
         struct nbd_base *b = NULL;
-        int r = nbd_base_open_archive(h->o->archive, (unsigned)i, &b, e);
-        if (r < 0)
+        if ((r = nbd_base_open_archive(h->o->archive, di, &b, e)) < 0)
             return r;
         VS_AUTOFREE char *path = NULL;
         unsigned flags = NBD_OVL_CREATE;
@@ -428,6 +454,7 @@ void host_cleanup(struct host *h)
     free(h->x_extracted);
     free(h->qemu_log);
     free(h->trusted);
+    free(h->disks_note);
     vm_state_free(&h->st);
 }
 
@@ -500,7 +527,8 @@ int host_start(struct host *h, vs_err *e)
     struct vm_launch l = { .qemu = vm_qemu_binary(o->qemu),
                            .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
                            .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
-                           .disk_sockets = socks, .incoming = has_memory,
+                           .disk_sockets = socks, .incoming = has_memory, .keep_uncaptured = o->trust_archive,
+                           .disk_note = &h->disks_note,
                            .mem_path = h->lazy ? h->mem_path : NULL };
     for (int i = 0; i < VM_FILE__COUNT; i++)
         l.files[i] = h->files[i];
@@ -509,6 +537,12 @@ int host_start(struct host *h, vs_err *e)
     struct vm_argv argv;
     if ((r = vm_build_argv(&h->st.config, &l, &argv, e)) < 0)
         return r;
+    if (h->disks_note) {
+        char *n = vs_xasprintf("disks not captured (read-only) name host files of the recorded VM; without "
+                               "--trust-archive: %s", h->disks_note);
+        free(h->disks_note);
+        h->disks_note = n;
+    }
     int logfd = o->errlog_fd;
     VS_AUTOCLOSE int ownlog = -1;
     if (logfd < 0 && o->quiet_stdio) {
@@ -573,7 +607,7 @@ int host_start(struct host *h, vs_err *e)
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
                                      .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,
-                                     .cache = cs.enabled ? &cs : NULL };
+                                     .cache = cs.enabled ? &cs : NULL, .disks_note = h->disks_note };
         o->ready(o->opaque, &info);
     }
     return 0;

@@ -109,6 +109,8 @@ void vm_config_add_xfile(struct vm_config *c, const char *name, const char *path
 void vm_config_clear_xfiles(struct vm_config *c);
 /* JSON text (NUL-terminated, caller frees). */
 char *vm_config_to_json(const struct vm_config *c);
+/* A foreign VM's captured disks are checked when read: node and drive are QEMU ids (node also QEMU's generated
+ * "#blockN"), device an id or a QOM path, name printable ASCII; stream and node are required. */
 int vm_config_from_json(const char *text, size_t len, struct vm_config *out, vs_err *e);
 /* Append EXTRA-QEMU-ARGS to c->extra, lifting -kernel/-initrd/-dtb/-append (and their `-opt=value` forms) into
  * their fields; file paths are made absolute against cwd, also those inside the extra args (vm_xfile_refs), and
@@ -135,7 +137,9 @@ struct vm_launch {
     const char *private_qmp;       /* vmsnap's own -qmp socket path (required) */
     const char *user_qmp;          /* the user's -qmp socket path, NULL for none */
     const char *console;           /* unix socket path for ttyS0, "stdio", or NULL (socket-less null chardev) */
-    const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs) */
+    const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs, a foreign VM's captured disks) */
+    bool keep_uncaptured;          /* foreign: disks that were not captured stay as recorded (vm_foreign_disks) */
+    char **disk_note;              /* foreign: gets vm_foreign_disks's note (caller frees); may be NULL */
     const char *files[VM_FILE__COUNT]; /* paths overriding c->files (extracted from the archive), may be NULL */
     size_t n_xfiles;
     const struct vm_xfile *xfiles; /* {name, path}: the extra args' file of that name is replaced by path */
@@ -176,6 +180,22 @@ bool vm_qopt_takes_arg(const char *name);
 int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
                         vs_err *e);
 
+/* A captured foreign VM's disks (config "disks" with their nodes) served by vmsnap (fdisks.c): in args, the replayed
+ * command line of vm_foreign_replayed, each captured disk becomes vmsnap's NBD export while its device and the
+ * device's properties stay: a -blockdev node the device's drive named becomes a raw node of the same node-name
+ * over NBD (the -blockdev nodes only its chain used are dropped); a -drive (or -hda..-hdd) keeps id, if, index,
+ * bus, unit, media, serial, ... and gets the export instead of its file, format and driver. Disks that were not
+ * captured (read-only ones: a cdrom) name host files of the recorded VM: they stay as recorded with
+ * keep_uncaptured, else a cdrom is emptied (no medium) and any other disk dropped with its device; *note (may be
+ * NULL; caller frees) then names them. *console_at follows its argument. */
+struct vm_fdisk_opts {
+    const char *const *sockets;   /* NBD socket per c->disks[i]; NULL: the view the allow-list checks (the
+                                   * replaced -blockdev nodes are vmsnap's own and left out) */
+    bool keep_uncaptured;
+};
+int vm_foreign_disks(const struct vm_config *c, const struct vm_fdisk_opts *o, struct vm_argv *args,
+                     size_t *console_at, char **note, vs_err *e);
+
 /* ---- what an archive may put on QEMU's command line (allow.c) ----------------------------------------------
  * Every recorded value is checked against what vmsnap itself writes: options, machine types, device models and
  * properties from an allow-list, values without host paths, files only as copies stored in the archive (or read-only
@@ -185,6 +205,7 @@ struct vm_check {
     void *opaque;
     size_t user_extra_from;            /* c->extra[i >= this] are the user's own (boot -- ARGS): not checked */
     bool user_files[VM_FILE__COUNT];   /* -kernel/-initrd/-dtb given by the user */
+    bool keep_uncaptured;              /* a foreign VM's disks that were not captured stay (vm_foreign_disks) */
 };
 /* 0: everything c puts on QEMU's command line is allowed. -EPERM: *refused (caller frees) lists each refused option
  * and why, "'-opt value' (reason); ...", printable ASCII. Other errors: e. */
@@ -413,6 +434,7 @@ struct vm_host_info {
     const char *trusted;      /* what --trust-archive let through unchecked (one line), or NULL */
     const struct arc_cache_stats *cache;   /* the block cache until the VM ran (the archive's own handle: memory,
                                               config, files; its disks read the same entries), or NULL */
+    const char *disks_note;   /* a foreign VM's disks that were not captured and were emptied or dropped, or NULL */
 };
 struct vm_host_opts {
     const char *archive;

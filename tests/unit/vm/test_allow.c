@@ -75,6 +75,13 @@ static void test_review_options_refused(void **state)
     expect_refused("-device", "id=x,romfile=", "no device model");
     expect_refused("-blockdev", "driver=host_device,node-name=d,filename=/dev/sda", "driver: only file raw qcow2");
     expect_refused("-drive", "if=pflash,format=vvfat,file=fat:/etc", "format: only raw qcow2");
+    /* a -drive without file= names no host file, but its medium cannot come in by another key either */
+    expect_refused("-drive", "if=virtio,driver=file,filename=/etc/shadow", "key 'driver'");
+    expect_refused("-drive", "if=virtio,file.filename=/etc/shadow", "key 'file.filename'");
+    expect_refused("-drive", "if=ide,media=cdrom,serial=a\033b", "serial: control characters");
+    const char *empty[] = { "-drive", "if=ide,media=cdrom,readonly=on,id=cd0,bus=1,unit=0,serial=My Disk" };
+    char *rep = NULL;
+    assert_int_equal(check_extra(empty, 2, none_stored, &rep), 0);
     expect_refused("-netdev", "user,id=n,type=tap", "type 'tap'");
     /* an escaped comma cannot smuggle a key: the value is one word, and a word has no '/' */
     expect_refused("-smp", "2,,path=/etc/shadow", "cpus: a plain value");

@@ -7,23 +7,7 @@
 #include <string.h>
 
 #include "vm/vm.h"
-
-/* Index of the option opt followed by value val, or -1. */
-static int find_pair(const struct vm_argv *a, const char *opt, const char *val)
-{
-    for (size_t i = 0; i + 1 < a->n; i++)
-        if (!strcmp(a->v[i], opt) && (!val || !strcmp(a->v[i + 1], val)))
-            return (int)i;
-    return -1;
-}
-
-static int count(const struct vm_argv *a, const char *s)
-{
-    int n = 0;
-    for (size_t i = 0; i < a->n; i++)
-        n += strstr(a->v[i], s) != NULL;
-    return n;
-}
+#include "argvtest.h"
 
 static void test_native(void **state)
 {

@@ -120,6 +120,39 @@ static void test_foreign_round_trip(void **state)
     vm_config_free(&d);
 }
 
+/* A captured foreign VM's disks: where its command line put them, in disk-stream order. */
+static void test_foreign_disks(void **state)
+{
+    (void)state;
+    const char *json = "{\"version\": 1, \"foreign\": true, \"cmdline\": [\"qemu\"], \"disks\": ["
+        "{\"name\": \"vda\", \"stream\": \"disk-vda\", \"size\": 1048576, \"format\": \"raw\", "
+        "\"interface\": \"virtio-blk-pci\", \"device\": \"vda\", \"node\": \"a-fmt\"},"
+        "{\"name\": \"ide0-hd0\", \"stream\": \"disk-ide0-hd0\", \"format\": \"raw\", \"interface\": \"ide-hd\", "
+        "\"device\": \"/machine/unattached/device[22]\", \"node\": \"#block142\", \"drive\": \"ide0-hd0\"}]}";
+    struct vm_config c, d;
+    vs_err e = { 0 };
+    assert_int_equal(vm_config_from_json(json, strlen(json), &c, &e), 0);
+    assert_int_equal(c.n_disks, 2);
+    assert_string_equal(c.disks[0].name, "vda");
+    assert_string_equal(c.disks[0].stream, "disk-vda");
+    assert_int_equal(c.disks[0].size, 1048576);
+    assert_string_equal(c.disks[0].iface, "virtio-blk-pci");
+    assert_string_equal(c.disks[0].node, "a-fmt");
+    assert_null(c.disks[0].drive);
+    assert_string_equal(c.disks[1].device, "/machine/unattached/device[22]");
+    assert_string_equal(c.disks[1].node, "#block142");
+    assert_string_equal(c.disks[1].drive, "ide0-hd0");
+    char *out = vm_config_to_json(&c);
+    vm_config_copy(&d, &c);
+    char *out2 = vm_config_to_json(&d);
+    assert_string_equal(out, out2);
+    assert_non_null(strstr(out, "\"drive\": \"ide0-hd0\""));
+    free(out);
+    free(out2);
+    vm_config_free(&c);
+    vm_config_free(&d);
+}
+
 static void expect_refused(const char *json, const char *needle)
 {
     struct vm_config c;
@@ -144,6 +177,16 @@ static void test_refusals(void **state)
     expect_refused("{\"version\": 1, \"extra-args\": [\"-a\", 1]}", "\"extra-args\"[1]");
     expect_refused("{\"version\": 1, \"foreign\": true}", "cmdline");
     expect_refused("{\"version\": 1, \"version\": 1}", "invalid JSON");
+    /* a captured disk's names reach QEMU's command line: QEMU's own syntax only */
+#define FD(d) "{\"version\": 1, \"foreign\": true, \"cmdline\": [\"q\"], \"disks\": [" d "]}"
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"a,file=/etc/shadow\"}"), "\"node\" must be a QEMU node name");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"#blockx\"}"), "\"node\"");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"n\", \"drive\": \"d d\"}"), "\"drive\" must be a QEMU id");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"n\", \"device\": \"/a/../b;c\"}"), "\"device\"");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"n\", \"name\": \"a\\u001b[2J\"}"), "\"name\"");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": \"n\", \"format\": \"qcow2\"}"), "must be raw");
+    expect_refused(FD("{\"node\": \"n\"}"), "needs \"stream\" and \"node\"");
+    expect_refused(FD("{\"stream\": \"s\", \"node\": 5}"), "\"node\" must be a string");
     /* unknown keys are ignored */
     struct vm_config c;
     const char *ok = "{\"version\": 1, \"future\": {\"x\": 1}, \"ram\": 1024}";
@@ -179,6 +222,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_foreign_round_trip),
+        cmocka_unit_test(test_foreign_disks),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_extra_lifting),
     };
