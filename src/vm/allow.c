@@ -439,6 +439,26 @@ static void check_fields(struct ctx *x)
     vm_xfile_refs_free(refs, nrefs);
 }
 
+/* A foreign VM's -kernel/-initrd/-dtb that the user gives after "--" replace the recorded ones: not checked. */
+static void drop_user_files(struct vm_argv *a, const struct vm_check *k)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const char *name = vm_qopt_name(a->v[i]);
+        bool user = false;
+        for (int r = 0; name && r < VM_FILE__COUNT; r++)
+            user |= k->user_files[r] && !strcmp(name, vm_file_role_name(r));
+        if (user && i + 1 < a->n) {
+            free(a->v[i]);
+            free(a->v[++i]);
+            continue;
+        }
+        a->v[n++] = a->v[i];
+    }
+    a->n = n;
+    a->v[n] = NULL;
+}
+
 int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **refused, vs_err *e)
 {
     struct ctx x = { .c = c, .k = k, .foreign = c->foreign };
@@ -452,6 +472,7 @@ int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **
             vm_argv_free(&kept);
         if (r < 0)
             return r;
+        drop_user_files(&kept, k);
         x.args = kept.v;
         x.n = kept.n;
         check_args(&x);

@@ -482,6 +482,22 @@ static void add_console(struct vm_argv *a, const struct vm_launch *l)
     vm_argv_add(a, "chardev:vmsnap-con");
 }
 
+/* The recorded -kernel/-initrd/-dtb name the files boot chose (l->files: the user's after "--", else the recorded
+ * ones). */
+static void foreign_files(struct vm_argv *kept, const struct vm_launch *l)
+{
+    for (size_t i = 0; i + 1 < kept->n; i++) {
+        const char *name = vm_qopt_name(kept->v[i]);
+        int role = name ? role_of_opt(name) : -1;
+        if (role >= 0 && l->files[role]) {
+            free(kept->v[i + 1]);
+            kept->v[i + 1] = vs_xstrdup(l->files[role]);
+        }
+        if (name && vm_qopt_takes_arg(name))
+            i++;
+    }
+}
+
 static int build_foreign(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
 {
     struct vm_argv kept;
@@ -500,6 +516,7 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
             return r;
         }
     }
+    foreign_files(&kept, l);
     vm_argv_add(a, vm_qemu_binary(l->qemu));
     for (size_t i = 0; i <= kept.n; i++) {
         if (i == console_at)

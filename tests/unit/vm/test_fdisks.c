@@ -341,6 +341,38 @@ static void test_build_and_check(void **state)
     vm_config_free(&c);
 }
 
+/* The user's -kernel/-initrd after "--" replace a foreign VM's recorded ones: the archive then names no host file. */
+static void test_user_kernel(void **state)
+{
+    (void)state;
+    char *cl[] = { "qemu-system-x86_64", "-M", "q35", "-kernel", "/boot/vmlinuz", "-initrd", "rel/initrd",
+                   "-append", "console=ttyS0", "-drive", "file=/a.raw,format=raw,if=virtio,id=vda" };
+    struct vm_config c;
+    config(&c, cl, VS_ARRAY_SIZE(cl));
+    add_disk(&c, "vda", "#block1", "vda");
+    char *refused = NULL;
+    struct vm_check k = { 0 };
+    vs_err e = { 0 };
+    assert_int_equal(vm_config_check(&c, &k, &refused, &e), -EPERM);
+    assert_non_null(strstr(refused, "-kernel /boot/vmlinuz"));
+    assert_non_null(strstr(refused, "-initrd rel/initrd"));
+    free(refused);
+    k.user_files[VM_FILE_KERNEL] = k.user_files[VM_FILE_INITRD] = true;
+    assert_int_equal(vm_config_check(&c, &k, &refused, &e), 0);
+
+    const char *socks[] = { "/s0" };
+    struct vm_launch l = { .private_qmp = "/run/p.sock", .disk_sockets = socks };
+    l.files[VM_FILE_KERNEL] = "/mine/bz";
+    struct vm_argv a;
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    assert_true(find_pair(&a, "-kernel", "/mine/bz") > 0);
+    assert_true(find_pair(&a, "-initrd", "rel/initrd") > 0);   /* not given: as recorded */
+    assert_int_equal(count(&a, "/boot/vmlinuz"), 0);
+    assert_true(find_pair(&a, "-drive", "if=virtio,id=vda," NBD("/s0")) > 0);
+    vm_argv_free(&a);
+    vm_config_free(&c);
+}
+
 int main(void)
 {
     unsetenv("VMSNAP_QEMU");
@@ -352,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_blockdev_uncaptured),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_build_and_check),
+        cmocka_unit_test(test_user_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
