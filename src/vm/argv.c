@@ -517,6 +517,8 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
         }
     }
     foreign_files(&kept, l);
+    if (l->mem_path)
+        vm_foreign_ram_file(c, &kept, l->mem_path);
     vm_argv_add(a, vm_qemu_binary(l->qemu));
     for (size_t i = 0; i <= kept.n; i++) {
         if (i == console_at)

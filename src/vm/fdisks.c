@@ -382,38 +382,6 @@ static int plan(struct rw *w, bool keep_uncaptured, vs_err *e)
 static const char drive_keep[] = " id if index bus unit media serial werror rerror cyls heads secs trans readonly "
                                  "addr discard detect-zeroes node-name ";
 
-static bool key_in(const struct vm_qopt_field *f, const char *list)
-{
-    char k[64];
-    if (!f->key || f->klen + 3 > sizeof k)
-        return false;
-    snprintf(k, sizeof k, " %.*s ", (int)f->klen, f->key);
-    return strstr(list, k) != NULL;
-}
-
-/* v's fields that keep says to keep, joined as written (still escaped). */
-static char *fields_where(const char *v, bool (*keep)(const struct vm_qopt_field *f, const char *arg),
-                          const char *arg)
-{
-    size_t n = strlen(v), pos = 0;
-    struct vm_qopt_field f;
-    char *out = vs_xstrdup("");
-    while (vm_qopt_next(v, n, &pos, &f)) {
-        if (!keep(&f, arg))
-            continue;
-        size_t start = f.key ? (size_t)(f.key - v) : f.vstart;
-        char *prev = out;
-        out = vs_xasprintf("%s%s%.*s", prev, prev[0] ? "," : "", (int)(f.vend - start), v + start);
-        free(prev);
-    }
-    return out;
-}
-
-static bool not_key(const struct vm_qopt_field *f, const char *key)
-{
-    return !vm_qopt_key_is(f, key);
-}
-
 static char *nbd_fields(const char *sock)
 {
     VS_AUTOFREE char *s = vm_qemu_escape(sock);
@@ -424,7 +392,7 @@ static void emit_drive(struct rw *w, const struct ent *x, const char *sock, stru
 {
     VS_AUTOFREE char *kept = x->hd_index >= 0 ? vs_xasprintf("index=%d,media=%s", x->hd_index,
                                                              x->cdrom ? "cdrom" : "disk")
-                                              : fields_where(w->args[x->at + 1], key_in, drive_keep);
+                                              : vm_qopt_filter(w->args[x->at + 1], drive_keep, true);
     VS_AUTOFREE char *nbd = sock ? nbd_fields(sock) : NULL;
     vm_argv_add(out, "-drive");
     vm_argv_addf(out, "%s%s%s", kept, kept[0] && nbd ? "," : "", nbd ? nbd : "");
@@ -435,7 +403,7 @@ static void emit_empty_device(struct rw *w, const struct ent *x, struct vm_argv 
     const char *v = w->args[x->at + 1];
     vm_argv_add(out, w->args[x->at]);
     if (!x->json) {
-        VS_AUTOFREE char *s = fields_where(v, not_key, "drive");
+        VS_AUTOFREE char *s = vm_qopt_filter(v, " drive ", false);
         vm_argv_add(out, s);
         return;
     }

@@ -62,18 +62,22 @@ static bool can_be_lazy(struct host *h, char *why, size_t len)
     unsigned nram = 0;
     vs_err re = { 0 };
     bool listed = mst_ram_streams(h->arc, &rs, &nram, &re) == 0;
-    const struct mst_ram *ram = listed && nram == 1 && c->mem_backend && !strcmp(rs[0].block, c->mem_backend)
-                                    ? &rs[0] : NULL;
+    const struct mst_ram *ram = listed && nram == 1 && (c->foreign || (c->mem_backend &&
+                                    !strcmp(rs[0].block, c->mem_backend))) ? &rs[0] : NULL;
+    char fwhy[320];
     if (h->o->eager)
         snprintf(why, len, "--eager");
-    else if (c->foreign)
-        snprintf(why, len, "a foreign VM's command line names its own RAM: resuming eagerly");
     else if (!listed)
         snprintf(why, len, "%.300s: resuming eagerly", re.msg);
+    else if (c->foreign && !ram)
+        snprintf(why, len, "the archive holds %u RAM streams, a foreign VM's lazy resume maps one: resuming eagerly",
+                 nram);
+    else if (c->foreign && vm_foreign_ram_check(c, ram->block, ram->size, fwhy, sizeof fwhy) < 0)
+        snprintf(why, len, "%s: resuming eagerly", fwhy);
     else if (!ram)
         snprintf(why, len, "the archive's RAM streams do not match the VM's memory backend '%s': resuming eagerly",
                  c->mem_backend ? c->mem_backend : "");
-    else if (ram->size != c->ram_bytes)
+    else if (!c->foreign && ram->size != c->ram_bytes)
         snprintf(why, len, "RAM stream %s%s holds %" PRIu64 " bytes, the VM has %" PRIu64 ": resuming eagerly",
                  MST_RAM_PREFIX, ram->block, ram->size, c->ram_bytes);
     else if (!pf_available())

@@ -78,6 +78,26 @@ char *vm_qopt_get_implied(const char *s, const char *key)
     return vm_qopt_get(s, key, NULL);
 }
 
+char *vm_qopt_filter(const char *s, const char *keys, bool keep)
+{
+    size_t n = strlen(s), pos = 0;
+    struct vm_qopt_field f;
+    char *out = vs_xstrdup("");
+    while (vm_qopt_next(s, n, &pos, &f)) {
+        char k[64] = "";
+        if (f.key && f.klen + 3 <= sizeof k)
+            snprintf(k, sizeof k, " %.*s ", (int)f.klen, f.key);
+        bool listed = f.key && k[0] && strstr(keys, k);
+        if (listed != keep && (f.key || keep))
+            continue;
+        size_t start = f.key ? (size_t)(f.key - s) : f.vstart;
+        char *prev = out;
+        out = vs_xasprintf("%s%s%.*s", prev, prev[0] ? "," : "", (int)(f.vend - start), s + start);
+        free(prev);
+    }
+    return out;
+}
+
 const char *vm_qopt_name(const char *arg)
 {
     if (arg[0] != '-' || arg[1] == 0)

@@ -144,7 +144,8 @@ struct vm_launch {
     size_t n_xfiles;
     const struct vm_xfile *xfiles; /* {name, path}: the extra args' file of that name is replaced by path */
     bool incoming;                 /* -incoming defer */
-    const char *mem_path;          /* main RAM as a private mapping of this file (lazy resume), NULL: anonymous */
+    const char *mem_path;          /* main RAM as a private mapping of this file (lazy resume), NULL: as recorded
+                                    * (a foreign VM: vm_foreign_ram_file) */
 };
 /* Build QEMU's argv for c. A foreign config replays its recorded command line with -daemonize/-pidfile and its
  * monitors dropped, our QMP sockets added and ttyS0 replaced by the console. */
@@ -169,6 +170,9 @@ char *vm_qopt_unescape(const char *s, size_t start, size_t end);   /* caller fre
 char *vm_qopt_get(const char *s, const char *key, struct vm_qopt_field *f);
 /* The first field when bare (QEMU's implied key, e.g. -machine's type), else key=...; NULL if neither. */
 char *vm_qopt_get_implied(const char *s, const char *key);
+/* s with only the fields whose key is (keep) or is not (!keep) in keys, a space-separated list with a space at
+ * each end (" id size "); a bare field stays only when !keep. Fields stay escaped. Caller frees. */
+char *vm_qopt_filter(const char *s, const char *keys, bool keep);
 /* "-opt"/"--opt" -> "opt", else NULL. */
 const char *vm_qopt_name(const char *arg);
 /* Whether QEMU's option (name without dashes) takes a value. */
@@ -195,6 +199,14 @@ struct vm_fdisk_opts {
 };
 int vm_foreign_disks(const struct vm_config *c, const struct vm_fdisk_opts *o, struct vm_argv *args,
                      size_t *console_at, char **note, vs_err *e);
+
+/* A foreign VM's main RAM as a private mapping of a page file, for a lazy resume (fmem.c): its backend (-object
+ * memory-backend-* named by -machine memory-backend=, or QEMU's own "pc.ram" of plain -m on pc/q35) becomes a
+ * memory-backend-file of the same id and size on mem_path, share=off. vm_foreign_ram_check: 0 if the archive's
+ * RAM stream of block `block` and size bytes is that backend's, else -ENOTSUP and why (one line). */
+int vm_foreign_ram_check(const struct vm_config *c, const char *block, uint64_t size, char *why, size_t len);
+/* Rewrites args (the replayed command line) that way. */
+void vm_foreign_ram_file(const struct vm_config *c, struct vm_argv *args, const char *mem_path);
 
 /* ---- what an archive may put on QEMU's command line (allow.c) ----------------------------------------------
  * Every recorded value is checked against what vmsnap itself writes: options, machine types, device models and

@@ -1,6 +1,7 @@
 """A QEMU vmsnap did not start: snap captures its -drive disk too (recorded by its drive name); --memory-only captures
 RAM, device state and its command line (secrets redacted), and `vmsnap boot --trust-archive` resumes it (its own
-disk file as it is now; without the flag, boot refuses the recorded host paths)."""
+disk file as it is now; without the flag, boot refuses the recorded host paths), its RAM served lazily from the
+archive."""
 import os
 import shutil
 
@@ -43,6 +44,8 @@ def test():
               f"refused naming the recorded host paths and what to do instead: {p.stderr!r}")
         r = Booted(out, d, "resumed", args=["--trust-archive"])
         check(r.agent.wait_ready(60) == boot_id, "resumed the foreign VM (same boot id)")
+        # Its RAM (QEMU's own "pc.ram" of plain -m) is mapped from the archive's page file, as for a vmsnap VM.
+        check(r.info["lazy"] and not r.info.get("memory-note"), f"resumed lazily: {r.info}")
         r.agent.cmd("verify")
         r.agent.cmd("rawverify /dev/vda 0 4 seed=3")
         r.close()

@@ -1,6 +1,7 @@
 /* Unit tests for a captured foreign VM's command line with its disks served by vmsnap (vm_foreign_disks): the
  * shapes management tools and people write (-blockdev key=value and libvirt's JSON, -drive with and without id,
- * -hdX/-cdrom, if=none + -device, virtio-scsi, IDE), what is kept, replaced, emptied and dropped. */
+ * -hdX/-cdrom, if=none + -device, virtio-scsi, IDE), what is kept, replaced, emptied and dropped; and its RAM
+ * backend on a page file for a lazy resume (vm_foreign_ram_*). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -373,6 +374,64 @@ static void test_user_kernel(void **state)
     vm_config_free(&c);
 }
 
+/* Lazy resume of a foreign VM: its RAM backend, explicit or QEMU's own, becomes a private file mapping. */
+static void test_foreign_ram(void **state)
+{
+    (void)state;
+    struct vm_config c;
+    char why[256];
+    struct vm_launch l = { .private_qmp = "/run/p.sock", .mem_path = "/run/x,y/pages/ram" };
+    struct vm_argv a;
+    vs_err e = { 0 };
+    char *plain[] = { "qemu-system-x86_64", "-M", "q35", "-m", "256" };
+    config(&c, plain, VS_ARRAY_SIZE(plain));
+    assert_int_equal(vm_foreign_ram_check(&c, "pc.ram", 256ull << 20, why, sizeof why), 0);
+    assert_int_equal(vm_foreign_ram_check(&c, "pc.ram", 128ull << 20, why, sizeof why), -ENOTSUP);
+    assert_non_null(strstr(why, "268435456"));
+    assert_int_equal(vm_foreign_ram_check(&c, "mem", 256ull << 20, why, sizeof why), -ENOTSUP);
+    assert_non_null(strstr(why, "'mem'"));
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    assert_true(find_pair(&a, "-object", "memory-backend-file,id=pc.ram,size=268435456,mem-path=/run/x,,y/pages/ram,"
+                                         "share=off") > 0);
+    assert_true(find_pair(&a, "-machine", "memory-backend=pc.ram") > 0);
+    vm_argv_free(&a);
+    vm_config_free(&c);
+
+    char *memfd[] = { "qemu-system-x86_64", "-object", "memory-backend-memfd,id=mem,size=512M,share=on,seal=on,"
+                      "prealloc=on,merge=off", "-machine", "q35,memory-backend=mem", "-m", "512M" };
+    config(&c, memfd, VS_ARRAY_SIZE(memfd));
+    assert_int_equal(vm_foreign_ram_check(&c, "mem", 512ull << 20, why, sizeof why), 0);
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    assert_true(find_pair(&a, "-object", "memory-backend-file,id=mem,size=512M,merge=off,mem-path=/run/x,,y/pages/ram,"
+                                         "share=off") > 0);
+    assert_int_equal(count(&a, "memfd"), 0);
+    assert_int_equal(count(&a, "-object"), 1);
+    vm_argv_free(&a);
+    vm_config_free(&c);
+
+    char *lv[] = { "qemu-system-x86_64", "-machine", "pc-q35-7.2,usb=off,memory-backend=pc.ram",
+                   "-object", "{\"qom-type\":\"memory-backend-ram\",\"id\":\"pc.ram\",\"size\":1073741824,"
+                   "\"prealloc\":true}", "-m", "1024" };
+    config(&c, lv, VS_ARRAY_SIZE(lv));
+    assert_int_equal(vm_foreign_ram_check(&c, "pc.ram", 1ull << 30, why, sizeof why), 0);
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    assert_true(find_pair(&a, "-object", "{\"id\":\"pc.ram\",\"size\":1073741824,\"qom-type\":"
+                                         "\"memory-backend-file\",\"mem-path\":\"/run/x,y/pages/ram\",\"share\":false}")
+                > 0);
+    vm_argv_free(&a);
+    vm_config_free(&c);
+
+    char *numa[] = { "qemu-system-x86_64", "-m", "256", "-numa", "node,mem=256" };
+    config(&c, numa, VS_ARRAY_SIZE(numa));
+    assert_int_equal(vm_foreign_ram_check(&c, "pc.ram", 256ull << 20, why, sizeof why), -ENOTSUP);
+    assert_non_null(strstr(why, "-numa"));
+    vm_config_free(&c);
+    char *other[] = { "qemu-system-x86_64", "-M", "microvm", "-m", "256" };
+    config(&c, other, VS_ARRAY_SIZE(other));
+    assert_int_equal(vm_foreign_ram_check(&c, "pc.ram", 256ull << 20, why, sizeof why), -ENOTSUP);
+    vm_config_free(&c);
+}
+
 int main(void)
 {
     unsetenv("VMSNAP_QEMU");
@@ -385,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_build_and_check),
         cmocka_unit_test(test_user_kernel),
+        cmocka_unit_test(test_foreign_ram),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
