@@ -439,15 +439,18 @@ static void check_fields(struct ctx *x)
     vm_xfile_refs_free(refs, nrefs);
 }
 
-/* A foreign VM's -kernel/-initrd/-dtb that the user gives after "--" replace the recorded ones: not checked. */
-static void drop_user_files(struct vm_argv *a, const struct vm_check *k)
+/* A foreign VM's -kernel/-initrd/-dtb that the user gives after "--", or that the archive chain stores (a snapshot
+ * of a resumed foreign VM) and the config names, replace the recorded ones (boot hands QEMU the file of
+ * c->files: the user's, or the stored copy): not checked. */
+static void drop_user_files(const struct vm_config *c, struct vm_argv *a, const struct vm_check *k)
 {
     size_t n = 0;
     for (size_t i = 0; i < a->n; i++) {
         const char *name = vm_qopt_name(a->v[i]);
         bool user = false;
         for (int r = 0; name && r < VM_FILE__COUNT; r++)
-            user |= k->user_files[r] && !strcmp(name, vm_file_role_name(r));
+            user |= (k->user_files[r] || (c->files[r] && k->stored && k->stored(k->opaque, vm_file_role_name(r)))) &&
+                    !strcmp(name, vm_file_role_name(r));
         if (user && i + 1 < a->n) {
             free(a->v[i]);
             free(a->v[++i]);
@@ -472,7 +475,7 @@ int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **
             vm_argv_free(&kept);
         if (r < 0)
             return r;
-        drop_user_files(&kept, k);
+        drop_user_files(c, &kept, k);
         x.args = kept.v;
         x.n = kept.n;
         check_args(&x);

@@ -2,7 +2,8 @@
 management tool starts one (q35, a -blockdev qcow2 on virtio-blk-pci, a raw -blockdev on virtio-scsi, a read-only
 IDE cdrom -drive). The guest writes record A, the snapshot is taken, the guest writes B. Booting the archive
 without --trust-archive (the test guest's kernel and initrd given after "--") resumes the guest with A and not B,
-its RAM pattern intact, each captured disk served by vmsnap under the device it had, and the cdrom emptied.
+its RAM pattern intact, each captured disk served by vmsnap under the device it had, and the cdrom emptied; a
+thin snapshot of the resumed VM resumes with what the guest wrote since.
 
 The archive comes from `snap --qmp` when this vmsnap captures a foreign VM's disks; else it is put together by
 hand exactly as that capture records it (RAM and disks from one stopped instant, config "disks" entries), so the
@@ -118,8 +119,23 @@ def test():
             check(len(cd) == 1 and "inserted" not in cd[0], f"the cdrom is there without medium: {cd}")
             check(r.status() == "running", "running")
             log(f"archive made by {'snap --qmp' if by_snap else 'hand'}; lazy={r.info.get('lazy')}")
+            # A thin snapshot of the resumed VM chains on the archive and resumes exactly, the kernel and initrd
+            # it now stores standing in for the ones given after "--".
+            r.agent.cmd("rawwrite /dev/vda 16384 2 seed=3")   # C
+            thin = os.path.join(d, "thin.vmsnap")
+            res = vmtest.vmsnap("snap", "--qmp", r.qmp_path, "-o", thin, "--thin", "--json", json_out=True)
+            log(f"thin: {res}")
         finally:
             r.close()
+        t = Booted(thin, d, "thin")
+        try:
+            check(t.info["resumed"] and t.info["lazy"], f"the thin snapshot resumed, its RAM lazily: {t.info}")
+            check(t.agent.wait_ready(60) == boot_id, "the same guest (boot id)")
+            t.agent.cmd("verify")
+            t.agent.cmd("rawverify /dev/vda 0 4 seed=1")
+            t.agent.cmd("rawverify /dev/vda 16384 2 seed=3")
+        finally:
+            t.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

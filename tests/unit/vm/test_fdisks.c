@@ -342,6 +342,14 @@ static void test_build_and_check(void **state)
     vm_config_free(&c);
 }
 
+static bool stored_names(void *opaque, const char *name)
+{
+    for (const char *const *n = opaque; *n; n++)
+        if (!strcmp(*n, name))
+            return true;
+    return false;
+}
+
 /* The user's -kernel/-initrd after "--" replace a foreign VM's recorded ones: the archive then names no host file. */
 static void test_user_kernel(void **state)
 {
@@ -360,6 +368,17 @@ static void test_user_kernel(void **state)
     free(refused);
     k.user_files[VM_FILE_KERNEL] = k.user_files[VM_FILE_INITRD] = true;
     assert_int_equal(vm_config_check(&c, &k, &refused, &e), 0);
+    /* stored in the archive chain (a snapshot of the resumed VM): boot hands QEMU its copies */
+    static const char *const stored[] = { "kernel", "initrd", NULL };
+    struct vm_check ks = { .stored = stored_names, .opaque = (void *)stored };
+    assert_int_equal(vm_config_check(&c, &ks, &refused, &e), 0);
+    /* ... only when the config names it too: boot hands QEMU the stored copy of what c->files names */
+    free(c.files[VM_FILE_INITRD]);
+    c.files[VM_FILE_INITRD] = NULL;
+    assert_int_equal(vm_config_check(&c, &ks, &refused, &e), -EPERM);
+    assert_non_null(strstr(refused, "-initrd rel/initrd"));
+    free(refused);
+    c.files[VM_FILE_INITRD] = vs_xstrdup("/srv/rel/initrd");
 
     const char *socks[] = { "/s0" };
     struct vm_launch l = { .private_qmp = "/run/p.sock", .disk_sockets = socks };
