@@ -27,6 +27,8 @@ struct ent {
     bool has_file;           /* drive: names a medium */
     bool pflash;             /* drive: firmware (if=pflash), not a disk */
     int hd_index;            /* -hda..-hdd/-cdrom: the index QEMU gives it, else -1 */
+    char pin[32];            /* drive: where QEMU put it when the option leaves it to QEMU ("index=2", "unit=1"):
+                              * written out, so that a drive dropped before it does not move it */
     char **refs;             /* node names it may use: blockdev children, a device's drive, -machine pflashN */
     size_t nrefs;
     size_t disk;             /* REPLACE: index into c->disks */
@@ -200,6 +202,13 @@ static int parse_drives(struct rw *w, vs_err *e)
                 }
         }
         used[nused++] = (struct slot){ type, (int)bus, (int)unit };
+        if (index < 0 && type != IF_NONE && x->hd_index < 0) {
+            VS_AUTOFREE char *given = vm_qopt_get(v, "unit", NULL), *gbus = vm_qopt_get(v, "bus", NULL);
+            if (!given && gbus)
+                snprintf(x->pin, sizeof x->pin, "unit=%ld", unit);
+            else if (!given)
+                snprintf(x->pin, sizeof x->pin, "index=%ld", max ? bus * max + unit : unit);
+        }
         x->id = vm_qopt_get(v, "id", NULL);
         if (!x->id) {
             const char *ms = type == IF_IDE || type == IF_SCSI ? (x->cdrom ? "-cd" : "-hd") : "";
@@ -395,7 +404,8 @@ static void emit_drive(struct rw *w, const struct ent *x, const char *sock, stru
                                               : vm_qopt_filter(w->args[x->at + 1], drive_keep, true);
     VS_AUTOFREE char *nbd = sock ? nbd_fields(sock) : NULL;
     vm_argv_add(out, "-drive");
-    vm_argv_addf(out, "%s%s%s", kept, kept[0] && nbd ? "," : "", nbd ? nbd : "");
+    vm_argv_addf(out, "%s%s%s%s%s", kept, kept[0] && x->pin[0] ? "," : "", x->pin,
+                 (kept[0] || x->pin[0]) && nbd ? "," : "", nbd ? nbd : "");
 }
 
 static void emit_empty_device(struct rw *w, const struct ent *x, struct vm_argv *out)

@@ -78,7 +78,7 @@ static void test_blockdev_keyvalue(void **state)
     assert_true(find_pair(&a, "-device", "scsi-hd,drive=b-fmt,bus=scsi0.0,id=sdb") > vda);
     assert_true(find_pair(&a, "-device", "virtio-scsi-pci,id=scsi0") > 0);
     /* the cdrom was not captured: without trust, it is there without its medium (q35: one IDE unit per bus) */
-    assert_true(find_pair(&a, "-drive", "if=ide,media=cdrom,readonly=on") >= 0);
+    assert_true(find_pair(&a, "-drive", "if=ide,media=cdrom,readonly=on,index=0") >= 0);
     assert_non_null(note);
     assert_non_null(strstr(note, "'ide0-cd0' emptied (no medium)"));
     assert_true(find_pair(&a, "-machine", "q35") >= 0 && find_pair(&a, "-m", "256") >= 0);
@@ -167,10 +167,11 @@ static void test_drive_default_ids(void **state)
     char *note = NULL;
     vs_err e = { 0 };
     assert_int_equal(rewrite(&c, socks, false, &a, &note, &e), 0);
-    assert_true(find_pair(&a, "-drive", NBD("/s0")) >= 0);
-    assert_true(find_pair(&a, "-drive", "if=virtio,serial=XY," NBD("/s1")) >= 0);
+    /* where QEMU put a drive without index/bus/unit is written out: dropping a drive never moves another */
+    assert_true(find_pair(&a, "-drive", "index=0," NBD("/s0")) >= 0);
+    assert_true(find_pair(&a, "-drive", "if=virtio,serial=XY,index=0," NBD("/s1")) >= 0);
     assert_true(find_pair(&a, "-drive", "index=1,media=disk," NBD("/s2")) >= 0);
-    assert_true(find_pair(&a, "-drive", "if=scsi,werror=stop," NBD("/s3")) >= 0);
+    assert_true(find_pair(&a, "-drive", "if=scsi,werror=stop,index=0," NBD("/s3")) >= 0);
     assert_true(find_pair(&a, "-drive", "if=ide,bus=1,unit=1," NBD("/s4")) >= 0);
     /* -cdrom is index 2 (pc: ide1-cd0), emptied */
     assert_true(find_pair(&a, "-drive", "index=2,media=cdrom") >= 0);
@@ -189,13 +190,37 @@ static void test_drive_default_ids(void **state)
     config(&c, q35, VS_ARRAY_SIZE(q35));
     add_disk(&c, "b", "#block2", "ide1-hd0");
     assert_int_equal(rewrite(&c, socks, false, &a, &note, &e), 0);
-    assert_true(find_pair(&a, "-drive", "if=ide," NBD("/s0")) >= 0);
-    /* the other disk was not captured and is no cdrom: dropped (never a host path without trust) */
+    /* the other disk was not captured and is no cdrom: dropped (never a host path without trust), and this one
+     * stays where it was */
+    assert_true(find_pair(&a, "-drive", "if=ide,index=1," NBD("/s0")) >= 0);
     assert_int_equal(count(&a, "/a.raw"), 0);
     assert_string_equal(note, "'ide0-hd0' dropped");
     free(note);
     vm_argv_free(&a);
     vm_config_free(&c);
+}
+
+/* The ids QEMU 7.2 and 10.0 gave these drives (query-block), on pc and on q35. */
+static void test_drive_ids_as_qemu(void **state)
+{
+    (void)state;
+    static const char *const want[2][4] = { { "ide0-hd0", "ide0-hd1", "ide1-cd0", "ide1-hd1" },
+                                            { "ide0-hd0", "ide1-hd0", "ide2-cd0", "ide3-hd0" } };
+    for (int q35 = 0; q35 < 2; q35++) {
+        char *cl[] = { "qemu-system-x86_64", "-M", q35 ? "q35" : "pc", "-drive", "file=/x,format=raw,if=ide",
+                       "-hdb", "/x", "-cdrom", "/x", "-drive", "file=/x,format=raw" };
+        struct vm_config c;
+        config(&c, cl, VS_ARRAY_SIZE(cl));
+        for (int i = 0; i < 4; i++)
+            add_disk(&c, want[q35][i], "#block1", want[q35][i]);
+        const char *socks[] = { "/s0", "/s1", "/s2", "/s3" };
+        struct vm_argv a;
+        vs_err e = { 0 };
+        assert_int_equal(rewrite(&c, socks, false, &a, NULL, &e), 0);
+        assert_int_equal(count(&a, "/x"), 0);
+        vm_argv_free(&a);
+        vm_config_free(&c);
+    }
 }
 
 /* if=none drives given to devices by id: captured ones keep id and device; a read-only one goes with its device,
@@ -388,7 +413,7 @@ static void test_user_kernel(void **state)
     assert_true(find_pair(&a, "-kernel", "/mine/bz") > 0);
     assert_true(find_pair(&a, "-initrd", "rel/initrd") > 0);   /* not given: as recorded */
     assert_int_equal(count(&a, "/boot/vmlinuz"), 0);
-    assert_true(find_pair(&a, "-drive", "if=virtio,id=vda," NBD("/s0")) > 0);
+    assert_true(find_pair(&a, "-drive", "if=virtio,id=vda,index=0," NBD("/s0")) > 0);
     vm_argv_free(&a);
     vm_config_free(&c);
 }
@@ -458,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_blockdev_keyvalue),
         cmocka_unit_test(test_blockdev_libvirt_json),
         cmocka_unit_test(test_drive_default_ids),
+        cmocka_unit_test(test_drive_ids_as_qemu),
         cmocka_unit_test(test_drive_if_none),
         cmocka_unit_test(test_blockdev_uncaptured),
         cmocka_unit_test(test_refusals),
