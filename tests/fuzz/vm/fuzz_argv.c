@@ -1,8 +1,8 @@
 /* libFuzzer target: an archive's VM config (JSON) -> QEMU's argv, as `boot` builds it. Whatever the config says,
  * a config that passes vm_config_check must give an argv whose options are all on the allow-list, whose file
  * paths are only those vmsnap hands QEMU (run-directory copies, its sockets, QEMU's installation), and whose
- * option values vmsnap writes itself (-drive, -machine) have exactly the keys vmsnap writes: an escaped string
- * never adds one. Any violation aborts. */
+ * option values vmsnap writes itself (-drive, -machine, a captured foreign disk's -blockdev) have exactly the keys
+ * vmsnap writes: an escaped string never adds one. Any violation aborts. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -84,6 +84,8 @@ static void check_argv(const struct vm_argv *a)
             continue;
         if (!strcmp(name, "drive") && strstr(v, ",id=vmsnap-disk"))
             check_keys(v, " file format if id cache ", 5);
+        if (!strcmp(name, "blockdev") && strstr(v, "file.driver=nbd"))   /* a captured disk's node: vmsnap's */
+            check_keys(v, " node-name driver file.driver file.server.type file.server.path ", 5);
         if (!strcmp(name, "machine") && (strstr(v, "memory-backend=") || !strchr(v, '=')))
             check_keys(v, " memory-backend ", 0);
         size_t n = strlen(v), pos = 0;
