@@ -26,7 +26,9 @@ const struct cli_command cli_commands[] = {
       "~/.cache/vmsnap/blocks; bound --cache-size, else $VMSNAP_CACHE_SIZE, else 8G; VMSNAP_CACHE=on caches local files\n"
       "too, off never): boots of one archive share what any of them fetched. --prefetch all also fetches the whole\n"
       "archive chain into the cache once the VM runs, and keeps it there while the VM lives, so the VM no longer\n"
-      "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md." },
+      "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md.\n"
+      "A snapshot of a VM vmsnap did not start replays its command line, each captured disk served from the archive\n"
+      "under the device it had; disks not captured (a cdrom) are emptied or dropped unless --trust-archive." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
       "[--memory-only | --disks NAME,...] [--json] [--quiet]",
