@@ -6,13 +6,13 @@
  *    file, format and driver options become the export.
  * Disks that were not captured (read-only: a cdrom, a read-only image) name host files of the recorded VM: kept
  * only when the user trusts the archive, else a cdrom is emptied (no medium) and any other disk dropped with its
- * device, and the note names them. */
+ * device, and the note names them; so is a -L outside the QEMU installation (the local QEMU has its own). */
 #include "vm/vm.h"
 
 #include <errno.h>
 #include <string.h>
 
-enum kind { K_OTHER, K_BLOCKDEV, K_DRIVE, K_DEVICE, K_MACHINE };
+enum kind { K_OTHER, K_BLOCKDEV, K_DRIVE, K_DEVICE, K_MACHINE, K_DATADIR };
 enum act { KEEP, DROP, EMPTY, REPLACE };
 
 struct ent {
@@ -268,6 +268,8 @@ static void parse(struct rw *w)
         } else if (!strcmp(name, "device")) {
             x->kind = K_DEVICE;
             parse_device(x, v);
+        } else if (!strcmp(name, "L")) {
+            x->kind = K_DATADIR;
         } else if (!strcmp(name, "machine") || !strcmp(name, "M")) {
             x->kind = K_MACHINE;
             for (int p = 0; p < 2; p++) {
@@ -353,6 +355,11 @@ static int plan(struct rw *w, bool keep_uncaptured, vs_err *e)
         struct ent *x = &w->ents[k];
         if (keep_uncaptured || x->act == REPLACE)
             continue;
+        /* -L names the recorded QEMU's data directories: like its binary, a local matter (a launcher adds its
+         * own). Outside the QEMU installation it is a host path of the recorded VM. */
+        const char *v = x->nargs == 2 ? w->args[x->at + 1] : "";
+        if (x->kind == K_DATADIR && (!strchr(v, '/') || !vm_xfile_is_installed(v)))
+            x->act = DROP;
         if (x->kind == K_DRIVE && x->has_file && !x->pflash) {
             bool cd = x->cdrom;
             for (size_t j = 0; j < w->nents; j++)   /* if=none, given to a device */

@@ -191,7 +191,8 @@ int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct v
  * bus, unit, media, serial, ... and gets the export instead of its file, format and driver. Disks that were not
  * captured (read-only ones: a cdrom) name host files of the recorded VM: they stay as recorded with
  * keep_uncaptured, else a cdrom is emptied (no medium) and any other disk dropped with its device; *note (may be
- * NULL; caller frees) then names them. *console_at follows its argument. */
+ * NULL; caller frees) then names them. Without keep_uncaptured a -L outside the QEMU installation (the recorded
+ * QEMU's data directories, a local matter like its binary) is dropped too. *console_at follows its argument. */
 struct vm_fdisk_opts {
     const char *const *sockets;   /* NBD socket per c->disks[i]; NULL: the view the allow-list checks (the
                                    * replaced -blockdev nodes are vmsnap's own and left out) */

@@ -42,7 +42,8 @@ static int rewrite(const struct vm_config *c, const char *const *socks, bool kee
 }
 
 /* What a management tool writes: q35, -blockdev qcow2 on virtio-blk-pci, raw on virtio-scsi, an IDE cdrom. */
-static char *mgmt[] = { "qemu-system-x86_64", "-machine", "q35", "-m", "256",
+static char *mgmt[] = { "qemu-system-x86_64", "-L", "/opt/qemu-10/share/qemu", "-L", "/usr/share/seabios",
+                        "-machine", "q35", "-m", "256",
                         "-blockdev", "driver=file,filename=/img/a.qcow2,node-name=a-file",
                         "-blockdev", "driver=qcow2,file=a-file,node-name=a-fmt,discard=unmap",
                         "-device", "virtio-blk-pci,drive=a-fmt,id=vda,serial=S1,bootindex=1",
@@ -82,19 +83,24 @@ static void test_blockdev_keyvalue(void **state)
     assert_non_null(note);
     assert_non_null(strstr(note, "'ide0-cd0' emptied (no medium)"));
     assert_true(find_pair(&a, "-machine", "q35") >= 0 && find_pair(&a, "-m", "256") >= 0);
+    /* the recorded QEMU's own data directory goes (a launcher's); one of the installation stays */
+    assert_int_equal(find_pair(&a, "-L", "/opt/qemu-10/share/qemu"), -1);
+    assert_true(find_pair(&a, "-L", "/usr/share/seabios") >= 0);
     free(note);
     vm_argv_free(&a);
 
     /* trusted: the cdrom stays as recorded, nothing to note */
     assert_int_equal(rewrite(&c, socks, true, &a, &note, &e), 0);
     assert_true(find_pair(&a, "-drive", "file=/img/cd.iso,if=ide,media=cdrom,readonly=on") >= 0);
+    assert_true(find_pair(&a, "-L", "/opt/qemu-10/share/qemu") >= 0);
     assert_null(note);
     vm_argv_free(&a);
 
-    /* the allow-list's view: no vmsnap node, nothing of the host */
+    /* the allow-list's view: no vmsnap node, nothing of the host but the QEMU installation */
     assert_int_equal(rewrite(&c, NULL, false, &a, NULL, &e), 0);
     assert_int_equal(count(&a, "-blockdev"), 0);
-    assert_int_equal(count(&a, "/"), 0);
+    assert_int_equal(count(&a, "/"), 1);
+    assert_int_equal(count(&a, "/usr/share/seabios"), 1);
     vm_argv_free(&a);
     vm_config_free(&c);
 }
