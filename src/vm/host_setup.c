@@ -188,6 +188,8 @@ static int check_archive(struct host *h, vs_err *e)
     }
     if (r == -EPERM)
         h->trusted = vs_xasprintf("--trust-archive: passing to QEMU unchecked: %s", refused);
+    if (r < 0 && r != -EPERM)
+        return vs_err_prefix(e, "archive %s: config", o->archive);
     return r == -EPERM ? 0 : r;
 }
 

@@ -68,9 +68,31 @@ def capture(vm, d, out, qcow2, raw):
     return False
 
 
+def refused_configs(d):
+    """A config whose captured disks do not match the archive or the recorded command line: one clear line naming
+    the archive and the disk, before any VM starts."""
+    raw = vmtest.make_disk(os.path.join(d, "tiny.raw"), "1M")
+    cl = ["qemu-system-x86_64", "-blockdev", f"driver=file,filename={raw},node-name=f",
+          "-blockdev", "driver=raw,file=f,node-name=top", "-device", "virtio-blk-pci,drive=top,id=vda"]
+    for disk, words in (({"stream": "nope", "node": "top"}, ["disk stream 'nope'", "does not have"]),
+                        ({"stream": "disk0", "node": "other"}, ["no -blockdev with node-name 'other'"]),
+                        ({"stream": "disk0", "node": "top,file=/etc/shadow"}, ['"node" must be a QEMU node name'])):
+        cfg_path = os.path.join(d, "bad.json")
+        with open(cfg_path, "w") as f:
+            json.dump({"version": 1, "foreign": True, "cmdline": cl, "disks": [dict(disk, name="vda")]}, f)
+        bad = os.path.join(d, "bad.vmsnap")
+        vmtest.vmsnap("pack", raw, "--config", cfg_path, "-o", bad, "--quiet")
+        p = vmtest.vmsnap("boot", bad, "--detach", "--qmp", os.path.join(d, "bad.qmp"), check=False)
+        err = p.stderr.strip()
+        check(p.returncode == 1 and err.startswith(f"vmsnap: archive {bad}: config") and "\n" not in err
+              and all(w in err for w in words), f"refused in one line naming {words}: {err!r}")
+        os.unlink(bad)
+
+
 def test():
     d = tmpdir()
     try:
+        refused_configs(d)
         vm, qcow2, raw = managed_vm(d)
         with vm:
             a = vm.agent()
