@@ -160,7 +160,8 @@ static void test_drive_default_ids(void **state)
     char *cl[] = { "qemu-system-x86_64", "-drive", "file=/a.qcow2,format=qcow2",
                    "-drive", "file=/b.raw,if=virtio,format=raw,cache=none,serial=XY,aio=native",
                    "-hdb", "/c.raw", "-cdrom", "/x.iso",
-                   "-drive", "file=/d.raw,if=scsi,format=raw,werror=stop", "-drive", "file=/e.raw,if=ide,bus=1,unit=1" };
+                   "-drive", "file=/d.raw,if=scsi,format=raw,werror=stop", "-drive", "file=/e.raw,if=ide,bus=1,unit=1",
+                   "-drive", "file=/f.raw,if=scsi,bus=0" };
     struct vm_config c;
     config(&c, cl, VS_ARRAY_SIZE(cl));
     add_disk(&c, "ide0-hd0", "#block123", "ide0-hd0");
@@ -168,7 +169,8 @@ static void test_drive_default_ids(void **state)
     add_disk(&c, "ide0-hd1", "#block789", "ide0-hd1");
     add_disk(&c, "scsi0-hd0", "#block1000", "scsi0-hd0");
     add_disk(&c, "ide1-hd1", "#block1001", "ide1-hd1");
-    const char *socks[] = { "/s0", "/s1", "/s2", "/s3", "/s4" };
+    add_disk(&c, "scsi0-hd1", "#block1002", "scsi0-hd1");
+    const char *socks[] = { "/s0", "/s1", "/s2", "/s3", "/s4", "/s5" };
     struct vm_argv a;
     char *note = NULL;
     vs_err e = { 0 };
@@ -179,6 +181,7 @@ static void test_drive_default_ids(void **state)
     assert_true(find_pair(&a, "-drive", "index=1,media=disk," NBD("/s2")) >= 0);
     assert_true(find_pair(&a, "-drive", "if=scsi,werror=stop,index=0," NBD("/s3")) >= 0);
     assert_true(find_pair(&a, "-drive", "if=ide,bus=1,unit=1," NBD("/s4")) >= 0);
+    assert_true(find_pair(&a, "-drive", "if=scsi,bus=0,unit=1," NBD("/s5")) >= 0);   /* the bus given, not the unit */
     /* -cdrom is index 2 (pc: ide1-cd0), emptied */
     assert_true(find_pair(&a, "-drive", "index=2,media=cdrom") >= 0);
     assert_string_equal(note, "'ide1-cd0' emptied (no medium)");
