@@ -5,7 +5,8 @@
  * Reader: bytes come through a byte-range source (struct arc_source), never an mmap of the file. A handle is
  * thread-safe for every read-only call (arc_pread, arc_block_status, arc_read_stream, arc_verify, getters).
  * Writer: one stream at a time; compression and hashing run on a worker pool with bounded memory; the file is
- * written under a temporary name beside the target and renamed only by arc_writer_finish(). */
+ * written through an upload sink (a temp file beside the target renamed by arc_writer_finish(), or an S3
+ * multipart upload completed there). */
 #ifndef VMSNAP_ARCHIVE_H
 #define VMSNAP_ARCHIVE_H
 
@@ -61,9 +62,38 @@ struct arc_source {
 };
 /* A regular local file (directories, FIFOs, devices refused with a clear error). */
 int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
+/* An object on a store: s3://BUCKET/KEY or a read-only http(s):// URL (src/objstore/): range GETs on kept-alive
+ * connections, retried until a deadline; check compares the object's ETag and size with those at open. */
+int arc_source_open_url(const char *url, struct arc_source **out, vs_err *e);
+/* By location: a URL as above, else a local file. */
+int arc_source_open(const char *loc, struct arc_source **out, vs_err *e);
+/* Bytes fetched so far by a URL source (0 for others). */
+uint64_t arc_source_fetched(const struct arc_source *s);
 /* Bytes in memory, borrowed (must outlive the source). For fuzzing and tests. */
 struct arc_source *arc_source_open_mem(const void *buf, size_t len, const char *name);
 void arc_source_close(struct arc_source *s);
+
+/* ---- upload sink ---------------------------------------------------------------------------------------------- */
+/* Where a writer's bytes go. The writer only appends, except that it rewrites bytes inside the first 8 MiB (its
+ * header at offset 0) before finish; it may read back bytes it wrote (dedup compares, unordered streams), which
+ * a sink may refuse with -ENOTSUP for bytes it already sent. finish makes the archive durable and publishes it
+ * under its name, 0600 when private_mode (guest memory) else 0666 minus the umask, and frees the sink whatever
+ * the outcome; abort discards everything (no file, no object) and frees it. */
+struct arc_sink {
+    int (*pwrite)(struct arc_sink *s, const void *buf, size_t len, uint64_t off, vs_err *e);
+    int (*pread)(struct arc_sink *s, void *buf, size_t len, uint64_t off, vs_err *e);
+    int (*finish)(struct arc_sink *s, bool private_mode, vs_err *e);
+    void (*abort)(struct arc_sink *s);
+    char *name;                /* the location as given, for messages */
+    char *path;                /* local path, or NULL */
+};
+/* A local file: a 0600 temp file beside path; finish: mode, fsync, rename, fsync of the directory. */
+int arc_sink_open_file(const char *path, struct arc_sink **out, vs_err *e);
+/* s3://BUCKET/KEY: a multipart upload (src/archive/sink_s3.c). */
+int arc_sink_open_s3(const char *loc, struct arc_sink **out, vs_err *e);
+/* By location: s3:// or a local path (http(s) URLs are refused: read-only). */
+int arc_sink_open(const char *loc, struct arc_sink **out, vs_err *e);
+void arc_sink_abort(struct arc_sink *s);   /* NULL is fine */
 
 /* ---- reader ---------------------------------------------------------------------------------------------- */
 struct arc;
@@ -226,7 +256,8 @@ struct arc_writer_opts {
 };
 void arc_writer_opts_init(struct arc_writer_opts *o);   /* LZ4, 64 KiB, threads 0 */
 
-/* Create the archive that finish() will put at path (a temp file beside it until then). */
+/* Create the archive that finish() will put at path: a local path (a temp file beside it until then) or
+ * s3://BUCKET/KEY (arc_sink_open). */
 int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e);
 
 /* Start a stream. size is the logical size if known (disks), or ARC_SIZE_UNKNOWN (memory stream: its size is

@@ -2,6 +2,7 @@
  * Opening reads only the header, the directory and one small top-level table per stream; index pages are read
  * on demand, checked and cached; every block is checked against its checksum before a byte of it is returned. */
 #include "archive/reader_priv.h"
+#include "objstore/objstore.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -200,6 +201,12 @@ static char *parent_path(struct arc *a, const struct arc_open_opts *o, vs_err *e
     }
     if (a->hint[0] == '/')
         return vs_xstrdup(a->hint);
+    if (os_is_remote(a->src->name)) {   /* in the same store: the hint is relative to the key */
+        char *p = os_resolve(a->src->name, a->hint);
+        if (!p)
+            vs_err_set(e, ENOENT, "%s: the parent hint '%s' leads outside the bucket", a->src->name, a->hint);
+        return p;
+    }
     if (!a->src->path) {
         vs_err_set(e, ENOENT, "%s: archive has a parent ('%s') that cannot be found from a non-file source",
                    a->src->name, a->hint);
@@ -221,7 +228,7 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
         if (!pp)
             return e ? e->code : -ENOENT;
         struct arc_source *ps;
-        int r = arc_source_open_file(pp, &ps, e);
+        int r = arc_source_open(pp, &ps, e);
         if (r == -ENOENT) {
             vs_uuid_format(a->info.parent_uuid, u1);
             return vs_err_set(e, ENOENT, "%s: parent archive '%s' (UUID %s) not found", a->src->name, pp, u1);
@@ -296,7 +303,7 @@ int arc_open_source(struct arc_source *src, const struct arc_open_opts *o, struc
 int arc_open(const char *path, const struct arc_open_opts *o, struct arc **out, vs_err *e)
 {
     struct arc_source *s;
-    int r = arc_source_open_file(path, &s, e);
+    int r = arc_source_open(path, &s, e);
     return r < 0 ? r : arc_open_source(s, o, out, e);
 }
 

@@ -1,5 +1,6 @@
 /* archive: byte-range sources — a local file (pread) and a borrowed memory buffer. */
 #include "archive/archive.h"
+#include "objstore/objstore.h"
 
 #include <inttypes.h>
 
@@ -120,4 +121,49 @@ void arc_source_close(struct arc_source *s)
 {
     if (s)
         s->close(s);
+}
+
+/* ---- objects on a store ---------------------------------------------------------------------------------- */
+
+struct url_src { struct arc_source s; struct os_object *o; };
+
+static int url_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    return os_object_pread(((struct url_src *)s)->o, buf, len, off, e);
+}
+
+static int url_check(struct arc_source *s, vs_err *e) { return os_object_check(((struct url_src *)s)->o, e); }
+
+static void url_close(struct arc_source *s)
+{
+    os_object_close(((struct url_src *)s)->o);
+    free(s->name);
+    free(s);
+}
+
+int arc_source_open_url(const char *url, struct arc_source **out, vs_err *e)
+{
+    struct os_object *o;
+    int r = os_object_open(url, &o, e);
+    if (r < 0)
+        return r;
+    struct url_src *u = vs_xcalloc(1, sizeof *u);
+    u->o = o;
+    u->s.pread = url_pread;
+    u->s.check = url_check;
+    u->s.close = url_close;
+    u->s.size = os_object_size(o);
+    u->s.name = vs_xstrdup(url);
+    *out = &u->s;
+    return 0;
+}
+
+int arc_source_open(const char *loc, struct arc_source **out, vs_err *e)
+{
+    return os_is_remote(loc) ? arc_source_open_url(loc, out, e) : arc_source_open_file(loc, out, e);
+}
+
+uint64_t arc_source_fetched(const struct arc_source *s)
+{
+    return s && s->close == url_close ? os_object_fetched(((const struct url_src *)s)->o) : 0;
 }

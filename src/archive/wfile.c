@@ -1,7 +1,8 @@
-/* archive: writer life cycle — temp file beside the target, base archive, directory and header, and the
- * crash-safe finish (fsync, rename, fsync of the directory). */
+/* archive: writer life cycle — the upload sink (sink.c: a temp file renamed at finish, or an S3 upload), base
+ * archive and parent hint, directory and header, finish. */
 #include "archive/reader_priv.h"
 #include "archive/writer_priv.h"
+#include "objstore/objstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,25 +45,14 @@ static char *relpath(const char *target, const char *from)
 static char *parent_hint(const char *archive_path, const char *parent_path)
 {
     char rp[PATH_MAX], rd[PATH_MAX];
+    if (os_is_remote(archive_path) || os_is_remote(parent_path)) {   /* in the same store: relative to the key */
+        char *rel = os_relative(archive_path, parent_path);
+        return rel ? rel : vs_xstrdup(os_is_remote(parent_path) ? parent_path : "");
+    }
     VS_AUTOFREE char *copy = vs_xstrdup(archive_path);
     if (!realpath(parent_path, rp) || !realpath(dirname(copy), rd))
         return vs_xstrdup(parent_path);
     return relpath(rp, rd);
-}
-
-/* A hidden temp file in the target's directory, so the final rename is atomic. */
-static int open_temp(struct arc_writer *w, vs_err *e)
-{
-    VS_AUTOFREE char *copy = vs_xstrdup(w->path), *copy2 = vs_xstrdup(w->path);
-    w->tmp = vs_xasprintf("%s/.%s.XXXXXX", dirname(copy), basename(copy2));
-    w->fd = vs_mkstemp_mode(w->tmp, 0600);   /* private until finish knows whether it holds guest memory */
-    if (w->fd < 0) {
-        int r = vs_err_sys(e, errno, "cannot create a temporary file beside '%s'", w->path);
-        free(w->tmp);
-        w->tmp = NULL;
-        return r;
-    }
-    return 0;
 }
 
 int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e)
@@ -77,11 +67,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     if (!arc_block_size_ok(o->block_size))
         return vs_err_set(e, EINVAL, "block size %u is not a power of two between %u and %u", o->block_size,
                           ARC_MIN_BLOCK_SIZE, ARC_MAX_BLOCK_SIZE);
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return vs_err_set(e, EISDIR, "output '%s' is a directory", path);
     struct arc_writer *w = vs_xcalloc(1, sizeof *w);
-    w->fd = -1;
     w->path = vs_xstrdup(path);
     w->codec = o->codec;
     w->level = o->level;
@@ -116,15 +102,12 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     if (!w->base)
         w->thin = false;
 
-    if ((r = open_temp(w, e)) < 0)
+    if ((r = arc_sink_open(path, &w->sink, e)) < 0)
         goto fail;
     uint8_t zero[ARC_HEADER_SIZE] = { 0 };
     w->fpos = 0;
-    r = vs_pwrite_full(w->fd, zero, sizeof zero, 0);
-    if (r < 0) {
-        vs_err_sys(e, -r, "writing archive '%s'", path);
+    if ((r = w->sink->pwrite(w->sink, zero, sizeof zero, 0, e)) < 0)
         goto fail;
-    }
     w->fpos = ARC_HEADER_SIZE;
     w->cmpbuf = vs_xmalloc(arc_stored_bound(w->bs));
     int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -140,8 +123,7 @@ static void writer_free(struct arc_writer *w)
 {
     arc__pool_stop(w);
     arc__dedup_free(w);
-    if (w->fd >= 0)
-        close(w->fd);
+    arc_sink_abort(w->sink);
     if (w->own_base)
         arc_close(w->base);
     free(w->st.page);
@@ -151,7 +133,6 @@ static void writer_free(struct arc_writer *w)
     free(w->cmpbuf);
     free(w->hint);
     free(w->message);
-    free(w->tmp);
     free(w->path);
     free(w);
 }
@@ -160,39 +141,12 @@ void arc_writer_abort(struct arc_writer *w)
 {
     if (!w)
         return;
-    if (w->tmp)
-        unlink(w->tmp);
     writer_free(w);
 }
 
 void arc_writer_abortp(struct arc_writer **w)
 {
     arc_writer_abort(*w);
-}
-
-/* The process umask, read without changing it (umask(2) would race with other threads creating files). */
-static mode_t current_umask(void)
-{
-    FILE *f = fopen("/proc/self/status", "re");
-    unsigned m = 077;   /* unknown: the narrowest */
-    char line[128];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "Umask: %o", &m) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return (mode_t)m & 0777;
-}
-
-/* Guest memory holds secrets (keys, passwords): such an archive stays 0600 whatever the umask, like a dump; any
- * other archive is a new file like any other. The temp file was 0600 from its creation, so no reader could open
- * it while it was wider. */
-static int set_final_mode(struct arc_writer *w, vs_err *e)
-{
-    mode_t mode = w->holds_memory ? 0600 : 0666 & ~current_umask();
-    if (mode != 0600 && fchmod(w->fd, mode) < 0)
-        return vs_err_sys(e, errno, "setting the mode of archive '%s'", w->path);
-    return 0;
 }
 
 void arc_writer_holds_memory(struct arc_writer *w) { w->holds_memory = true; }
@@ -249,9 +203,9 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     }
     vs_put_le64(d + p, arc_meta_hash(d, p));
     uint64_t dir_off = w->fpos;
-    int r = vs_pwrite_full(w->fd, d, len, (off_t)dir_off);
+    int r = w->sink->pwrite(w->sink, d, len, dir_off, e);
     if (r < 0)
-        return vs_err_sys(e, -r, "writing archive '%s'", w->path);
+        return r;
     w->fpos += len;
 
     uint8_t h[ARC_HEADER_SIZE] = { 0 };
@@ -269,10 +223,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     vs_put_le32(h + H_DIRLEN, (uint32_t)len);
     vs_put_le32(h + H_BLOCKSIZE, w->bs);
     vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF));
-    r = vs_pwrite_full(w->fd, h, sizeof h, 0);
-    if (r < 0)
-        return vs_err_sys(e, -r, "writing archive '%s'", w->path);
-    return 0;
+    return w->sink->pwrite(w->sink, h, sizeof h, 0, e);
 }
 
 int arc_writer_finish(struct arc_writer *w, vs_err *e)
@@ -288,20 +239,9 @@ int arc_writer_finish(struct arc_writer *w, vs_err *e)
         free(w->hint), w->hint = NULL;
     if (r >= 0)
         r = write_dir_and_header(w, e);
-    if (r >= 0)
-        r = set_final_mode(w, e);
-    if (r >= 0 && fsync(w->fd) < 0)
-        r = vs_err_sys(e, errno, "syncing archive '%s'", w->path);
-    if (r >= 0 && close(w->fd) < 0)
-        r = vs_err_sys(e, errno, "closing archive '%s'", w->path);
-    if (r >= 0)
-        w->fd = -1;
-    if (r >= 0 && rename(w->tmp, w->path) < 0)
-        r = vs_err_sys(e, errno, "renaming the archive to '%s'", w->path);
     if (r >= 0) {
-        free(w->tmp);
-        w->tmp = NULL;
-        r = vs_fsync_dir_of(w->path, e);
+        struct arc_sink *sk = VS_STEAL(w->sink);   /* finish frees it whatever the outcome */
+        r = sk->finish(sk, w->holds_memory, e);
     }
     arc_writer_abort(w);
     return r < 0 ? r : 0;

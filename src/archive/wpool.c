@@ -170,7 +170,8 @@ bool arc__dedup_find(struct arc_writer *w, const struct wslot *s, struct arc_ent
         if (d->h.low64 != s->h.low64 || d->h.high64 != s->h.high64 || d->len != s->len ||
             d->en.stored_len != s->out_len || d->en.codec != s->codec)
             continue;
-        if (vs_pread_full(w->fd, w->cmpbuf, s->out_len, (off_t)d->en.offset) != (ssize_t)s->out_len)
+        vs_err ignored;   /* a sink that cannot read back (already uploaded): not a candidate */
+        if (w->sink->pread(w->sink, w->cmpbuf, s->out_len, d->en.offset, &ignored) < 0)
             continue;
         if (!memcmp(w->cmpbuf, s->out, s->out_len)) {
             *en = d->en;

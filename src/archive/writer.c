@@ -36,9 +36,9 @@ static int check(struct arc_writer *w, vs_err *e)
 
 static int append(struct arc_writer *w, const void *buf, size_t len, vs_err *e)
 {
-    int r = vs_pwrite_full(w->fd, buf, len, (off_t)w->fpos);
+    int r = w->sink->pwrite(w->sink, buf, len, w->fpos, e);
     if (r < 0)
-        return arc__fail(w, vs_err_sys(e, -r, "writing archive '%s'", w->path), e);
+        return arc__fail(w, r, e);
     w->fpos += len;
     return 0;
 }

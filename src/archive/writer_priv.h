@@ -71,8 +71,8 @@ struct wunord {
 };
 
 struct arc_writer {
-    char *path, *tmp;
-    int fd;
+    char *path;               /* the location, for messages */
+    struct arc_sink *sink;
     uint64_t fpos;
     enum arc_codec codec;
     int level;

@@ -79,10 +79,8 @@ static int previous(struct arc_writer *w, uint64_t block, uint8_t *out, vs_err *
         return 0;
     case UB_DATA:
     case UB_DEDUP: {
-        ssize_t n = vs_pread_full(w->fd, u->sscratch, en->stored_len, (off_t)en->offset);
-        if (n != (ssize_t)en->stored_len)
-            return arc__fail(w, vs_err_sys(e, n < 0 ? (int)-n : EIO, "%s: reading back block %" PRIu64 " of '%s'",
-                                           w->path, block, w->st.rec.name), e);
+        if ((r = w->sink->pread(w->sink, u->sscratch, en->stored_len, en->offset, e)) < 0)
+            return arc__fail(w, vs_err_prefix(e, "reading back block %" PRIu64 " of '%s'", block, w->st.rec.name), e);
         if (arc_hash64(u->sscratch, en->stored_len) != en->scsum ||
             arc_decompress(en->codec, NULL, u->sscratch, en->stored_len, out, len) < 0 ||
             arc_hash64(out, len) != en->csum)
