@@ -234,6 +234,19 @@ struct arc_verify_opts {
 };
 int arc_verify(struct arc *a, const struct arc_verify_opts *o, vs_err *e);
 
+/* ---- copy ------------------------------------------------------------------------------------------------- */
+/* Copy the archive at src to dst (local paths, s3://, http(s) sources) byte for byte, never decompressed, through
+ * an upload sink (atomic: nothing under dst unless complete), then verify the copy by reading it back from dst; a
+ * copy that fails verification is removed. With with_parents, a thin archive's chain is copied first, each parent
+ * to where dst's parent hint leads (one already there with the right UUID is kept). copied(opaque, src, dst,
+ * bytes) is called for each archive copied (may be NULL). */
+struct arc_copy_opts {
+    bool with_parents;
+    void (*copied)(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped);
+    void *opaque;
+};
+int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e);
+
 /* ---- writer ---------------------------------------------------------------------------------------------- */
 struct arc_writer;
 

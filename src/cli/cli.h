@@ -60,5 +60,6 @@ int cmd_dirty_rate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
 
 #endif

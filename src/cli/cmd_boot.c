@@ -1,5 +1,6 @@
 /* cli: "vmsnap boot" — boot or resume a VM from an archive (the work is vm_host_run in src/vm/host.c). */
 #include "cli/cli.h"
+#include "objstore/objstore.h"
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -231,8 +232,8 @@ int cmd_boot(int argc, char **argv)
     }
     if (optind != nopt - 1)
         return cli_usage("boot", "expected one ARCHIVE (then optionally -- EXTRA-QEMU-ARGS)");
-    archive = absolute(argv[optind]);
-    if (access(archive, R_OK) < 0)
+    archive = os_is_remote(argv[optind]) ? vs_xstrdup(argv[optind]) : absolute(argv[optind]);
+    if (!os_is_remote(archive) && access(archive, R_OK) < 0)
         return cli_fail("archive %s: %s", archive, strerror(errno));
     if (ui.detach && console && !strcmp(console, "stdio"))
         return cli_usage("boot", "--console stdio needs the foreground (no --detach)");

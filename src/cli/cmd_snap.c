@@ -3,6 +3,7 @@
  * writable disks through copy-before-write fleecing (blkcap), all of one instant; --memory-only leaves the disks. */
 #include "blkcap/blkcap.h"
 #include "cli/cli.h"
+#include "objstore/objstore.h"
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -291,7 +292,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .prepare = foreign_prepare,
                                .freeze = foreign_freeze, .write_disks = foreign_disks, .write_rest = foreign_rest,
                                .cancelled = local_cancelled, .progress = local_progress, .opaque = &f,
-                               .paged = true, .tmpdir = slash ? (outdir[0] ? outdir : "/") : "." };
+                               .paged = true,
+                               .tmpdir = os_is_remote(out) ? NULL : slash ? (outdir[0] ? outdir : "/") : "." };
     struct vm_snap_result res;
     r = vm_snap_run(q, w, &so, &res, e);
     if (!res.writer_consumed)
@@ -407,7 +409,7 @@ int cmd_snap(int argc, char **argv)
     if (qmp && !S_ISSOCK(st.st_mode))
         return cli_fail("QMP socket %s: not a socket", qmp);
     char cwd[PATH_MAX];
-    VS_AUTOFREE char *abs_out = out[0] == '/' || !getcwd(cwd, sizeof cwd) ? vs_xstrdup(out)
+    VS_AUTOFREE char *abs_out = out[0] == '/' || os_is_remote(out) || !getcwd(cwd, sizeof cwd) ? vs_xstrdup(out)
                                                                          : vs_xasprintf("%s/%s", cwd, out);
     struct sigaction sa = { .sa_handler = on_signal };
     sigaction(SIGINT, &sa, NULL);

@@ -66,6 +66,12 @@ const struct cli_command cli_commands[] = {
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
     { "verify", cmd_verify, "verify ARCHIVE [--quiet]",
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
+    { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet]",
+      "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
+      "direction, byte for byte (never decompressed). The copy appears only when complete (a temp file renamed, or\n"
+      "a multipart upload completed last) and is verified on arrival by reading it back from DST; a copy that\n"
+      "fails verification is removed. --with-parents copies a thin archive's parents first, each to where its\n"
+      "parent hint leads from DST (a parent already there with the right UUID is kept)." },
     { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
       "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },
@@ -193,6 +199,15 @@ static void print_overview(FILE *f)
           "Live snapshots of running QEMU virtual machines.\n\ncommands:\n", f);
     for (const struct cli_command *c = cli_commands; c->name; c++)
         fprintf(f, "  vmsnap %s\n", c->synopsis);
+    fputs("\nAn ARCHIVE (and -o, --parent) is a local path, s3://BUCKET/KEY, or (read-only) an http(s):// URL\n"
+          "(docs/OBJECT-STORE.md).\n\nenvironment:\n"
+          "  VMSNAP_QEMU            the QEMU binary (after --qemu)\n"
+          "  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 credentials, else the profile\n"
+          "                         AWS_PROFILE (default 'default') of ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)\n"
+          "  AWS_REGION, AWS_DEFAULT_REGION   the region signed for (default us-east-1)\n"
+          "  AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL   an S3-compatible endpoint (path-style), e.g. Ceph RGW\n"
+          "  VMSNAP_S3_DEADLINE     seconds of retries before a store request fails (default 30)\n"
+          "  VMSNAP_S3_MAX_RATE     bytes/s per upload transfer (default unlimited)\n", f);
 }
 
 int cmd_help(int argc, char **argv)

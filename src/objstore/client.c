@@ -86,6 +86,11 @@ int os_client_new(const char *loc, struct os_client **out, vs_err *e)
         }
         c->deadline_s = v;
     }
+    const char *mr = getenv("VMSNAP_S3_MAX_RATE");
+    if (mr && *mr && vs_parse_size(mr, &c->max_rate) < 0) {
+        os_client_free(c);
+        return vs_err_set(e, EINVAL, "VMSNAP_S3_MAX_RATE='%s': expected bytes per second (K, M, G suffixes)", mr);
+    }
     if (sch == OS_S3) {
         c->region = env_nonempty("AWS_REGION");
         if (!c->region)
@@ -290,6 +295,8 @@ void os__req_setup(struct os_client *c, struct os_req *q, CURL *h)
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body_len ? q->body : "");
         q->hdrs = curl_slist_append(q->hdrs, "Content-Type: application/octet-stream");
+        if (c->max_rate)
+            curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->max_rate);
     }
     if (q->range[0])
         curl_easy_setopt(h, CURLOPT_RANGE, q->range + 6);   /* past "bytes=" */

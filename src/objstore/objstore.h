@@ -75,6 +75,8 @@ int os_upload_begin(const char *loc, struct os_upload **out, vs_err *e);
 int os_upload_part(struct os_upload *u, unsigned part, void *buf, size_t len, vs_err *e);
 int os_upload_finish(struct os_upload *u, vs_err *e);   /* frees u whatever the outcome */
 void os_upload_abort(struct os_upload *u);              /* NULL is fine */
+/* Delete the object at an s3:// location (a missing one is no error). */
+int os_delete(const char *loc, vs_err *e);
 #define OS_MIN_PART (5u << 20)
 #define OS_MAX_PARTS 10000u
 

@@ -15,6 +15,7 @@ struct os_client {
     char *sigv4;               /* "aws:amz:REGION:s3", NULL for anonymous http(s) */
     struct os_creds creds;
     double deadline_s;         /* retries of one request stop after this */
+    uint64_t max_rate;         /* bytes/s per upload transfer, 0: unlimited */
     pthread_mutex_t mu;        /* guards the pool */
     CURL **pool;               /* idle handles: each keeps its connection alive */
     size_t npool, cap;

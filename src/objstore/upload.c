@@ -293,3 +293,19 @@ void os_upload_abort(struct os_upload *u)
     os_client_free(u->c);
     free(u);
 }
+
+int os_delete(const char *loc, vs_err *e)
+{
+    struct os_client *c;
+    int r = os_client_new(loc, &c, e);
+    if (r < 0)
+        return r;
+    struct os_req q = { .method = "DELETE" };
+    if (!(q.url = os__url(c, loc, "", e)))
+        r = e ? e->code : -EINVAL;
+    if (r == 0)
+        r = os__req_run(c, &q, loc, e);
+    free(q.url);
+    os_client_free(c);
+    return r == -ENOENT ? 0 : r;
+}

@@ -1,5 +1,6 @@
 /* vm: the boot host's VM, from the archive to a running QEMU (host_start) and back (host_cleanup). */
 #include "vm/host.h"
+#include "objstore/objstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -511,7 +512,7 @@ int host_start(struct host *h, vs_err *e)
     h->st.console = o->console ? vs_xstrdup(o->console) : vs_xasprintf("%s/console.sock", h->st.dir);
     h->st.control = vs_xasprintf("%s/ctl.sock", h->st.dir);
     h->st.overlay = o->overlay ? vs_xstrdup(o->overlay) : NULL;
-    h->st.archive = realpath(o->archive, NULL);
+    h->st.archive = os_is_remote(o->archive) ? vs_xstrdup(o->archive) : realpath(o->archive, NULL);
     h->st.parent = vs_xstrdup(h->st.archive ? h->st.archive : o->archive);
     if ((r = open_disks(h, e)) < 0 || (r = prepare_files(h, e)) < 0)
         return r;

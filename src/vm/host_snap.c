@@ -1,6 +1,7 @@
 /* vm: the boot host takes a snapshot on request: freeze the overlays inside the pause, write what changed,
  * then move the overlays onto the new archive. */
 #include "vm/host.h"
+#include "objstore/objstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -178,12 +179,13 @@ json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e)
     if (arc_writer_create(out, &wo, &w, e) < 0)
         return NULL;
     VS_AUTOFREE char *outdir = vs_xstrdup(out);
-    *strrchr(outdir, '/') = 0;
+    if (strrchr(outdir, '/'))
+        *strrchr(outdir, '/') = 0;
     struct vm_snap_opts so = {
         .mode_live = live,
         .precopy_bound_s = 10,
         .paged = true,   /* boot names main RAM (VM_MEM_BACKEND_ID): both sides agree on the block */
-        .tmpdir = outdir[0] ? outdir : "/",
+        .tmpdir = os_is_remote(out) ? h->st.dir : outdir[0] ? outdir : "/",   /* device state spills here */
         .freeze = hook_freeze, .write_disks = hook_disks, .write_rest = hook_rest,
         .cancelled = hook_cancelled, .progress = hook_progress, .opaque = &sc,
     };

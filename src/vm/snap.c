@@ -14,6 +14,7 @@
  * The run state is checked, never assumed: the state the VM had before vmsnap touched it is the one it is left in,
  * read back with query-status (QEMU >= 9.0 leaves a background snapshot's VM paused where 7.2 resumed it). */
 #include "vm/vm.h"
+#include "objstore/objstore.h"
 #include "memstore/memstore.h"
 
 #include <errno.h>
@@ -341,7 +342,10 @@ static json_t *num_or_null(double v)
 json_t *vm_snap_result_json(const struct vm_snap_result *res, const char *output, bool thin)
 {
     struct stat st;
-    json_int_t size = stat(output, &st) == 0 ? (json_int_t)st.st_size : 0;
+    struct arc_source *src = NULL;   /* an object: its size from the store (a HEAD) */
+    json_int_t size = stat(output, &st) == 0 ? (json_int_t)st.st_size
+                    : os_is_remote(output) && arc_source_open(output, &src, NULL) == 0 ? (json_int_t)src->size : 0;
+    arc_source_close(src);
     VS_AUTOFREE char *esc = vs_text_ok(output, strlen(output)) ? NULL : vs_text_escape(output);   /* JSON text */
     return json_pack("{s:s,s:s,s:b,s:o,s:s,s:o,s:s,s:s,s:f,s:f,s:f,s:f,s:I,s:I,s:b,s:s,s:b,s:s,s:o}",
                      "output", esc ? esc : output, "method", vm_snap_method_name(res->method), "thin", thin,

@@ -800,11 +800,13 @@ def vmsnap_path():
     return p
 
 
-def vmsnap(*args, check=True, json_out=False, timeout=300, input=None):
+def vmsnap(*args, check=True, json_out=False, timeout=300, input=None, env_over=None):
     """Run `vmsnap ARGS`; returns CompletedProcess (text), or the parsed JSON stdout with json_out=True.
-    check=True raises TestFailure on a non-zero exit, with stderr in the message."""
+    check=True raises TestFailure on a non-zero exit, with stderr in the message. env_over: variables to set."""
     cmd = [vmsnap_path()] + [str(a) for a in args]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, input=input)
+    env = dict(os.environ, **env_over) if env_over else None
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, input=input,
+                       env=env)
     log(f"$ {' '.join(cmd)} -> {p.returncode}")
     if check and p.returncode != 0:
         raise TestFailure(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()}")

@@ -1,0 +1,134 @@
+/* archive: copies between local files and object stores — the stored bytes as they are, verified on arrival. */
+#include "archive/archive.h"
+#include "objstore/objstore.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <string.h>
+
+#define CHUNK (8u << 20)
+
+/* Where the hint of an archive at loc leads: in the same store, or next to a local file. */
+static char *resolve_hint(const char *loc, const char *hint)
+{
+    if (hint[0] == '/')
+        return os_is_remote(loc) ? NULL : vs_xstrdup(hint);
+    if (os_is_remote(loc))
+        return os_resolve(loc, hint);
+    VS_AUTOFREE char *copy = vs_xstrdup(loc);
+    return vs_xasprintf("%s/%s", dirname(copy), hint);
+}
+
+static bool holds_memory(struct arc *a)
+{
+    for (unsigned i = 0; i < arc_stream_count(a); i++) {
+        struct arc_stream_info si;
+        if (arc_stream_get(a, i, &si) == 0 && (si.kind == ARC_KIND_MEMORY || !strncmp(si.name, "ram/", 4) ||
+                                               !strcmp(si.name, "memory-device")))
+            return true;
+    }
+    return false;
+}
+
+static int remove_copy(const char *dst)
+{
+    vs_err ignored;
+    return os_is_remote(dst) ? os_delete(dst, &ignored) : unlink(dst);
+}
+
+/* An archive already at dst with that UUID (a parent copied before). */
+static bool already_there(const char *dst, const uint8_t uuid[16])
+{
+    struct arc_open_opts oo = { .no_parent = true };
+    struct arc *a = NULL;
+    vs_err ignored;
+    bool same = arc_open(dst, &oo, &a, &ignored) == 0 && !memcmp(arc_uuid(a), uuid, 16);
+    arc_close(a);
+    return same;
+}
+
+static int copy_bytes(const char *src, const char *dst, bool private_mode, uint64_t *bytes, vs_err *e)
+{
+    struct arc_source *s = NULL;
+    struct arc_sink *k = NULL;
+    int r = arc_source_open(src, &s, e);
+    if (r >= 0)
+        r = arc_sink_open(dst, &k, e);
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
+    for (uint64_t off = 0; r >= 0 && off < s->size; off += CHUNK) {
+        size_t n = (size_t)VS_MIN((uint64_t)CHUNK, s->size - off);
+        if ((r = s->pread(s, buf, n, off, e)) >= 0)
+            r = k->pwrite(k, buf, n, off, e);
+    }
+    if (r >= 0) {
+        *bytes = s->size;
+        struct arc_sink *fk = VS_STEAL(k);   /* finish frees it whatever the outcome */
+        r = fk->finish(fk, private_mode, e);
+    }
+    arc_sink_abort(k);
+    arc_source_close(s);
+    return r;
+}
+
+static int copy_one(const char *src, const char *dst, const struct arc_copy_opts *o, int depth, vs_err *e)
+{
+    if (depth > 16)
+        return vs_err_set(e, ELOOP, "%s: parent chain longer than 16 archives", src);
+    struct arc_open_opts oo = { .no_parent = true };
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    int r = arc_open(src, &oo, &a, e);
+    if (r < 0)
+        return r;
+    struct arc_info ai;
+    arc_get_info(a, &ai);
+    bool with_parent = o && o->with_parents && ai.has_parent;
+    if (with_parent) {
+        VS_AUTOFREE char *ps = ai.parent_hint[0] ? resolve_hint(src, ai.parent_hint) : NULL;
+        VS_AUTOFREE char *pd = ai.parent_hint[0] ? resolve_hint(dst, ai.parent_hint) : NULL;
+        if (!ps || !pd)
+            return vs_err_set(e, ENOENT, "%s: its parent hint '%s' does not lead to a place beside '%s': copy the "
+                              "parent by hand", src, ai.parent_hint, dst);
+        if (!already_there(pd, ai.parent_uuid)) {
+            if ((r = copy_one(ps, pd, o, depth + 1, e)) < 0)
+                return r;
+        } else if (o->copied) {
+            o->copied(o->opaque, ps, pd, 0, true);
+        }
+    }
+    uint64_t bytes = 0;
+    if ((r = copy_bytes(src, dst, holds_memory(a), &bytes, e)) < 0)
+        return r;
+    /* verified on arrival: read back from dst, through its own source; a thin copy without its chain is checked
+     * against the source's parents (the blocks it references are theirs) */
+    struct arc_open_opts vo = { 0 };
+    ARC_AUTOCLOSE struct arc *full = NULL, *b = NULL;
+    if (ai.has_parent && !with_parent) {
+        if ((r = arc_open(src, NULL, &full, e)) < 0)
+            return vs_err_prefix(e, "%s: checking the copy against the source's parent", dst);
+        vo.parent = arc_parent(full);
+    }
+    r = arc_open(dst, &vo, &b, e);
+    if (r >= 0 && memcmp(arc_uuid(b), ai.uuid, 16))
+        r = vs_err_set(e, EIO, "%s: the copy reads back as another archive", dst);
+    if (r >= 0) {
+        struct arc_verify_opts ver = { .no_parent_chain = true };
+        int n = arc_verify(b, &ver, e);
+        if (n > 0)
+            r = vs_err_set(e, EIO, "%s: the copy has %d problem%s (run vmsnap verify on it): removed", dst, n,
+                           n == 1 ? "" : "s");
+        else
+            r = n;
+    }
+    if (r < 0) {
+        remove_copy(dst);
+        return r;
+    }
+    if (o && o->copied)
+        o->copied(o->opaque, src, dst, bytes, false);
+    return 0;
+}
+
+int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e)
+{
+    return copy_one(src, dst, o, 0, e);
+}

@@ -1,0 +1,56 @@
+/* cli: vmsnap cp — copy archives between local files and object stores. */
+#include "cli/cli.h"
+#include "archive/archive.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+
+struct cpstate { bool json, quiet; json_t *list; uint64_t total; };
+
+static void on_copied(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped)
+{
+    struct cpstate *c = opaque;
+    c->total += bytes;
+    if (c->json)
+        json_array_append_new(c->list, json_pack("{s:o,s:o,s:I,s:b}", "src", cli_json_text(src), "dst",
+                                                 cli_json_text(dst), "bytes", (json_int_t)bytes, "skipped", skipped));
+    else if (!c->quiet)
+        printf(skipped ? "%s -> %s: already there\n" : "%s -> %s: %" PRIu64 " bytes, verified\n", src, dst, bytes);
+}
+
+int cmd_cp(int argc, char **argv)
+{
+    static const struct option opts[] = { { "with-parents", no_argument, NULL, 'p' },
+                                          { "json", no_argument, NULL, 'j' },
+                                          { "quiet", no_argument, NULL, 'q' },
+                                          { NULL, 0, NULL, 0 } };
+    struct cpstate c = { 0 };
+    struct arc_copy_opts o = { .copied = on_copied, .opaque = &c };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'p': o.with_parents = true; break;
+        case 'j': c.json = true; break;
+        case 'q': c.quiet = true; break;
+        default: return cli_usage("cp", "bad arguments");
+        }
+    }
+    if (optind != argc - 2)
+        return cli_usage("cp", "expected SRC and DST");
+    c.list = json_array();
+    vs_err e = { 0 };
+    int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);
+    if (r < 0) {
+        json_decref(c.list);
+        return cli_fail_err(&e);
+    }
+    if (c.json) {
+        json_t *j = json_pack("{s:o,s:I}", "copied", c.list, "bytes", (json_int_t)c.total);
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        putchar('\n');
+        json_decref(j);
+    } else {
+        json_decref(c.list);
+    }
+    return CLI_OK;
+}

@@ -1,0 +1,165 @@
+"""Archives on S3 (a real single-node Ceph RGW, started once for this file), on QEMU 7.2 only: the store is under
+test, not QEMU.
+
+1. pack to s3://, info/verify/extract back: the same bytes; wrong credentials: one line, exit 1.
+2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
+   "second host" (another run directory) and its RAM pattern and disk records verify; the pause of a snapshot to
+   the store is of the order of one to a local file.
+3. `cp --with-parents` brings the chain back local, where it verifies.
+4. an object replaced by bytes that differ in one block: verify names the key and the block.
+5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm"))
+from vmsnaptest import Booted, check, guest_args, log, snap, tmpdir, vmtest  # noqa: E402
+import cephtest  # noqa: E402
+
+B = "vmsnap-test"
+
+
+def one_line_failure(p, *words):
+    err = p.stderr.strip()
+    log(f"-> {p.returncode}: {err}")
+    check(p.returncode == 1, f"exit status 1, got {p.returncode}")
+    check(err.startswith("vmsnap: ") and "\n" not in err, f"one 'vmsnap: ' line: {err!r}")
+    for w in words:
+        check(w in err, f"message names {w!r}: {err!r}")
+
+
+def round_trip(c, d):
+    raw = os.path.join(d, "disk.raw")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(12 << 20))   # more than the 8 MiB kept for part 1: a real multipart upload
+        f.truncate(32 << 20)
+    url = f"s3://{B}/packs/disk.vmsnap"
+    vmtest.vmsnap("pack", raw, "-o", url, "--quiet")
+    check(c.keys(B) == ["packs/disk.vmsnap"] and not c.uploads(B), f"one object, no upload left: {c.keys(B)}")
+    info = vmtest.vmsnap("info", url, "--json", json_out=True)
+    check(info["streams"][0]["size"] == 32 << 20, f"info from the store: {info['streams'][0]}")
+    vmtest.vmsnap("verify", url)
+    back = os.path.join(d, "back.raw")
+    vmtest.vmsnap("extract", url, "--disk", "0", "-o", back)
+    with open(raw, "rb") as f1, open(back, "rb") as f2:
+        check(f1.read() == f2.read(), "extract from s3:// gives the packed bytes")
+    os.unlink(back)
+    p = vmtest.vmsnap("info", url, check=False, env_over={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    one_line_failure(p, url, "403")
+    p = vmtest.vmsnap("pack", raw, "-o", f"s3://{B}/packs/denied.vmsnap", check=False,
+                      env_over={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    one_line_failure(p, "s3://vmsnap-test/packs/denied.vmsnap", "SignatureDoesNotMatch")
+    p = vmtest.vmsnap("info", f"s3://{B}/packs/missing.vmsnap", check=False)
+    one_line_failure(p, "missing.vmsnap", "no such object")
+    return url
+
+
+def test():
+    vmtest.skip_on_qemu((8,), "the S3 tests run in the QEMU 7.2 pass: they test the store, not QEMU")
+    d = tmpdir()
+    vm = run2 = None
+    try:
+        with cephtest.Ceph() as c:
+            # a slow link (8 MB/s per part in flight) so that an upload is still running when the gateway stops
+            os.environ.update(c.env(VMSNAP_S3_DEADLINE="3", VMSNAP_S3_MAX_RATE="8M"))
+            c.make_bucket(B)
+            base = round_trip(c, d)
+
+            # 2. boot from the store, live snapshots to the store
+            vm = Booted(base, d, "v", extra=guest_args(), args=["--ram", "128M"])
+            a = vm.agent
+            boot_id = a.wait_ready(120)
+            a.cmd("fill 16 seed=7")
+            a.cmd("rawwrite /dev/vda 0 16 seed=8")
+            local = snap(vm.qmp_path, os.path.join(d, "local.vmsnap"))
+            ua, ub = f"s3://{B}/vms/a.vmsnap", f"s3://{B}/vms/thin/b.vmsnap"
+            ra = snap(vm.qmp_path, ua)
+            a.cmd("fill 8 seed=9")
+            a.cmd("rawwrite /dev/vda 1048576 16 seed=10")
+            rb = snap(vm.qmp_path, ub, "--thin")
+            log(f"pause: local {local['pause'] * 1000:.1f} ms, s3 A {ra['pause'] * 1000:.1f} ms, "
+                f"s3 B {rb['pause'] * 1000:.1f} ms; sizes A {ra['archive-bytes']} B {rb['archive-bytes']}")
+            check(ra["archive-bytes"] > 0 and 0 < rb["archive-bytes"] < ra["archive-bytes"], "thin B smaller than A")
+            check(max(ra["pause"], rb["pause"]) <= 10 * max(local["pause"], 0.02),
+                  "a snapshot to the store pauses the guest about as long as one to a local file")
+            check(vm.status() == "running", "VM running after its snapshots")
+            check(not c.uploads(B), "no multipart upload left open")
+            info = vmtest.vmsnap("info", ub, "--json", json_out=True)
+            check(info["parent"]["hint"] == "../a.vmsnap", f"B's parent hint is relative to its key: {info['parent']}")
+
+            # 5. the gateway goes away in the middle of an upload: rate-limited so that it is still running
+            uc = f"s3://{B}/vms/c.vmsnap"
+            a.cmd("fill 64 seed=11")
+            done = {}
+
+            def run_snap():
+                done["p"] = snap(vm.qmp_path, uc, check_ok=False)
+            th = threading.Thread(target=run_snap)
+            th.start()
+            time.sleep(1.5)
+            c.stop_rgw()
+            th.join(120)
+            one_line_failure(done["p"], uc)
+            check(vm.status() == "running", "VM running after the failed snapshot")
+            a.cmd("verify seed=11")
+            c.start_rgw()
+            check(uc.split("/", 3)[3] not in c.keys(B), f"no object under the key: {c.keys(B)}")
+            vm.close()
+            vm = None
+
+            # B boots lazily from the store on a "second host": another run directory
+            os.environ["XDG_RUNTIME_DIR"] = run2 = tmpdir()
+            v = Booted(ub, d, "second")
+            check(v.info.get("lazy") is True, f"resumed lazily from the store: {v.info}")
+            check(v.agent.wait_ready(60) == boot_id, "resumed, not rebooted")
+            v.agent.cmd("verify seed=9")
+            for j in range(2):
+                v.agent.cmd(f"rawverify /dev/vda {j * 1048576} 16 seed={8 + 2 * j}")
+            v.close()
+
+            # 3. the chain back local
+            out = os.path.join(d, "back", "thin", "b.vmsnap")
+            os.makedirs(os.path.dirname(out))
+            r = vmtest.vmsnap("cp", ub, out, "--with-parents", "--json", json_out=True)
+            log(f"cp: {r}")
+            check(os.path.exists(os.path.join(d, "back", "a.vmsnap")), "the parent copied beside, by its hint")
+            vmtest.vmsnap("verify", out)
+
+            # 4. an object replaced by another archive's bytes (one block differs)
+            bad = os.path.join(d, "bad.vmsnap")
+            shutil.copy(os.path.join(d, "back", "a.vmsnap"), bad)
+            off = damage_a_block(bad)
+            c.put(B, "vms/bad.vmsnap", bad)
+            p = vmtest.vmsnap("verify", f"s3://{B}/vms/bad.vmsnap", check=False)
+            out_text = p.stdout + p.stderr
+            log(f"verify of the replaced object (byte {off} flipped): {p.returncode}: {out_text.strip()[:300]}")
+            check(p.returncode == 1 and "s3://vmsnap-test/vms/bad.vmsnap" in out_text and "block" in out_text,
+                  "verify names the key and the block")
+    finally:
+        if vm:
+            vm.close()
+        shutil.rmtree(d, ignore_errors=True)
+        if run2:
+            shutil.rmtree(run2, ignore_errors=True)
+
+
+def damage_a_block(path):
+    """Flip a byte in the middle of the first disk block stored (the disk records written by the guest)."""
+    info = vmtest.vmsnap("info", path, "--json", json_out=True)
+    check(info["streams"], "streams")
+    size = os.path.getsize(path)
+    off = size // 3
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return off
+
+
+vmtest.main(test)
