@@ -1,6 +1,7 @@
 /* vm: the boot host's control protocol (docs/CONTROL.md, "vmsnap boot"): the request line both sides agree on,
  * and the host's side of a connection. client.c is the other side. */
 #include "vm/vm.h"
+#include "objstore/objstore.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -61,8 +62,8 @@ int vm_ctl_request_parse(json_t *j, struct vm_snap_request *rq, vs_err *e)
         (r = opt_string(j, "message", &rq->message, e)) < 0 || (r = opt_bool(j, "thin", false, &rq->thin, e)) < 0 ||
         (r = opt_bool(j, "live", true, &rq->live, e)) < 0)
         return r;
-    if (!rq->output || rq->output[0] != '/')
-        return vs_err_set(e, EINVAL, "snap request: \"output\" must be an absolute path");
+    if (!rq->output || (rq->output[0] != '/' && os_scheme_of(rq->output) != OS_S3))
+        return vs_err_set(e, EINVAL, "snap request: \"output\" must be an absolute path or s3://BUCKET/KEY");
     return 0;
 }
 
