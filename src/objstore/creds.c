@@ -52,10 +52,9 @@ static bool seen_add(char **seen, const char *s, size_t n)
     return true;
 }
 
-int os_parse_credentials(const char *text, size_t len, const char *profile, const char *name, struct os_creds *out,
-                         vs_err *e)
+static int parse(const char *text, size_t len, const char *profile, const char *name, struct os_creds *out,
+                 vs_err *e)
 {
-    *out = (struct os_creds){ 0 };
     VS_AUTOFREE char *seen = NULL;
     bool in_section = false, ours = false;
     unsigned line = 0;
@@ -120,7 +119,15 @@ int os_parse_credentials(const char *text, size_t len, const char *profile, cons
         if (!*dst)
             abort();
     }
+    return r;
+}
+
+int os_parse_credentials(const char *text, size_t len, const char *profile, const char *name, struct os_creds *out,
+                         vs_err *e)
+{
+    *out = (struct os_creds){ 0 };
+    int r = parse(text, len, profile, name, out, e);
     if (r < 0)
-        os_creds_free(out);
+        os_creds_free(out);   /* keys found before the bad line */
     return r;
 }

@@ -48,16 +48,25 @@ static size_t root_len(const char *loc)
     if (!p)
         return 0;
     const char *slash = strchr(p + 3, '/');
-    return slash ? (size_t)(slash - loc) + 1 : 0;
+    size_t host = slash ? (size_t)(slash - (p + 3)) : 0;
+    if (!slash || !host || strcspn(p + 3, "?#") < host)   /* no path, or a query before it */
+        return 0;
+    return (size_t)(slash - loc) + 1;
+}
+
+/* Where loc's path ends: before an http(s) URL's query or fragment (an S3 key may hold '?' and '#'). */
+static size_t path_end(const char *loc)
+{
+    const char *q = os_scheme_of(loc) == OS_HTTP ? strpbrk(loc, "?#") : NULL;
+    return q ? (size_t)(q - loc) : strlen(loc);
 }
 
 char *os_resolve(const char *loc, const char *rel)
 {
     size_t root = root_len(loc);
-    if (!root || !rel[0] || rel[0] == '/')
+    if (!root || !rel[0] || rel[0] == '/' || (os_scheme_of(loc) == OS_HTTP && strpbrk(rel, "?#")))
         return NULL;
-    const char *q = strpbrk(loc + root, "?#");   /* a URL's query is not part of its path */
-    size_t end = q ? (size_t)(q - loc) : strlen(loc);
+    size_t end = path_end(loc);
     VS_AUTOFREE char *buf = vs_xmalloc(end + strlen(rel) + 2);
     memcpy(buf, loc, end);
     buf[end] = 0;
@@ -94,7 +103,10 @@ char *os_relative(const char *loc, const char *target)
     size_t root = root_len(loc);
     if (!root || root != root_len(target) || strncmp(loc, target, root))
         return NULL;
-    const char *a = loc + root, *b = target + root;
+    VS_AUTOFREE char *pa = strndup(loc, path_end(loc)), *pb = strndup(target, path_end(target));
+    if (!pa || !pb)
+        abort();
+    const char *a = pa + root, *b = pb + root;
     size_t common = 0;   /* length of the common directory prefix (through its slash) */
     for (size_t i = 0; a[i] && a[i] == b[i]; i++)
         if (a[i] == '/')
