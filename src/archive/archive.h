@@ -244,6 +244,7 @@ struct arc_copy_opts {
     bool with_parents;
     void (*copied)(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped);
     void *opaque;
+    volatile int *cancel;      /* non-zero (a signal handler's flag): stop, discard the copy in progress */
 };
 int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e);
 

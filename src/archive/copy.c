@@ -47,7 +47,8 @@ static bool already_there(const char *dst, const uint8_t uuid[16])
     return same;
 }
 
-static int copy_bytes(const char *src, const char *dst, bool private_mode, uint64_t *bytes, vs_err *e)
+static int copy_bytes(const char *src, const char *dst, bool private_mode, volatile int *cancel, uint64_t *bytes,
+                      vs_err *e)
 {
     struct arc_source *s = NULL;
     struct arc_sink *k = NULL;
@@ -57,7 +58,9 @@ static int copy_bytes(const char *src, const char *dst, bool private_mode, uint6
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
     for (uint64_t off = 0; r >= 0 && off < s->size; off += CHUNK) {
         size_t n = (size_t)VS_MIN((uint64_t)CHUNK, s->size - off);
-        if ((r = s->pread(s, buf, n, off, e)) >= 0)
+        if (cancel && *cancel)
+            r = vs_err_set(e, EINTR, "%s: copy interrupted", dst);
+        else if ((r = s->pread(s, buf, n, off, e)) >= 0)
             r = k->pwrite(k, buf, n, off, e);
     }
     if (r >= 0) {
@@ -96,7 +99,7 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
         }
     }
     uint64_t bytes = 0;
-    if ((r = copy_bytes(src, dst, holds_memory(a), &bytes, e)) < 0)
+    if ((r = copy_bytes(src, dst, holds_memory(a), o ? o->cancel : NULL, &bytes, e)) < 0)
         return r;
     /* verified on arrival: read back from dst, through its own source; a thin copy without its chain is checked
      * against the source's parents (the blocks it references are theirs) */

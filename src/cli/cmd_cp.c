@@ -4,8 +4,12 @@
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 
 struct cpstate { bool json, quiet; json_t *list; uint64_t total; };
+
+static volatile int interrupted;
+static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
 static void on_copied(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped)
 {
@@ -37,6 +41,10 @@ int cmd_cp(int argc, char **argv)
     }
     if (optind != argc - 2)
         return cli_usage("cp", "expected SRC and DST");
+    struct sigaction sa = { .sa_handler = on_signal };   /* stop cleanly: the upload is aborted, no temp file */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.cancel = &interrupted;
     c.list = json_array();
     vs_err e = { 0 };
     int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);
