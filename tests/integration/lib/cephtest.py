@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -29,6 +30,60 @@ REGION = "us-east-1"
 RGW_POOLS = [".rgw.root", "default.rgw.log", "default.rgw.control", "default.rgw.meta",
              "default.rgw.buckets.index", "default.rgw.buckets.data", "default.rgw.buckets.non-ec"]
 BINARIES = ["ceph-mon", "ceph-osd", "radosgw", "ceph", "ceph-authtool", "monmaptool", "radosgw-admin", "curl"]
+
+
+class CountingProxy:
+    """A TCP proxy in front of the gateway that counts the bytes the store sends back: what a client fetched, on
+    the wire (headers included). SigV4 still verifies: the Host header the client signed reaches the gateway."""
+
+    def __init__(self, port):
+        self.port, self.down = port, 0
+        self._lock = threading.Lock()
+        self._ls = socket.socket()
+        self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._ls.bind(("127.0.0.1", 0))
+        self._ls.listen(64)
+        self.endpoint = f"http://127.0.0.1:{self._ls.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def fetched(self):
+        with self._lock:
+            return self.down
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self._ls.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.port))
+            except OSError:
+                c.close()
+                continue
+            for a, b, count in ((c, u, False), (u, c, True)):
+                threading.Thread(target=self._pipe, args=(a, b, count), daemon=True).start()
+
+    def _pipe(self, a, b, count):
+        try:
+            while True:
+                d = a.recv(1 << 16)
+                if not d:
+                    break
+                if count:
+                    with self._lock:
+                        self.down += len(d)
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self._ls.close()
 
 
 def _free_port():
