@@ -13,7 +13,10 @@ struct os_object {
     char etag[160];            /* "" when the server gives none (then only the size is checked) */
     atomic_uint_fast64_t fetched;
     atomic_bool changed;
+    _Atomic double last_check;   /* monotonic seconds of the last HEAD of os_object_check */
 };
+
+#define CHECK_INTERVAL_S 1.0
 
 static int head(struct os_object *o, uint64_t *size, char *etag, size_t cap, vs_err *e)
 {
@@ -32,6 +35,7 @@ int os_object_open(const char *loc, struct os_object **out, vs_err *e)
 {
     struct os_object *o = vs_xcalloc(1, sizeof *o);
     o->loc = vs_xstrdup(loc);
+    atomic_init(&o->last_check, vs_now_s());
     int r = os_client_new(loc, &o->c, e);
     if (r >= 0 && !(o->url = os__url(o->c, loc, "", e)))
         r = e ? e->code : -EINVAL;
@@ -75,8 +79,15 @@ int os_object_pread(struct os_object *o, void *buf, size_t len, uint64_t off, vs
     return 0;
 }
 
+/* Called before every page read of a lazily resumed VM: a HEAD at most once a second. Between them nothing is
+ * lost, since every GET is conditional on the ETag (a replaced object answers 412 and latches `changed`). */
 int os_object_check(struct os_object *o, vs_err *e)
 {
+    double now = vs_now_s(), last = atomic_load(&o->last_check);
+    if (!atomic_load(&o->changed) && now - last < CHECK_INTERVAL_S)
+        return 0;
+    if (!atomic_load(&o->changed) && !atomic_compare_exchange_strong(&o->last_check, &last, now))
+        return 0;   /* another thread checks now */
     if (!atomic_load(&o->changed)) {
         uint64_t size;
         char etag[160];

@@ -9,6 +9,8 @@ test, not QEMU.
 3. `cp --with-parents` brings the chain back local, where it verifies.
 4. an object replaced by bytes that differ in one block: verify names the key and the block.
 5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
+6. the gateway stopped while the lazily booted VM runs: back within the retry deadline, the guest's disk read
+   completes; away past it, the guest sees a disk error (EIO) and runs on.
 """
 import os
 import shutil
@@ -23,6 +25,7 @@ from vmsnaptest import Booted, check, guest_args, log, snap, tmpdir, vmtest  # n
 import cephtest  # noqa: E402
 
 B = "vmsnap-test"
+DEADLINE = 10   # VMSNAP_S3_DEADLINE of the lazily booted VM: the gateway restarts well within it
 
 
 def one_line_failure(p, *words):
@@ -104,7 +107,8 @@ def test():
             time.sleep(1.5)
             c.stop_rgw()
             th.join(120)
-            one_line_failure(done["p"], uc)
+            # the upload fails, or first a read of the VM's base (B, in the store since the VM moved onto it)
+            one_line_failure(done["p"], "s3://vmsnap-test/vms/", "no answer from the store")
             check(vm.status() == "running", "VM running after the failed snapshot")
             a.cmd("verify seed=9")
             c.start_rgw()
@@ -116,11 +120,11 @@ def test():
             # through a proxy that counts what the store sends, without prefetch: what running needs
             os.environ["XDG_RUNTIME_DIR"] = run2 = tmpdir()
             proxy = cephtest.CountingProxy(c.rgw_port)
-            os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
+            os.environ.update(AWS_ENDPOINT_URL=proxy.endpoint, VMSNAP_S3_DEADLINE=str(DEADLINE))
             try:
                 v = Booted(ub, d, "second", args=["--prefetch", "none"])
             finally:
-                os.environ["AWS_ENDPOINT_URL"] = c.endpoint
+                os.environ.update(AWS_ENDPOINT_URL=c.endpoint, VMSNAP_S3_DEADLINE="3")
             # the start files (kernel, initrd) are copied whole into the run directory for QEMU: counted apart
             files = sum(st["stored"] for u in (ua, ub)
                         for st in vmtest.vmsnap("info", u, "--json", json_out=True)["streams"] if st["kind"] == "file")
@@ -133,6 +137,7 @@ def test():
             v.agent.cmd("verify seed=9")
             for j in range(2):
                 v.agent.cmd(f"rawverify /dev/vda {j * 1048576} 16 seed={8 + 2 * j}")
+            store_goes_away(c, v)
             v.close()
 
             # 3. the chain back local
@@ -159,6 +164,30 @@ def test():
         shutil.rmtree(d, ignore_errors=True)
         if run2:
             shutil.rmtree(run2, ignore_errors=True)
+
+
+def store_goes_away(c, v):
+    """The gateway stops while the lazily booted VM runs. Back within the retry deadline: a disk read that needed
+    it completes. Away past the deadline: the read fails with EIO, the guest sees a disk error and runs on. Reads
+    are of disk blocks never fetched before (4 MiB and 6 MiB in: the packed random bytes, not records: mismatch)."""
+    got = {}
+    c.stop_rgw()
+    th = threading.Thread(target=lambda: got.update(r=v.agent.cmd("rawverify /dev/vda 4194304 1", check=False)))
+    t0 = time.monotonic()
+    th.start()
+    time.sleep(1)
+    c.start_rgw()
+    th.join(DEADLINE + 30)
+    log(f"gateway back after {time.monotonic() - t0:.1f} s: {got.get('r')}")
+    check("mismatch" in got["r"].text, "the read waited for the store and got the disk's bytes")
+    c.stop_rgw()
+    t0 = time.monotonic()
+    r = v.agent.cmd("rawverify /dev/vda 6291456 1", check=False, timeout=DEADLINE + 60)
+    log(f"gateway away: {time.monotonic() - t0:.1f} s: {r}")
+    check("Input/output error" in r.text, "past the deadline the guest sees a disk error")
+    check(v.status() == "running", "the VM runs on after the disk error")
+    v.agent.cmd("verify seed=9")
+    c.start_rgw()
 
 
 def damage_a_block(path):
