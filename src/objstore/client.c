@@ -362,6 +362,14 @@ int os__req_result(struct os_client *c, struct os_req *q, CURLcode cc, const cha
     return q->status >= 500 || q->status == 429 || q->status == 408 ? 1 : -code;
 }
 
+int os__gave_up(vs_err *e, double t0)
+{
+    if (e && strlen(e->msg) + 48 < sizeof e->msg)
+        snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), " (gave up after %.1f s of retries)",
+                 vs_now_s() - t0);
+    return e && e->code ? e->code : -EIO;
+}
+
 void os__backoff(unsigned n)
 {
     double s = VS_MIN(0.05 * (double)(1u << VS_MIN(n, 10u)), 1.0);
@@ -383,10 +391,8 @@ int os__req_run(struct os_client *c, struct os_req *q, const char *loc, vs_err *
         q->h = NULL;
         if (r <= 0)
             return r;
-        if (vs_now_s() - t0 >= c->deadline_s) {
-            vs_err_prefix(e, "gave up after %.1f s of retries", vs_now_s() - t0);
-            return e && e->code ? e->code : -EIO;
-        }
+        if (vs_now_s() - t0 >= c->deadline_s)
+            return os__gave_up(e, t0);
         os__backoff(n);
     }
 }

@@ -126,9 +126,9 @@ static int pump(struct os_upload *u, bool block, vs_err *e)
             slot_start(u, s);
         } else {
             if (r > 0)
-                vs_err_prefix(e, "part %u: gave up after %.1f s of retries", s->part, vs_now_s() - s->t0);
+                r = os__gave_up(e, s->t0);
             slot_free(s);
-            fail(u, r > 0 ? -EIO : r, e);
+            fail(u, r, e);
         }
     }
     if (u->failed) {

@@ -1,7 +1,8 @@
 """Archives on S3 (a real single-node Ceph RGW, started once for this file), on QEMU 7.2 only: the store is under
 test, not QEMU.
 
-1. pack to s3://, info/verify/extract back: the same bytes; wrong credentials: one line, exit 1.
+1. pack to s3://, info/verify/extract back: the same bytes; wrong credentials: one line, exit 1; SIGTERM in the
+   middle of an upload: the upload is aborted, nothing under the key.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
    "second host" (another run directory) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
@@ -60,6 +61,25 @@ def round_trip(c, d):
     one_line_failure(p, "s3://vmsnap-test/packs/denied.vmsnap", "SignatureDoesNotMatch")
     p = vmtest.vmsnap("info", f"s3://{B}/packs/missing.vmsnap", check=False)
     one_line_failure(p, "missing.vmsnap", "no such object")
+
+    # SIGTERM in the middle of an upload (parts already sent): the upload is aborted, nothing under the key
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    p = subprocess.Popen([vmtest.vmsnap_path(), "pack", raw, "--memory", fifo, "-o", f"s3://{B}/packs/term.vmsnap"],
+                         stderr=subprocess.PIPE, text=True)
+    with open(fifo, "wb") as w:
+        w.write(os.urandom(24 << 20))   # past the first 8 MiB part: parts 2.. are on the store
+        w.flush()
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        try:
+            w.write(b"x" * 65536)
+        except BrokenPipeError:
+            pass
+    err = p.communicate(timeout=60)[1].strip()
+    log(f"pack SIGTERM'ed mid-upload: {p.returncode}: {err}")
+    check(p.returncode == 1 and "interrupted" in err, "pack stops on SIGTERM")
+    check(c.keys(B) == ["packs/disk.vmsnap"] and not c.uploads(B), f"no object, no upload left: {c.keys(B)}")
     return url
 
 
