@@ -11,6 +11,8 @@
 /* Where the hint of an archive at loc leads: in the same store, or next to a local file. */
 static char *resolve_hint(const char *loc, const char *hint)
 {
+    if (os_is_remote(hint))   /* a local archive whose parent is in a store */
+        return vs_xstrdup(hint);
     if (hint[0] == '/')
         return os_is_remote(loc) ? NULL : vs_xstrdup(hint);
     if (os_is_remote(loc))

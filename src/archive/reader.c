@@ -199,7 +199,7 @@ static char *parent_path(struct arc *a, const struct arc_open_opts *o, vs_err *e
         vs_err_set(e, ENOENT, "%s: archive has a parent but no path hint: name it explicitly", a->src->name);
         return NULL;
     }
-    if (a->hint[0] == '/')
+    if (a->hint[0] == '/' || os_is_remote(a->hint))   /* an absolute path, or a parent in a store */
         return vs_xstrdup(a->hint);
     if (os_is_remote(a->src->name)) {   /* in the same store: the hint is relative to the key */
         char *p = os_resolve(a->src->name, a->hint);

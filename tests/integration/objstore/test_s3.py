@@ -54,6 +54,12 @@ def round_trip(c, d):
     with open(raw, "rb") as f1, open(back, "rb") as f2:
         check(f1.read() == f2.read(), "extract from s3:// gives the packed bytes")
     os.unlink(back)
+    # a local thin archive whose parent is in the store: the hint is the parent's location
+    loc = os.path.join(d, "local-thin.vmsnap")
+    vmtest.vmsnap("pack", raw, "-o", loc, "--parent", url, "--quiet")
+    check(vmtest.vmsnap("info", loc, "--json", json_out=True)["parent"]["hint"] == url, "hint is the parent's URL")
+    vmtest.vmsnap("verify", loc)
+    os.unlink(loc)
     p = vmtest.vmsnap("info", url, check=False, env_over={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
     one_line_failure(p, url, "403")
     p = vmtest.vmsnap("pack", raw, "-o", f"s3://{B}/packs/denied.vmsnap", check=False,
