@@ -1,8 +1,9 @@
 """Archives on S3 (a real single-node Ceph RGW, started once for this file), on QEMU 7.2 only: the store is under
 test, not QEMU.
 
-1. pack to s3://, info/verify/extract back: the same bytes; wrong credentials: one line, exit 1; SIGTERM in the
-   middle of an upload: the upload is aborted, nothing under the key.
+1. pack to s3://, info/verify/extract back: the same bytes; a public object verified over plain http (unsigned),
+   an http URL refused as output; a local thin archive whose parent is in the store; wrong credentials: one
+   line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
    "second host" (another run directory) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
@@ -54,6 +55,17 @@ def round_trip(c, d):
     with open(raw, "rb") as f1, open(back, "rb") as f2:
         check(f1.read() == f2.read(), "extract from s3:// gives the packed bytes")
     os.unlink(back)
+    # a public object read over plain http(s), unsigned, and refused as an output
+    pub = os.path.join(d, "pub.vmsnap")
+    vmtest.vmsnap("cp", url, pub, "--quiet")
+    c.curl("PUT", f"{B}/public/pub.vmsnap", "-T", pub, "-H", "x-amz-acl: public-read")
+    os.unlink(pub)
+    purl = f"{c.endpoint}/{B}/public/pub.vmsnap"
+    anon = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    vmtest.vmsnap("verify", purl, env_over=anon)
+    p = vmtest.vmsnap("pack", raw, "-o", purl, check=False)
+    one_line_failure(p, purl, "read-only")
+
     # a local thin archive whose parent is in the store: the hint is the parent's location
     loc = os.path.join(d, "local-thin.vmsnap")
     vmtest.vmsnap("pack", raw, "-o", loc, "--parent", url, "--quiet")
@@ -85,7 +97,8 @@ def round_trip(c, d):
     err = p.communicate(timeout=60)[1].strip()
     log(f"pack SIGTERM'ed mid-upload: {p.returncode}: {err}")
     check(p.returncode == 1 and "interrupted" in err, "pack stops on SIGTERM")
-    check(c.keys(B) == ["packs/disk.vmsnap"] and not c.uploads(B), f"no object, no upload left: {c.keys(B)}")
+    check(sorted(c.keys(B)) == ["packs/disk.vmsnap", "public/pub.vmsnap"] and not c.uploads(B),
+          f"no object, no upload left: {c.keys(B)}")
     return url
 
 
