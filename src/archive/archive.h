@@ -67,8 +67,6 @@ int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
 int arc_source_open_url(const char *url, struct arc_source **out, vs_err *e);
 /* By location: a URL as above, else a local file. */
 int arc_source_open(const char *loc, struct arc_source **out, vs_err *e);
-/* Bytes fetched so far by a URL source (0 for others). */
-uint64_t arc_source_fetched(const struct arc_source *s);
 /* Bytes in memory, borrowed (must outlive the source). For fuzzing and tests. */
 struct arc_source *arc_source_open_mem(const void *buf, size_t len, const char *name);
 void arc_source_close(struct arc_source *s);

@@ -138,6 +138,7 @@ static void url_close(struct arc_source *s)
 {
     os_object_close(((struct url_src *)s)->o);
     free(s->name);
+    free(s->version);
     free(s);
 }
 
@@ -154,6 +155,10 @@ int arc_source_open_url(const char *url, struct arc_source **out, vs_err *e)
     u->s.close = url_close;
     u->s.size = os_object_size(o);
     u->s.name = vs_xstrdup(url);
+    u->s.remote = true;   /* read through the block cache by default */
+    /* a server without ETags: only the size tells versions apart (every GET then is unconditional) */
+    u->s.version = vs_xasprintf("object etag %s size %" PRIu64, os_object_etag(o)[0] ? os_object_etag(o) : "-",
+                                u->s.size);
     *out = &u->s;
     return 0;
 }
@@ -161,9 +166,4 @@ int arc_source_open_url(const char *url, struct arc_source **out, vs_err *e)
 int arc_source_open(const char *loc, struct arc_source **out, vs_err *e)
 {
     return os_is_remote(loc) ? arc_source_open_url(loc, out, e) : arc_source_open_file(loc, out, e);
-}
-
-uint64_t arc_source_fetched(const struct arc_source *s)
-{
-    return s && s->close == url_close ? os_object_fetched(((const struct url_src *)s)->o) : 0;
 }

@@ -202,6 +202,7 @@ static void print_overview(FILE *f)
     fputs("\nAn ARCHIVE (and -o, --parent) is a local path, s3://BUCKET/KEY, or (read-only) an http(s):// URL\n"
           "(docs/OBJECT-STORE.md).\n\nenvironment:\n"
           "  VMSNAP_QEMU            the QEMU binary (after --qemu)\n"
+          "  VMSNAP_CACHE_DIR, VMSNAP_CACHE_SIZE, VMSNAP_CACHE   the local block cache (docs/CACHE.md)\n"
           "  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 credentials, else the profile\n"
           "                         AWS_PROFILE (default 'default') of ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)\n"
           "  AWS_REGION, AWS_DEFAULT_REGION   the region signed for (default us-east-1)\n"

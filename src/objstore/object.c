@@ -11,7 +11,6 @@ struct os_object {
     char *loc, *url;
     uint64_t size;
     char etag[160];            /* "" when the server gives none (then only the size is checked) */
-    atomic_uint_fast64_t fetched;
     atomic_bool changed;
     _Atomic double last_check;   /* monotonic seconds of the last HEAD of os_object_check */
 };
@@ -50,7 +49,7 @@ int os_object_open(const char *loc, struct os_object **out, vs_err *e)
 }
 
 uint64_t os_object_size(const struct os_object *o) { return o->size; }
-uint64_t os_object_fetched(const struct os_object *o) { return atomic_load(&o->fetched); }
+const char *os_object_etag(const struct os_object *o) { return o->etag; }
 
 int os_object_pread(struct os_object *o, void *buf, size_t len, uint64_t off, vs_err *e)
 {
@@ -70,7 +69,6 @@ int os_object_pread(struct os_object *o, void *buf, size_t len, uint64_t off, vs
     }
     if (r < 0)
         return r;
-    atomic_fetch_add(&o->fetched, q.out_len);
     bool whole = q.status == 200 && off == 0 && len == o->size;   /* a server may answer a full range with 200 */
     if ((q.status != 206 && !whole) || q.out_len != len || (q.have_total && q.range_total != o->size))
         return vs_err_set(e, EIO, "%s: asked for %zu bytes at offset %" PRIu64 ", the store answered HTTP %ld with "

@@ -57,12 +57,12 @@ void os_client_free(struct os_client *c);
 struct os_object;
 int os_object_open(const char *loc, struct os_object **out, vs_err *e);
 uint64_t os_object_size(const struct os_object *o);
+/* The ETag seen at open ("" when the server sent none). */
+const char *os_object_etag(const struct os_object *o);
 /* Exactly len bytes at off (a short or longer answer is an error naming the object). */
 int os_object_pread(struct os_object *o, void *buf, size_t len, uint64_t off, vs_err *e);
 /* 0 while the object still has the ETag and size seen at open, else -ESTALE (latched). */
 int os_object_check(struct os_object *o, vs_err *e);
-/* Bytes fetched from the store so far (for --json and tests). */
-uint64_t os_object_fetched(const struct os_object *o);
 void os_object_close(struct os_object *o);
 
 /* An upload to s3://BUCKET/KEY that creates the object only at os_upload_finish. Parts are numbered from 1, at

@@ -5,7 +5,7 @@ test, not QEMU.
    an http URL refused as output; a local thin archive whose parent is in the store; wrong credentials: one
    line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
-   "second host" (another run directory) and its RAM pattern and disk records verify; the pause of a snapshot to
+   "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
    proxy, on the wire) are a small part of the chain.
 3. `cp --with-parents` brings the chain back local, where it verifies.
@@ -28,6 +28,12 @@ import cephtest  # noqa: E402
 
 B = "vmsnap-test"
 DEADLINE = 10   # VMSNAP_S3_DEADLINE of the lazily booted VM: the gateway restarts well within it
+
+
+def cache_dir(d, name):
+    p = os.path.join(d, name)
+    os.makedirs(p, mode=0o700)
+    return p
 
 
 def one_line_failure(p, *words):
@@ -110,6 +116,7 @@ def test():
         with cephtest.Ceph() as c:
             # a slow link (8 MB/s per part in flight) so that an upload is still running when the gateway stops
             os.environ.update(c.env(VMSNAP_S3_DEADLINE="3", VMSNAP_S3_MAX_RATE="8M"))
+            os.environ["VMSNAP_CACHE_DIR"] = cache_dir(d, "cache-first-host")   # never the user's own cache
             c.make_bucket(B)
             base = round_trip(c, d)
 
@@ -159,7 +166,8 @@ def test():
             # through a proxy that counts what the store sends, without prefetch: what running needs
             os.environ["XDG_RUNTIME_DIR"] = run2 = tmpdir()
             proxy = cephtest.CountingProxy(c.rgw_port)
-            os.environ.update(AWS_ENDPOINT_URL=proxy.endpoint, VMSNAP_S3_DEADLINE=str(DEADLINE))
+            os.environ.update(AWS_ENDPOINT_URL=proxy.endpoint, VMSNAP_S3_DEADLINE=str(DEADLINE),
+                              VMSNAP_CACHE_DIR=cache_dir(d, "cache-second-host"))   # an empty block cache
             try:
                 v = Booted(ub, d, "second", args=["--prefetch", "none"])
             finally:
