@@ -85,9 +85,9 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     }
     if (o->parent) {
         w->base = o->parent;
-        w->hint = vs_xstrdup("");
-        if (w->base->src->path)
-            w->hint = (free(w->hint), parent_hint(path, w->base->src->path));
+        const struct arc_source *bs = w->base->src;   /* a file's path, or an object's location */
+        const char *where = bs->path ? bs->path : os_is_remote(bs->name) ? bs->name : NULL;
+        w->hint = where ? parent_hint(path, where) : vs_xstrdup("");
     } else if (o->parent_path) {
         if ((r = arc_open(o->parent_path, NULL, &w->base, e)) < 0) {
             vs_err_prefix(e, "parent");

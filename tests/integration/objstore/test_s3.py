@@ -1,7 +1,8 @@
 """Archives on S3 (a real single-node Ceph RGW, started once for this file), on QEMU 7.2 only: the store is under
 test, not QEMU.
 
-1. pack to s3://, info/verify/extract back: the same bytes; a public object verified over plain http (unsigned),
+1. pack to s3://, info/verify/extract back: the same bytes; serve it, write through NBD, commit --thin to
+   s3:// and extract: the bytes with the write; a public object verified over plain http (unsigned),
    an http URL refused as output; a local thin archive whose parent is in the store; wrong credentials: one
    line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
@@ -61,6 +62,35 @@ def round_trip(c, d):
     with open(raw, "rb") as f1, open(back, "rb") as f2:
         check(f1.read() == f2.read(), "extract from s3:// gives the packed bytes")
     os.unlink(back)
+    # serve from the store, write through NBD into an overlay, commit that to the store (thin), read it back
+    sock, ovl = os.path.join(d, "nbd.sock"), os.path.join(d, "ovl")
+    srv = subprocess.Popen([vmtest.vmsnap_path(), "serve", url, "--socket", sock, "--overlay", ovl],
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock) and srv.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        nbd = f"nbd+unix:///?socket={sock}"
+        served = os.path.join(d, "served.raw")
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", nbd, served], check=True)
+        with open(raw, "rb") as f1, open(served, "rb") as f2:
+            check(f1.read() == f2.read(), "serve from s3:// gives the packed bytes")
+        os.unlink(served)
+        subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 1M 64k", nbd], check=True,
+                       stdout=subprocess.DEVNULL)
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(30)
+    committed = f"s3://{B}/packs/committed.vmsnap"
+    vmtest.vmsnap("commit", url, ovl, "-o", committed, "--thin")
+    back = os.path.join(d, "committed.raw")
+    vmtest.vmsnap("extract", committed, "--disk", "0", "-o", back)
+    with open(raw, "rb") as f1, open(back, "rb") as f2:
+        want = bytearray(f1.read())
+        want[1 << 20:(1 << 20) + 65536] = b"\x5a" * 65536
+        check(f2.read() == bytes(want), "the committed overlay reads back from the store over its parent")
+    os.unlink(back)
+
     # a public object read over plain http(s), unsigned, and refused as an output
     pub = os.path.join(d, "pub.vmsnap")
     vmtest.vmsnap("cp", url, pub, "--quiet")
@@ -103,7 +133,8 @@ def round_trip(c, d):
     err = p.communicate(timeout=60)[1].strip()
     log(f"pack SIGTERM'ed mid-upload: {p.returncode}: {err}")
     check(p.returncode == 1 and "interrupted" in err, "pack stops on SIGTERM")
-    check(sorted(c.keys(B)) == ["packs/disk.vmsnap", "public/pub.vmsnap"] and not c.uploads(B),
+    check(sorted(c.keys(B)) == ["packs/committed.vmsnap", "packs/disk.vmsnap", "public/pub.vmsnap"]
+          and not c.uploads(B),
           f"no object, no upload left: {c.keys(B)}")
     return url
 
