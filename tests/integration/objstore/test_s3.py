@@ -10,7 +10,8 @@ test, not QEMU.
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
    proxy, on the wire) are a small part of the chain.
 3. `cp --with-parents` brings the chain back local, where it verifies.
-4. an object replaced by bytes that differ in one block: verify names the key and the block.
+4. an object replaced by bytes that differ in one block: verify names the key and the block; an object replaced
+   by another archive under a running `serve`: reads of blocks it did not hold fail (EIO).
 5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
 6. the gateway stopped while the lazily booted VM runs: back within the retry deadline, the guest's disk read
    completes; away past it, the guest sees a disk error (EIO) and runs on.
@@ -91,6 +92,34 @@ def round_trip(c, d):
         check(f2.read() == bytes(want), "the committed overlay reads back from the store over its parent")
     os.unlink(back)
 
+    # a reader that lives on (serve) and an object replaced under it by another archive's bytes: reads of blocks
+    # it did not hold fail (the GETs are conditional on the ETag seen at open), they never return the new bytes
+    victim, other = f"s3://{B}/packs/victim.vmsnap", os.path.join(d, "other.vmsnap")
+    vmtest.vmsnap("cp", url, victim, "--quiet")
+    small = os.path.join(d, "small.raw")
+    with open(small, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    vmtest.vmsnap("pack", small, "-o", other, "--quiet")
+    sock2 = os.path.join(d, "nbd2.sock")
+    srv = subprocess.Popen([vmtest.vmsnap_path(), "serve", victim, "--socket", sock2, "--read-only"],
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, VMSNAP_CACHE="off"))   # cp filled it
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock2) and srv.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        nbd2 = f"nbd+unix:///?socket={sock2}"
+        qio = ["qemu-io", "-r", "-f", "raw"]
+        subprocess.run(qio + ["-c", "read 0 64k", nbd2], check=True, stdout=subprocess.DEVNULL)
+        c.put(B, "packs/victim.vmsnap", other)
+        r = subprocess.run(qio + ["-c", "read 8M 64k", nbd2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        log(f"read after the object was replaced: {r.returncode}: {r.stdout.strip()}")
+        check("Input/output error" in r.stdout, "a read of the replaced object fails")
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.communicate(timeout=30)
+    os.unlink(other)
+
     # a public object read over plain http(s), unsigned, and refused as an output
     pub = os.path.join(d, "pub.vmsnap")
     vmtest.vmsnap("cp", url, pub, "--quiet")
@@ -133,7 +162,8 @@ def round_trip(c, d):
     err = p.communicate(timeout=60)[1].strip()
     log(f"pack SIGTERM'ed mid-upload: {p.returncode}: {err}")
     check(p.returncode == 1 and "interrupted" in err, "pack stops on SIGTERM")
-    check(sorted(c.keys(B)) == ["packs/committed.vmsnap", "packs/disk.vmsnap", "public/pub.vmsnap"]
+    check(sorted(c.keys(B)) == ["packs/committed.vmsnap", "packs/disk.vmsnap", "packs/victim.vmsnap",
+                                "public/pub.vmsnap"]
           and not c.uploads(B),
           f"no object, no upload left: {c.keys(B)}")
     return url
