@@ -254,6 +254,7 @@ def test():
             r = vmtest.vmsnap("cp", ub, out, "--with-parents", "--json", json_out=True)
             log(f"cp: {r}")
             check(os.path.exists(os.path.join(d, "back", "a.vmsnap")), "the parent copied beside, by its hint")
+            check(os.stat(out).st_mode & 0o777 == 0o600, "a copy holding guest memory is 0600")
             vmtest.vmsnap("verify", out)
 
             # 4. an object replaced by another archive's bytes (one block differs)
