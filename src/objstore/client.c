@@ -271,7 +271,11 @@ void os__req_setup(struct os_client *c, struct os_req *q, CURL *h)
     q->overflow = q->have_length = q->have_total = false;
     curl_easy_setopt(h, CURLOPT_URL, q->url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#if LIBCURL_VERSION_NUM >= 0x075500   /* 7.85: the string form; the bitmask is deprecated there */
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");   /* redirects too: never file:// or others */
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* a stalled store is a failure after 15 s */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 15L);
