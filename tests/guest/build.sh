@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the vmsnap test guest: a Debian cloud kernel plus an initramfs (busybox + the static test agent).
 #
-# Output, cached outside the repo in ${VMSNAP_CACHE:-$HOME/.cache/vmsnap}/guest/:
+# Output, cached outside the repo in ${VMSNAP_TEST_CACHE:-$HOME/.cache/vmsnap}/guest/:
 #   vmlinuz, initrd.gz, append (kernel command line), guest.json (all three paths + versions).
 # The kernel is downloaded once (apt-get download) and kept; the initramfs is rebuilt only when the agent, /init or
 # this script change (the cache is keyed on their hash). Silent on success.
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${VMSNAP_CACHE:-$HOME/.cache/vmsnap}/guest
+cache=${VMSNAP_TEST_CACHE:-$HOME/.cache/vmsnap}/guest
 print_json=0 update_kernel=0
 for a in "$@"; do
     case $a in

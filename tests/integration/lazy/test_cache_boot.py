@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -50,7 +51,18 @@ def wait_prefetched(rundir, timeout=120):
     raise vmtest.TestFailure(f"no {path} after {timeout} s")
 
 
+def harness_cache_unmoved():
+    """VMSNAP_CACHE is vmsnap's block cache switch (set to "on" below): the harness's own cache (the guest, QEMU 10)
+    is VMSNAP_TEST_CACHE and must stay where it is."""
+    p = subprocess.run([sys.executable, "-c", "import vmtest; print(vmtest.CACHE)"], check=True, text=True,
+                       stdout=subprocess.PIPE, env=dict(os.environ, VMSNAP_CACHE="on",
+                                                        PYTHONPATH=os.path.dirname(vmtest.__file__)))
+    check(p.stdout.strip() == vmtest.CACHE, f"VMSNAP_CACHE=on leaves the harness cache at {vmtest.CACHE}: "
+          f"{p.stdout.strip()}")
+
+
 def test():
+    harness_cache_unmoved()
     d = tmpdir()
     try:
         vm = boot_filled(d, "src", FILL, 3)

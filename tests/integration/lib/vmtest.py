@@ -38,7 +38,9 @@ import traceback
 SKIP = 77
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.abspath(os.environ.get("VMSNAP_SRCDIR") or os.path.join(HERE, "..", "..", ".."))
-CACHE = os.path.abspath(os.environ.get("VMSNAP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vmsnap"))
+# the harness's own cache (guest, QEMU 10, accel probe); VMSNAP_CACHE is vmsnap's block cache switch, not this
+CACHE = os.path.abspath(os.environ.get("VMSNAP_TEST_CACHE")
+                        or os.path.join(os.path.expanduser("~"), ".cache", "vmsnap"))
 QEMU = os.environ.get("VMSNAP_QEMU", "qemu-system-x86_64")
 _T0 = time.monotonic()
 VERBOSE = True  # log() lines on stderr; the demo turns them off
