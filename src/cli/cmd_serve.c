@@ -8,6 +8,13 @@
 #include <signal.h>
 #include <string.h>
 
+/* Why reads fail (a store gone, a damaged block): the client only gets EIO. */
+static void on_log(void *opaque, const char *msg)
+{
+    (void)opaque;
+    fprintf(stderr, "vmsnap: %s\n", msg);
+}
+
 static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
 {
     bool raw = *(bool *)opaque;
@@ -82,7 +89,7 @@ int cmd_serve(int argc, char **argv)
         nbd_base_close(base);
         return cli_fail_err(&e);
     }
-    struct nbd_server_opts so = { .threads = (unsigned)threads, .description = archive };
+    struct nbd_server_opts so = { .threads = (unsigned)threads, .description = archive, .log = on_log };
     NBD_SERVER_AUTOFREE struct nbd_server *srv = NULL;
     if (nbd_server_new(o, &so, &srv, &e) < 0 || nbd_server_listen_unix(srv, sock, &e) < 0)
         return cli_fail_err(&e);

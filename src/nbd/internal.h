@@ -107,4 +107,18 @@ int session_writev(struct session *s, struct iovec *iov, int n);
 bool server_stopping(struct nbd_server *srv);
 const struct nbd_server_opts *server_opts(struct nbd_server *srv);
 
+/* ---- readlog.c ----------------------------------------------------------------- */
+/* Failure episodes of a server's reads, for nbd_server_opts.log. */
+struct read_log {
+    pthread_mutex_t lock;
+    atomic_bool failing;       /* an episode runs: set by a failed read, cleared by the next good one */
+    uint64_t failed;           /* reads failed in this episode */
+    double logged_at;          /* monotonic seconds of its last line */
+};
+void read_log_init(struct read_log *l);
+void read_log_destroy(struct read_log *l);
+/* After a read (or block status) of the disk: r < 0 is a failure (why in e). */
+void read_log_outcome(struct nbd_server *srv, int r, const vs_err *e);
+struct read_log *server_read_log(struct nbd_server *srv);
+
 #endif

@@ -108,6 +108,10 @@ struct nbd_server;
 struct nbd_server_opts {
     unsigned threads;         /* workers per connection; 0 = default (4) */
     const char *description;  /* NBD_INFO_DESCRIPTION, may be NULL */
+    /* Optional: told (one line, from any worker thread) why reads of the disk fail: the first failure of an
+     * episode (until a read succeeds again), then at most once a minute while it lasts. */
+    void (*log)(void *opaque, const char *msg);
+    void *log_opaque;
 };
 
 /* Serve o (borrowed; must outlive the server) to any number of clients. */

@@ -33,10 +33,12 @@ struct nbd_server {
     char *sock_path;
     bool accepting;
     pthread_t accept_th;
+    struct read_log rlog;
 };
 
 bool server_stopping(struct nbd_server *srv) { return atomic_load(&srv->stopping); }
 const struct nbd_server_opts *server_opts(struct nbd_server *srv) { return &srv->opts; }
+struct read_log *server_read_log(struct nbd_server *srv) { return &srv->rlog; }
 
 int nbd_server_new(struct nbd_overlay *o, const struct nbd_server_opts *opts, struct nbd_server **out, vs_err *e)
 {
@@ -48,6 +50,7 @@ int nbd_server_new(struct nbd_overlay *o, const struct nbd_server_opts *opts, st
     if (!s->opts.threads)
         s->opts.threads = DEFAULT_THREADS;
     pthread_mutex_init(&s->lock, NULL);
+    read_log_init(&s->rlog);
     s->listen_fd = s->wake[0] = s->wake[1] = -1;
     *out = s;
     return 0;
@@ -222,5 +225,6 @@ void nbd_server_free(struct nbd_server *s)
         unlink(s->sock_path);
     free(s->sock_path);
     pthread_mutex_destroy(&s->lock);
+    read_log_destroy(&s->rlog);
     free(s);
 }

@@ -82,6 +82,7 @@ static int do_read(struct worker *w, const struct nbd_request *rq)
     uint8_t *buf = worker_buf(w, rq->length);
     vs_err e = { 0 };
     int r = nbd_overlay_read(s->o, buf, rq->length, rq->offset, &e);
+    read_log_outcome(s->srv, r, &e);
     if (r < 0)
         return send_error(s, rq, nbd_errno_to_wire(r), e.msg);
     if (!s->caps.structured)
@@ -107,6 +108,7 @@ static int do_block_status(struct worker *w, const struct nbd_request *rq)
         uint32_t flags;
         vs_err e = { 0 };
         int r = nbd_overlay_extent(s->o, off, end - off, &run, &flags, &e);
+        read_log_outcome(s->srv, r, &e);
         if (r < 0)
             return send_error(s, rq, nbd_errno_to_wire(r), e.msg);
         if (n && flags == last_flags) { /* merge with the previous descriptor */

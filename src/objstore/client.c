@@ -366,11 +366,14 @@ int os__req_result(struct os_client *c, struct os_req *q, CURLcode cc, const cha
     return q->status >= 500 || q->status == 429 || q->status == 408 ? 1 : -code;
 }
 
-int os__gave_up(vs_err *e, double t0)
+int os__gave_up(struct os_client *c, vs_err *e, double t0, unsigned attempts)
 {
-    if (e && strlen(e->msg) + 48 < sizeof e->msg)
-        snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), " (gave up after %.1f s of retries)",
-                 vs_now_s() - t0);
+    char tail[128];
+    int n = snprintf(tail, sizeof tail, " (gave up after %u attempts in %.1f s: deadline %g s, VMSNAP_S3_DEADLINE)",
+                     attempts, vs_now_s() - t0, c->deadline_s);
+    /* a message too long for both loses its end to the tail */
+    if (e && n > 0 && (size_t)n < sizeof e->msg)
+        snprintf(e->msg + VS_MIN(strlen(e->msg), sizeof e->msg - 1 - (size_t)n), (size_t)n + 1, "%s", tail);
     return e && e->code ? e->code : -EIO;
 }
 
@@ -396,7 +399,7 @@ int os__req_run(struct os_client *c, struct os_req *q, const char *loc, vs_err *
         if (r <= 0)
             return r;
         if (vs_now_s() - t0 >= c->deadline_s)
-            return os__gave_up(e, t0);
+            return os__gave_up(c, e, t0, n + 1);
         os__backoff(n);
     }
 }

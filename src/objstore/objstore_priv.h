@@ -60,8 +60,9 @@ int os__req_run(struct os_client *c, struct os_req *q, const char *loc, vs_err *
  * ("" or "?a=b&c=d", parameters sorted and with '=': RGW does not canonicalise them for SigV4). */
 char *os__url(struct os_client *c, const char *loc, const char *query, vs_err *e);
 char *os__escape(const char *s, bool keep_slash);
-/* The last transient failure's message, saying how long retries went on since t0; its code. */
-int os__gave_up(vs_err *e, double t0);
+/* The last transient failure's message, saying how many attempts were made since t0, how long they took and the
+ * deadline; its code. */
+int os__gave_up(struct os_client *c, vs_err *e, double t0, unsigned attempts);
 /* Sleep before retry n (0-based): 50 ms doubling, at most 1 s. */
 void os__backoff(unsigned n);
 

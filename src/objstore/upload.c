@@ -126,7 +126,7 @@ static int pump(struct os_upload *u, bool block, vs_err *e)
             slot_start(u, s);
         } else {
             if (r > 0)
-                r = os__gave_up(e, s->t0);
+                r = os__gave_up(u->c, e, s->t0, s->attempts + 1);
             slot_free(s);
             fail(u, r, e);
         }

@@ -15,6 +15,21 @@
 #include <sys/wait.h>
 #include <time.h>
 
+void host_log(struct host *h, const char *msg)
+{
+    if (h->o->log)
+        h->o->log(h->o->opaque, msg);
+    if (!h->o->quiet_stdio || h->o->errlog_fd >= 0 || !h->st.dir)
+        return;
+    VS_AUTOFREE char *path = vs_xasprintf("%s/qemu.log", h->st.dir);
+    VS_AUTOFREE char *line = vs_xasprintf("vmsnap: %s\n", msg);
+    VS_AUTOCLOSE int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0)
+        vs_write_full(fd, line, strlen(line));   /* O_APPEND: one write, the line stays whole beside QEMU's */
+}
+
+void host_log_cb(void *opaque, const char *msg) { host_log(opaque, msg); }
+
 int vm_host_run(const struct vm_host_opts *o, vs_err *e)
 {
     struct host h = { .o = o, .sigfd = -1, .ctl = -1, .client = -1 };
@@ -40,10 +55,10 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
     bool mem_error_logged = false;
     while (!h.qemu_exited) {
         struct pf_stats ps;
-        if (h.pfm && o->log && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
+        if (h.pfm && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
             char msg[700];
             snprintf(msg, sizeof msg, "guest memory could not be read: %s", ps.first_error);
-            o->log(o->opaque, msg);
+            host_log(&h, msg);
             mem_error_logged = true;
         }
         if (h.quit_requested) {

@@ -58,6 +58,13 @@ struct host {
     char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
 };
 
+/* ---- host.c ---- */
+/* Trouble while the VM runs (any thread): one line to the boot's log callback and, for a detached boot (its
+ * stderr is /dev/null), appended to the run directory's log, qemu.log, prefixed "vmsnap: ". */
+void host_log(struct host *h, const char *msg);
+/* host_log as an nbd_server_opts.log callback (opaque: the host). */
+void host_log_cb(void *opaque, const char *msg);
+
 /* ---- host_setup.c ---- */
 /* Open the archive, check it, set up disks, files and memory, start QEMU and resume it. On failure the caller
  * still calls host_stop_qemu and host_cleanup. */

@@ -22,14 +22,14 @@ static void *prefetch_main(void *opaque)
     VS_AUTOFREE char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     vm_rundir_write(h->st.dir, "prefetch.json", text, NULL);
-    if (h->o->log && r != -ECANCELED) {
+    if (r != -ECANCELED) {
         VS_AUTOFREE char *m = r < 0 ? vs_xasprintf("prefetch: %s", e.msg)
                               : !cs.enabled ? vs_xstrdup("prefetch: the archive is read without a block cache (a local "
                                                          "file; VMSNAP_CACHE=on caches it): nothing to fetch")
                                             : vs_xasprintf("prefetch: the archive chain is in the block cache (%" PRIu64
                                                            " bytes fetched): the VM no longer needs its source",
                                                            fetched);
-        h->o->log(h->o->opaque, m);
+        host_log(h, m);
     }
     return NULL;
 }

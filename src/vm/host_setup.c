@@ -262,7 +262,8 @@ static int open_disks(struct host *h, vs_err *e)
         /* Layers already in an existing overlay are not in the archive: a --thin snap must include them. */
         d->parent_seq = 0;
         d->sock = vs_xasprintf("%s/nbd%zu.sock", h->st.dir, i);
-        if ((r = nbd_server_new(d->ovl, NULL, &d->srv, e)) < 0 || (r = nbd_server_listen_unix(d->srv, d->sock, e)) < 0)
+        struct nbd_server_opts so = { .log = host_log_cb, .log_opaque = h };
+        if ((r = nbd_server_new(d->ovl, &so, &d->srv, e)) < 0 || (r = nbd_server_listen_unix(d->srv, d->sock, e)) < 0)
             return r;
     }
     return 0;
@@ -554,7 +555,8 @@ int host_start(struct host *h, vs_err *e)
     VS_AUTOCLOSE int ownlog = -1;
     if (logfd < 0 && o->quiet_stdio) {
         h->qemu_log = vs_xasprintf("%s/qemu.log", h->st.dir);
-        ownlog = open(h->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        /* appended to: the boot host's own lines go there too (host_log) */
+        ownlog = open(h->qemu_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         logfd = ownlog;
     }
     bool stdio = o->console && !strcmp(o->console, "stdio");

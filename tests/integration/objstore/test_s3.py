@@ -14,7 +14,9 @@ test, not QEMU.
    by another archive under a running `serve`: reads of blocks it did not hold fail (EIO).
 5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
 6. the gateway stopped while the lazily booted VM runs: back within the retry deadline, the guest's disk read
-   completes; away past it, the guest sees a disk error (EIO) and runs on.
+   completes and nothing is logged; away past it, the guest sees a disk error (EIO) and runs on, and the boot host
+   logs one line in the run directory's log (key, block, curl's words, retries, deadline). serve logs such a
+   failure on stderr.
 """
 import os
 import shutil
@@ -115,9 +117,17 @@ def round_trip(c, d):
                            text=True)
         log(f"read after the object was replaced: {r.returncode}: {r.stdout.strip()}")
         check("Input/output error" in r.stdout, "a read of the replaced object fails")
+        r = subprocess.run(qio + ["-c", "read 9M 64k", nbd2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        check("Input/output error" in r.stdout, "the next read fails too")
     finally:
         srv.send_signal(signal.SIGTERM)
-        srv.communicate(timeout=30)
+        err = srv.communicate(timeout=30)[1]
+    lines = [ln for ln in err.splitlines() if "disk read" in ln]
+    log(f"serve's stderr: {lines}")
+    check(len(lines) == 1 and lines[0].startswith("vmsnap: disk read failed") and victim in lines[0]
+          and "block" in lines[0] and "replaced" in lines[0],
+          "serve logs why on stderr: one line for the episode, naming the key, the block and the cause")
     os.unlink(other)
 
     # a public object read over plain http(s), unsigned, and refused as an output
@@ -289,14 +299,27 @@ def store_goes_away(c, v):
     th.join(DEADLINE + 30)
     log(f"gateway back after {time.monotonic() - t0:.1f} s: {got.get('r')}")
     check("mismatch" in got["r"].text, "the read waited for the store and got the disk's bytes")
+    check(not host_log_lines(v), "nothing logged when the retries succeeded")
     c.stop_rgw()
     t0 = time.monotonic()
     r = v.agent.cmd("rawverify /dev/vda 6291456 1", check=False, timeout=DEADLINE + 60)
     log(f"gateway away: {time.monotonic() - t0:.1f} s: {r}")
     check("Input/output error" in r.text, "past the deadline the guest sees a disk error")
+    lines = host_log_lines(v)
+    log(f"the boot host's log: {lines}")
+    check(len(lines) == 1, "one line for the failure episode, whatever the guest's retries")
+    check(all(w in lines[0] for w in ("s3://vmsnap-test/vms/", "block", "no answer from the store", "attempts",
+                                      f"deadline {DEADLINE} s")),
+          "the line names the key, the block, curl's words, the retries and the deadline")
     check(v.status() == "running", "the VM runs on after the disk error")
     v.agent.cmd("verify seed=9")
     c.start_rgw()
+
+
+def host_log_lines(v):
+    """The boot host's lines about failed disk reads in the run directory's log (a detached boot)."""
+    with open(os.path.join(v.info["rundir"], "qemu.log"), errors="replace") as f:
+        return [ln for ln in f.read().splitlines() if ln.startswith("vmsnap: disk read")]
 
 
 def damage_a_block(path):
