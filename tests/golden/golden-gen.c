@@ -91,10 +91,11 @@ static void finish(struct arc_writer *w)
 static void record(struct gen *g, const char *file, int rev, const char *what, const char *parent,
                    const struct want *s, size_t n)
 {
-    VS_AUTOFREE char *p = in_dir(g->dir, file);
+    VS_AUTOFREE char *p = in_dir(g->dir, file), *pp = parent ? in_dir(g->dir, parent) : NULL;
+    struct arc_open_opts oo = { .parent_path = pp };   /* the local parent, whatever the hint says */
     struct arc *a;
     vs_err e = { 0 };
-    if (arc_open(p, NULL, &a, &e) < 0)
+    if (arc_open(p, &oo, &a, &e) < 0)
         die(p, &e);
     struct arc_info in;
     arc_get_info(a, &in);
@@ -288,6 +289,69 @@ static void machine(struct gen *g)
     finish(w);
     record(g, file, 6, "config machine: the versioned type QEMU ran (pc-i440fx-7.2) and qemu-version", NULL, s,
            VS_ARRAY_SIZE(s));
+}
+
+/* Revision 10: a local thin archive whose parent is in an object store: its hint is the parent's location.
+ * The parent is r1-thick.vmsnap, opened as if it were at R10_PARENT (the writer takes the hint from the parent's
+ * source), so a reader can open the child with r1-thick.vmsnap named as its parent, without a store. */
+#define R10_PARENT "s3://vmsnap-golden/vms/r1-thick.vmsnap"
+
+static void store_parent(struct gen *g)
+{
+    const char *file = "r10-store-parent.vmsnap";
+    if (exists(g, file))
+        return;
+    VS_AUTOFREE char *tp = in_dir(g->dir, "r1-thick.vmsnap"), *p = in_dir(g->dir, file);
+    struct arc_source *src;
+    struct arc *parent;
+    vs_err e = { 0 };
+    if (arc_source_open_file(tp, &src, &e) < 0)
+        die(tp, &e);
+    free(src->name), src->name = vs_xstrdup(R10_PARENT);
+    free(src->path), src->path = NULL;
+    if (arc_open_source(src, NULL, &parent, &e) < 0)
+        die(tp, &e);
+    /* r1-thick's streams, as rev1 wrote them, with one disk0 block changed */
+    VS_AUTOFREE uint8_t *d0 = pattern(DISK0, 1), *d1 = pattern(DISK1, 2), *mem = pattern(10000, 16);
+    memcpy(d0 + 16 * 4096, d0 + 4 * 4096, 4096);
+    memset(d0 + 7 * 4096, 0x3c, 4096);
+    const char *cfg = "{\"version\":1,\"machine\":\"pc\",\"ram\":1048576,"
+                      "\"disks\":[{\"format\":\"raw\",\"interface\":\"virtio\",\"size\":262144},"
+                      "{\"format\":\"raw\",\"interface\":\"virtio\",\"size\":65536}]}";
+    struct arc_writer_opts o;
+    arc_writer_opts_init(&o);
+    o.codec = ARC_CODEC_LZ4;
+    o.threads = 1;
+    o.parent = parent;
+    o.thin = true;
+    o.message = "golden r10 store parent";
+    struct arc_writer *w;
+    if (arc_writer_create(p, &o, &w, &e) < 0 || arc_writer_begin(w, ARC_KIND_DISK, "disk0", DISK0, &e) < 0 ||
+        arc_writer_pwrite(w, d0 + 7 * 4096, 4096, 7 * 4096, &e) < 0 || arc_writer_end(w, &e) < 0 ||
+        arc_writer_begin(w, ARC_KIND_DISK, "disk1", DISK1, &e) < 0 || arc_writer_end(w, &e) < 0)
+        die(file, &e);
+    struct want st[] = {
+        { "disk0", ARC_KIND_DISK, d0, DISK0 }, { "disk1", ARC_KIND_DISK, d1, DISK1 },
+        { "memory", ARC_KIND_MEMORY, mem, 10000 }, { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
+    };
+    for (size_t i = 2; i < VS_ARRAY_SIZE(st); i++)
+        add(w, &st[i]);
+    finish(w);
+    arc_close(parent);
+    struct arc *a;
+    struct arc_open_opts ro = { .no_parent = true };
+    if (arc_open(p, &ro, &a, &e) < 0)
+        die(p, &e);
+    struct arc_info in;
+    arc_get_info(a, &in);
+    if (strcmp(in.parent_hint, R10_PARENT))
+        die("r10: the hint is not the parent's store location", NULL);
+    arc_close(a);
+    record(g, file, 10, "local thin child of r1-thick, whose hint is the parent's store location " R10_PARENT
+           " (opened with r1-thick.vmsnap as its parent)", "r1-thick.vmsnap", st, VS_ARRAY_SIZE(st));
+    json_object_set_new(json_array_get(json_object_get(g->man, "archives"),
+                                       json_array_size(json_object_get(g->man, "archives")) - 1),
+                        "parent-hint", json_string(R10_PARENT));
 }
 
 /* ---- damaged archives: a copy of a good one with one thing broken -------------------------------------- */
@@ -485,6 +549,7 @@ int main(int argc, char **argv)
     vmgenid(&g, 4);
     vmgenid(&g, 5);
     machine(&g);
+    store_parent(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
         damaged(&g, &damages[i]);
     rmdir(g.tmpdir);
