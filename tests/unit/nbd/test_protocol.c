@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -33,13 +34,36 @@ static void *serve(void *arg)
     return NULL;
 }
 
-static int setup_ro(void **state, unsigned flags)
+/* A fixture with an empty image file of DISK bytes (fd returned, open). */
+static struct fx *fx_new(int *fd)
 {
     struct fx *f = calloc(1, sizeof(*f));
     strcpy(f->dir, "/tmp/vmsnap-test-proto.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->img, sizeof(f->img), "%s/img", f->dir);
-    int fd = open(f->img, O_RDWR | O_CREAT, 0600);
+    *fd = open(f->img, O_RDWR | O_CREAT, 0600);
+    assert_int_equal(ftruncate(*fd, DISK), 0);
+    return f;
+}
+
+/* Serve base b through a temporary overlay on a socketpair, in a thread. */
+static int fx_start(void **state, struct fx *f, struct nbd_base *b, unsigned flags, const struct nbd_server_opts *so)
+{
+    assert_int_equal(nbd_overlay_open(NULL, b, NBD_OVL_TEMP | flags, &f->o, NULL), 0);
+    assert_int_equal(nbd_server_new(f->o, so, &f->srv, NULL), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    f->c = sv[0];
+    f->srv_fd = sv[1];
+    pthread_create(&f->th, NULL, serve, f);
+    *state = f;
+    return 0;
+}
+
+static int setup_ro(void **state, unsigned flags)
+{
+    int fd;
+    struct fx *f = fx_new(&fd);
     uint8_t *buf = malloc(DISK);
     for (size_t i = 0; i < DISK; i++)
         buf[i] = (uint8_t)(i * 3 + 1);
@@ -48,16 +72,8 @@ static int setup_ro(void **state, unsigned flags)
     close(fd);
     struct nbd_base *b;
     assert_int_equal(nbd_base_open_raw(f->img, &b, NULL), 0);
-    assert_int_equal(nbd_overlay_open(NULL, b, NBD_OVL_TEMP | flags, &f->o, NULL), 0);
     struct nbd_server_opts so = { .threads = 3 };
-    assert_int_equal(nbd_server_new(f->o, &so, &f->srv, NULL), 0);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    f->c = sv[0];
-    f->srv_fd = sv[1];
-    pthread_create(&f->th, NULL, serve, f);
-    *state = f;
-    return 0;
+    return fx_start(state, f, b, flags, &so);
 }
 static int setup(void **state) { return setup_ro(state, 0); }
 static int setup_readonly(void **state) { return setup_ro(state, NBD_OVL_READONLY); }
@@ -385,6 +401,88 @@ static void test_read_only(void **state)
     assert_int_equal(d[0], 1);
 }
 
+/* A base whose reads fail while `fail` is set, as an archive whose store went away; the server's log lines. */
+struct flaky {
+    void *ctx;
+    int (*pread)(void *ctx, void *buf, size_t len, uint64_t off, vs_err *e);
+    void (*close)(struct nbd_base *b);
+    atomic_bool fail;
+    pthread_mutex_t mu;
+    char lines[4][700];
+    unsigned nlines;
+};
+static struct flaky flaky = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static int flaky_pread(void *ctx, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    struct flaky *fk = ctx;
+    if (atomic_load(&fk->fail))
+        return vs_err_set(e, EIO, "s3://b/k: stream 'disk0' block %llu: no answer from the store",
+                          (unsigned long long)(off / 4096));
+    return fk->pread(fk->ctx, buf, len, off, e);
+}
+
+static void flaky_close(struct nbd_base *b)
+{
+    b->ctx = flaky.ctx;
+    flaky.close(b);
+}
+
+static void flaky_log(void *opaque, const char *msg)
+{
+    struct flaky *fk = opaque;
+    pthread_mutex_lock(&fk->mu);
+    if (fk->nlines < 4)
+        snprintf(fk->lines[fk->nlines], sizeof fk->lines[0], "%s", msg);
+    fk->nlines++;
+    pthread_mutex_unlock(&fk->mu);
+}
+
+static int setup_flaky(void **state)
+{
+    int fd;
+    struct fx *f = fx_new(&fd);
+    close(fd);
+    struct nbd_base *b;
+    assert_int_equal(nbd_base_open_raw(f->img, &b, NULL), 0);
+    flaky.ctx = b->ctx, flaky.pread = b->pread, flaky.close = b->close;
+    atomic_store(&flaky.fail, false);
+    flaky.nlines = 0;
+    b->ctx = &flaky, b->pread = flaky_pread, b->close = flaky_close;
+    struct nbd_server_opts so = { .threads = 3, .log = flaky_log, .log_opaque = &flaky };
+    return fx_start(state, f, b, NBD_OVL_READONLY, &so);
+}
+
+/* Reads that fail give EIO and one log line per episode (until a read succeeds), naming the cause; good reads
+ * log nothing. */
+static void test_read_failures_logged(void **state)
+{
+    struct fx *f = *state;
+    greet(f, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    go(f, false);
+    uint8_t d[4096];
+    uint64_t cookie = 1;
+    request(f, NBD_CMD_READ, 0, cookie, 0, 4096);
+    assert_int_equal(simple_reply(f, cookie++), 0);
+    rd(f, d, 4096);
+    assert_int_equal(flaky.nlines, 0);
+    for (int episode = 0; episode < 2; episode++) {
+        atomic_store(&flaky.fail, true);
+        for (int i = 0; i < 3; i++) {
+            request(f, NBD_CMD_READ, 0, cookie, 8192 * (uint64_t)(i + 1), 4096);
+            assert_int_equal(simple_reply(f, cookie++), NBD_EIO);
+        }
+        assert_int_equal(flaky.nlines, episode + 1);
+        assert_non_null(strstr(flaky.lines[episode], "disk read failed"));
+        assert_non_null(strstr(flaky.lines[episode], "s3://b/k: stream 'disk0' block 2: no answer from the store"));
+        atomic_store(&flaky.fail, false);
+        request(f, NBD_CMD_READ, 0, cookie, 0, 4096);
+        assert_int_equal(simple_reply(f, cookie++), 0);
+        rd(f, d, 4096);
+        assert_int_equal(flaky.nlines, episode + 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +494,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversize_write_disconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disconnect_mid_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only, setup_readonly, teardown),
+        cmocka_unit_test_setup_teardown(test_read_failures_logged, setup_flaky, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
