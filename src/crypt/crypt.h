@@ -61,4 +61,23 @@ void cr_signkey_wipe(struct cr_signkey *k);
 #define CR_KEY_AUTOWIPE __attribute__((cleanup(cr_key_wipe)))
 #define CR_SIGNKEY_AUTOWIPE __attribute__((cleanup(cr_signkey_wipe)))
 
+/* ---- sealing (seal.c) --------------------------------------------------------------------------------------
+ * A sealed object is nonce (24 random bytes) || ciphertext || tag (16 bytes): XChaCha20-Poly1305-IETF under an
+ * archive key, with associated data the caller builds. A fresh random 192-bit nonce per object: objects sealed
+ * twice for the same place (a block stored again) can never share a nonce. */
+#define CR_SEAL_NONCE 24
+#define CR_SEAL_TAG 16
+#define CR_SEAL_OVERHEAD (CR_SEAL_NONCE + CR_SEAL_TAG)
+#define CR_ID_BYTES (CR_ID_LEN / 2)
+
+/* Seal len bytes of in into out (len + CR_SEAL_OVERHEAD bytes). in may be out + CR_SEAL_NONCE (in place). */
+void cr_seal(const struct cr_key *k, const void *ad, size_t ad_len, const void *in, size_t len, uint8_t *out);
+/* Open a sealed object of len bytes (>= CR_SEAL_OVERHEAD) in place: on success its plaintext is at
+ * obj + CR_SEAL_NONCE, len - CR_SEAL_OVERHEAD bytes. -EBADMSG when it is not authentic under k and ad (the
+ * object's bytes are then undefined). */
+int cr_open_inplace(const struct cr_key *k, const void *ad, size_t ad_len, uint8_t *obj, size_t len);
+/* A key id as its CR_ID_BYTES bytes and back (lower-case hex). */
+void cr_id_to_bytes(const char *id, uint8_t out[CR_ID_BYTES]);
+void cr_id_from_bytes(const uint8_t b[CR_ID_BYTES], char out[CR_ID_LEN + 1]);
+
 #endif
