@@ -95,6 +95,7 @@ void arc_sink_abort(struct arc_sink *s);   /* NULL is fine */
 
 /* ---- reader ---------------------------------------------------------------------------------------------- */
 struct arc;
+struct cr_key;
 
 /* The local block cache: stored block bytes and index pages of archives read from far away, kept in files under
  * a private directory shared by every process of the user, bounded (least recently used evicted), each entry
@@ -115,12 +116,17 @@ struct arc_cache_conf {
  * size like 2G). Strings are borrowed from the environment. A bad value is an error naming the variable. */
 int arc_cache_conf_env(struct arc_cache_conf *c, vs_err *e);
 
+/* Encrypted archives (docs/FORMAT.md "Encryption"): the header stays readable (info: "encrypted", key id); the
+ * directory, index and blocks open only with the archive's key. A thin archive and its parents share one key. */
 struct arc_open_opts {
     const struct arc_cache_conf *cache;   /* NULL: arc_cache_conf_env() */
     struct arc *parent;        /* use this already-open parent (borrowed; must outlive the child), or */
     const char *parent_path;   /* open the parent from this path instead of the stored hint */
     bool no_parent;            /* do not resolve the parent: reads of parent blocks fail (for info) */
     size_t cache_bytes;        /* decompressed block cache; 0 = default (8 MiB) */
+    const struct cr_key *key;  /* the key of an encrypted archive and its chain (copied); NULL: none */
+    bool header_only;          /* an encrypted archive without its key opens with its header only (no streams,
+                                  no parent): for info. Otherwise that is an error naming the key's id */
 };
 
 /* Open an archive. The source is owned by the handle from the call on (closed on failure too). */
@@ -141,6 +147,8 @@ struct arc_info {
     uint64_t file_size;
     uint32_t block_size;
     unsigned nstreams;
+    bool encrypted;            /* sealed with the key named by key_id */
+    char key_id[17];           /* "" when not encrypted */
 };
 void arc_get_info(const struct arc *a, struct arc_info *out);
 const uint8_t *arc_uuid(const struct arc *a);
@@ -263,6 +271,9 @@ struct arc_writer_opts {
     const char *message;       /* recorded in the metadata stream */
     size_t dedup_max_entries;  /* cap of the in-memory dedup table; 0 = default (1 Mi entries) */
     unsigned debug;            /* ARC_DEBUG_* */
+    const struct cr_key *key;  /* seal the archive with this key (copied). NULL: plain, unless the base is
+                                  encrypted: then the base's key. A thin archive must use its parent's key */
+    const struct cr_key *parent_key;   /* opens parent_path when it is encrypted */
     int worker_nice;           /* compression workers add this to their own nice value (0: unchanged): during a
                                   live snapshot the guest's vCPU then wins a busy CPU over compression */
 };

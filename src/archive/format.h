@@ -4,6 +4,7 @@
 #define VMSNAP_ARCHIVE_FORMAT_H
 
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 
 #include <inttypes.h>
 
@@ -16,12 +17,13 @@
 /* Header field offsets. */
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HDRSIZE = 12, H_INCOMPAT = 16, H_COMPAT = 24, H_UUID = 32, H_PUUID = 48,
-    H_CREATED = 64, H_FILESIZE = 72, H_DIROFF = 80, H_DIRLEN = 88, H_BLOCKSIZE = 92, H_RESERVED = 96,
+    H_CREATED = 64, H_FILESIZE = 72, H_DIROFF = 80, H_DIRLEN = 88, H_BLOCKSIZE = 92, H_KEYID = 96, H_RESERVED = 104,
 };
 
 #define ARC_INCOMPAT_PARENT (1ull << 0)   /* thin: blocks may live in the parent */
 #define ARC_INCOMPAT_VMGENID (1ull << 1)  /* config says "vmgenid": true (a resume must recreate the device) */
-#define ARC_INCOMPAT_KNOWN (ARC_INCOMPAT_PARENT | ARC_INCOMPAT_VMGENID)
+#define ARC_INCOMPAT_ENCRYPTED (1ull << 2) /* directory, tables, pages and blocks sealed; key id in the header */
+#define ARC_INCOMPAT_KNOWN (ARC_INCOMPAT_PARENT | ARC_INCOMPAT_VMGENID | ARC_INCOMPAT_ENCRYPTED)
 #define ARC_COMPAT_KNOWN 0ull
 
 /* Directory: fixed part, then per stream a fixed record + name, then an XXH64. */
@@ -76,6 +78,13 @@ int arc_decompress(uint8_t codec, void *zdctx, const void *src, size_t len, void
 uint64_t arc_hash64(const void *p, size_t len);        /* XXH3_64: block data */
 uint64_t arc_meta_hash(const void *p, size_t len);     /* XXH64 seed 0: header, directory, top, pages */
 bool arc_is_zero(const void *p, size_t len);
+
+/* Sealed structures (seal.c, docs/FORMAT.md "Encryption"): what the associated data of each kind binds. */
+enum arc_seal_kind { ARC_SEAL_DIR, ARC_SEAL_TOP, ARC_SEAL_PAGE, ARC_SEAL_BLOCK };
+#define ARC_SEAL_AD_MAX (16u + ARC_HEADER_CSUM_OFF)
+/* Associated data of a sealed structure into ad (ARC_SEAL_AD_MAX bytes); returns its length. For ARC_SEAL_DIR
+ * `hdr` is the header's first 120 bytes, else the archive's UUID; stream and n (page number) as the kind uses them. */
+size_t arc__seal_ad(uint8_t *ad, enum arc_seal_kind kind, const uint8_t *hdr, uint32_t stream, uint64_t n);
 
 /* Incompatible feature bits a config stream's JSON calls for (config.c). */
 uint64_t arc__config_features(const void *text, size_t len);

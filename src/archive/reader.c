@@ -34,8 +34,14 @@ static int parse_header(struct arc *a, const uint8_t *h, vs_err *e)
     if (in->incompat & ~ARC_INCOMPAT_KNOWN)
         return vs_err_set(e, ENOTSUP, "%s: archive requires unsupported features (incompatible bits 0x%" PRIx64 ")",
                           n, (uint64_t)(in->incompat & ~ARC_INCOMPAT_KNOWN));
-    if (!arc_is_zero(h + H_RESERVED, ARC_HEADER_CSUM_OFF - H_RESERVED))
+    in->encrypted = in->incompat & ARC_INCOMPAT_ENCRYPTED;
+    if (!arc_is_zero(h + H_RESERVED, ARC_HEADER_CSUM_OFF - H_RESERVED) ||
+        (!in->encrypted && !arc_is_zero(h + H_KEYID, CR_ID_BYTES)))
         return vs_err_set(e, EIO, "%s: reserved header bytes are not zero", n);
+    if (in->encrypted && arc_is_zero(h + H_KEYID, CR_ID_BYTES))
+        return vs_err_set(e, EIO, "%s: encrypted, but the header names no key", n);
+    if (in->encrypted)
+        cr_id_from_bytes(h + H_KEYID, in->key_id);
     memcpy(in->uuid, h + H_UUID, 16);
     memcpy(in->parent_uuid, h + H_PUUID, 16);
     in->has_parent = in->incompat & ARC_INCOMPAT_PARENT;
@@ -53,16 +59,17 @@ static int parse_header(struct arc *a, const uint8_t *h, vs_err *e)
     if (!arc_block_size_ok(in->block_size))
         return vs_err_set(e, EIO, "%s: bad block size %u in header", n, in->block_size);
     if (a->dir_off < ARC_HEADER_SIZE || dir_len < ARC_DIR_FIXED + 8 || dir_len > ARC_MAX_DIR_LEN ||
-        a->dir_off + dir_len != in->file_size)
+        a->dir_off + dir_len != in->file_size || (in->encrypted && dir_len < ARC_DIR_FIXED + 8 + CR_SEAL_OVERHEAD))
         return vs_err_set(e, EIO, "%s: directory at %" PRIu64 " (+%u) does not end the file", n, a->dir_off, dir_len);
     return 0;
 }
 
-static int load_tops(struct arc *a, struct arc_stream *s, vs_err *e)
+static int load_tops(struct arc *a, unsigned si, vs_err *e)
 {
+    struct arc_stream *s = &a->streams[si];
     if (!s->top_count)
         return 0;
-    uint64_t len = (uint64_t)s->top_count * ARC_TOP_ENTRY;
+    uint64_t len = arc__sealed_len(a, (uint64_t)s->top_count * ARC_TOP_ENTRY);
     if (s->top_offset < ARC_HEADER_SIZE || s->top_offset > a->dir_off || len > a->dir_off - s->top_offset)
         return vs_err_set(e, EIO, "%s: stream '%s': top-level index outside the file", a->src->name, s->name);
     VS_AUTOFREE uint8_t *raw = vs_xmalloc(len);
@@ -72,13 +79,18 @@ static int load_tops(struct arc *a, struct arc_stream *s, vs_err *e)
     if (arc_meta_hash(raw, len) != s->top_csum)
         return vs_err_set(e, EIO, "%s: stream '%s': top-level index checksum mismatch at file offset %" PRIu64,
                           a->src->name, s->name, s->top_offset);
+    if (a->enc) {
+        VS_AUTOFREE char *what = vs_xasprintf("stream '%s' top-level index", s->name);
+        if ((r = arc__unseal(a, ARC_SEAL_TOP, si, 0, raw, len, s->top_offset, what, e)) < 0)
+            return r;
+    }
     s->tops = arc__alloc(a, s->top_count * sizeof *s->tops);
     for (uint32_t i = 0; i < s->top_count; i++) {
         struct arc_top *t = &s->tops[i];
         arc_top_decode(raw + (size_t)i * ARC_TOP_ENTRY, t);
         uint64_t n = VS_MIN((uint64_t)s->page_entries, s->blocks - (uint64_t)i * s->page_entries);
         bool ok = t->type == ARC_PAGE_STORED
-                      ? t->length == n * ARC_PAGE_ENTRY && t->offset >= ARC_HEADER_SIZE && t->offset <= a->dir_off &&
+                      ? t->length == arc__sealed_len(a, n * ARC_PAGE_ENTRY) && t->offset >= ARC_HEADER_SIZE && t->offset <= a->dir_off &&
                             t->length <= a->dir_off - t->offset
                       : (t->type == ARC_PAGE_ZERO || (t->type == ARC_PAGE_PARENT && a->info.has_parent)) &&
                             !t->offset && !t->length && !t->csum;
@@ -105,7 +117,7 @@ static int check_tops_disjoint(struct arc *a, vs_err *e)
             v[k++] = &a->streams[i];
     qsort(v, k, sizeof *v, cmp_top_offset);
     for (unsigned i = 1; i < k; i++)
-        if (v[i]->top_offset - v[i - 1]->top_offset < (uint64_t)v[i - 1]->top_count * ARC_TOP_ENTRY)
+        if (v[i]->top_offset - v[i - 1]->top_offset < arc__sealed_len(a, (uint64_t)v[i - 1]->top_count * ARC_TOP_ENTRY))
             return vs_err_set(e, EIO, "%s: streams '%s' and '%s' have overlapping top-level indexes", a->src->name,
                               v[i - 1]->name, v[i]->name);
     return 0;
@@ -183,7 +195,7 @@ static int parse_dir(struct arc *a, const uint8_t *d, size_t len, vs_err *e)
         return vs_err_set(e, EIO, "%s: trailing bytes in directory", n);
     int r = check_tops_disjoint(a, e);
     for (uint32_t i = 0; r >= 0 && i < ns; i++)
-        r = load_tops(a, &a->streams[i], e);
+        r = load_tops(a, i, e);
     if (r < 0)
         return r;
     a->info.nstreams = ns;
@@ -233,7 +245,9 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
             vs_uuid_format(a->info.parent_uuid, u1);
             return vs_err_set(e, ENOENT, "%s: parent archive '%s' (UUID %s) not found", a->src->name, pp, u1);
         }
-        struct arc_open_opts po = { .cache_bytes = o ? o->cache_bytes : 0, .cache = o ? o->cache : NULL };
+        /* header_only: a parent the child's key does not open is reported below as a chain of mixed keys */
+        struct arc_open_opts po = { .cache_bytes = o ? o->cache_bytes : 0, .cache = o ? o->cache : NULL,
+                                    .key = o ? o->key : NULL, .header_only = true };
         if (r >= 0)
             r = open_chain(ps, &po, depth + 1, &a->parent, e);
         if (r < 0)
@@ -246,6 +260,13 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
         return vs_err_set(e, EINVAL, "%s: parent archive '%s' has UUID %s, expected %s", a->src->name,
                           a->parent->src->name, u1, u2);
     }
+    const struct arc_info *pi = &a->parent->info;
+    if (pi->encrypted != a->info.encrypted || strcmp(pi->key_id, a->info.key_id)) {
+        VS_AUTOFREE char *mine = a->info.encrypted ? vs_xasprintf("with key %s", a->info.key_id) : vs_xstrdup("not");
+        VS_AUTOFREE char *theirs = pi->encrypted ? vs_xasprintf("with key %s", pi->key_id) : vs_xstrdup("not");
+        return vs_err_set(e, EINVAL, "%s: parent archive '%s' is encrypted %s, this archive %s: a chain uses one key",
+                          a->src->name, a->parent->src->name, theirs, mine);
+    }
     for (unsigned i = 0; i < a->nstreams; i++) {
         struct arc_stream *s = &a->streams[i];
         int ps = arc_find_stream(a->parent, ARC_KIND_OTHER, s->name);
@@ -255,6 +276,53 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
             return vs_err_set(e, EIO, "%s: stream '%s' needs a stream of that name and block size %u in parent '%s'",
                               a->src->name, s->name, s->block_size, a->parent->src->name);
     }
+    return 0;
+}
+
+/* An encrypted archive needs its key: the one given, if its id is the archive's, else the archive opens with its
+ * header only (locked) when the caller asked for that, or not at all. */
+static int take_key(struct arc *a, const struct arc_open_opts *o, bool *locked, vs_err *e)
+{
+    int r = cr_init(e);
+    if (r < 0)
+        return r;
+    const struct cr_key *k = o ? o->key : NULL;
+    if (k && !strcmp(k->id, a->info.key_id)) {
+        a->key = *k;
+        a->enc = true;
+        return 0;
+    }
+    if (o && o->header_only) {
+        *locked = true;
+        return 0;
+    }
+    if (!k)
+        return vs_err_set(e, ENOKEY, "archive %s is encrypted with key %s; pass --key", a->src->name, a->info.key_id);
+    return vs_err_set(e, EKEYREJECTED, "archive %s is encrypted with key %s; pass --key (the key given is %s)",
+                      a->src->name, a->info.key_id, k->id);
+}
+
+/* The directory is sealed with the header as associated data: every header field is authenticated with it. */
+static int open_dir(struct arc *a, const uint8_t *h, uint8_t *d, size_t len, vs_err *e)
+{
+    uint8_t ad[ARC_SEAL_AD_MAX];
+    size_t adl = arc__seal_ad(ad, ARC_SEAL_DIR, h, 0, 0);
+    if (cr_open_inplace(&a->key, ad, adl, d, len) < 0)
+        return vs_err_set(e, EIO, "%s: directory at file offset %" PRIu64 " does not authenticate (tampered with, or "
+                          "not written with this header)", a->src->name, a->dir_off);
+    memmove(d, d + CR_SEAL_NONCE, len - CR_SEAL_OVERHEAD);
+    return 0;
+}
+
+int arc__unseal(struct arc *a, enum arc_seal_kind kind, uint32_t stream, uint64_t n, uint8_t *buf, size_t len,
+                uint64_t file_off, const char *what, vs_err *e)
+{
+    uint8_t ad[ARC_SEAL_AD_MAX];
+    size_t adl = arc__seal_ad(ad, kind, a->info.uuid, stream, n);
+    if (cr_open_inplace(&a->key, ad, adl, buf, len) < 0)
+        return vs_err_set(e, EIO, "%s: %s: authentication failed at file offset %" PRIu64 " (tampered with, or "
+                          "sealed for another place or archive)", a->src->name, what, file_off);
+    memmove(buf, buf + CR_SEAL_NONCE, len - CR_SEAL_OVERHEAD);
     return 0;
 }
 
@@ -277,14 +345,19 @@ static int open_chain(struct arc_source *src, const struct arc_open_opts *o, int
         r = parse_header(a, h, e);
     if (r >= 0)
         r = arc__bc_attach(a, e);
-    if (r >= 0) {
+    bool locked = false;
+    if (r >= 0 && a->info.encrypted)
+        r = take_key(a, o, &locked, e);
+    if (r >= 0 && !locked) {
         size_t dl = a->info.file_size - a->dir_off;
         VS_AUTOFREE uint8_t *d = vs_xmalloc(dl);
         r = src->pread(src, d, dl, a->dir_off, e);
+        if (r >= 0 && a->enc)
+            r = open_dir(a, h, d, dl, e);
         if (r >= 0)
-            r = parse_dir(a, d, dl, e);
+            r = parse_dir(a, d, dl - (a->enc ? CR_SEAL_OVERHEAD : 0), e);
     }
-    if (r >= 0 && a->info.has_parent && !(o && o->no_parent))
+    if (r >= 0 && !locked && a->info.has_parent && !(o && o->no_parent))
         r = attach_parent(a, o, depth, e);
     if (r < 0) {
         arc_close(a);
@@ -319,6 +392,7 @@ void arc_close(struct arc *a)
         arc__free(a, a->streams[i].tops, a->streams[i].top_count * sizeof(struct arc_top));
     arc__free(a, a->streams, a->streams_cap * sizeof *a->streams);
     free(a->hint);
+    cr_key_wipe(&a->key);
     if (a->own_parent)
         arc_close(a->parent);
     arc_source_close(a->src);
@@ -386,7 +460,12 @@ int arc__read_page(struct arc *a, unsigned stream, uint64_t page, uint8_t *buf, 
     if (arc_meta_hash(buf, t->length) != t->csum)
         return vs_err_set(e, EIO, "%s: stream '%s': index page %" PRIu64 " (blocks %" PRIu64 "..) checksum mismatch "
                           "at file offset %" PRIu64, a->src->name, s->name, page, page * s->page_entries, t->offset);
-    *len = t->length;
+    if (a->enc) {
+        VS_AUTOFREE char *what = vs_xasprintf("stream '%s' index page %" PRIu64, s->name, page);
+        if ((r = arc__unseal(a, ARC_SEAL_PAGE, stream, page, buf, t->length, t->offset, what, e)) < 0)
+            return r;
+    }
+    *len = (uint32_t)(t->length - (a->enc ? CR_SEAL_OVERHEAD : 0));
     return 0;
 }
 
@@ -405,7 +484,8 @@ int arc__check_entry(struct arc *a, unsigned stream, uint64_t block, const struc
     case ARC_BLOCK_DATA:
         if (en->reserved || en->codec > ARC_CODEC_ZSTD)
             why = "unknown codec or reserved bits set";
-        else if (!en->stored_len || en->stored_len > arc_stored_bound(s->block_size) ||
+        else if (en->stored_len <= (a->enc ? CR_SEAL_OVERHEAD : 0) ||
+                 en->stored_len > arc__sealed_len(a, arc_stored_bound(s->block_size)) ||
                  en->offset < ARC_HEADER_SIZE || en->offset > a->dir_off || en->stored_len > a->dir_off - en->offset)
             why = "stored extent outside the data area";
         break;
@@ -456,7 +536,9 @@ int arc__entry_checked(struct arc *a, unsigned stream, uint64_t block, struct ar
                 v = &a->pages[i];
         uint8_t *old = v->buf;
         uint32_t old_len = v->len;
-        *v = (struct arc_page_slot){ .stream = (int)stream, .page = page, .buf = buf, .len = len, .tick = ++a->tick };
+        (void)len;   /* the slot records what was allocated (sealed pages open in place, shorter) */
+        *v = (struct arc_page_slot){ .stream = (int)stream, .page = page, .buf = buf, .len = t->length,
+                                     .tick = ++a->tick };
         pthread_mutex_unlock(&a->lock);
         arc__free(a, old, old_len);
     }
@@ -477,7 +559,7 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
     struct arc_stream *s = &a->streams[stream];
     size_t blen = arc__block_len(s, block);
     /* Stored as is (incompressible RAM, random data): read it in place, one hash serves both checksums. */
-    bool in_place = en->codec == ARC_CODEC_NONE && en->stored_len == blen;
+    bool in_place = !a->enc && en->codec == ARC_CODEC_NONE && en->stored_len == blen;
     VS_AUTOFREE uint8_t *raw = in_place ? NULL : vs_xmalloc(en->stored_len);
     arc__bc_readahead(a, stream, block);
     int r = arc__fetch(a, ARC_BC_BLOCK, en->offset, en->stored_len, en->scsum, in_place ? dst : raw, e);
@@ -485,15 +567,20 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
         return vs_err_prefix(e, "stream '%s' block %" PRIu64 " (offset %" PRIu64 ")", s->name, block,
                              block * s->block_size);
     const char *why = NULL;
+    uint8_t ad[ARC_SEAL_AD_MAX];
     uint64_t h = arc_hash64(in_place ? dst : raw, en->stored_len);
     if (h != en->scsum) {
         why = "stored data checksum mismatch";
     } else if (in_place) {
         if (h != en->csum)
             why = "data checksum mismatch";
+    } else if (a->enc && cr_open_inplace(&a->key, ad, arc__seal_ad(ad, ARC_SEAL_BLOCK, a->info.uuid, 0, 0), raw,
+                                         en->stored_len) < 0) {
+        why = "authentication failed (tampered with, or sealed for another archive)";
     } else {
+        const uint8_t *z = a->enc ? raw + CR_SEAL_NONCE : raw;
         void *d = en->codec == ARC_CODEC_ZSTD ? arc__dctx_get(a) : NULL;
-        r = arc_decompress(en->codec, d, raw, en->stored_len, dst, blen);
+        r = arc_decompress(en->codec, d, z, en->stored_len - (a->enc ? CR_SEAL_OVERHEAD : 0), dst, blen);
         arc__dctx_put(a, d);
         if (r < 0)
             why = "cannot decompress";

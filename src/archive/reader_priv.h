@@ -49,6 +49,8 @@ struct arc {
     void *dctx[ARC_DCTX_POOL];
     unsigned ndctx;
     atomic_size_t mem;            /* bytes allocated by the handle */
+    bool enc;                     /* sealed: key holds its key */
+    struct cr_key key;
 };
 
 /* Allocation that counts towards arc_mem_usage(). */
@@ -69,6 +71,13 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
 /* Load one index page without the cache (verify). buf gets page_entries*32 bytes at most. */
 int arc__read_page(struct arc *a, unsigned stream, uint64_t page, uint8_t *buf, uint32_t *len, vs_err *e);
 int arc__check_entry(struct arc *a, unsigned stream, uint64_t block, const struct arc_entry *en, vs_err *e);
+
+/* Open a sealed structure of this archive in place (len stored bytes at buf); its plaintext then starts at buf,
+ * len - CR_SEAL_OVERHEAD bytes. what names it in the error ("stream 'x' index page 3"). */
+int arc__unseal(struct arc *a, enum arc_seal_kind kind, uint32_t stream, uint64_t n, uint8_t *buf, size_t len,
+                uint64_t file_off, const char *what, vs_err *e);
+/* Bytes a structure of n plaintext bytes takes in this archive. */
+static inline uint64_t arc__sealed_len(const struct arc *a, uint64_t n) { return n + (a->enc ? CR_SEAL_OVERHEAD : 0); }
 
 /* Block cache (cache.c). */
 void arc__cache_init(struct arc *a, size_t bytes);

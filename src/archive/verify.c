@@ -93,7 +93,7 @@ static int verify_one(struct arc *a, const struct arc_verify_opts *o, const char
     struct vctx v = { .a = a, .o = o, .prefix = prefix };
     for (unsigned i = 0; i < a->nstreams; i++)
         v.total += a->streams[i].size;
-    uint8_t *page = vs_xmalloc((size_t)ARC_MAX_PAGE_ENTRIES * ARC_PAGE_ENTRY);
+    uint8_t *page = vs_xmalloc((size_t)ARC_MAX_PAGE_ENTRIES * ARC_PAGE_ENTRY + CR_SEAL_OVERHEAD);
     uint8_t *data = vs_xmalloc(ARC_MAX_BLOCK_SIZE);
     for (unsigned i = 0; i < a->nstreams; i++)
         verify_stream(&v, i, page, data);

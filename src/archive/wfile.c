@@ -55,6 +55,28 @@ static char *parent_hint(const char *archive_path, const char *parent_path)
     return relpath(rp, rd);
 }
 
+/* An archive written over an encrypted base is encrypted too, with the base's key unless told otherwise; a thin
+ * archive is sealed with its parent's key (a chain uses one key), so a plain parent has none. */
+static int choose_key(struct arc_writer *w, const char *path, vs_err *e)
+{
+    struct arc *b = w->base;
+    if (b && w->thin && w->enc && (!b->enc || strcmp(b->key.id, w->key.id)))
+        return vs_err_set(e, EINVAL, "%s: parent archive '%s' is %s%s, not with key %s: a thin archive uses its "
+                          "parent's key", path, b->src->name, b->enc ? "encrypted with key " : "not encrypted",
+                          b->enc ? b->key.id : "", w->key.id);
+    if (b && b->enc && !w->enc) {
+        w->key = b->key;
+        w->enc = true;
+    }
+    if (!w->enc)
+        return 0;
+    int r = cr_init(e);
+    if (r < 0)
+        return r;
+    w->block_ad_len = arc__seal_ad(w->block_ad, ARC_SEAL_BLOCK, w->uuid, 0, 0);
+    return 0;
+}
+
 int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct arc_writer **out, vs_err *e)
 {
     struct arc_writer_opts def;
@@ -83,13 +105,18 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
         vs_err_sys(e, -r, "generating a UUID");
         goto fail;
     }
+    if (o->key) {
+        w->key = *o->key;
+        w->enc = true;
+    }
     if (o->parent) {
         w->base = o->parent;
         const struct arc_source *bs = w->base->src;   /* a file's path, or an object's location */
         const char *where = bs->path ? bs->path : os_is_remote(bs->name) ? bs->name : NULL;
         w->hint = where ? parent_hint(path, where) : vs_xstrdup("");
     } else if (o->parent_path) {
-        if ((r = arc_open(o->parent_path, NULL, &w->base, e)) < 0) {
+        struct arc_open_opts po = { .key = o->parent_key ? o->parent_key : o->key };
+        if ((r = arc_open(o->parent_path, &po, &w->base, e)) < 0) {
             vs_err_prefix(e, "parent");
             goto fail;
         }
@@ -101,6 +128,8 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     }
     if (!w->base)
         w->thin = false;
+    if ((r = choose_key(w, path, e)) < 0)
+        goto fail;
 
     if ((r = arc_sink_open(path, &w->sink, e)) < 0)
         goto fail;
@@ -109,7 +138,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     if ((r = w->sink->pwrite(w->sink, zero, sizeof zero, 0, e)) < 0)
         goto fail;
     w->fpos = ARC_HEADER_SIZE;
-    w->cmpbuf = vs_xmalloc(arc_stored_bound(w->bs));
+    w->cmpbuf = vs_xmalloc(arc_stored_bound(w->bs) + CR_SEAL_OVERHEAD);
     int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     arc__pool_start(w, (unsigned)VS_MIN(VS_MAX(threads, 1), 64));
     *out = w;
@@ -131,6 +160,7 @@ static void writer_free(struct arc_writer *w)
     arc__unord_free(w->st.u);
     free(w->recs);
     free(w->cmpbuf);
+    cr_key_wipe(&w->key);
     free(w->hint);
     free(w->message);
     free(w->path);
@@ -203,26 +233,38 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     }
     vs_put_le64(d + p, arc_meta_hash(d, p));
     uint64_t dir_off = w->fpos;
-    int r = w->sink->pwrite(w->sink, d, len, dir_off, e);
-    if (r < 0)
-        return r;
-    w->fpos += len;
+    size_t stored = len + (w->enc ? CR_SEAL_OVERHEAD : 0);
 
     uint8_t h[ARC_HEADER_SIZE] = { 0 };
     memcpy(h + H_MAGIC, ARC_MAGIC, ARC_MAGIC_LEN);
     vs_put_le32(h + H_VERSION, ARC_VERSION);
     vs_put_le32(h + H_HDRSIZE, ARC_HEADER_SIZE);
-    vs_put_le64(h + H_INCOMPAT, w->incompat | (w->thin ? ARC_INCOMPAT_PARENT : 0));
+    vs_put_le64(h + H_INCOMPAT, w->incompat | (w->thin ? ARC_INCOMPAT_PARENT : 0) |
+                                    (w->enc ? ARC_INCOMPAT_ENCRYPTED : 0));
     vs_put_le64(h + H_COMPAT, 0);
     memcpy(h + H_UUID, w->uuid, 16);
     if (w->thin)
         memcpy(h + H_PUUID, w->base->info.uuid, 16);
     vs_put_le64(h + H_CREATED, w->created);
-    vs_put_le64(h + H_FILESIZE, w->fpos);
+    vs_put_le64(h + H_FILESIZE, dir_off + stored);
     vs_put_le64(h + H_DIROFF, dir_off);
-    vs_put_le32(h + H_DIRLEN, (uint32_t)len);
+    vs_put_le32(h + H_DIRLEN, (uint32_t)stored);
     vs_put_le32(h + H_BLOCKSIZE, w->bs);
+    if (w->enc)
+        cr_id_to_bytes(w->key.id, h + H_KEYID);
     vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF));
+
+    VS_AUTOFREE uint8_t *sealed = NULL;
+    if (w->enc) {   /* the header is the directory's associated data: the key authenticates every field */
+        uint8_t ad[ARC_SEAL_AD_MAX];
+        size_t adl = arc__seal_ad(ad, ARC_SEAL_DIR, h, 0, 0);
+        sealed = vs_xmalloc(stored);
+        cr_seal(&w->key, ad, adl, d, len, sealed);
+    }
+    int r = w->sink->pwrite(w->sink, sealed ? sealed : d, stored, dir_off, e);
+    if (r < 0)
+        return r;
+    w->fpos += stored;
     return w->sink->pwrite(w->sink, h, sizeof h, 0, e);
 }
 

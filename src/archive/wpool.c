@@ -18,8 +18,13 @@ static void process(struct arc_writer *w, struct wslot *s, void *zctx)
     s->h = XXH3_128bits(s->in, s->len);
     if (w->debug & ARC_DEBUG_COLLIDE_HASH)
         s->h = (XXH128_hash_t){ 42, 42 };
-    s->out_len = (uint32_t)arc_compress(w->codec, w->level, zctx, s->in, s->len, s->out, arc_stored_bound(w->bs),
-                                        &s->codec);
+    s->z_len = (uint32_t)arc_compress(w->codec, w->level, zctx, s->in, s->len, s->z, arc_stored_bound(w->bs),
+                                      &s->codec);
+    s->out_len = s->z_len;
+    if (w->enc) {   /* sealed here, on the workers: encryption runs in parallel, off the caller's thread */
+        cr_seal(&w->key, w->block_ad, w->block_ad_len, s->z, s->z_len, s->out);
+        s->out_len += CR_SEAL_OVERHEAD;
+    }
     s->scsum = arc_hash64(s->out, s->out_len);
 }
 
@@ -69,7 +74,8 @@ void arc__pool_start(struct arc_writer *w, unsigned threads)
     size_t ob = arc_stored_bound(w->bs);
     for (unsigned i = 0; i < w->nslots; i++) {
         w->slots[i].in = vs_xmalloc(w->bs);
-        w->slots[i].out = vs_xmalloc(ob);
+        w->slots[i].out = vs_xmalloc(ob + (w->enc ? CR_SEAL_OVERHEAD : 0));
+        w->slots[i].z = w->enc ? vs_xmalloc(ob) : w->slots[i].out;
     }
     if (w->codec == ARC_CODEC_ZSTD)
         w->zctx = ZSTD_createCCtx();
@@ -95,6 +101,8 @@ void arc__pool_stop(struct arc_writer *w)
         pthread_join(w->workers[i], NULL);
     for (unsigned i = 0; i < w->nslots; i++) {
         free(w->slots[i].in);
+        if (w->slots[i].z != w->slots[i].out)
+            free(w->slots[i].z);
         free(w->slots[i].out);
     }
     free(w->slots);
@@ -158,8 +166,9 @@ int arc__pool_drain(struct arc_writer *w, vs_err *e)
 
 static size_t dd_slot(const struct arc_writer *w, XXH128_hash_t h) { return (size_t)(h.low64 & (w->dd_cap - 1)); }
 
-/* Equal content only if the stored bytes read back from the file are equal to this block's compressed bytes
- * with the same codec (decompression is a function), so a hash collision can never merge different blocks. */
+/* Equal content only if the stored bytes read back from the file (opened, when sealed) are equal to this block's
+ * compressed bytes with the same codec (decompression is a function), so a hash collision can never merge
+ * different blocks. Sealed blocks differ in their random nonces, never in what they open to. */
 bool arc__dedup_find(struct arc_writer *w, const struct wslot *s, struct arc_entry *en, vs_err *e)
 {
     (void)e;
@@ -170,10 +179,12 @@ bool arc__dedup_find(struct arc_writer *w, const struct wslot *s, struct arc_ent
         if (d->h.low64 != s->h.low64 || d->h.high64 != s->h.high64 || d->len != s->len ||
             d->en.stored_len != s->out_len || d->en.codec != s->codec)
             continue;
+        const uint8_t *z;
+        uint32_t zl;
         vs_err ignored;   /* a sink that cannot read back (already uploaded): not a candidate */
-        if (w->sink->pread(w->sink, w->cmpbuf, s->out_len, d->en.offset, &ignored) < 0)
+        if (arc__readback(w, &d->en, w->cmpbuf, &z, &zl, &ignored) < 0 || zl != s->z_len)
             continue;
-        if (!memcmp(w->cmpbuf, s->out, s->out_len)) {
+        if (!memcmp(z, s->z, zl)) {
             *en = d->en;
             return true;
         }

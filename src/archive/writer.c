@@ -43,6 +43,36 @@ static int append(struct arc_writer *w, const void *buf, size_t len, vs_err *e)
     return 0;
 }
 
+/* ---- sealing -------------------------------------------------------------------------------------------- */
+
+int arc__readback(struct arc_writer *w, const struct arc_entry *en, uint8_t *buf, const uint8_t **z, uint32_t *z_len,
+                  vs_err *e)
+{
+    int r = w->sink->pread(w->sink, buf, en->stored_len, en->offset, e);
+    if (r < 0)
+        return r;
+    if (arc_hash64(buf, en->stored_len) != en->scsum)
+        return -EBADMSG;
+    *z = buf;
+    *z_len = en->stored_len;
+    if (w->enc) {
+        if (cr_open_inplace(&w->key, w->block_ad, w->block_ad_len, buf, en->stored_len) < 0)
+            return -EBADMSG;
+        *z = buf + CR_SEAL_NONCE;
+        *z_len -= CR_SEAL_OVERHEAD;
+    }
+    return 0;
+}
+
+uint8_t *arc__seal_meta(struct arc_writer *w, enum arc_seal_kind kind, uint64_t n, const void *buf, size_t len)
+{
+    uint8_t ad[ARC_SEAL_AD_MAX];
+    size_t adl = arc__seal_ad(ad, kind, w->uuid, (uint32_t)w->nrecs, n);   /* the stream's record comes next */
+    uint8_t *out = vs_xmalloc(len + CR_SEAL_OVERHEAD);
+    cr_seal(&w->key, ad, adl, buf, len, out);
+    return out;
+}
+
 /* ---- index ---------------------------------------------------------------------------------------------- */
 
 static int flush_page(struct arc_writer *w, vs_err *e)
@@ -58,8 +88,11 @@ static int flush_page(struct arc_writer *w, vs_err *e)
     } else {
         t.offset = w->fpos;
         t.length = st->page_n * ARC_PAGE_ENTRY;
-        t.csum = arc_meta_hash(st->page, t.length);
-        int r = append(w, st->page, t.length, e);
+        VS_AUTOFREE uint8_t *sealed = w->enc ? arc__seal_meta(w, ARC_SEAL_PAGE, st->ntops, st->page, t.length) : NULL;
+        if (sealed)
+            t.length += CR_SEAL_OVERHEAD;
+        t.csum = arc_meta_hash(sealed ? sealed : st->page, t.length);
+        int r = append(w, sealed ? sealed : st->page, t.length, e);
         if (r < 0)
             return r;
     }
@@ -461,6 +494,12 @@ int arc_writer_end(struct arc_writer *w, vs_err *e)
     VS_AUTOFREE uint8_t *raw = vs_xmalloc(tl ? tl : 1);
     for (size_t i = 0; i < st->ntops; i++)
         arc_top_encode(raw + i * ARC_TOP_ENTRY, &st->tops[i]);
+    if (tl && w->enc) {
+        uint8_t *sealed = arc__seal_meta(w, ARC_SEAL_TOP, 0, raw, tl);
+        free(raw);
+        raw = sealed;
+        tl += CR_SEAL_OVERHEAD;
+    }
     rec->top_offset = tl ? w->fpos : 0;
     rec->top_csum = arc_meta_hash(raw, tl);
     if ((r = append(w, raw, tl, e)) < 0)

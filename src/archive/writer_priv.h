@@ -13,7 +13,8 @@ enum { SLOT_FREE, SLOT_PENDING, SLOT_DONE };
  * committed (written, indexed) in submission order by the caller's thread. */
 struct wslot {
     uint8_t *in, *out;
-    uint32_t len, out_len;
+    uint8_t *z;               /* the compressed block: out itself, or (encrypted) what out holds sealed */
+    uint32_t len, out_len, z_len;
     uint64_t block;
     int state;
     bool zero;
@@ -80,6 +81,10 @@ struct arc_writer {
     bool thin;
     unsigned debug;
     int worker_nice;
+    bool enc;                 /* sealed with key (docs/FORMAT.md "Encryption") */
+    struct cr_key key;
+    uint8_t block_ad[ARC_SEAL_AD_MAX];
+    size_t block_ad_len;
     struct arc *base;
     bool own_base;
     uint8_t uuid[16];
@@ -111,6 +116,14 @@ struct arc_writer {
     size_t dd_cap, dd_n, dd_max;
     uint8_t *cmpbuf;          /* block-size scratch for byte compares */
 };
+
+/* writer.c: the stored bytes of an entry of this archive read back into buf (arc_stored_bound + CR_SEAL_OVERHEAD
+ * bytes), checked and opened: *z, *z_len the compressed block. The sink's error if they cannot be read (*e set),
+ * -EBADMSG if they changed since written. */
+int arc__readback(struct arc_writer *w, const struct arc_entry *en, uint8_t *buf, const uint8_t **z, uint32_t *z_len,
+                  vs_err *e);
+/* Seal n bytes of a structure (index page, top-level table) of the current stream into a new buffer. */
+uint8_t *arc__seal_meta(struct arc_writer *w, enum arc_seal_kind kind, uint64_t n, const void *buf, size_t len);
 
 /* wpool.c */
 void arc__pool_start(struct arc_writer *w, unsigned threads);

@@ -29,7 +29,7 @@ void arc__unord_init(struct arc_writer *w, size_t hold_bytes)
         u->tab_cap *= 2;
     u->tab = vs_xcalloc(u->tab_cap, sizeof *u->tab);
     u->scratch = vs_xmalloc(w->bs);
-    u->sscratch = vs_xmalloc(arc_stored_bound(w->bs));
+    u->sscratch = vs_xmalloc(arc_stored_bound(w->bs) + CR_SEAL_OVERHEAD);
     st->u = u;
 }
 
@@ -79,10 +79,12 @@ static int previous(struct arc_writer *w, uint64_t block, uint8_t *out, vs_err *
         return 0;
     case UB_DATA:
     case UB_DEDUP: {
-        if ((r = w->sink->pread(w->sink, u->sscratch, en->stored_len, en->offset, e)) < 0)
+        const uint8_t *z;
+        uint32_t zl;
+        int rb = arc__readback(w, en, u->sscratch, &z, &zl, e);
+        if (rb < 0 && rb != -EBADMSG)
             return arc__fail(w, vs_err_prefix(e, "reading back block %" PRIu64 " of '%s'", block, w->st.rec.name), e);
-        if (arc_hash64(u->sscratch, en->stored_len) != en->scsum ||
-            arc_decompress(en->codec, NULL, u->sscratch, en->stored_len, out, len) < 0 ||
+        if (rb < 0 || arc_decompress(en->codec, NULL, z, zl, out, len) < 0 ||
             arc_hash64(out, len) != en->csum)
             return arc__fail(w, vs_err_set(e, EIO, "%s: block %" PRIu64 " of '%s' changed on disk while writing",
                                            w->path, block, w->st.rec.name), e);

@@ -461,7 +461,7 @@ static void damaged(struct gen *g, const struct damage *d)
     else if (strstr(k, "version-2"))
         vs_put_le32(b + H_VERSION, 2), rehash_header(b);
     else if (strstr(k, "unknown-incompat"))
-        b[H_INCOMPAT] |= 4, rehash_header(b);
+        b[H_INCOMPAT] |= strstr(k, "incompat-3") ? 8 : 4, rehash_header(b);
     else if (strstr(k, "reserved-header"))
         b[H_RESERVED + 3] = 1, rehash_header(b);
     else if (strstr(k, "truncated"))
@@ -503,8 +503,11 @@ static const struct damage damages[] = {
       "header checksum mismatch" },
     { "d-version-2.vmsnap", "r1-thick.vmsnap", "version 2 (checksum repaired)", "open", NULL, "ENOTSUP",
       "unsupported format version 2" },
-    { "d-unknown-incompat.vmsnap", "r1-thick.vmsnap", "incompatible bit 2 set (checksum repaired)", "open", NULL,
-      "ENOTSUP", "requires unsupported features (incompatible bits 0x4)" },
+    { "d-unknown-incompat.vmsnap", "r1-thick.vmsnap", "incompatible bit 2 set (checksum repaired): unknown up to "
+      "revision 8, ENCRYPTED from revision 9, here without a key id", "open", NULL, "EIO",
+      "encrypted, but the header names no key" },
+    { "d-unknown-incompat-3.vmsnap", "r1-thick.vmsnap", "incompatible bit 3 set (checksum repaired)", "open", NULL,
+      "ENOTSUP", "requires unsupported features (incompatible bits 0x8)" },
     { "d-reserved-header.vmsnap", "r1-thick.vmsnap", "a reserved header byte set (checksum repaired)", "open", NULL,
       "EIO", "reserved header bytes are not zero" },
     { "d-truncated.vmsnap", "r1-thick.vmsnap", "last 100 bytes cut", "open", NULL, "EIO", "truncated" },
