@@ -149,6 +149,7 @@ struct arc_info {
     unsigned nstreams;
     bool encrypted;            /* sealed with the key named by key_id */
     char key_id[17];           /* "" when not encrypted */
+    bool locked;               /* encrypted and opened without its key (header_only): no streams, no parent hint */
 };
 void arc_get_info(const struct arc *a, struct arc_info *out);
 const uint8_t *arc_uuid(const struct arc *a);

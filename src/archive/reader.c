@@ -348,6 +348,7 @@ static int open_chain(struct arc_source *src, const struct arc_open_opts *o, int
     bool locked = false;
     if (r >= 0 && a->info.encrypted)
         r = take_key(a, o, &locked, e);
+    a->info.locked = locked;
     if (r >= 0 && !locked) {
         size_t dl = a->info.file_size - a->dir_off;
         VS_AUTOFREE uint8_t *d = vs_xmalloc(dl);

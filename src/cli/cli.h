@@ -42,6 +42,12 @@ void cli_progress_init(struct cli_progress *p, bool enabled, const char *what, u
 void cli_progress_update(struct cli_progress *p, uint64_t done);
 void cli_progress_done(struct cli_progress *p);
 
+/* Archive keys (keyopt.c): the key file at path, else at $env (env may be NULL), loaded into *k with *out = k;
+ * neither given: 0 and *out = NULL. For --key (env "VMSNAP_KEY_FILE") and --encrypt (no env). */
+struct cr_key;
+#define CLI_KEY_ENV "VMSNAP_KEY_FILE"
+int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr_key **out, vs_err *e);
+
 /* Commands. */
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);

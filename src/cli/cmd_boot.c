@@ -1,5 +1,6 @@
 /* cli: "vmsnap boot" — boot or resume a VM from an archive (the work is vm_host_run in src/vm/host.c). */
 #include "cli/cli.h"
+#include "crypt/crypt.h"
 #include "objstore/objstore.h"
 #include "vm/vm.h"
 
@@ -164,7 +165,7 @@ int cmd_boot(int argc, char **argv)
         { "detach", no_argument, NULL, 'd' },        { "json", no_argument, NULL, 'j' },
         { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
         { "qemu", required_argument, NULL, 'Q' },        { "trust-archive", no_argument, NULL, 'T' },
-        { "cache-size", required_argument, NULL, 'S' },
+        { "cache-size", required_argument, NULL, 'S' }, { "key", required_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -177,7 +178,7 @@ int cmd_boot(int argc, char **argv)
     struct vm_host_opts ho = { .errlog_fd = -1 };
     struct boot_ui ui = { .fd = -1 };
     VS_AUTOFREE char *overlay = NULL, *qmp = NULL, *console = NULL, *archive = NULL;
-    const char *accel = "auto";
+    const char *accel = "auto", *keyfile = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
@@ -213,6 +214,7 @@ int cmd_boot(int argc, char **argv)
         case 'E': ho.eager = true; break;
         case 'Q': ho.qemu = optarg; break;
         case 'T': ho.trust_archive = true; break;
+        case 'K': keyfile = optarg; break;
         case 'P':
             if (strcmp(optarg, "none") && strcmp(optarg, "background") && strcmp(optarg, "all"))
                 return cli_usage("boot", "--prefetch: expected none, background or all, got '%s'", optarg);
@@ -235,6 +237,10 @@ int cmd_boot(int argc, char **argv)
     archive = os_is_remote(argv[optind]) ? vs_xstrdup(argv[optind]) : absolute(argv[optind]);
     if (!os_is_remote(archive) && access(archive, R_OK) < 0)
         return cli_fail("archive %s: %s", archive, strerror(errno));
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    vs_err ke = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ho.key, &ke) < 0)   /* before detaching: a bad key fails here */
+        return cli_fail_err(&ke);
     if (ui.detach && console && !strcmp(console, "stdio"))
         return cli_usage("boot", "--console stdio needs the foreground (no --detach)");
     ho.archive = archive;

@@ -1,5 +1,6 @@
 /* cli: "vmsnap commit" — merge an overlay (and optionally a memory stream) into a new archive over BASE. */
 #include "cli/cli.h"
+#include "crypt/crypt.h"
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -9,11 +10,12 @@
 #include <time.h>
 
 /* An overlay still locked by a boot that is ending: retry for a few seconds. */
-static int open_overlay(const char *base, const char *path, struct nbd_overlay **o, vs_err *e)
+static int open_overlay(const char *base, const struct cr_key *key, const char *path, struct nbd_overlay **o,
+                        vs_err *e)
 {
     for (int i = 0;; i++) {
         struct nbd_base *b = NULL;
-        int r = nbd_base_open_archive(base, 0, &b, e);
+        int r = nbd_base_open_archive(base, 0, key, &b, e);
         if (r < 0)
             return r;
         r = nbd_overlay_open(path, b, NBD_OVL_READONLY, o, e);
@@ -49,9 +51,10 @@ int cmd_commit(int argc, char **argv)
     static const struct option opts[] = {
         { "output", required_argument, NULL, 'o' }, { "memory", required_argument, NULL, 'M' },
         { "thin", no_argument, NULL, 't' },         { "keep-overlay", no_argument, NULL, 'k' },
-        { "compress", required_argument, NULL, 'z' }, { NULL, 0, NULL, 0 },
+        { "compress", required_argument, NULL, 'z' }, { "key", required_argument, NULL, 'K' },
+        { "encrypt", required_argument, NULL, 'E' },  { NULL, 0, NULL, 0 },
     };
-    const char *out = NULL, *memory = NULL, *codec = NULL;
+    const char *out = NULL, *memory = NULL, *codec = NULL, *keyfile = NULL, *encrypt = NULL;
     bool thin = false, keep = false;
     optind = 1;
     int c;
@@ -62,6 +65,8 @@ int cmd_commit(int argc, char **argv)
         case 't': thin = true; break;
         case 'k': keep = true; break;
         case 'z': codec = optarg; break;
+        case 'K': keyfile = optarg; break;
+        case 'E': encrypt = optarg; break;
         default: return cli_usage("commit", "bad option");
         }
     }
@@ -69,13 +74,18 @@ int cmd_commit(int argc, char **argv)
         return cli_usage("commit", "expected BASE.vmsnap OVERLAY -o OUT.vmsnap");
     const char *base_path = argv[optind], *ovl_path = argv[optind + 1];
     vs_err e = { 0 };
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 }, ekey CR_KEY_AUTOWIPE = { 0 };
+    const struct cr_key *kp, *ekp;
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &kp, &e) < 0 || cli_key(encrypt, NULL, &ekey, &ekp, &e) < 0)
+        return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *base = NULL;
-    if (arc_open(base_path, NULL, &base, &e) < 0)
+    struct arc_open_opts bo = { .key = kp };
+    if (arc_open(base_path, &bo, &base, &e) < 0)
         return cli_fail_err(&e);
     if (access(ovl_path, R_OK) < 0)
         return cli_fail("overlay %s: %s", ovl_path, strerror(errno));
     NBD_OVERLAY_AUTOCLOSE struct nbd_overlay *o = NULL;
-    if (open_overlay(base_path, ovl_path, &o, &e) < 0)
+    if (open_overlay(base_path, kp, ovl_path, &o, &e) < 0)
         return cli_fail_err(&e);
     VS_AUTOCLOSE int memfd = -1;
     if (memory && (memfd = open(memory, O_RDONLY | O_CLOEXEC)) < 0)
@@ -86,6 +96,7 @@ int cmd_commit(int argc, char **argv)
         return cli_usage("commit", "--compress: %s", e.msg);
     wo.parent = base;
     wo.thin = thin;
+    wo.key = ekp;
     ARC_WRITER_AUTOABORT struct arc_writer *w = NULL;
     if (arc_writer_create(out, &wo, &w, &e) < 0)
         return cli_fail_err(&e);

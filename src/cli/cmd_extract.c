@@ -1,6 +1,7 @@
 /* cli: vmsnap extract — one stream out, byte for byte, zero blocks as holes; written to a temp name and renamed. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,9 +18,9 @@ int cmd_extract(int argc, char **argv)
     static const struct option opts[] = {
         { "disk", required_argument, NULL, 'd' }, { "memory", no_argument, NULL, 'M' },
         { "config", no_argument, NULL, 'C' }, { "output", required_argument, NULL, 'o' },
-        { "quiet", no_argument, NULL, 'q' }, { NULL, 0, NULL, 0 },
+        { "quiet", no_argument, NULL, 'q' }, { "key", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
     };
-    const char *out = NULL;
+    const char *out = NULL, *keyfile = NULL;
     int disk = -1, which = 0;
     bool quiet = false;
     int c;
@@ -40,6 +41,7 @@ int cmd_extract(int argc, char **argv)
         case 'C': which++; break;
         case 'o': out = optarg; break;
         case 'q': quiet = true; break;
+        case 'K': keyfile = optarg; break;
         default: return cli_usage("extract", "bad arguments");
         }
         if (c == 'M' || c == 'C')
@@ -53,8 +55,12 @@ int cmd_extract(int argc, char **argv)
         return cli_usage("extract", "missing -o FILE");
     const char *path = argv[optind];
     vs_err e = { 0 };
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct arc_open_opts ao = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+        return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    if (arc_open(path, NULL, &a, &e) < 0)
+    if (arc_open(path, &ao, &a, &e) < 0)
         return cli_fail("%s", e.msg);
     int s = disk >= 0 ? arc_find_disk(a, disk)
                       : arc_find_stream(a, disk == -2 ? ARC_KIND_MEMORY : ARC_KIND_CONFIG, NULL);

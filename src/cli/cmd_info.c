@@ -1,6 +1,7 @@
 /* cli: vmsnap info — what an archive holds. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -64,10 +65,14 @@ static json_t *info_json(struct arc *a, const char *path, const char *parent_err
                           "logical_size", (json_int_t)lsum, "stored_size", (json_int_t)ssum, "incompat_features",
                           (json_int_t)in.incompat, "streams", streams, "parent_chain", chain, "config", config,
                           "qemu_version", qv ? qv : json_null(), "metadata", small_json(a, ARC_KIND_METADATA));
+    json_object_set_new(j, "encrypted", json_boolean(in.encrypted));
+    json_object_set_new(j, "key_id", in.encrypted ? json_string(in.key_id) : json_null());
+    json_object_set_new(j, "sealed", json_boolean(in.locked));   /* no key: the header only */
     if (in.has_parent) {
         char pu[37];
         vs_uuid_format(in.parent_uuid, pu);
-        json_object_set_new(j, "parent", json_pack("{s:s, s:s}", "uuid", pu, "hint", in.parent_hint));
+        json_object_set_new(j, "parent", json_pack("{s:s, s:o}", "uuid", pu, "hint",
+                                                   in.parent_hint ? cli_json_text(in.parent_hint) : json_null()));
     } else {
         json_object_set_new(j, "parent", json_null());
     }
@@ -106,12 +111,15 @@ static void print_human(json_t *j)
            json_string_value(json_object_get(j, "path")), json_string_value(json_object_get(j, "uuid")), when,
            json_integer_value(json_object_get(j, "format_version")),
            json_integer_value(json_object_get(j, "block_size")));
+    if (json_is_true(json_object_get(j, "encrypted")))
+        printf("encrypted: with key %s%s\n", json_string_value(json_object_get(j, "key_id")),
+               json_is_true(json_object_get(j, "sealed")) ? " (pass --key to see its streams, config and parent)" : "");
     printf("size:     %s in file, %s logical\n", vs_fmt_size(json_integer_value(json_object_get(j, "file_size")), a, 32),
            vs_fmt_size(json_integer_value(json_object_get(j, "logical_size")), b, 32));
     json_t *par = json_object_get(j, "parent");
     if (json_is_object(par)) {
         printf("parent:   %s (%s)\n", json_string_value(json_object_get(par, "uuid")),
-               json_string_value(json_object_get(par, "hint")));
+               json_string_value(json_object_get(par, "hint")) ?: "sealed");
         size_t i;
         json_t *p;
         json_array_foreach(json_object_get(j, "parent_chain"), i, p)
@@ -149,23 +157,33 @@ static void print_human(json_t *j)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
+    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { "key", required_argument, NULL, 'K' },
+                                          { NULL, 0, NULL, 0 } };
     bool as_json = false;
+    const char *keyfile = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c != 'j')
+        if (c == 'K')
+            keyfile = optarg;
+        else if (c == 'j')
+            as_json = true;
+        else
             return cli_usage("info", "bad arguments");
-        as_json = true;
     }
     if (optind != argc - 1)
         return cli_usage("info", "expected one ARCHIVE");
     const char *path = argv[optind];
     vs_err e = { 0 }, pe = { 0 };
+    /* Without its key an encrypted archive shows its header: that it is encrypted, and with which key. */
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct arc_open_opts ao = { .header_only = true };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+        return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    int r = arc_open(path, NULL, &a, &pe);
+    int r = arc_open(path, &ao, &a, &pe);
     bool parent_broken = false;
     if (r < 0) {   /* show what can be shown of an archive whose parent is missing, then fail */
-        struct arc_open_opts o = { .no_parent = true };
+        struct arc_open_opts o = { .no_parent = true, .key = ao.key, .header_only = true };
         if (arc_open(path, &o, &a, &e) < 0)
             return cli_fail("%s", pe.msg);
         struct arc_info in;

@@ -7,6 +7,7 @@
  *               (vm_resume_load, as boot does: getfd + pipe + migrate-incoming fd:)
  * serve and load take a page image directory or such an archive. */
 #include "cli/cli.h"
+#include "crypt/crypt.h"
 #include "archive/archive.h"
 #include "migstream/migstream.h"
 #include "memstore/memstore.h"
@@ -313,8 +314,11 @@ static int mem_serve(int argc, char **argv)
     struct pf_file *afiles = NULL;
     unsigned n = 0;
     const struct mst_image_block *b = NULL;
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct arc_open_opts ao = { 0 };
     if (!is_dir(dir)) {
-        if (arc_open(dir, NULL, &a, &e) < 0 || pf_archive_files(a, &afiles, &n, &e) < 0)
+        if (cli_key(NULL, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || arc_open(dir, &ao, &a, &e) < 0 ||
+            pf_archive_files(a, &afiles, &n, &e) < 0)
             return cli_fail_err(&e);
         if (n == 0) {
             pf_archive_files_free(afiles, n);
@@ -377,9 +381,10 @@ static int mem_serve(int argc, char **argv)
 static int mem_load(int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "qmp", required_argument, NULL, 'Q' }, { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 },
+        { "qmp", required_argument, NULL, 'Q' }, { "json", no_argument, NULL, 'j' },
+        { "key", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
     };
-    const char *sock = NULL;
+    const char *sock = NULL, *keyfile = NULL;
     bool json = false;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -387,6 +392,8 @@ static int mem_load(int argc, char **argv)
             sock = optarg;
         else if (c == 'j')
             json = true;
+        else if (c == 'K')
+            keyfile = optarg;
         else
             return cli_usage("mem", "bad option to 'mem load'");
     }
@@ -398,7 +405,14 @@ static int mem_load(int argc, char **argv)
     /* An archive feeds its device stream through arc_pread (checked blocks); anything else is a stream file. */
     ARC_AUTOCLOSE struct arc *a = NULL;
     struct vm_load_src src = { .fd = -1 };
-    if (arc_open(in, NULL, &a, &e) == 0) {
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct arc_open_opts ao = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+        return cli_fail_err(&e);
+    int ar = arc_open(in, &ao, &a, &e);
+    if (ar == -ENOKEY || ar == -EKEYREJECTED)   /* an archive, not a stream file: its key is missing */
+        return cli_fail_err(&e);
+    if (ar == 0) {
         int dev = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE);
         if (dev == ARC_STREAM_NONE)
             return cli_fail("%s has no \"%s\" stream (not a paged memory snapshot)", in, MST_DEVICE);

@@ -1,6 +1,7 @@
 /* cli: vmsnap pack — disk images (raw or qcow2) (+ memory stream, config) into a .vmsnap archive. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 #include "image/image.h"
 
 #include <errno.h>
@@ -115,8 +116,10 @@ int cmd_pack(int argc, char **argv)
         { "block-size", required_argument, NULL, 'b' }, { "threads", required_argument, NULL, 'T' },
         { "parent", required_argument, NULL, 'P' }, { "message", required_argument, NULL, 'm' },
         { "quiet", no_argument, NULL, 'q' }, { "format", required_argument, NULL, 'f' },
-        { "follow-backing", optional_argument, NULL, 'B' }, { NULL, 0, NULL, 0 },
+        { "follow-backing", optional_argument, NULL, 'B' }, { "encrypt", required_argument, NULL, 'E' },
+        { "key", required_argument, NULL, 'K' },            { NULL, 0, NULL, 0 },
     };
+    const char *encrypt = NULL, *keyfile = NULL;
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     const char *out = NULL, *memory = NULL, *config = NULL, *backing_dir = NULL;
@@ -134,6 +137,8 @@ int cmd_pack(int argc, char **argv)
         case 'm': wo.message = optarg; break;
         case 'q': quiet = true; break;
         case 'B': follow = true; backing_dir = optarg; break;
+        case 'E': encrypt = optarg; break;
+        case 'K': keyfile = optarg; break;
         case 'f':
             if (img_parse_format(optarg, &fmt) < 0)
                 return cli_usage("pack", "bad --format '%s' (raw, qcow2 or auto)", optarg);
@@ -161,6 +166,10 @@ int cmd_pack(int argc, char **argv)
         return cli_usage("pack", "missing -o OUT.vmsnap");
     if (optind >= argc && !memory)
         return cli_usage("pack", "nothing to pack: give at least one disk image or --memory");
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 }, pkey CR_KEY_AUTOWIPE = { 0 };
+    if (cli_key(encrypt, NULL, &key, &wo.key, &e) < 0 ||
+        (wo.parent_path && cli_key(keyfile, CLI_KEY_ENV, &pkey, &wo.parent_key, &e) < 0))
+        return cli_fail_err(&e);
 
     /* Every disk is opened (and its format checked) before anything is written. */
     int ndisks = argc - optind, r = 0;

@@ -1,5 +1,6 @@
 /* cli: "vmsnap serve" — serve an archive's disk over NBD on a Unix socket with a copy-on-write overlay. */
 #include "cli/cli.h"
+#include "crypt/crypt.h"
 #include "nbd/nbd.h"
 
 #include <errno.h>
@@ -15,15 +16,17 @@ static void on_log(void *opaque, const char *msg)
     fprintf(stderr, "vmsnap: %s\n", msg);
 }
 
+struct base_src { bool raw; const struct cr_key *key; };
+
 static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
 {
-    bool raw = *(bool *)opaque;
-    if (raw) {
+    const struct base_src *bs = opaque;
+    if (bs->raw) {
         if (disk)
             return vs_err_set(e, EINVAL, "a raw image has only disk 0");
         return nbd_base_open_raw(path, out, e);
     }
-    return nbd_base_open_archive(path, disk, out, e);
+    return nbd_base_open_archive(path, disk, bs->key, out, e);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -32,9 +35,10 @@ int cmd_serve(int argc, char **argv)
         { "socket", required_argument, NULL, 's' }, { "disk", required_argument, NULL, 'd' },
         { "overlay", required_argument, NULL, 'o' }, { "read-only", no_argument, NULL, 'r' },
         { "raw", no_argument, NULL, 'R' }, { "control", required_argument, NULL, 'c' },
-        { "threads", required_argument, NULL, 't' }, { NULL, 0, NULL, 0 },
+        { "threads", required_argument, NULL, 't' }, { "key", required_argument, NULL, 'K' },
+        { NULL, 0, NULL, 0 },
     };
-    const char *sock = NULL, *overlay = NULL, *control = NULL;
+    const char *sock = NULL, *overlay = NULL, *control = NULL, *keyfile = NULL;
     unsigned long disk = 0, threads = 0;
     bool ro = false, raw = false;
     int c;
@@ -46,6 +50,7 @@ int cmd_serve(int argc, char **argv)
         case 'c': control = optarg; break;
         case 'r': ro = true; break;
         case 'R': raw = true; break;
+        case 'K': keyfile = optarg; break;
         case 'd':
             errno = 0;
             disk = strtoul(optarg, &end, 10);
@@ -78,8 +83,12 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     vs_err e = { 0 };
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct base_src bsrc = { .raw = raw };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &bsrc.key, &e) < 0)
+        return cli_fail_err(&e);
     struct nbd_base *base = NULL;
-    if (open_base(&raw, archive, (unsigned)disk, &base, &e) < 0)
+    if (open_base(&bsrc, archive, (unsigned)disk, &base, &e) < 0)
         return cli_fail_err(&e);
     unsigned flags = overlay ? NBD_OVL_CREATE : NBD_OVL_TEMP;
     if (ro)
@@ -94,7 +103,7 @@ int cmd_serve(int argc, char **argv)
     if (nbd_server_new(o, &so, &srv, &e) < 0 || nbd_server_listen_unix(srv, sock, &e) < 0)
         return cli_fail_err(&e);
     struct nbd_control *ctl = NULL;
-    if (control && nbd_control_start(o, control, open_base, &raw, &ctl, &e) < 0)
+    if (control && nbd_control_start(o, control, open_base, &bsrc, &ctl, &e) < 0)
         return cli_fail_err(&e);
 
     int sig;

@@ -3,6 +3,7 @@
  * writable disks through copy-before-write fleecing (blkcap), all of one instant; --memory-only leaves the disks. */
 #include "blkcap/blkcap.h"
 #include "cli/cli.h"
+#include "crypt/crypt.h"
 #include "objstore/objstore.h"
 #include "vm/vm.h"
 
@@ -208,10 +209,12 @@ static int choose_disks(struct qmp *q, const char *disks, struct bc_disks *out, 
 
 /* --thin --parent PREV of a foreign VM: PREV must be a snapshot of the same disks (names and sizes, in stream order),
  * so each stream's base in PREV is the same disk. *bitmap gets the dirty bitmap PREV's capture left on them. */
-static int check_parent(const char *parent, const struct bc_disks *d, char **bitmap, vs_err *e)
+static int check_parent(const char *parent, const struct cr_key *key, const struct bc_disks *d, char **bitmap,
+                        vs_err *e)
 {
     ARC_AUTOCLOSE struct arc *a = NULL;
-    int r = arc_open(parent, NULL, &a, e);
+    struct arc_open_opts ao = { .key = key };
+    int r = arc_open(parent, &ao, &a, e);
     if (r < 0)
         return r;
     VS_AUTOFREE char *text = NULL;
@@ -234,8 +237,9 @@ static int check_parent(const char *parent, const struct bc_disks *d, char **bit
 }
 
 /* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only. */
-static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool live, bool memory_only,
-                        const char *disks, const char *parent, struct snap_ui *ui, json_t **result, vs_err *e)
+static int snap_foreign(struct qmp *q, const char *out, const char *codec, const struct cr_key *key, bool live,
+                        bool memory_only, const char *disks, const char *parent, struct snap_ui *ui, json_t **result,
+                        vs_err *e)
 {
     int r;
     pid_t pid = qmp_peer_pid(q);
@@ -244,7 +248,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     VS_AUTOFREE char *skipped = NULL, *outdir = vs_xstrdup(out), *prev = NULL;
     if (!memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
         return r;
-    if (parent && (r = check_parent(parent, &f.disks, &prev, e)) < 0) {
+    if (parent && (r = check_parent(parent, key, &f.disks, &prev, e)) < 0) {
         bc_disks_free(&f.disks);
         return r;
     }
@@ -278,6 +282,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, bool 
     wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     wo.parent_path = parent;
     wo.thin = parent != NULL;
+    wo.key = key;
+    wo.parent_key = key;   /* an encrypted --parent: a thin archive is sealed with its parent's key */
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
@@ -350,10 +356,10 @@ int cmd_snap(int argc, char **argv)
         { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
         { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
         { "disks", required_argument, NULL, 'D' },   { "parent", required_argument, NULL, 'P' },
-        { NULL, 0, NULL, 0 },
+        { "encrypt", required_argument, NULL, 'E' }, { NULL, 0, NULL, 0 },
     };
     const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL,
-               *disks = NULL, *parent = NULL;
+               *disks = NULL, *parent = NULL, *encrypt = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
@@ -376,6 +382,7 @@ int cmd_snap(int argc, char **argv)
         case 'm': memory_only = true; break;
         case 'Q': quiet = true; break;
         case 'e': message = optarg; break;
+        case 'E': encrypt = optarg; break;
         case 'B': case 'O': break;   /* seed-000 aliases: vmsnap knows the base and overlay from the run dir */
         default: return cli_usage("snap", "bad option");
         }
@@ -403,6 +410,13 @@ int cmd_snap(int argc, char **argv)
         if (arc_parse_codec(codec, &cd, &lvl, &e) < 0)
             return cli_usage("snap", "--compress: %s", e.msg);
     }
+    /* The key is loaded here too, so a bad key file fails before the VM is touched; the boot host loads it again. */
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    const struct cr_key *kp = NULL;
+    vs_err ke = { 0 };
+    VS_AUTOFREE char *abs_key = encrypt ? realpath(encrypt, NULL) : NULL;
+    if (encrypt && (cli_key(encrypt, NULL, &key, &kp, &ke) < 0 || !abs_key))
+        return ke.code ? cli_fail_err(&ke) : cli_fail("key file %s: %s", encrypt, strerror(errno));
     struct stat st;
     if (qmp && stat(qmp, &st) < 0)
         return cli_fail("QMP socket %s: %s", qmp, strerror(errno));
@@ -424,7 +438,7 @@ int cmd_snap(int argc, char **argv)
     if (domain) {
         r = connect_libvirt(uri, domain, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, true, NULL, NULL, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, live, true, NULL, NULL, &ui, &res, &e);
     } else if (vm_state_find(qmp, &vs, NULL) == 0) {
         if (disks || parent) {
             vm_state_free(&vs);
@@ -432,7 +446,7 @@ int cmd_snap(int argc, char **argv)
                             "its disks and whose --thin parent is its last snapshot", qmp);
         }
         struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
-                                      .message = message };
+                                      .message = message, .encrypt = abs_key };
         r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
         vm_state_free(&vs);
     } else if (thin && (!parent || memory_only)) {
@@ -441,7 +455,7 @@ int cmd_snap(int argc, char **argv)
     } else {
         r = connect_foreign(qmp, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, live, memory_only, disks, parent, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, disks, parent, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);

@@ -1,6 +1,7 @@
 /* cli: vmsnap verify — check every byte of an archive and its parent chain. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 
 #include <getopt.h>
 
@@ -25,20 +26,29 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 
 int cmd_verify(int argc, char **argv)
 {
-    static const struct option opts[] = { { "quiet", no_argument, NULL, 'q' }, { NULL, 0, NULL, 0 } };
+    static const struct option opts[] = { { "quiet", no_argument, NULL, 'q' }, { "key", required_argument, NULL, 'K' },
+                                          { NULL, 0, NULL, 0 } };
     bool quiet = false;
+    const char *keyfile = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
-        if (c != 'q')
+        if (c == 'K')
+            keyfile = optarg;
+        else if (c == 'q')
+            quiet = true;
+        else
             return cli_usage("verify", "bad arguments");
-        quiet = true;
     }
     if (optind != argc - 1)
         return cli_usage("verify", "expected one ARCHIVE");
     const char *path = argv[optind];
     vs_err e = { 0 };
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    struct arc_open_opts ao = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+        return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    if (arc_open(path, NULL, &a, &e) < 0)
+    if (arc_open(path, &ao, &a, &e) < 0)
         return cli_fail("%s", e.msg);
     struct vstate v = { 0 };
     cli_progress_init(&v.prog, cli_progress_enabled(quiet), "verify", 0);

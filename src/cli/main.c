@@ -9,7 +9,7 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background|all] [--cache-size SIZE] "
+      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background|all] [--cache-size SIZE] [--key KEYFILE] "
       "[-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
@@ -28,10 +28,12 @@ const struct cli_command cli_commands[] = {
       "archive chain into the cache once the VM runs, and keeps it there while the VM lives, so the VM no longer\n"
       "needs the source afterwards (run directory's prefetch.json says when). See docs/CACHE.md.\n"
       "A snapshot of a VM vmsnap did not start replays its command line, each captured disk served from the archive\n"
-      "under the device it had; disks not captured (a cdrom) are emptied or dropped unless --trust-archive." },
+      "under the device it had; disks not captured (a cdrom) are emptied or dropped unless --trust-archive.\n"
+      "An encrypted archive needs its key: --key KEYFILE, else $VMSNAP_KEY_FILE (so do every command that reads one);\n"
+      "snapshots of the VM are sealed with that key too." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
-      "[--memory-only | --disks NAME,...] [--json] [--quiet]",
+      "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
       "changed since the archive the VM runs on. For another QEMU (QEMU >= 7.1): RAM, device state, its command line\n"
@@ -44,13 +46,19 @@ const struct cli_command cli_commands[] = {
       "instead of a socket (--memory-only for now; see docs/LIBVIRT.md). On any failure the VM keeps\n"
       "running and no file is left under OUT. Aliases: --socket, --output, --connect.\n"
       "The VM is left in the run state it had (checked with query-status): a paused VM stays paused. --json says\n"
-      "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured." },
-    { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay]",
+      "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured.\n"
+      "--encrypt KEYFILE seals the archive with that key (vmsnap keygen); a VM booted from an encrypted archive is\n"
+      "snapshotted with its key anyway, and a --thin snapshot always uses its parent's key." },
+    { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay] "
+      "[--key KEYFILE] [--encrypt KEYFILE]",
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
-      "The overlay is removed after a successful commit unless --keep-overlay." },
+      "The overlay is removed after a successful commit unless --keep-overlay. An encrypted BASE needs --key (or\n"
+      "$VMSNAP_KEY_FILE) and the new archive is sealed with it, or with --encrypt's key (thick only: a thin archive\n"
+      "uses its parent's key)." },
     { "pack", cmd_pack,
       "pack DISK [DISK2 ...] [--format raw|qcow2] [--follow-backing[=DIR]] [--memory FILE] [--config FILE.json] -o OUT.vmsnap "
-      "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet]",
+      "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet] "
+      "[--encrypt KEYFILE] [--key KEYFILE]",
       "Pack disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
       "checksummed, random-access archive. Disks are raw files, block devices or qcow2 images (v2/v3, compressed\n"
       "and zero clusters, subclusters, raw/qcow2 backing files; encrypted images and external data files are\n"
@@ -61,10 +69,13 @@ const struct cli_command cli_commands[] = {
       "(default: the directory of the disk named on the command line); absolute names are followed under the\n"
       "same rule. A backing file without a recorded format is qcow2 only if named .qcow2. Holes and unallocated\n"
       "clusters cost nothing. With --parent, store only the blocks that differ from ARCHIVE (a thin archive that\n"
-      "needs its parent to be read). --memory accepts a pipe." },
-    { "info", cmd_info, "info ARCHIVE [--json]",
-      "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config." },
-    { "verify", cmd_verify, "verify ARCHIVE [--quiet]",
+      "needs its parent to be read). --memory accepts a pipe. --encrypt KEYFILE seals the archive (its directory,\n"
+      "index and every block; XChaCha20-Poly1305, docs/FORMAT.md) with a key from 'vmsnap keygen'; the header\n"
+      "stays readable. An encrypted --parent needs --key (or $VMSNAP_KEY_FILE), and a thin child uses its key." },
+    { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE]",
+      "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config.\n"
+      "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id." },
+    { "verify", cmd_verify, "verify ARCHIVE [--quiet] [--key KEYFILE]",
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
     { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet]",
       "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
@@ -72,7 +83,7 @@ const struct cli_command cli_commands[] = {
       "a multipart upload completed last) and is verified on arrival by reading it back from DST; a copy that\n"
       "fails verification is removed. --with-parents copies a thin archive's parents first, each to where its\n"
       "parent hint leads from DST (a parent already there with the right UUID is kept)." },
-    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet]",
+    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet] [--key KEYFILE]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
       "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },
     { "keygen", cmd_keygen, "keygen [--sign] -o KEYFILE",
@@ -114,7 +125,7 @@ const struct cli_command cli_commands[] = {
       "and estimate how long a stop-mode and a live snapshot of this VM would take and pause it.\n"
       "RATE is bytes per second (e.g. 500M).\n" QOPS_ESTIMATE_MODEL_TEXT },
     { "serve", cmd_serve, "serve ARCHIVE --socket PATH [--disk N] [--overlay FILE] [--read-only] [--raw] "
-      "[--control PATH] [--threads N]",
+      "[--control PATH] [--threads N] [--key KEYFILE]",
       "Serve disk N (default 0) of ARCHIVE over NBD on the Unix socket PATH (mode 0600), export name \"\" (any\n"
       "name is accepted). Reads come from the archive, writes go to a 4 KiB copy-on-write overlay: FILE (created\n"
       "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
@@ -122,7 +133,7 @@ const struct cli_command cli_commands[] = {
       "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
     { "mem", cmd_mem,
       "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | pack DIR -o OUT.vmsnap "
-      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json])",
+      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json] [--key KEYFILE])",
       "Memory as pages (building blocks of lazy resume). split: parse a QEMU migration stream into a checksummed\n"
       "page image of the named RAM blocks (default \"mem\") plus a device stream without those pages; a stream it\n"
       "does not understand is refused as unsupported. reassemble: the inverse, a stream QEMU loads. serve: mount\n"

@@ -43,9 +43,10 @@ void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, ui
     out[15] ^= (uint8_t)disk;
 }
 
-int nbd_base_open_archive(const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
+int nbd_base_open_archive(const char *path, unsigned disk, const struct cr_key *key, struct nbd_base **out,
+                          vs_err *e)
 {
-    struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE };
+    struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE, .key = key };
     struct arc *a;
     int r = arc_open(path, &oo, &a, e);
     if (r < 0)

@@ -35,11 +35,13 @@ struct nbd_base {
 
 /* A raw image file as base (tests, benchmarks, qemu-nbd-style serving). Its UUID is derived from the file's
  * absolute path, so an overlay follows the file it was made for. */
+struct cr_key;
 int nbd_base_open_raw(const char *path, struct nbd_base **out, vs_err *e);
 void nbd_base_close(struct nbd_base *b);
 /* Disk N (from 0, in pack order) of a .vmsnap archive as base, with its own reader (64 MiB block cache); an empty
  * disk is refused. Its identity is nbd_base_archive_identity(), the one rule for `serve` and `boot` alike. */
-int nbd_base_open_archive(const char *path, unsigned disk, struct nbd_base **out, vs_err *e);
+int nbd_base_open_archive(const char *path, unsigned disk, const struct cr_key *key, struct nbd_base **out,
+                          vs_err *e);
 /* Identity of disk N of an archive (docs/OVERLAY.md): the archive's UUID with its last byte XORed with N, so an
  * overlay made for one disk is refused on another disk of the same archive. */
 void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, uint8_t out[16]);

@@ -20,6 +20,11 @@ json_t *vm_ctl_request_json(const struct vm_snap_request *rq, vs_err *e)
     }
     if (rq->codec)
         json_object_set_new(o, "codec", json_string(rq->codec));
+    if (rq->encrypt && json_object_set_new(o, "encrypt", json_string(rq->encrypt)) < 0) {
+        json_decref(o);
+        vs_err_set(e, EINVAL, "key file path '%s' is not UTF-8 text", rq->encrypt);
+        return NULL;
+    }
     if (rq->message && json_object_set_new(o, "message", json_string(rq->message)) < 0) {
         json_decref(o);
         vs_err_set(e, EINVAL, "--message is not UTF-8 text");
@@ -59,11 +64,14 @@ int vm_ctl_request_parse(json_t *j, struct vm_snap_request *rq, vs_err *e)
         return vs_err_set(e, EINVAL, "unknown command \"%.64s\" (this socket takes \"snap\")", cmd);
     int r;
     if ((r = opt_string(j, "output", &rq->output, e)) < 0 || (r = opt_string(j, "codec", &rq->codec, e)) < 0 ||
-        (r = opt_string(j, "message", &rq->message, e)) < 0 || (r = opt_bool(j, "thin", false, &rq->thin, e)) < 0 ||
+        (r = opt_string(j, "message", &rq->message, e)) < 0 || (r = opt_string(j, "encrypt", &rq->encrypt, e)) < 0 ||
+        (r = opt_bool(j, "thin", false, &rq->thin, e)) < 0 ||
         (r = opt_bool(j, "live", true, &rq->live, e)) < 0)
         return r;
     if (!rq->output || (rq->output[0] != '/' && os_scheme_of(rq->output) != OS_S3))
         return vs_err_set(e, EINVAL, "snap request: \"output\" must be an absolute path or s3://BUCKET/KEY");
+    if (rq->encrypt && rq->encrypt[0] != '/')
+        return vs_err_set(e, EINVAL, "snap request: \"encrypt\" must be an absolute path");
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #ifndef VMSNAP_VM_HOST_H
 #define VMSNAP_VM_HOST_H
 
+#include "crypt/crypt.h"
 #include "vm/vm.h"
 #include "memstore/memstore.h"
 #include "pagefs/pagefs.h"
@@ -56,7 +57,11 @@ struct host {
     bool prefetching;
     atomic_bool prefetch_stop;
     char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
+    struct cr_key key;             /* the key of the archive the VM runs on (has_key), also sealing its snaps */
+    bool has_key;
 };
+/* The host's key for readers and writers, or NULL. */
+static inline const struct cr_key *host_key(const struct host *h) { return h->has_key ? &h->key : NULL; }
 
 /* ---- host.c ---- */
 /* Trouble while the VM runs (any thread): one line to the boot's log callback and, for a detached boot (its

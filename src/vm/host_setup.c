@@ -247,7 +247,7 @@ static int open_disks(struct host *h, vs_err *e)
         d->size = si.size;
         c->disks[i].size = si.size;
         struct nbd_base *b = NULL;
-        if ((r = nbd_base_open_archive(h->o->archive, di, &b, e)) < 0)
+        if ((r = nbd_base_open_archive(h->o->archive, di, host_key(h), &b, e)) < 0)
             return r;
         VS_AUTOFREE char *path = NULL;
         unsigned flags = NBD_OVL_CREATE;
@@ -425,6 +425,7 @@ void host_cleanup(struct host *h)
     unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
     host_prefetch_stop(h);
     arc_close(h->arc);
+    cr_key_wipe(&h->key);
     if (h->ctl >= 0)
         close(h->ctl);
     if (h->sigfd >= 0)
@@ -487,7 +488,12 @@ void host_stop_qemu(struct host *h)
 int host_start(struct host *h, vs_err *e)
 {
     const struct vm_host_opts *o = h->o;
-    int r = arc_open(o->archive, NULL, &h->arc, e);
+    if (o->key) {
+        h->key = *o->key;
+        h->has_key = true;
+    }
+    struct arc_open_opts ao = { .key = host_key(h) };
+    int r = arc_open(o->archive, &ao, &h->arc, e);
     if (r < 0)
         return r;
     bool has_memory = false;

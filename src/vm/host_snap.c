@@ -144,14 +144,14 @@ static void hook_progress(void *opaque, const struct vm_snap_progress *p)
  * base and drops them. A disk whose rebase fails keeps its layers and its old base (the rebase is all or nothing),
  * which reads the same: the VM and later --thin snaps are unaffected, only the overlay stays larger. Either way the
  * next --thin snap's parent holds the disk up to the frozen layer. The first failure goes to *e. */
-static void rebase_disks(struct host *h, const char *out, vs_err *e)
+static void rebase_disks(struct host *h, const char *out, const struct cr_key *key, vs_err *e)
 {
     for (size_t i = 0; i < h->ndisks; i++) {
         struct host_disk *d = &h->disks[i];
         struct nbd_base *nb = NULL;
         vs_err de = { 0 };
         int r = vs_test_fault("rebase") ? vs_err_set(&de, EIO, "injected fault (VMSNAP_TEST_FAULT=rebase)")
-                                        : nbd_base_open_archive(out, (unsigned)i, &nb, &de);
+                                        : nbd_base_open_archive(out, (unsigned)i, key, &nb, &de);
         if (r == 0 && (r = nbd_overlay_rebase(d->ovl, d->frozen_seq, nb, &de)) < 0)
             nbd_base_close(nb);   /* the overlay owns nb only once rebased */
         if (r < 0 && !e->code)
@@ -171,6 +171,13 @@ json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e)
     if (rq->codec && arc_parse_codec(rq->codec, &wo.codec, &wo.level, e) < 0)
         return NULL;
     struct snapctx sc = { .h = h, .thin = rq->thin, .vars = vs_xcalloc(h->st.config.n_xfiles + 1, sizeof *sc.vars) };
+    /* Sealed with the key asked for, else with the key of the archive the VM runs on (the writer inherits it from
+     * an encrypted base); a thin snap must use that one. */
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    if (rq->encrypt && (cr_init(e) < 0 || cr_key_load(rq->encrypt, &key, e) < 0))
+        return NULL;
+    wo.key = rq->encrypt ? &key : NULL;
+    wo.parent_key = host_key(h);
     wo.parent_path = h->st.parent;
     wo.thin = sc.thin;
     wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
@@ -203,8 +210,12 @@ json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e)
         return NULL;
     }
     /* The VM now continues on top of the new snapshot: its frozen layers are in `out`. */
+    if (rq->encrypt) {   /* the next snap's parent is this archive: its key from now on */
+        h->key = key;
+        h->has_key = true;
+    }
     vs_err rebase_err = { 0 };
-    rebase_disks(h, out, &rebase_err);
+    rebase_disks(h, out, host_key(h), &rebase_err);
     for (int i = 0; i < VM_FILE__COUNT; i++)   /* the next --thin snap's parent chain holds them now */
         h->extracted[i] = true;
     for (size_t i = 0; i < h->st.config.n_xfiles; i++)

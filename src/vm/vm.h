@@ -468,6 +468,7 @@ struct vm_host_opts {
                                * the outcome goes to the run directory's prefetch.json */
     bool trust_archive;       /* pass what the archive records to QEMU unchecked (vm_config_check), and a foreign
                                * VM's recorded working directory */
+    const struct cr_key *key; /* the key of an encrypted archive (copied), or NULL */
     /* Called once the VM runs (or failed to: info NULL). */
     void (*ready)(void *opaque, const struct vm_host_info *info);
     /* Optional: told (one line) of trouble while the VM runs, e.g. guest memory that could not be served. */
@@ -499,6 +500,8 @@ struct vm_snap_request {
     bool thin, live;
     const char *codec;        /* "lz4", "zstd:3", ... or NULL */
     const char *message;
+    const char *encrypt;      /* key file (absolute path) to seal the archive with, or NULL: the key of the archive
+                                 the VM runs on, if it is encrypted */
 };
 /* The request line's object (new reference), or NULL and *e when a string is not UTF-8 (JSON cannot carry it). */
 json_t *vm_ctl_request_json(const struct vm_snap_request *rq, vs_err *e);
