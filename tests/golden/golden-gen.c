@@ -12,6 +12,7 @@
 
 struct gen {
     const char *dir, *tmpdir;
+    struct cr_key key;        /* the test key of the encrypted archives (revision 11), GOLDEN_KEY */
     json_t *man;              /* the manifest: {"archives": [...], "damaged": [...]} */
     int added;
 };
@@ -32,6 +33,9 @@ static bool exists(const struct gen *g, const char *name)
     VS_AUTOFREE char *p = in_dir(g->dir, name);
     return access(p, F_OK) == 0;
 }
+
+static uint8_t *slurp(const char *path, size_t *len);
+static void spill(const char *path, const uint8_t *b, size_t len);
 
 /* Deterministic bytes: text, zeros, repeats and a little noise, so that blocks compress to a few bytes each. */
 static uint8_t *pattern(size_t len, uint32_t seed)
@@ -62,8 +66,10 @@ static void add(struct arc_writer *w, const struct want *s)
         die(s->name, &e);
 }
 
-static struct arc_writer *create(const char *path, enum arc_codec codec, const char *parent, bool thin,
-                                 const char *msg)
+#define GOLDEN_KEY "r11-test.key"
+
+static struct arc_writer *create_key(const char *path, enum arc_codec codec, const char *parent, bool thin,
+                                     const char *msg, const struct cr_key *key)
 {
     struct arc_writer_opts o;
     arc_writer_opts_init(&o);
@@ -73,11 +79,19 @@ static struct arc_writer *create(const char *path, enum arc_codec codec, const c
     o.parent_path = parent;
     o.thin = thin;
     o.message = msg;
+    o.key = key;
+    o.parent_key = key;
     struct arc_writer *w;
     vs_err e = { 0 };
     if (arc_writer_create(path, &o, &w, &e) < 0)
         die(path, &e);
     return w;
+}
+
+static struct arc_writer *create(const char *path, enum arc_codec codec, const char *parent, bool thin,
+                                 const char *msg)
+{
+    return create_key(path, codec, parent, thin, msg, NULL);
 }
 
 static void finish(struct arc_writer *w)
@@ -95,6 +109,7 @@ static void record(struct gen *g, const char *file, int rev, const char *what, c
     struct arc_open_opts oo = { .parent_path = pp };   /* the local parent, whatever the hint says */
     struct arc *a;
     vs_err e = { 0 };
+    oo.key = &g->key;
     if (arc_open(p, &oo, &a, &e) < 0)
         die(p, &e);
     struct arc_info in;
@@ -108,6 +123,10 @@ static void record(struct gen *g, const char *file, int rev, const char *what, c
     json_array_append_new(json_object_get(g->man, "archives"),
                           json_pack("{s:s,s:i,s:s,s:s?,s:I,s:o}", "file", file, "revision", rev, "what", what,
                                     "parent", parent, "incompat", (json_int_t)in.incompat, "streams", streams));
+    if (in.encrypted)
+        json_object_set_new(json_array_get(json_object_get(g->man, "archives"),
+                                           json_array_size(json_object_get(g->man, "archives")) - 1),
+                            "key", json_string(GOLDEN_KEY));
     arc_close(a);
     g->added++;
     printf("golden-gen: %s (revision %d): %s\n", file, rev, what);
@@ -119,7 +138,8 @@ static void record(struct gen *g, const char *file, int rev, const char *what, c
 #define DISK1 (64u * 1024)
 #define RAM (1u << 20)
 
-static void rev1(struct gen *g)
+/* A thick archive and its thin child, plain (revision 1) or sealed with key (revision 11). */
+static void thick_thin(struct gen *g, const char *thick_file, const char *thin_file, int rev, const struct cr_key *key)
 {
     VS_AUTOFREE uint8_t *d0 = pattern(DISK0, 1), *d1 = pattern(DISK1, 2), *mem = pattern(40000, 3);
     VS_AUTOFREE uint8_t *kern = pattern(9000, 4), *initrd = pattern(5000, 5);
@@ -133,24 +153,28 @@ static void rev1(struct gen *g)
         { "memory", ARC_KIND_MEMORY, mem, 40000 }, { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
         { "kernel", ARC_KIND_FILE, kern, 9000 }, { "initrd", ARC_KIND_FILE, initrd, 5000 },
     };
-    VS_AUTOFREE char *tp = in_dir(g->dir, "r1-thick.vmsnap");
-    if (!exists(g, "r1-thick.vmsnap")) {
-        struct arc_writer *w = create(tp, ARC_CODEC_LZ4, NULL, false, "golden r1 thick");
+    VS_AUTOFREE char *tp = in_dir(g->dir, thick_file);
+    const char *sealed = key ? ", sealed with " GOLDEN_KEY : "";
+    if (!exists(g, thick_file)) {
+        struct arc_writer *w = create_key(tp, ARC_CODEC_LZ4, NULL, false, key ? "golden r11 thick" : "golden r1 thick",
+                                          key);
         for (size_t i = 0; i < VS_ARRAY_SIZE(thick); i++)
             add(w, &thick[i]);
         finish(w);
-        record(g, "r1-thick.vmsnap", 1, "thick: two disks (lz4, zero and duplicate blocks), opaque memory, "
-               "config, kernel and initrd as file streams", NULL, thick, VS_ARRAY_SIZE(thick));
+        VS_AUTOFREE char *what = vs_xasprintf("thick: two disks (lz4, zero and duplicate blocks), opaque memory, "
+                                              "config, kernel and initrd as file streams%s", sealed);
+        record(g, thick_file, rev, what, NULL, thick, VS_ARRAY_SIZE(thick));
     }
-    if (!exists(g, "r1-thin.vmsnap")) {
+    if (!exists(g, thin_file)) {
         /* The child: a few disk0 blocks changed, disk1 unchanged (all parent references), files in the parent. */
         VS_AUTOFREE uint8_t *c0 = vs_xmalloc(DISK0);
         VS_AUTOFREE uint8_t *cmem = pattern(30000, 6);
         memcpy(c0, d0, DISK0);
         memset(c0 + 3 * 4096 + 100, 0xc5, 700);
         memset(c0 + 40 * 4096, 0, 4096);
-        VS_AUTOFREE char *cp = in_dir(g->dir, "r1-thin.vmsnap");
-        struct arc_writer *w = create(cp, ARC_CODEC_ZSTD, tp, true, "golden r1 thin");
+        VS_AUTOFREE char *cp = in_dir(g->dir, thin_file);
+        struct arc_writer *w = create_key(cp, ARC_CODEC_ZSTD, tp, true, key ? "golden r11 thin" : "golden r1 thin",
+                                          key);
         vs_err e = { 0 };
         if (arc_writer_begin(w, ARC_KIND_DISK, "disk0", DISK0, &e) < 0 ||
             arc_writer_pwrite(w, c0 + 3 * 4096, 4096, 3 * 4096, &e) < 0 ||
@@ -165,20 +189,24 @@ static void rev1(struct gen *g)
         for (size_t i = 2; i < VS_ARRAY_SIZE(thin); i++)
             add(w, &thin[i]);
         finish(w);
-        record(g, "r1-thin.vmsnap", 1, "thin child of r1-thick (zstd): disk0 partly changed, disk1 all in the "
-               "parent", "r1-thick.vmsnap", thin, VS_ARRAY_SIZE(thin));
+        VS_AUTOFREE char *what = vs_xasprintf("thin child of %s (zstd): disk0 partly changed, disk1 all in the "
+                                              "parent%s", thick_file, sealed);
+        record(g, thin_file, rev, what, thick_file, thin, VS_ARRAY_SIZE(thin));
     }
 }
 
-/* Memory as pages: ram/mem written out of order with rewrites, then memory-device. */
-static void rev2(struct gen *g)
+static void rev1(struct gen *g) { thick_thin(g, "r1-thick.vmsnap", "r1-thin.vmsnap", 1, NULL); }
+
+
+/* Memory as pages: ram/mem written out of order with rewrites, then memory-device (sealed with key, if any). */
+static void paged(struct gen *g, const char *file, int rev, const struct cr_key *key, const char *what)
 {
-    if (exists(g, "r2-paged.vmsnap"))
+    if (exists(g, file))
         return;
     VS_AUTOFREE uint8_t *ram = vs_xcalloc(1, RAM), *page = vs_xmalloc(4096), *dev = pattern(6000, 7);
     VS_AUTOFREE uint8_t *d0 = pattern(DISK1, 8);
-    VS_AUTOFREE char *p = in_dir(g->dir, "r2-paged.vmsnap");
-    struct arc_writer *w = create(p, ARC_CODEC_LZ4, NULL, false, "golden r2 paged");
+    VS_AUTOFREE char *p = in_dir(g->dir, file);
+    struct arc_writer *w = create_key(p, ARC_CODEC_LZ4, NULL, false, key ? "golden r11 paged" : "golden r2 paged", key);
     vs_err e = { 0 };
     if (arc_writer_begin_unordered(w, ARC_KIND_OTHER, "ram/mem", RAM, 0, &e) < 0)
         die("ram/mem", &e);
@@ -202,8 +230,12 @@ static void rev2(struct gen *g)
     for (size_t i = 1; i < VS_ARRAY_SIZE(s); i++)
         add(w, &s[i]);
     finish(w);
-    record(g, "r2-paged.vmsnap", 2, "memory as pages: ram/mem (unordered, pages rewritten) and memory-device",
-           NULL, s, VS_ARRAY_SIZE(s));
+    record(g, file, rev, what, NULL, s, VS_ARRAY_SIZE(s));
+}
+
+static void rev2(struct gen *g)
+{
+    paged(g, "r2-paged.vmsnap", 2, NULL, "memory as pages: ram/mem (unordered, pages rewritten) and memory-device");
 }
 
 /* Firmware files named in extra-args, stored as file streams (one writable: firmware variables). */
@@ -354,6 +386,35 @@ static void store_parent(struct gen *g)
                         "parent-hint", json_string(R10_PARENT));
 }
 
+/* Revision 11: encrypted archives, thick, thin and paged, with the test key committed beside them. */
+static void rev11(struct gen *g)
+{
+    thick_thin(g, "r11-encrypted.vmsnap", "r11-encrypted-thin.vmsnap", 11, &g->key);
+    paged(g, "r11-encrypted-paged.vmsnap", 11, &g->key, "memory as pages (ram/mem unordered, pages rewritten) and "
+          "memory-device, sealed with " GOLDEN_KEY);
+}
+
+/* The test key: made once, then read like any key file (from a private copy: git keeps no file modes). */
+static void load_key(struct gen *g)
+{
+    vs_err e = { 0 };
+    VS_AUTOFREE char *p = in_dir(g->dir, GOLDEN_KEY), *copy = in_dir(g->tmpdir, GOLDEN_KEY);
+    if (cr_init(&e) < 0)
+        die("libsodium", &e);
+    if (!exists(g, GOLDEN_KEY)) {
+        if (cr_key_generate(p, &g->key, &e) < 0)
+            die(p, &e);
+        return;
+    }
+    size_t len;
+    VS_AUTOFREE uint8_t *b = slurp(p, &len);
+    spill(copy, b, len);
+    chmod(copy, 0600);
+    if (cr_key_load(copy, &g->key, &e) < 0)
+        die(p, &e);
+    unlink(copy);
+}
+
 /* ---- damaged archives: a copy of a good one with one thing broken -------------------------------------- */
 
 struct damage {
@@ -388,11 +449,13 @@ static void spill(const char *path, const uint8_t *b, size_t len)
 static void rehash_header(uint8_t *h) { vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF)); }
 
 /* File offsets of a stream's first stored block, its first index page and its top-level table. */
-static void offsets(const char *path, const char *stream, uint64_t *block, uint64_t *page, uint64_t *top)
+static void offsets(const char *path, const struct cr_key *key, const char *stream, uint64_t *block, uint64_t *page,
+                    uint64_t *top)
 {
     struct arc *a;
     vs_err e = { 0 };
-    if (arc_open(path, NULL, &a, &e) < 0)
+    struct arc_open_opts oo = { .key = key };
+    if (arc_open(path, &oo, &a, &e) < 0)
         die(path, &e);
     int s = arc_find_stream(a, ARC_KIND_OTHER, stream);
     struct arc_entry en = { 0 };
@@ -452,10 +515,14 @@ static void damaged(struct gen *g, const struct damage *d)
     VS_AUTOFREE uint8_t *b = d->from[0] ? slurp(src, &len) : NULL;
     uint64_t blk = 0, page = 0, top = 0, dir = b ? vs_get_le64(b + H_DIROFF) : 0;
     if (b)
-        offsets(src, "disk0", &blk, &page, &top);
+        offsets(src, &g->key, "disk0", &blk, &page, &top);
     const char *k = d->file;
     if (strstr(k, "bad-magic"))
         b[1] = 'X';
+    else if (strstr(k, "encrypted-header"))
+        vs_put_le64(b + H_CREATED, vs_get_le64(b + H_CREATED) + 1), rehash_header(b);
+    else if (strstr(k, "encrypted-keyid"))
+        b[H_KEYID] ^= 1, rehash_header(b);
     else if (strstr(k, "header-checksum"))
         b[H_CREATED] ^= 1;
     else if (strstr(k, "version-2"))
@@ -504,7 +571,7 @@ static const struct damage damages[] = {
     { "d-version-2.vmsnap", "r1-thick.vmsnap", "version 2 (checksum repaired)", "open", NULL, "ENOTSUP",
       "unsupported format version 2" },
     { "d-unknown-incompat.vmsnap", "r1-thick.vmsnap", "incompatible bit 2 set (checksum repaired): unknown up to "
-      "revision 8, ENCRYPTED from revision 9, here without a key id", "open", NULL, "EIO",
+      "revision 10, ENCRYPTED from revision 11, here without a key id", "open", NULL, "EIO",
       "encrypted, but the header names no key" },
     { "d-unknown-incompat-3.vmsnap", "r1-thick.vmsnap", "incompatible bit 3 set (checksum repaired)", "open", NULL,
       "ENOTSUP", "requires unsupported features (incompatible bits 0x8)" },
@@ -531,6 +598,10 @@ static const struct damage damages[] = {
       "ENOENT", "not found" },
     { "d-wrong-parent.vmsnap", "", "thin child whose hint names r1-thick.vmsnap, another archive", "open", NULL,
       "EINVAL", "has UUID" },
+    { "d-encrypted-header.vmsnap", "r11-encrypted.vmsnap", "creation time changed, header checksum repaired: the "
+      "sealed directory binds the header", "open", NULL, "EIO", "does not authenticate" },
+    { "d-encrypted-keyid.vmsnap", "r11-encrypted.vmsnap", "a bit of the key id flipped (checksum repaired): another "
+      "key is asked for", "open", NULL, "EKEYREJECTED", "is encrypted with key" },
 };
 
 int main(int argc, char **argv)
@@ -546,6 +617,7 @@ int main(int argc, char **argv)
     g.man = access(mp, F_OK) == 0 ? json_load_file(mp, 0, &je) : json_pack("{s:[],s:[]}", "archives", "damaged");
     if (!g.tmpdir || !g.man)
         die(mp, NULL);
+    load_key(&g);
     rev1(&g);
     rev2(&g);
     rev3(&g);
@@ -553,6 +625,7 @@ int main(int argc, char **argv)
     vmgenid(&g, 5);
     machine(&g);
     store_parent(&g);
+    rev11(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
         damaged(&g, &damages[i]);
     rmdir(g.tmpdir);
