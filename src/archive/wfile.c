@@ -60,10 +60,12 @@ static char *parent_hint(const char *archive_path, const char *parent_path)
 static int choose_key(struct arc_writer *w, const char *path, vs_err *e)
 {
     struct arc *b = w->base;
-    if (b && w->thin && w->enc && (!b->enc || strcmp(b->key.id, w->key.id)))
-        return vs_err_set(e, EINVAL, "%s: parent archive '%s' is %s%s, not with key %s: a thin archive uses its "
-                          "parent's key", path, b->src->name, b->enc ? "encrypted with key " : "not encrypted",
-                          b->enc ? b->key.id : "", w->key.id);
+    if (b && w->thin && w->enc && !b->enc)
+        return vs_err_set(e, EINVAL, "%s: parent archive '%s' is not encrypted, so neither is a thin archive over it "
+                          "(a thin archive uses its parent's key): no key %s here", path, b->src->name, w->key.id);
+    if (b && w->thin && w->enc && strcmp(b->key.id, w->key.id))
+        return vs_err_set(e, EINVAL, "%s: parent archive '%s' is encrypted with key %s, not with key %s: a thin "
+                          "archive uses its parent's key", path, b->src->name, b->key.id, w->key.id);
     if (b && b->enc && !w->enc) {
         w->key = b->key;
         w->enc = true;
