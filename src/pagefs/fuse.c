@@ -164,6 +164,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+/* len bytes of file i at off into the kernel's page cache: 0 or a negative errno. */
+static int store(struct pf_mount *m, unsigned i, uint64_t off, const void *buf, size_t len)
+{
+    if (!len)
+        return 0;
+    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+    bv.buf[0].mem = (void *)buf;
+    return fuse_lowlevel_notify_store(m->se, i + 2, (off_t)off, &bv, 0);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)fi;
@@ -179,22 +189,36 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         return;
     }
     size = (size_t)VS_MIN((uint64_t)size, f->size - (uint64_t)off);
+    /* A demand read decodes the whole 64 KiB grains it touches: the archive decodes (and, when it is sealed,
+     * authenticates) whole blocks anyway, and a guest touching a block's pages in scattered order would otherwise
+     * have it decoded again for each page once the block cache moved on. The rest of the grains goes to the page
+     * cache after the reply, so the guest's next faults there are minor. A grain seen before whose pages the kernel
+     * dropped is read as asked. */
+    uint64_t g0 = (uint64_t)off, g1 = (uint64_t)off + size;
+    if (size && !all_seen(m->seen[i], g0, size)) {
+        g0 &= ~((1ull << GRAIN_SHIFT) - 1);
+        g1 = VS_MIN(VS_DIV_ROUND_UP(g1, 1ull << GRAIN_SHIFT) << GRAIN_SHIFT, f->size);
+    }
+    size_t skip = (size_t)((uint64_t)off - g0), len = (size_t)(g1 - g0);
     atomic_fetch_add(&m->demand, 1);
-    VS_AUTOFREE char *buf = vs_xmalloc(size ? size : 1);
+    VS_AUTOFREE char *buf = vs_xmalloc(len ? len : 1);
     vs_err e = { 0 };
-    int r = f->read(f->opaque, buf, size, (uint64_t)off, &e);
+    int r = f->read(f->opaque, buf, len, g0, &e);
     atomic_fetch_sub(&m->demand, 1);
     if (r < 0) {
         record_error(m, e.msg);
         fuse_reply_err(req, EIO);
         return;
     }
-    mark(m->seen[i], (uint64_t)off, size);
     pthread_mutex_lock(&m->lock);
     m->stats.reads++;
     m->stats.bytes += size;
     pthread_mutex_unlock(&m->lock);
-    fuse_reply_buf(req, buf, size);
+    fuse_reply_buf(req, buf + skip, size);
+    /* After the reply, which unlocks the asked pages; best effort: a page not stored is read on demand. */
+    bool stored = !store(m, (unsigned)i, g0, buf, skip) &&
+                  !store(m, (unsigned)i, (uint64_t)off + size, buf + skip + size, len - skip - size);
+    mark(m->seen[i], stored ? g0 : (uint64_t)off, stored ? len : size);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -257,9 +281,7 @@ static int prefetch_file(struct pf_mount *m, unsigned i, uint8_t *buf, vs_err *e
         int r = f->read(f->opaque, buf, (size_t)len, off, e);
         if (r < 0)
             return r;
-        struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
-        bv.buf[0].mem = buf;
-        if ((r = fuse_lowlevel_notify_store(m->se, i + 2, (off_t)off, &bv, 0)) < 0)
+        if ((r = store(m, i, off, buf, (size_t)len)) < 0)
             return vs_err_sys(e, -r, "storing %" PRIu64 " bytes at offset %" PRIu64 " of %s in the page cache", len,
                               off, f->name);
         mark(m->seen[i], off, len);
