@@ -252,6 +252,7 @@ struct arc_copy_opts {
     void (*copied)(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped);
     void *opaque;
     volatile int *cancel;      /* non-zero (a signal handler's flag): stop, discard the copy in progress */
+    const struct cr_key *key;  /* reads (and verifies) encrypted archives: the copy stays sealed as it is */
 };
 int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e);
 

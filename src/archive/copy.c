@@ -41,7 +41,7 @@ static int remove_copy(const char *dst)
 /* An archive already at dst with that UUID (a parent copied before). */
 static bool already_there(const char *dst, const uint8_t uuid[16])
 {
-    struct arc_open_opts oo = { .no_parent = true };
+    struct arc_open_opts oo = { .no_parent = true, .header_only = true };   /* the UUID is in the clear */
     struct arc *a = NULL;
     vs_err ignored;
     bool same = arc_open(dst, &oo, &a, &ignored) == 0 && !memcmp(arc_uuid(a), uuid, 16);
@@ -79,7 +79,8 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
 {
     if (depth > 16)
         return vs_err_set(e, ELOOP, "%s: parent chain longer than 16 archives", src);
-    struct arc_open_opts oo = { .no_parent = true };
+    const struct cr_key *key = o ? o->key : NULL;
+    struct arc_open_opts oo = { .no_parent = true, .key = key };
     ARC_AUTOCLOSE struct arc *a = NULL;
     int r = arc_open(src, &oo, &a, e);
     if (r < 0)
@@ -105,10 +106,10 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
         return r;
     /* verified on arrival: read back from dst, through its own source; a thin copy without its chain is checked
      * against the source's parents (the blocks it references are theirs) */
-    struct arc_open_opts vo = { 0 };
+    struct arc_open_opts vo = { .key = key }, so = { .key = key };
     ARC_AUTOCLOSE struct arc *full = NULL, *b = NULL;
     if (ai.has_parent && !with_parent) {
-        if ((r = arc_open(src, NULL, &full, e)) < 0)
+        if ((r = arc_open(src, &so, &full, e)) < 0)
             return vs_err_prefix(e, "%s: checking the copy against the source's parent", dst);
         vo.parent = arc_parent(full);
     }

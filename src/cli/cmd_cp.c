@@ -1,6 +1,7 @@
 /* cli: vmsnap cp — copy archives between local files and object stores. */
 #include "cli/cli.h"
 #include "archive/archive.h"
+#include "crypt/crypt.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -27,7 +28,9 @@ int cmd_cp(int argc, char **argv)
     static const struct option opts[] = { { "with-parents", no_argument, NULL, 'p' },
                                           { "json", no_argument, NULL, 'j' },
                                           { "quiet", no_argument, NULL, 'q' },
+                                          { "key", required_argument, NULL, 'K' },
                                           { NULL, 0, NULL, 0 } };
+    const char *keyfile = NULL;
     struct cpstate c = { 0 };
     struct arc_copy_opts o = { .copied = on_copied, .opaque = &c };
     int ch;
@@ -36,6 +39,7 @@ int cmd_cp(int argc, char **argv)
         case 'p': o.with_parents = true; break;
         case 'j': c.json = true; break;
         case 'q': c.quiet = true; break;
+        case 'K': keyfile = optarg; break;
         default: return cli_usage("cp", "bad arguments");
         }
     }
@@ -45,8 +49,11 @@ int cmd_cp(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     o.cancel = &interrupted;
-    c.list = json_array();
     vs_err e = { 0 };
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &o.key, &e) < 0)
+        return cli_fail_err(&e);
+    c.list = json_array();
     int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);
     if (r < 0) {
         json_decref(c.list);

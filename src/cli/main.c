@@ -77,12 +77,13 @@ const struct cli_command cli_commands[] = {
       "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id." },
     { "verify", cmd_verify, "verify ARCHIVE [--quiet] [--key KEYFILE]",
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
-    { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet]",
+    { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet] [--key KEYFILE]",
       "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
       "direction, byte for byte (never decompressed). The copy appears only when complete (a temp file renamed, or\n"
       "a multipart upload completed last) and is verified on arrival by reading it back from DST; a copy that\n"
       "fails verification is removed. --with-parents copies a thin archive's parents first, each to where its\n"
-      "parent hint leads from DST (a parent already there with the right UUID is kept)." },
+      "parent hint leads from DST (a parent already there with the right UUID is kept). An encrypted archive is\n"
+      "copied sealed as it is; checking it needs its key (--key KEYFILE, else $VMSNAP_KEY_FILE)." },
     { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet] [--key KEYFILE]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
       "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },

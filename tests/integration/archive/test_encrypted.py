@@ -1,6 +1,7 @@
 """Encrypted archives through the CLI, without QEMU (qemu-img and qemu-io as independent NBD peers): keygen, pack
 --encrypt, info without and with the key, verify/extract with --key and VMSNAP_KEY_FILE, the one-line refusals,
-thin children (the parent's key, refused with another or over a plain parent), serve --key read by qemu-img, and
+thin children (the parent's key, refused with another or over a plain parent), cp --key --with-parents, serve --key
+read by qemu-img, and
 commit of an overlay written through qemu-io (sealed with the base's key, or another for a thick archive)."""
 import json
 import os
@@ -105,6 +106,16 @@ def test(d):
             ["a thin archive uses its parent's key", id1, id2])
     refused(run("pack", img2, "--parent", s.arc, "-o", c2, "--encrypt", k2, ok=(1,)), ["is not encrypted"])
     check(not os.path.exists(c2), "no archive left by a refused pack")
+
+    # cp: sealed bytes copied as they are, checked with the key; a thin child with its encrypted parent
+    far = os.path.join(d, "far")
+    os.mkdir(far)
+    refused(run("cp", c, os.path.join(far, "c.vmsnap"), "--with-parents", ok=(1,)), [id1, "pass --key"])
+    check(not os.listdir(far), "nothing copied without the key")
+    run("cp", c, os.path.join(far, "c.vmsnap"), "--with-parents", "--key", k1)
+    check(same(os.path.join(far, "e.vmsnap"), e) and same(os.path.join(far, "c.vmsnap"), c),
+          "cp --key --with-parents: both archives byte for byte")
+    run("verify", os.path.join(far, "c.vmsnap"), "--key", k1)
 
     # serve --key, read by qemu-img; writes through qemu-io into an overlay, then committed
     srv = Server(d, e, "--key", k1, "--read-only")
