@@ -179,6 +179,26 @@ def round_trip(c, d):
     return url
 
 
+def sealed_round_trip(d):
+    """An encrypted archive packed to the store: the header alone without the key, every block read back with it."""
+    raw = os.path.join(d, "sealed.raw")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(3 << 20) + b"secret text " * 100000)
+    key = os.path.join(d, "store.key")
+    kid = vmtest.vmsnap("keygen", "-o", key).stdout.split()[-1]
+    url = f"s3://{B}/packs/sealed.vmsnap"
+    vmtest.vmsnap("pack", raw, "-o", url, "--quiet", "--encrypt", key)
+    info = vmtest.vmsnap("info", url, "--json", json_out=True)
+    check(info["encrypted"] and info["key_id"] == kid and info["streams"] == [], f"info without the key: {info}")
+    one_line_failure(vmtest.vmsnap("verify", url, check=False), f"is encrypted with key {kid}; pass --key")
+    vmtest.vmsnap("verify", url, "--key", key)
+    back = os.path.join(d, "sealed.back")
+    vmtest.vmsnap("extract", url, "--disk", "0", "-o", back, "--key", key)
+    with open(raw, "rb") as f1, open(back, "rb") as f2:
+        check(f1.read() == f2.read(), "an encrypted archive on the store reads back with its key")
+    os.unlink(back)
+
+
 def test():
     vmtest.skip_on_qemu((8,), "the S3 tests run in the QEMU 7.2 pass: they test the store, not QEMU")
     d = tmpdir()
@@ -190,6 +210,7 @@ def test():
             os.environ["VMSNAP_CACHE_DIR"] = cache_dir(d, "cache-first-host")   # never the user's own cache
             c.make_bucket(B)
             base = round_trip(c, d)
+            sealed_round_trip(d)
 
             # 2. boot from the store, live snapshots to the store
             vm = Booted(base, d, "v", extra=guest_args(), args=["--ram", "128M"])
