@@ -51,6 +51,7 @@ struct agent {
     bool loop_running, loop_stop;
     int loop_fd;
     uint64_t loop_base, loop_slots, loop_gen; /* loop_gen: last gen whose write completed */
+    uint64_t loop_errors;                     /* writes that failed (retried with the same gen) */
     unsigned loop_ms;
 };
 
@@ -418,6 +419,8 @@ static void *loop_main(void *arg)
         rec_make(buf, g, o);
         if (pio(true, a->loop_fd, buf, REC_SIZE, o) == 0)
             a->loop_gen = g;
+        else
+            a->loop_errors++;
         pthread_mutex_unlock(&a->loop_lock);
         struct timespec ts = { .tv_sec = a->loop_ms / 1000, .tv_nsec = (long)(a->loop_ms % 1000) * 1000000L };
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -443,7 +446,7 @@ static void cmd_rawloop(struct agent *a, const char *id, int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], "stop") == 0) {
         loop_stop(a);
-        FAIL(a, "R %s OK gen=%" PRIu64, id, a->loop_gen);
+        FAIL(a, "R %s OK gen=%" PRIu64 " errors=%" PRIu64, id, a->loop_gen, a->loop_errors);
     }
     uint64_t off;
     if (argc < 2 || !parse_u64(argv[1], &off) || off % REC_SIZE)
@@ -458,7 +461,7 @@ static void cmd_rawloop(struct agent *a, const char *id, int argc, char **argv)
     a->loop_ms = (unsigned)opt_u64(argv + 2, argc - 2, "ms", 10);
     if (a->loop_slots == 0)
         a->loop_slots = 1;
-    a->loop_gen = 0;
+    a->loop_gen = a->loop_errors = 0;
     a->loop_stop = false;
     void *zero;
     size_t zbytes = (size_t)a->loop_slots * REC_SIZE;
