@@ -27,12 +27,22 @@ struct bc_copy_stats {
     uint64_t skipped_bytes;   /* clean in the bitmap: left to the writer's base */
 };
 
-/* Connect to the NBD server on the Unix socket socket_path, export export_name, read-only; begin a stream
+/* Connect to the NBD server at socket_path (a Unix socket's path, or tcp:HOST:PORT), export export_name, read-only; begin a stream
  * (ARC_KIND_DISK, stream, the export's size) in w, write the export into it in order with several reads in
  * flight, end the stream. The server's replies are checked (extents inside the export and non-empty); a missing
  * meta context (the bitmap) is an error naming it. st may be NULL. */
 int bc_nbd_copy(const char *socket_path, const char *export_name, struct arc_writer *w, const char *stream,
                 const struct bc_copy_opts *o, struct bc_copy_stats *st, vs_err *e);
+
+/* ---- an NBD server that a QEMU runs already (nbdfind.c) ------------------------------------------------------
+ * Where it listens, which QMP does not tell: the one of QEMU's listening sockets (its chardevs left alone) that
+ * lists export_name, an export the caller added under a name nobody else can know. *addr (malloc'd) is a Unix
+ * socket's path or tcp:HOST:PORT, as bc_nbd_copy takes it. Fails naming each socket tried and what it was: no NBD
+ * server, one that requires TLS, one without that export. */
+int bc_nbd_find(struct qmp *q, const char *export_name, char **addr, vs_err *e);
+/* Within blkcap: connect h to such an address, libnbd's way (-1, nbd_get_error), aio or not. */
+struct nbd_handle;
+int bc__nbd_connect(struct nbd_handle *h, const char *addr, bool aio);
 
 /* ---- the disks of a running QEMU (disks.c) ----------------------------------------------------------------
  * From query-block: every device with a medium, in QEMU's order. -drive VMs have generated node names
@@ -69,12 +79,14 @@ int bc_disks_select(struct bc_disks *d, const char *list, char **skipped, vs_err
  * handed over with add-fd, in dir), a copy-before-write filter over the disk's node (cbw-timeout,
  * on-cbw-error=break-snapshot: a guest write never fails or waits long because of vmsnap, the view breaks
  * instead), put in front of the device with qom-set of its "drive" property, then a snapshot-access node exported
- * read-only over NBD on a 0600 socket in dir (a listening socket vmsnap made, passed with getfd). Everything is
- * named vmsnap-<tag>-<i>-*; end removes all of it in reverse order, whatever happened before. */
+ * read-only over NBD on a 0600 socket in dir (a listening socket vmsnap made, passed with getfd), or on the NBD
+ * server the VM runs already (its manager's: it stays, only vmsnap's exports come and go). Everything is named
+ * vmsnap-<tag>-<i>-*, each export under a name with a random part; end removes all of it in reverse order,
+ * whatever happened before. */
 struct bc_fleece;
-/* Before the pause: the NBD server started (refused, naming it, when this QEMU runs one already: its address is not
- * known), targets and filters added (not yet in the guest's path). On failure nothing is left. d's strings
- * are borrowed: d must outlive f. */
+/* Before the pause: the NBD server started, or the one QEMU runs found (bc_nbd_find, through a probe export of an
+ * empty node; refused naming why when vmsnap cannot read through it, e.g. TLS), targets and filters added (not yet
+ * in the guest's path). On failure nothing is left. d's strings are borrowed: d must outlive f. */
 int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, struct bc_fleece **out, vs_err *e);
 /* The instant (the VM stopped): each device's drive moved onto its filter. */
 int bc_fleece_insert(struct bc_fleece *f, vs_err *e);

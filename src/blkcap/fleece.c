@@ -13,11 +13,13 @@
 
 #define CBW_TIMEOUT_S 10      /* a guest write waits at most this long for its copy; then the view breaks */
 #define NAME_LEN 64           /* our names stay below QEMU's 32 bytes; the room quiets format-truncation */
+#define SECRET_LEN (NAME_LEN + 40)
 #define WAIT_STEP_NS 5000000L
 
 struct fdisk {
     struct bc_disk disk;      /* borrowed strings of the caller's bc_disks */
     char tf[NAME_LEN], tgt[NAME_LEN], cbw[NAME_LEN], snap[NAME_LEN], exp[NAME_LEN];
+    char exp_name[SECRET_LEN];   /* the export's NBD name: exp and a random part */
     int64_t fdset;            /* -1: none */
     bool have_tf, have_tgt, have_cbw, inserted, have_snap, have_export;
     bool has_prev;            /* carries a usable bitmap `prev` */
@@ -29,6 +31,7 @@ struct bc_fleece {
     char tag[9];
     char fdname[NAME_LEN];
     bool server;              /* our NBD server runs */
+    bool theirs;              /* the exports go on the NBD server the VM ran already (sock: its address) */
     bool ended;
     char *next, *prev;        /* dirty bitmaps (bc_fleece_bitmaps), NULL: none */
     bool use_prev, added_next, committed;
@@ -41,6 +44,18 @@ struct bc_fleece {
 static void sleep_step(void)
 {
     nanosleep(&(struct timespec){ 0, WAIT_STEP_NS }, NULL);
+}
+
+/* An export's NBD name: its id and 122 random bits. Anyone who can connect to the server can list it, so on a
+ * server the VM's manager runs it says "mine" rather than hides; the random part makes it vmsnap's own, and no
+ * other peer can answer as the server with it (bc_nbd_find). */
+static void secret_name(char out[SECRET_LEN], const char *id)
+{
+    uint8_t u[16];
+    char us[37];
+    vs_uuid_generate(u);
+    vs_uuid_format(u, us);
+    snprintf(out, SECRET_LEN, "%s-%s", id, us);
 }
 
 static int run(struct bc_fleece *f, const char *cmd, json_t *args, json_t **ret, vs_err *e)
@@ -145,6 +160,61 @@ static int prepare_disk(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *
     return 0;
 }
 
+/* The export goes away asynchronously once its clients are gone: wait until QEMU no longer lists it. */
+static int del_export(struct bc_fleece *f, const char *id, vs_err *e)
+{
+    int r = run(f, "block-export-del", json_pack("{s:s,s:s}", "id", id, "mode", "hard"), NULL, e);
+    if (r < 0)
+        return r;
+    double deadline = vs_now_s() + qmp_timeout(f->q);
+    for (;;) {
+        json_t *x = NULL;
+        if ((r = find_by_id(f, "query-block-exports", id, &x, e)) < 0)
+            return r;
+        if (!x)
+            return 0;
+        json_decref(x);
+        if (vs_now_s() > deadline)
+            return vs_err_set(e, ETIMEDOUT, "QEMU still has export %s after %.0f s", id, qmp_timeout(f->q));
+        sleep_step();
+    }
+}
+
+static int del_node(struct bc_fleece *f, const char *node, vs_err *e)
+{
+    return run(f, "blockdev-del", json_pack("{s:s}", "node-name", node), NULL, e);
+}
+
+/* The VM runs an NBD server already (its manager's): vmsnap's exports go there and the server stays. Where it
+ * listens is found now, before the guest's disks are touched, through a probe export of an empty node of ours. */
+static int use_their_server(struct bc_fleece *f, vs_err *e)
+{
+    char node[NAME_LEN], name[SECRET_LEN];
+    snprintf(node, sizeof node, "vmsnap-%s-probe", f->tag);
+    secret_name(name, node);
+    int r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:i,s:b}", "driver", "null-co", "node-name", node, "size", 4096,
+                                             "read-zeroes", true), NULL, e);
+    if (r < 0)
+        return vs_err_prefix(e, "adding a probe node to find QEMU's NBD server");
+    r = run(f, "block-export-add", json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", node, "node-name", node,
+                                             "name", name, "writable", false), NULL, e);
+    if (r < 0)
+        vs_err_prefix(e, "exporting a probe node on QEMU's NBD server");
+    else if ((r = bc_nbd_find(f->q, name, &f->sock, e)) < 0)
+        vs_err_prefix(e, "this QEMU runs an NBD server already (its manager's), and vmsnap cannot read through it "
+                      "(use --memory-only)");
+    vs_err ce = { 0 };   /* the probe goes in any case (deleting an export never added fails harmlessly) */
+    int rx = del_export(f, node, &ce);
+    int rn = del_node(f, node, rx < 0 ? NULL : &ce);
+    if (r == 0 && (rx < 0 || rn < 0)) {
+        if (e)
+            *e = ce;
+        return vs_err_prefix(e, "removing vmsnap's probe export %s", node);
+    }
+    f->theirs = r == 0;
+    return r;
+}
+
 /* Our own listening socket, born 0600 in our private dir, handed to QEMU's NBD server (getfd + an fd address). */
 static int start_server(struct bc_fleece *f, vs_err *e)
 {
@@ -159,14 +229,13 @@ static int start_server(struct bc_fleece *f, vs_err *e)
     r = run(f, "nbd-server-start", json_pack("{s:{s:s,s:{s:s}}}", "addr", "type", "fd", "data", "str", f->fdname),
             NULL, e);
     if (r < 0) {
-        if (strstr(qmp_error_desc(f->q) ?: "", "already running"))
-            r = vs_err_set(e, EBUSY, "this QEMU already runs an NBD server (QEMU says: %s), whose address QMP does "
-                           "not tell: vmsnap cannot read its disks through it; use --memory-only",
-                           qmp_error_desc(f->q));
-        else
-            vs_err_prefix(e, "starting QEMU's NBD server on %s", f->sock);
+        bool running = strstr(qmp_error_desc(f->q) ?: "", "already running");
         qmp_closefd(f->q, f->fdname, NULL);
-        return r;
+        unlink(f->sock);
+        VS_AUTOFREE char *ours = VS_STEAL(f->sock);
+        if (running)
+            return use_their_server(f, e);
+        return vs_err_prefix(e, "starting QEMU's NBD server on %s", ours);
     }
     f->server = true;
     return 0;
@@ -190,7 +259,7 @@ int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, 
     vs_uuid_format(u, us);
     snprintf(f->tag, sizeof f->tag, "%.8s", us);
     f->d = vs_xcalloc(d->n + 1, sizeof *f->d);
-    /* First, as it changes no block node: a QEMU that runs an NBD server already is refused here. */
+    /* First, as it changes no disk's path: a server vmsnap cannot read through is refused here. */
     int r = start_server(f, e);
     if (r < 0)
         return r;
@@ -203,6 +272,7 @@ int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, 
         snprintf(k->cbw, sizeof k->cbw, "vmsnap-%s-%zu-cbw", f->tag, i);
         snprintf(k->snap, sizeof k->snap, "vmsnap-%s-%zu-view", f->tag, i);
         snprintf(k->exp, sizeof k->exp, "vmsnap-%s-%zu", f->tag, i);
+        secret_name(k->exp_name, k->exp);
         if ((r = prepare_disk(f, k, i, e)) < 0)
             return r;   /* the free ends it: what this disk added goes too */
     }
@@ -336,7 +406,7 @@ static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
         return vs_err_prefix(e, "disk '%s': adding a snapshot-access node", k->disk.name);
     k->have_snap = true;
     json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", k->exp, "node-name", k->snap, "name",
-                             k->exp, "writable", false);
+                             k->exp_name, "writable", false);
     if (f->use_prev)   /* the bitmap lives on the disk's own node, below the view */
         json_object_set_new(args, "bitmaps", json_pack("[{s:s,s:s}]", "node", k->disk.node, "name", f->prev));
     r = run(f, "block-export-add", args, NULL, e);
@@ -371,7 +441,7 @@ int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_co
         char stream[32];
         snprintf(stream, sizeof stream, "disk%zu", i);
         struct bc_copy_stats st = { 0 };
-        r = bc_nbd_copy(f->sock, k->exp, w, stream, o, &st, e);
+        r = bc_nbd_copy(f->sock, k->exp_name, w, stream, o, &st, e);
         f->read_bytes += st.data_bytes;
         if (r < 0) {
             if (r == -ECANCELED)
@@ -385,26 +455,6 @@ int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_co
     return 0;
 }
 
-/* The export goes away asynchronously once its clients are gone: wait until QEMU no longer lists it. */
-static int del_export(struct bc_fleece *f, struct fdisk *k, vs_err *e)
-{
-    int r = run(f, "block-export-del", json_pack("{s:s,s:s}", "id", k->exp, "mode", "hard"), NULL, e);
-    if (r < 0)
-        return r;
-    double deadline = vs_now_s() + qmp_timeout(f->q);
-    for (;;) {
-        json_t *x = NULL;
-        if ((r = find_by_id(f, "query-block-exports", k->exp, &x, e)) < 0)
-            return r;
-        if (!x)
-            return 0;
-        json_decref(x);
-        if (vs_now_s() > deadline)
-            return vs_err_set(e, ETIMEDOUT, "QEMU still has export %s after %.0f s", k->exp, qmp_timeout(f->q));
-        sleep_step();
-    }
-}
-
 static void step(int r, int *first, vs_err *e, vs_err *err)
 {
     if (r < 0 && *first == 0) {
@@ -412,11 +462,6 @@ static void step(int r, int *first, vs_err *e, vs_err *err)
         if (e)
             *e = *err;
     }
-}
-
-static int del_node(struct bc_fleece *f, const char *node, vs_err *e)
-{
-    return run(f, "blockdev-del", json_pack("{s:s}", "node-name", node), NULL, e);
 }
 
 int bc_fleece_end(struct bc_fleece *f, vs_err *e)
@@ -429,13 +474,13 @@ int bc_fleece_end(struct bc_fleece *f, vs_err *e)
     for (size_t i = f->n; i-- > 0;) {
         struct fdisk *k = &f->d[i];
         if (k->have_export)
-            step(del_export(f, k, &err), &first, e, &err);
+            step(del_export(f, k->exp, &err), &first, e, &err);
         k->have_export = false;
     }
     if (f->server)
         step(run(f, "nbd-server-stop", NULL, NULL, &err), &first, e, &err);
     f->server = false;
-    if (f->sock)
+    if (f->sock && !f->theirs)
         unlink(f->sock);
     for (size_t i = f->n; i-- > 0;) {
         struct fdisk *k = &f->d[i];

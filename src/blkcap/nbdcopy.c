@@ -168,7 +168,7 @@ static int connect_export(struct copy *c, vs_err *e)
         return vs_err_set(e, ENOMEM, "libnbd: %s", nbd_get_error());
     if (nbd_set_export_name(c->h, c->exp) < 0 || (c->ctx && nbd_add_meta_context(c->h, c->ctx) < 0))
         return nbd_fail(c, e, "setting up the connection");
-    if (nbd_connect_unix(c->h, c->sock) < 0)
+    if (bc__nbd_connect(c->h, c->sock, false) < 0)
         return nbd_fail(c, e, "cannot connect");
     int64_t size = nbd_get_size(c->h);
     if (size < 0)

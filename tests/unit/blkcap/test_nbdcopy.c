@@ -1,6 +1,6 @@
 /* Unit tests for bc_nbd_copy against a real NBD server (qemu-nbd, spawned without a shell): holes are not read,
  * a dirty bitmap limits the read to what changed and the rest stays the parent's, the archive reads back exactly
- * like the image; errors name the socket, the export and the bitmap. */
+ * like the image, over a Unix socket or TCP; errors name the socket, the export and the bitmap. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -183,6 +184,52 @@ static void test_bitmap_thin(void **state)
     free(want);
 }
 
+/* A TCP port nobody listens on now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* tcp:HOST:PORT: the same copy over TCP; a port nobody serves is named in the error. */
+static void test_tcp(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *img = tpath("t.img");
+    VS_AUTOFREE char *out = tpath("t.vmsnap");
+    uint8_t *want = vs_xcalloc(1, SIZE);
+    fill(want, 3 * MiB, MiB, 0x44);
+    int fd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, SIZE), 0);
+    assert_int_equal(vs_pwrite_full(fd, want + 3 * MiB, MiB, 3 * MiB), 0);
+    close(fd);
+    char port[16], addr[64];
+    snprintf(port, sizeof port, "%d", free_port());
+    snprintf(addr, sizeof addr, "tcp:127.0.0.1:%s", port);
+    const char *argv[] = { "qemu-nbd", "-b", "127.0.0.1", "-p", port, "-f", "raw", "-r", "-x", "disk",
+                           "--persistent", img, NULL };
+    pid_t pid;
+    assert_int_equal(run(argv, &pid), 0);
+    vs_err e = { 0 };
+    int r = -1;
+    for (int i = 0; i < 200 && r < 0; i++) {   /* until qemu-nbd listens */
+        if ((r = copy_to(out, NULL, addr, NULL, NULL, &e)) < 0)
+            usleep(20000);
+    }
+    stop(pid);
+    assert_int_equal(r, 0);
+    check_archive(out, want);
+    free(want);
+    assert_true(copy_to(out, NULL, addr, NULL, NULL, &e) < 0);
+    assert_non_null(strstr(e.msg, addr));
+}
+
 static bool always(void *opaque)
 {
     (void)opaque;
@@ -223,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_raw_holes),
         cmocka_unit_test(test_bitmap_thin),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_tcp),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     const char *rm[] = { "rm", "-rf", dir, NULL };
