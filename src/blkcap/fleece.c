@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define CBW_TIMEOUT_S 10      /* a guest write waits at most this long for its copy; then the view breaks */
+#define SLOW_TARGET_NS 3000000000LL   /* a test's target, slower than its filter's 1 s timeout */
 #define NAME_LEN 64           /* our names stay below QEMU's 32 bytes; the room quiets format-truncation */
 #define SECRET_LEN (NAME_LEN + 40)
 #define WAIT_STEP_NS 5000000L
@@ -37,6 +38,7 @@ struct bc_fleece {
     bool use_prev, added_next, committed;
     uint64_t read_bytes;      /* data read from the views, all disks */
     double insert_s;
+    int cbw_timeout;          /* seconds */
     size_t n;
     struct fdisk *d;
 };
@@ -144,14 +146,25 @@ static int add_target(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *e)
     return 0;
 }
 
+/* For a test: a target whose writes take longer than the filter's timeout (null-co with a latency), so that a
+ * guest write breaks the view. */
+static int add_slow_target(struct bc_fleece *f, struct fdisk *k, vs_err *e)
+{
+    int r = run(f, "blockdev-add", json_pack("{s:s,s:s,s:I,s:I}", "driver", "null-co", "node-name", k->tgt, "size",
+                                             (json_int_t)k->disk.size, "latency-ns", (json_int_t)SLOW_TARGET_NS),
+                NULL, e);
+    k->have_tgt = r == 0;
+    return r;
+}
+
 static int prepare_disk(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *e)
 {
-    int r = add_target(f, k, i, e);
+    int r = f->cbw_timeout == 1 ? add_slow_target(f, k, e) : add_target(f, k, i, e);
     if (r < 0)
         return vs_err_prefix(e, "disk '%s'", k->disk.name);
     r = run(f, "blockdev-add",
             json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "driver", "copy-before-write", "node-name", k->cbw, "file",
-                      k->disk.node, "target", k->tgt, "on-cbw-error", "break-snapshot", "cbw-timeout", CBW_TIMEOUT_S),
+                      k->disk.node, "target", k->tgt, "on-cbw-error", "break-snapshot", "cbw-timeout", f->cbw_timeout),
             NULL, e);
     if (r < 0)
         return vs_err_prefix(e, "disk '%s': adding a copy-before-write filter over node %s", k->disk.name,
@@ -253,6 +266,7 @@ int bc_fleece_prepare(struct qmp *q, const struct bc_disks *d, const char *dir, 
     BC_FLEECE_AUTOFREE struct bc_fleece *f = vs_xcalloc(1, sizeof *f);
     f->q = q;
     f->dir = vs_xstrdup(dir);
+    f->cbw_timeout = vs_test_fault("fleece-slow-target") ? 1 : CBW_TIMEOUT_S;
     uint8_t u[16];
     char us[37];
     vs_uuid_generate(u);
@@ -416,12 +430,12 @@ static int export_disk(struct bc_fleece *f, struct fdisk *k, vs_err *e)
     return 0;
 }
 
-/* A test holds the copy here until cancelled: SIGTERM arrives while everything is in place. */
-static void hold_for_test(const struct bc_copy_opts *o)
+/* A test holds the copy here until cancelled (SIGTERM arrives while everything is in place), or, with a slow
+ * target, for twice the filter's timeout (the guest's writes break the view before it is read). */
+static void hold_for_test(const struct bc_fleece *f, const struct bc_copy_opts *o)
 {
-    if (!vs_test_fault("fleece-hold"))
-        return;
-    for (int i = 0; i < 12000 && !(o->cancelled && o->cancelled(o->opaque)); i++)
+    int steps = vs_test_fault("fleece-hold") ? 12000 : f->cbw_timeout == 1 ? 400 : 0;
+    for (int i = 0; i < steps && !(o->cancelled && o->cancelled(o->opaque)); i++)
         sleep_step();
 }
 
@@ -435,7 +449,7 @@ int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_co
         r = export_disk(f, &f->d[i], e);
     if (r < 0)
         return r;
-    hold_for_test(o);
+    hold_for_test(f, o);
     for (size_t i = 0; i < f->n; i++) {
         struct fdisk *k = &f->d[i];
         char stream[32];
@@ -449,7 +463,7 @@ int bc_fleece_copy(struct bc_fleece *f, struct arc_writer *w, const struct bc_co
             /* break-snapshot: once a guest write could not be copied, every read of the view fails. */
             return vs_err_prefix(e, "disk '%s': reading its snapshot (if a read was refused, the view broke: QEMU "
                                  "could not copy a guest write into the fleecing target in %s within %d s, or the "
-                                 "target failed, e.g. its filesystem is full)", k->disk.name, f->dir, CBW_TIMEOUT_S);
+                                 "target failed, e.g. its filesystem is full)", k->disk.name, f->dir, f->cbw_timeout);
         }
     }
     return 0;

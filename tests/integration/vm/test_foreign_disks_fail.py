@@ -1,9 +1,9 @@
 """A disk snapshot of a QEMU vmsnap did not start that fails leaves the VM running on its own nodes, with nothing of
 vmsnap's inside it (node, export, job, fd set, NBD server, dirty bitmap) nor in its run directory, and no output file:
 QEMU refusing the filter (after the first disk's went in), SIGTERM while the disks are being read, the fleecing
-target's filesystem filling up while the guest writes (the view breaks: the guest's writes still succeed), and a
-writable medium attached to no device and a VM whose RAM QEMU cannot snapshot in the background (both refused
-before anything is added). A QEMU that runs an NBD server already: test_foreign_nbd.py."""
+target's filesystem filling up or its writes outlasting cbw-timeout while the guest writes (the view breaks: the
+guest's writes still succeed), and a writable medium attached to no device and a VM whose RAM QEMU cannot snapshot
+in the background (both refused before anything is added). A QEMU that runs an NBD server already: test_foreign_nbd.py."""
 import os
 import shutil
 import signal
@@ -35,6 +35,18 @@ def check_failed(p, out, run_dir, words, what):
 
 def snap_cmd(vm, out):
     return [vmtest.vmsnap_path(), "snap", "--qmp", vm.qmp_path, "-o", out]
+
+
+def view_breaks(vm, a, out, run_dir, fault, words, before, what):
+    """A snapshot of vda while the guest writes fails because the view broke; no guest write failed."""
+    a.cmd("rawloop /dev/vda 1048576 slots=1024 ms=1")
+    p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(run_dir, fault), capture_output=True,
+                       text=True, timeout=120)
+    w = a.cmd("rawloop stop")
+    check_failed(p, out, run_dir, ["the view broke", *words], what)
+    check(w.int("gen") > 10 and w.int("errors") == 0, f"{what}: the guest wrote on, no write failed: {w}")
+    a.cmd("rawverify /dev/vda 0 4 seed=3")
+    check_untouched(vm, before, what, bitmaps=True)
 
 
 def test():
@@ -85,22 +97,14 @@ def test():
             check_untouched(vm, nodes_only, "guest writing during the capture")
             before = graph(vm, bitmaps=True)   # with the bitmap this snapshot left for the next one
 
-            # The fleecing target's filesystem fills up while the guest writes: the view breaks, the guest's writes
-            # do not fail, the snapshot fails and says why.
+            # The fleecing target's filesystem fills up while the guest writes (room for the qcow2's metadata and a
+            # cluster or two of copies); then a target slower than the filter's timeout (a test's null-co target with
+            # a 3 s latency, cbw-timeout 1 s: a guest write waits for its copy at most that long). Either way the
+            # view breaks, the guest's writes do not fail, the snapshot fails and says why.
             with FullDir(d, "384k") as full:
                 if full:
-                    a.cmd("rawloop /dev/vda 1048576 slots=1024 ms=1")
-                    # Room for the qcow2's metadata and a cluster or two of copies.
-                    p = subprocess.run(snap_cmd(vm, out) + ["--disks", "vda"], env=snap_env(full),
-                                       capture_output=True, text=True, timeout=120)
-                    w = a.cmd("rawloop stop")
-                    check_failed(p, out, full, ["the view broke", "filesystem is full"], "fleecing target full")
-                    check(w.int("gen") > 10 and w.int("errors") == 0,
-                          f"the guest wrote on through the capture, no write failed: {w}")
-                    a.cmd("rawverify /dev/vda 0 4 seed=3")
-                    check_untouched(vm, before, "fleecing target full", bitmaps=True)
-
-            a.cmd("rawverify /dev/vda 0 4 seed=3")
+                    view_breaks(vm, a, out, full, None, ["filesystem is full"], before, "fleecing target full")
+            view_breaks(vm, a, out, run_dir, "fleece-slow-target", ["within 1 s"], before, "fleecing target too slow")
 
             # What a vmsnap that was killed mid-capture leaves (its filter in front of a device): refused, named.
             vm.qmp.cmd("blockdev-add", {"driver": "null-co", "node-name": "leftover-target", "size": 32 << 20})
