@@ -83,6 +83,35 @@ static int find_by_id(struct bc_fleece *f, const char *query, const char *id, js
     return 0;
 }
 
+/* Polls the member of query's array with "id" id until over(member, or NULL when gone) says so: *last (new
+ * reference or NULL) is that member. -ETIMEDOUT, with no message, once QEMU's timeout has passed. */
+static int poll_member(struct bc_fleece *f, const char *query, const char *id, bool (*over)(json_t *x), json_t **last,
+                       vs_err *e)
+{
+    double deadline = vs_now_s() + qmp_timeout(f->q);
+    for (;;) {
+        int r = find_by_id(f, query, id, last, e);
+        if (r < 0 || over(*last))
+            return r;
+        json_decref(*last);
+        *last = NULL;
+        if (vs_now_s() > deadline)
+            return -ETIMEDOUT;
+        sleep_step();
+    }
+}
+
+static bool job_over(json_t *j)
+{
+    const char *status = json_string_value(json_object_get(j, "status"));
+    return !status || !strcmp(status, "concluded");
+}
+
+static bool gone(json_t *x)
+{
+    return !x;
+}
+
 /* blockdev-create is a job: wait until it concludes, then dismiss it; its error (QEMU's words) is ours. */
 static int create_qcow2(struct bc_fleece *f, struct fdisk *k, vs_err *e)
 {
@@ -91,33 +120,21 @@ static int create_qcow2(struct bc_fleece *f, struct fdisk *k, vs_err *e)
     int r = run(f, "blockdev-create",
                 json_pack("{s:s,s:{s:s,s:s,s:I}}", "job-id", job, "options", "driver", "qcow2", "file", k->tf,
                           "size", (json_int_t)k->disk.size), NULL, e);
+    json_t *j = NULL;
+    if (r == 0 && (r = poll_member(f, "query-jobs", job, job_over, &j, e)) == -ETIMEDOUT) {
+        run(f, "job-cancel", json_pack("{s:s}", "id", job), NULL, NULL);
+        return vs_err_set(e, ETIMEDOUT, "QEMU did not create the fleecing target of disk '%s' in time", k->disk.name);
+    }
     if (r < 0)
         return r;
-    double deadline = vs_now_s() + qmp_timeout(f->q);
-    for (;;) {
-        json_t *j = NULL;
-        if ((r = find_by_id(f, "query-jobs", job, &j, e)) < 0)
-            return r;
-        const char *status = json_string_value(json_object_get(j, "status"));
-        const char *err = json_string_value(json_object_get(j, "error"));
-        bool done = status && !strcmp(status, "concluded");
-        if (done && err)
-            r = vs_err_set(e, EIO, "creating the fleecing target of disk '%s' in %s: %s", k->disk.name, f->dir, err);
-        else if (!status)
-            r = vs_err_set(e, EPROTO, "QEMU lost job %s (creating the fleecing target of disk '%s')", job,
-                           k->disk.name);
-        json_decref(j);
-        if (done || !status) {
-            run(f, "job-dismiss", json_pack("{s:s}", "id", job), NULL, NULL);
-            return r;
-        }
-        if (vs_now_s() > deadline) {
-            run(f, "job-cancel", json_pack("{s:s}", "id", job), NULL, NULL);
-            return vs_err_set(e, ETIMEDOUT, "QEMU did not create the fleecing target of disk '%s' in time",
-                              k->disk.name);
-        }
-        sleep_step();
-    }
+    const char *err = json_string_value(json_object_get(j, "error"));
+    if (!j)
+        r = vs_err_set(e, EPROTO, "QEMU lost job %s (creating the fleecing target of disk '%s')", job, k->disk.name);
+    else if (err)
+        r = vs_err_set(e, EIO, "creating the fleecing target of disk '%s' in %s: %s", k->disk.name, f->dir, err);
+    json_decref(j);
+    run(f, "job-dismiss", json_pack("{s:s}", "id", job), NULL, NULL);
+    return r;
 }
 
 /* The target's file: ours (0600, in our private dir), unlinked at once and handed to QEMU as an fd set, so nothing
@@ -177,20 +194,10 @@ static int prepare_disk(struct bc_fleece *f, struct fdisk *k, size_t i, vs_err *
 static int del_export(struct bc_fleece *f, const char *id, vs_err *e)
 {
     int r = run(f, "block-export-del", json_pack("{s:s,s:s}", "id", id, "mode", "hard"), NULL, e);
-    if (r < 0)
-        return r;
-    double deadline = vs_now_s() + qmp_timeout(f->q);
-    for (;;) {
-        json_t *x = NULL;
-        if ((r = find_by_id(f, "query-block-exports", id, &x, e)) < 0)
-            return r;
-        if (!x)
-            return 0;
-        json_decref(x);
-        if (vs_now_s() > deadline)
-            return vs_err_set(e, ETIMEDOUT, "QEMU still has export %s after %.0f s", id, qmp_timeout(f->q));
-        sleep_step();
-    }
+    json_t *x = NULL;
+    if (r == 0 && (r = poll_member(f, "query-block-exports", id, gone, &x, e)) == -ETIMEDOUT)
+        return vs_err_set(e, ETIMEDOUT, "QEMU still has export %s after %.0f s", id, qmp_timeout(f->q));
+    return r;
 }
 
 static int del_node(struct bc_fleece *f, const char *node, vs_err *e)
