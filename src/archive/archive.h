@@ -158,6 +158,8 @@ const uint8_t *arc_uuid(const struct arc *a);
 int arc_check_unchanged(struct arc *a, vs_err *e);
 /* The resolved parent, or NULL (not thin, or opened with no_parent). */
 struct arc *arc_parent(const struct arc *a);
+/* The source the handle reads its bytes from (borrowed): for checks over the file's own bytes (signatures). */
+struct arc_source *arc_get_source(const struct arc *a);
 /* Bytes of memory the handle has allocated now (index pages, caches, tables; not counting the parent). */
 size_t arc_mem_usage(const struct arc *a);
 

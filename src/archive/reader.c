@@ -405,6 +405,7 @@ void arc_closep(struct arc **a) { arc_close(*a); }
 void arc_get_info(const struct arc *a, struct arc_info *out) { *out = a->info; }
 const uint8_t *arc_uuid(const struct arc *a) { return a->info.uuid; }
 struct arc *arc_parent(const struct arc *a) { return a->parent; }
+struct arc_source *arc_get_source(const struct arc *a) { return a->src; }
 
 int arc_check_unchanged(struct arc *a, vs_err *e)
 {

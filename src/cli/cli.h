@@ -30,6 +30,8 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* A JSON string of s (a path, a name from an archive), escaped with vs_text_escape when it is not UTF-8 text:
  * json_pack refuses invalid UTF-8 and returns NULL for the whole document. NULL s gives null. */
 json_t *cli_json_text(const char *s);
+static inline void cli_json_decrefp(json_t **j) { json_decref(*j); }
+#define CLI_JSON_AUTODECREF __attribute__((cleanup(cli_json_decrefp)))
 /* Print the synopsis and help of a command to f. */
 void cli_print_help(FILE *f, const struct cli_command *c);
 
@@ -47,6 +49,31 @@ void cli_progress_done(struct cli_progress *p);
 struct cr_key;
 #define CLI_KEY_ENV "VMSNAP_KEY_FILE"
 int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr_key **out, vs_err *e);
+/* Signatures (trust.c): --trusted-keys DIR-or-FILE, else VMSNAP_TRUSTED_KEYS, else off. */
+#define CLI_OPT_TRUSTED_KEYS 0x100   /* getopt value of --trusted-keys (long only: no short letter to collide) */
+struct arc;
+struct cr_keyring;
+struct cli_trust {
+    struct cr_keyring *kr;   /* NULL: no trusted keys given, nothing is required */
+    bool any;                /* without kr: check the signatures there are, by any key, and report them */
+    /* Told of each archive of a chain that passed: its name, the signer's key id and trusted key file (NULL when
+     * kr is NULL; both NULL: not signed, with any). May be NULL. */
+    void (*signed_by)(void *opaque, const char *archive, const char *key_id, const char *key_file);
+    /* With any: told (one line) of a .sig file that is not one (another tool's signature), which is then skipped. */
+    void (*note)(void *opaque, const char *msg);
+    void *opaque;
+};
+/* Load the trusted keys named by flag (may be NULL) or VMSNAP_TRUSTED_KEYS; none: t->kr stays NULL. */
+int cli_trust_load(const char *flag, struct cli_trust *t, vs_err *e);
+void cli_trust_clear(struct cli_trust *t);
+#define CLI_TRUST_AUTOCLEAR __attribute__((cleanup(cli_trust_clear)))
+/* The check of an opened archive: itself and every parent carry a valid signature by a trusted key, and none
+ * changed since it was opened. Does nothing without trusted keys. opaque is a struct cli_trust. */
+int cli_trust_check(void *opaque, struct arc *a, vs_err *e);
+/* The signature file of an archive location (ARCHIVE.sig; malloc'd), or NULL with an error when there can be none. */
+char *cli_sig_path(const char *archive, vs_err *e);
+/* cr_pread_fn over an archive's byte-range source (opaque is a struct arc_source). */
+int cli_source_pread(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e);
 
 /* Commands. */
 int cmd_help(int argc, char **argv);
@@ -65,6 +92,7 @@ int cmd_status(int argc, char **argv);
 int cmd_dirty_rate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 

@@ -15,6 +15,8 @@ struct boot_ui {
     bool json, detach;
     int fd;    /* detached: the pipe to the waiting parent */
     char *refused;   /* the allow-list's whole message, longer than a vs_err holds */
+    struct cli_trust *trust;
+    json_t *signed_by;   /* with trusted keys: [{archive, key-id, key-file}] of the chain, as checked */
 };
 
 static char *absolute(const char *p)
@@ -81,6 +83,11 @@ static void print_info(json_t *i, bool json, FILE *f)
                 (long long)json_integer_value(json_object_get(c, "hits")),
                 (long long)json_integer_value(json_object_get(c, "hit-bytes")),
                 (long long)json_integer_value(json_object_get(c, "source-bytes")));
+    size_t k;
+    json_t *s;
+    json_array_foreach(json_object_get(i, "signed-by"), k, s)
+        fprintf(f, "  signed:   %s by key %s (%s)\n", json_string_value(json_object_get(s, "archive")),
+                json_string_value(json_object_get(s, "key-id")), json_string_value(json_object_get(s, "key-file")));
     const char *genid = json_string_value(json_object_get(i, "generation-id"));
     if (genid)
         fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
@@ -96,6 +103,8 @@ static void on_ready(void *opaque, const struct vm_host_info *info)
     if (!info)
         return;   /* the error is reported by the caller */
     json_t *j = info_json(info);
+    if (ui->signed_by)
+        json_object_set(j, "signed-by", ui->signed_by);
     if (ui->detach) {
         char *s = json_dumps(j, JSON_COMPACT);
         dprintf(ui->fd, "OK %s\n", s);
@@ -119,6 +128,19 @@ static void on_log(void *opaque, const char *msg)
 {
     (void)opaque;
     fprintf(stderr, "vmsnap: %s\n", msg);
+}
+
+static void on_signed(void *opaque, const char *archive, const char *key_id, const char *key_file)
+{
+    struct boot_ui *ui = opaque;
+    json_array_append_new(ui->signed_by, json_pack("{s:o,s:s,s:o}", "archive", cli_json_text(archive), "key-id",
+                                                   key_id, "key-file", cli_json_text(key_file)));
+}
+
+static int check_archive(void *opaque, struct arc *a, vs_err *e)
+{
+    struct boot_ui *ui = opaque;
+    return cli_trust_check(ui->trust, a, e);
 }
 
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
@@ -166,6 +188,7 @@ int cmd_boot(int argc, char **argv)
         { "eager", no_argument, NULL, 'E' },         { "prefetch", required_argument, NULL, 'P' },
         { "qemu", required_argument, NULL, 'Q' },        { "trust-archive", no_argument, NULL, 'T' },
         { "cache-size", required_argument, NULL, 'S' }, { "key", required_argument, NULL, 'K' },
+        { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -178,7 +201,7 @@ int cmd_boot(int argc, char **argv)
     struct vm_host_opts ho = { .errlog_fd = -1 };
     struct boot_ui ui = { .fd = -1 };
     VS_AUTOFREE char *overlay = NULL, *qmp = NULL, *console = NULL, *archive = NULL;
-    const char *accel = "auto", *keyfile = NULL;
+    const char *accel = "auto", *keyfile = NULL, *trusted_keys = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
@@ -215,6 +238,7 @@ int cmd_boot(int argc, char **argv)
         case 'Q': ho.qemu = optarg; break;
         case 'T': ho.trust_archive = true; break;
         case 'K': keyfile = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         case 'P':
             if (strcmp(optarg, "none") && strcmp(optarg, "background") && strcmp(optarg, "all"))
                 return cli_usage("boot", "--prefetch: expected none, background or all, got '%s'", optarg);
@@ -243,6 +267,15 @@ int cmd_boot(int argc, char **argv)
         return cli_fail_err(&ke);
     if (ui.detach && console && !strcmp(console, "stdio"))
         return cli_usage("boot", "--console stdio needs the foreground (no --detach)");
+    vs_err e = { 0 };
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_trust_load(trusted_keys, &trust, &e) < 0)
+        return cli_fail_err(&e);
+    ui.trust = &trust;
+    trust.signed_by = on_signed;
+    trust.opaque = &ui;
+    CLI_JSON_AUTODECREF json_t *signed_by = ui.signed_by = trust.kr ? json_array() : NULL;
+    ho.check_archive = check_archive;
     ho.archive = archive;
     ho.overlay = overlay;
     ho.qmp = qmp;
@@ -277,7 +310,6 @@ int cmd_boot(int argc, char **argv)
             close(dn);
         ho.quiet_stdio = true;
     }
-    vs_err e = { 0 };
     int r = vm_host_run(&ho, &e);
     VS_AUTOFREE char *refused = ui.refused;
     if (ui.fd >= 0) {   /* never became ready */

@@ -16,7 +16,7 @@ static void on_log(void *opaque, const char *msg)
     fprintf(stderr, "vmsnap: %s\n", msg);
 }
 
-struct base_src { bool raw; const struct cr_key *key; };
+struct base_src { bool raw; const struct cr_key *key; struct cli_trust *trust; };
 
 static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_base **out, vs_err *e)
 {
@@ -26,7 +26,7 @@ static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_b
             return vs_err_set(e, EINVAL, "a raw image has only disk 0");
         return nbd_base_open_raw(path, out, e);
     }
-    return nbd_base_open_archive(path, disk, bs->key, out, e);
+    return nbd_base_open_archive_checked(path, disk, bs->key, cli_trust_check, bs->trust, out, e);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -36,9 +36,10 @@ int cmd_serve(int argc, char **argv)
         { "overlay", required_argument, NULL, 'o' }, { "read-only", no_argument, NULL, 'r' },
         { "raw", no_argument, NULL, 'R' }, { "control", required_argument, NULL, 'c' },
         { "threads", required_argument, NULL, 't' }, { "key", required_argument, NULL, 'K' },
+        { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
         { NULL, 0, NULL, 0 },
     };
-    const char *sock = NULL, *overlay = NULL, *control = NULL, *keyfile = NULL;
+    const char *sock = NULL, *overlay = NULL, *control = NULL, *keyfile = NULL, *trusted_keys = NULL;
     unsigned long disk = 0, threads = 0;
     bool ro = false, raw = false;
     int c;
@@ -51,6 +52,7 @@ int cmd_serve(int argc, char **argv)
         case 'r': ro = true; break;
         case 'R': raw = true; break;
         case 'K': keyfile = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         case 'd':
             errno = 0;
             disk = strtoul(optarg, &end, 10);
@@ -72,6 +74,12 @@ int cmd_serve(int argc, char **argv)
     if (!sock)
         return cli_usage("serve", "missing --socket PATH");
     const char *archive = argv[optind];
+    vs_err e = { 0 };
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_trust_load(trusted_keys, &trust, &e) < 0)
+        return cli_fail_err(&e);
+    if (raw && trust.kr)
+        return cli_usage("serve", "--raw serves an image that carries no signature: drop --trusted-keys");
 
     /* Signals are taken by sigwait() below, never by a handler in a server thread. */
     sigset_t set;
@@ -82,9 +90,8 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    vs_err e = { 0 };
     struct cr_key key CR_KEY_AUTOWIPE = { 0 };
-    struct base_src bsrc = { .raw = raw };
+    struct base_src bsrc = { .raw = raw, .trust = &trust };
     if (cli_key(keyfile, CLI_KEY_ENV, &key, &bsrc.key, &e) < 0)
         return cli_fail_err(&e);
     struct nbd_base *base = NULL;

@@ -9,8 +9,8 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--qemu PATH] [--trust-archive] [--detach] [--json] [--eager] [--prefetch none|background|all] [--cache-size SIZE] [--key KEYFILE] "
-      "[-- EXTRA-QEMU-ARGS]",
+      "[--qemu PATH] [--trust-archive] [--trusted-keys DIR|FILE] [--detach] [--json] [--eager] "
+      "[--prefetch none|background|all] [--cache-size SIZE] [--key KEYFILE] [-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
       "place and unchanged while the VM runs) and pulled in by a background prefetch once it runs (--prefetch none:\n"
@@ -30,7 +30,10 @@ const struct cli_command cli_commands[] = {
       "A snapshot of a VM vmsnap did not start replays its command line, each captured disk served from the archive\n"
       "under the device it had; disks not captured (a cdrom) are emptied or dropped unless --trust-archive.\n"
       "An encrypted archive needs its key: --key KEYFILE, else $VMSNAP_KEY_FILE (so do every command that reads one);\n"
-      "snapshots of the VM are sealed with that key too." },
+      "snapshots of the VM are sealed with that key too.\n"
+
+      "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): a public key file, or a directory of *.pub files; the archive\n"
+      "and every parent must then carry a valid signature (ARCHIVE.sig) by one of them, or nothing starts." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
       "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--json] [--quiet]",
@@ -75,8 +78,10 @@ const struct cli_command cli_commands[] = {
     { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config.\n"
       "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id." },
-    { "verify", cmd_verify, "verify ARCHIVE [--quiet] [--key KEYFILE]",
-      "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem." },
+    { "verify", cmd_verify, "verify ARCHIVE [--quiet] [--key KEYFILE] [--trusted-keys DIR|FILE]",
+      "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem.\n"
+      "Signatures (ARCHIVE.sig, beside each archive of the chain) are checked and their signers' key ids shown;\n"
+      "with --trusted-keys (or $VMSNAP_TRUSTED_KEYS) each archive must carry one by a trusted key." },
     { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet] [--key KEYFILE]",
       "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
       "direction, byte for byte (never decompressed). The copy appears only when complete (a temp file renamed, or\n"
@@ -91,6 +96,11 @@ const struct cli_command cli_commands[] = {
       "Make a new key. Without --sign: an archive key (for --encrypt and --key), KEYFILE mode 0600. With --sign: an\n"
       "Ed25519 signing pair, the secret in KEYFILE (0600) and the public key in KEYFILE.pub (for --trusted-keys).\n"
       "An existing file is never overwritten. Prints the key's id, which archives and messages use to name it." },
+    { "sign", cmd_sign, "sign ARCHIVE --key SIGNING.key",
+      "Sign ARCHIVE with an Ed25519 key from 'keygen --sign': its header and a BLAKE2b-512 digest of every byte.\n"
+      "The signature is added to ARCHIVE.sig beside it (the archive is not touched; a file holds several\n"
+      "signatures, one line each; signing again with the same key replaces that key's). A thin archive's parents\n"
+      "are signed on their own. boot, serve and verify check signatures with --trusted-keys (docs/SECURITY.md)." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"
@@ -126,12 +136,14 @@ const struct cli_command cli_commands[] = {
       "and estimate how long a stop-mode and a live snapshot of this VM would take and pause it.\n"
       "RATE is bytes per second (e.g. 500M).\n" QOPS_ESTIMATE_MODEL_TEXT },
     { "serve", cmd_serve, "serve ARCHIVE --socket PATH [--disk N] [--overlay FILE] [--read-only] [--raw] "
-      "[--control PATH] [--threads N] [--key KEYFILE]",
+      "[--control PATH] [--threads N] [--key KEYFILE] [--trusted-keys DIR|FILE]",
       "Serve disk N (default 0) of ARCHIVE over NBD on the Unix socket PATH (mode 0600), export name \"\" (any\n"
       "name is accepted). Reads come from the archive, writes go to a 4 KiB copy-on-write overlay: FILE (created\n"
       "if absent, kept) or a temporary one removed at exit. --read-only refuses writes. --raw serves a raw image\n"
       "file instead of an archive. --control PATH opens the control socket (docs/CONTROL.md: freeze, status,\n"
-      "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0." },
+      "rebase). SIGTERM or SIGINT: finish requests in flight, flush the overlay and exit 0.\n"
+      "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): serve only an archive whose chain is signed by a trusted key (a\n"
+      "rebase target too)." },
     { "mem", cmd_mem,
       "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | pack DIR -o OUT.vmsnap "
       "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json] [--key KEYFILE])",

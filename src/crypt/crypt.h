@@ -49,6 +49,8 @@ int cr_signkey_load(const char *path, struct cr_signkey *out, vs_err *e);
 /* A public key file; a signing secret file is accepted too (its public half is taken). */
 int cr_pubkey_load(const char *path, struct cr_pubkey *out, vs_err *e);
 void cr_pubkey_clear(struct cr_pubkey *k);
+/* The id of a signing pair from its public key. */
+void cr_pubkey_id(const uint8_t pk[CR_SIGN_PUBLIC_BYTES], char out[CR_ID_LEN + 1]);
 
 /* Parse one key file's text (len bytes, untrusted) of the given kind into out (CR_KEY_BYTES, ... bytes). name is
  * for messages. For fuzzing and the loaders. */
@@ -79,5 +81,68 @@ int cr_open_inplace(const struct cr_key *k, const void *ad, size_t ad_len, uint8
 /* A key id as its CR_ID_BYTES bytes and back (lower-case hex). */
 void cr_id_to_bytes(const char *id, uint8_t out[CR_ID_BYTES]);
 void cr_id_from_bytes(const uint8_t b[CR_ID_BYTES], char out[CR_ID_LEN + 1]);
+
+/* ---- signatures of archives (sign.c; docs/FORMAT.md, "Signatures") -------------------------------------------
+ * Detached: ARCHIVE.sig holds one line per signature, so signing never rewrites an archive (nor an object that
+ * cannot be appended to). A signature covers the archive's header and a BLAKE2b-512 digest of its whole file: the
+ * archive's own checksums (XXH64, XXH3) catch accidents, not forgers, so only a cryptographic hash of every byte
+ * binds the blocks to the signer. */
+#define CR_ARC_HEADER_BYTES 128
+#define CR_DIGEST_BYTES 64
+#define CR_SIG_BYTES 64
+#define CR_SIGFILE_MAX 64         /* signatures in one .sig file */
+
+struct cr_sig {                   /* one signature, as stored */
+    uint8_t pk[CR_SIGN_PUBLIC_BYTES];
+    uint8_t uuid[16];             /* the signed archive's UUID and size (also inside the signed header) */
+    uint64_t file_size;
+    uint8_t digest[CR_DIGEST_BYTES];
+    uint8_t sig[CR_SIG_BYTES];
+    char id[CR_ID_LEN + 1];       /* the signing key's id */
+};
+struct cr_sigfile { struct cr_sig *v; size_t n; };
+
+/* Reads exactly len bytes at off (a short read is an error). */
+typedef int (*cr_pread_fn)(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e);
+
+/* BLAKE2b-512 of bytes [0, size) read through pread. */
+int cr_digest(cr_pread_fn pread, void *opaque, uint64_t size, uint8_t out[CR_DIGEST_BYTES], vs_err *e);
+/* k's signature of an archive with this header (its first 128 bytes), size and digest. */
+void cr_sign(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], uint64_t file_size,
+             const uint8_t digest[CR_DIGEST_BYTES], struct cr_sig *out);
+/* Whether s signs this header with its own size and digest (the caller compares those with the file's). */
+bool cr_sig_valid(const struct cr_sig *s, const uint8_t header[CR_ARC_HEADER_BYTES]);
+
+/* A .sig file's text (untrusted): strict, at most CR_SIGFILE_MAX lines. name is for messages. */
+int cr_sigfile_parse(const char *text, size_t len, const char *name, struct cr_sigfile *out, vs_err *e);
+/* The text of f (malloc'd). */
+char *cr_sigfile_format(const struct cr_sigfile *f);
+/* -ENOENT (with a message) when there is no such file. */
+int cr_sigfile_load(const char *path, struct cr_sigfile *out, vs_err *e);
+/* Add s to the .sig file at path (made if missing), replacing a signature of the same archive by the same key:
+ * written to a temp file, fsync'd, renamed. *count gets the signatures it now holds. */
+int cr_sigfile_add(const char *path, const struct cr_sig *s, size_t *count, vs_err *e);
+void cr_sigfile_clear(struct cr_sigfile *f);
+
+/* Trusted public keys: one key file, or every *.pub file of a directory (any bad one is an error). */
+struct cr_keyring { struct cr_pubkey *v; size_t n; char *from; };
+int cr_keyring_load(const char *path, struct cr_keyring *out, vs_err *e);
+const struct cr_pubkey *cr_keyring_find(const struct cr_keyring *kr, const uint8_t pk[CR_SIGN_PUBLIC_BYTES]);
+void cr_keyring_clear(struct cr_keyring *kr);
+
+/* One archive to check: its name (messages), UUID and size as opened, and its bytes. */
+struct cr_archive_ref {
+    const char *name;
+    const uint8_t *uuid;
+    uint64_t size;
+    cr_pread_fn pread;
+    void *opaque;
+};
+/* Find in f a signature of the archive by a key of kr (NULL: by any key) that checks out: the header read now,
+ * the file's digest (computed only once a signature over the header holds) and its size. *by gets it. A one-line
+ * error naming the archive and why otherwise (-EPERM: no such signature; -EBADMSG: a trusted key's signature
+ * fails). */
+int cr_check_archive(const struct cr_archive_ref *a, const struct cr_sigfile *f, const struct cr_keyring *kr,
+                     const struct cr_sig **by, vs_err *e);
 
 #endif

@@ -206,6 +206,11 @@ int cr_pubkey_load(const char *path, struct cr_pubkey *out, vs_err *e)
     return 0;
 }
 
+void cr_pubkey_id(const uint8_t pk[CR_SIGN_PUBLIC_BYTES], char out[CR_ID_LEN + 1])
+{
+    key_id(CR_KIND_SIGN_PUBLIC, pk, CR_SIGN_PUBLIC_BYTES, out);
+}
+
 void cr_pubkey_clear(struct cr_pubkey *k)
 {
     free(k->path);

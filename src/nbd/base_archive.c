@@ -46,11 +46,21 @@ void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, ui
 int nbd_base_open_archive(const char *path, unsigned disk, const struct cr_key *key, struct nbd_base **out,
                           vs_err *e)
 {
+    return nbd_base_open_archive_checked(path, disk, key, NULL, NULL, out, e);
+}
+
+int nbd_base_open_archive_checked(const char *path, unsigned disk, const struct cr_key *key, nbd_check_archive_fn check,
+                                  void *opaque, struct nbd_base **out, vs_err *e)
+{
     struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE, .key = key };
     struct arc *a;
     int r = arc_open(path, &oo, &a, e);
     if (r < 0)
         return r;
+    if (check && (r = check(opaque, a, e)) < 0) {
+        arc_close(a);
+        return r;
+    }
     int s = arc_find_disk(a, (int)disk);
     struct arc_stream_info si;
     if (s == ARC_STREAM_NONE) {

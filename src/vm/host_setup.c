@@ -494,7 +494,7 @@ int host_start(struct host *h, vs_err *e)
     }
     struct arc_open_opts ao = { .key = host_key(h) };
     int r = arc_open(o->archive, &ao, &h->arc, e);
-    if (r < 0)
+    if (r < 0 || (o->check_archive && (r = o->check_archive(o->opaque, h->arc, e)) < 0))
         return r;
     bool has_memory = false;
     /* The archive is checked before anything runs, the probes of pin_machine included. */

@@ -476,6 +476,8 @@ struct vm_host_opts {
     /* Optional: the whole one-line refusal when the archive records options vmsnap does not allow (the error's
      * message has the same text, cut to its size). */
     void (*refused)(void *opaque, const char *msg);
+    /* Optional: run on the opened archive (and its chain) before anything of it is used, e.g. its signatures. */
+    int (*check_archive)(void *opaque, struct arc *a, vs_err *e);
     void *opaque;
 };
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
