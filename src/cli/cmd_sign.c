@@ -4,6 +4,7 @@
 #include "crypt/crypt.h"
 
 #include <getopt.h>
+#include <string.h>
 
 int cmd_sign(int argc, char **argv)
 {
@@ -28,9 +29,16 @@ int cmd_sign(int argc, char **argv)
     /* Opening checks the header and directory: a signature vouches for an archive vmsnap can read. Parents are
      * signed on their own. */
     struct arc_open_opts oo = { .no_parent = true };
-    ARC_AUTOCLOSE struct arc *a = NULL;
-    if (arc_open(path, &oo, &a, &e) < 0)
+    struct cr_key akey CR_KEY_AUTOWIPE = { 0 };   /* an encrypted archive's key: --key names the signing key here */
+    if (cli_key(NULL, CLI_KEY_ENV, &akey, &oo.key, &e) < 0)
         return cli_fail_err(&e);
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    if (arc_open(path, &oo, &a, &e) < 0) {
+        if (!oo.key && strstr(e.msg, "is encrypted"))
+            return cli_fail("%s is encrypted: give its archive key in $%s to sign it (--key names the signing key)",
+                            path, CLI_KEY_ENV);
+        return cli_fail_err(&e);
+    }
     struct arc_source *src = arc_get_source(a);
     uint8_t header[CR_ARC_HEADER_BYTES], digest[CR_DIGEST_BYTES];
     if (cli_source_pread(src, header, sizeof header, 0, &e) < 0 ||

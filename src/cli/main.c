@@ -100,7 +100,8 @@ const struct cli_command cli_commands[] = {
       "Sign ARCHIVE with an Ed25519 key from 'keygen --sign': its header and a BLAKE2b-512 digest of every byte.\n"
       "The signature is added to ARCHIVE.sig beside it (the archive is not touched; a file holds several\n"
       "signatures, one line each; signing again with the same key replaces that key's). A thin archive's parents\n"
-      "are signed on their own. boot, serve and verify check signatures with --trusted-keys (docs/SECURITY.md)." },
+      "are signed on their own. boot, serve and verify check signatures with --trusted-keys (docs/SECURITY.md).\n"
+      "An encrypted archive is signed as stored (sealed); its archive key comes from $VMSNAP_KEY_FILE." },
     { "qmp", cmd_qmp, "qmp SOCKET COMMAND [JSON-ARGUMENTS] [--timeout SECONDS]",
       "Send one QMP command to the QEMU listening on SOCKET and print its \"return\" value as JSON.\n"
       "On an error reply, print QEMU's error class and description and exit 1.\n"

@@ -52,6 +52,20 @@ def test():
         os.mkdir(keys)
         shutil.copy(trusted_key + ".pub", keys)
 
+        # An encrypted archive is signed as stored; sign takes its archive key from VMSNAP_KEY_FILE.
+        akey = os.path.join(d, "archive.key")
+        vmtest.vmsnap("keygen", "-o", akey)
+        sealed = os.path.join(d, "sealed.vmsnap")
+        vmtest.vmsnap("pack", disk, "-o", sealed, "--encrypt", akey, "--quiet")
+        refused(["sign", sealed, "--key", trusted_key], ["is encrypted", "VMSNAP_KEY_FILE"], sealed + ".sig")
+        os.environ["VMSNAP_KEY_FILE"] = akey
+        try:
+            vmtest.vmsnap("sign", sealed, "--key", trusted_key)
+        finally:
+            del os.environ["VMSNAP_KEY_FILE"]
+        p = vmtest.vmsnap("verify", sealed, "--key", akey, "--trusted-keys", keys)
+        check(f"signed by key {tid}" in p.stdout, f"an encrypted archive's signature checks out: {p.stdout!r}")
+
         # The child signed by the team, its parent only by another key: refused everywhere, naming the parent.
         vmtest.vmsnap("sign", base, "--key", other_key)
         p = vmtest.vmsnap("sign", child, "--key", trusted_key)
