@@ -20,7 +20,7 @@ struct qmp_libvirt {
     json_t *pending;        /* events delivered by libvirt, not yet read (array, oldest first) */
 };
 
-static const char *lv_msg(void)
+const char *qmp_libvirt_error(void)
 {
     const char *m = virGetLastErrorMessage();
     return m && m[0] ? m : "unknown libvirt error";
@@ -99,7 +99,7 @@ int qmp__lv_exchange(struct qmp *q, const char *cmd, const char *text, int fd, j
         close(outfds[i]);
     free(outfds);
     if (r < 0)
-        return vs_err_set(e, EIO, "%s: QMP '%s' through libvirt failed: %s", q->name, cmd, lv_msg());
+        return vs_err_set(e, EIO, "%s: QMP '%s' through libvirt failed: %s", q->name, cmd, qmp_libvirt_error());
     qmp__log(q, '<', result ? result : "", result ? strlen(result) : 0);
     json_error_t je;
     json_t *m = result ? json_loads(result, JSON_REJECT_DUPLICATES, &je) : NULL;
@@ -176,19 +176,20 @@ int qmp_connect_libvirt(const char *uri, const char *domain, const struct qmp_op
      * default one again is harmless (it only sets libvirt's function pointers). */
     virSetErrorFunc(NULL, lv_quiet);
     if (virEventRegisterDefaultImpl() < 0)
-        return vs_err_set(e, EIO, "%s: cannot set up libvirt's event loop: %s", name, lv_msg());
+        return vs_err_set(e, EIO, "%s: cannot set up libvirt's event loop: %s", name, qmp_libvirt_error());
     struct qmp *q = qmp__alloc(-1, name, opts);
     q->lv = vs_xcalloc(1, sizeof *q->lv);
     q->lv->callback_id = -1;
     q->lv->pending = json_array();
     int r;
     if (!(q->lv->conn = virConnectOpen(uri))) {
-        r = vs_err_set(e, ECONNREFUSED, "libvirt %s: cannot connect: %s", uri ? uri : "(default URI)", lv_msg());
+        r = vs_err_set(e, ECONNREFUSED, "libvirt %s: cannot connect: %s", uri ? uri : "(default URI)",
+                       qmp_libvirt_error());
         goto fail;
     }
     if (!(q->lv->dom = virDomainLookupByName(q->lv->conn, domain)) &&
         !(q->lv->dom = virDomainLookupByUUIDString(q->lv->conn, domain))) {
-        r = vs_err_set(e, ENOENT, "%s: no such domain: %s", name, lv_msg());
+        r = vs_err_set(e, ENOENT, "%s: no such domain: %s", name, qmp_libvirt_error());
         goto fail;
     }
     if (virDomainIsActive(q->lv->dom) != 1) {
@@ -197,7 +198,7 @@ int qmp_connect_libvirt(const char *uri, const char *domain, const struct qmp_op
     }
     q->lv->callback_id = virConnectDomainQemuMonitorEventRegister(q->lv->conn, q->lv->dom, NULL, on_event, q, NULL, 0);
     if (q->lv->callback_id < 0) {
-        r = vs_err_set(e, EIO, "%s: cannot register for QMP events: %s", name, lv_msg());
+        r = vs_err_set(e, EIO, "%s: cannot register for QMP events: %s", name, qmp_libvirt_error());
         goto fail;
     }
     if ((r = fake_greeting(q, e)) < 0)
@@ -208,6 +209,11 @@ int qmp_connect_libvirt(const char *uri, const char *domain, const struct qmp_op
 fail:
     qmp_close(q);
     return r;
+}
+
+void *qmp_libvirt_domain(const struct qmp *q)
+{
+    return q && q->lv ? q->lv->dom : NULL;
 }
 
 void qmp__lv_close(struct qmp *q)
@@ -246,6 +252,17 @@ int qmp__lv_exchange(struct qmp *q, const char *cmd, const char *text, int fd, j
 {
     (void)q, (void)text, (void)fd, (void)reply;
     return vs_err_set(e, ENOTSUP, "QMP '%s': built without libvirt", cmd);
+}
+
+void *qmp_libvirt_domain(const struct qmp *q)
+{
+    (void)q;
+    return NULL;
+}
+
+const char *qmp_libvirt_error(void)
+{
+    return "built without libvirt";
 }
 
 void qmp__lv_close(struct qmp *q)

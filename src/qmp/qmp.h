@@ -55,6 +55,11 @@ int qmp_connect_fd(int fd, const char *name, const struct qmp_opts *opts, struct
  * stays unknown. libvirt records the domain as tainted "custom-monitor". -ENOTSUP if built without libvirt. */
 int qmp_connect_libvirt(const char *uri, const char *domain, const struct qmp_opts *opts, struct qmp **out,
                         vs_err *e);
+/* The libvirt domain (a virDomainPtr) behind a handle from qmp_connect_libvirt, NULL for any other handle: for
+ * libvirt's own API on the same connection (backups, checkpoints). Valid until qmp_close. */
+void *qmp_libvirt_domain(const struct qmp *q);
+/* The message of this thread's last libvirt error ("unknown libvirt error" if none), for such callers. */
+const char *qmp_libvirt_error(void);
 void qmp_close(struct qmp *q);   /* NULL is fine; drops queued events */
 void qmp_closep(struct qmp **q);
 #define QMP_AUTOCLOSE __attribute__((cleanup(qmp_closep)))
