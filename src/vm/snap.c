@@ -427,6 +427,21 @@ static int freeze_disks(const struct vm_snap_opts *o, struct vm_snap_result *res
     return 0;
 }
 
+/* The snapshot instant: the VM stopped (if it ran) and its disks frozen. */
+static int stop_and_freeze(struct qmp *q, const struct vm_snap_opts *o, struct vm_snap_result *res, bool was_running,
+                           bool *we_paused, bool *frozen, vs_err *e)
+{
+    int r;
+    mark_pause_start(res);
+    if (was_running) {
+        if ((r = qmp_stop(q, e)) < 0)
+            return r;
+        *we_paused = true;
+        res->stop_ret_at = since_pause(res);
+    }
+    return freeze_disks(o, res, frozen, e);
+}
+
 int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *o, struct vm_snap_result *res,
                 vs_err *e)
 {
@@ -438,6 +453,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     struct pump pump = { .w = w, .fd = -1 };
     pthread_t th;
     bool thread_started = false, migrating = false, we_paused = false, frozen = false, stop_for_copy = false;
+    bool disks_first = false;
     int pfd[2] = { -1, -1 };
     int r;
 
@@ -486,6 +502,15 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
          * until the VM has run (7.2 and 8.x start the VM after a background snapshot: there it must be that). */
         method = VM_SNAP_BACKGROUND;
     }
+    if (o->disks_in_pause && method != VM_SNAP_BACKGROUND) {
+        disks_first = true;
+        if (method == VM_SNAP_PRECOPY && !stop_for_copy) {
+            stop_for_copy = true;
+            size_t n = strlen(res->fallback_reason);
+            snprintf(res->fallback_reason + n, sizeof res->fallback_reason - n,
+                     "; the disks' backup job would stop the migration's end: the guest is stopped for the copy");
+        }
+    }
     /* QEMU's default 128 MiB/s throttles a dump to a local file for nothing. */
     if ((r = set_param(q, &saved, "max-bandwidth", INT64_C(1) << 40, e)) < 0)
         goto fail;
@@ -493,6 +518,12 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     if (o->prepare && (r = o->prepare(o->opaque, method, res->fallback_reason, e)) < 0)
         goto fail;
     qmp_drop_events(q);
+    if (disks_first) {
+        /* The instant is now: stop, freeze, and the disks go first, before the memory stream opens. */
+        if ((r = stop_and_freeze(q, o, res, was_running, &we_paused, &frozen, e)) < 0 ||
+            (r = o->write_disks(o->opaque, w, e)) < 0)
+            goto fail;
+    }
 
     if (pipe2(pfd, O_CLOEXEC) < 0) {
         r = vs_err_sys(e, errno, "pipe");
@@ -522,15 +553,10 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
     }
     thread_started = true;
 
-    if (method != VM_SNAP_PRECOPY) {
-        mark_pause_start(res);
-        if (was_running) {
-            if ((r = qmp_stop(q, e)) < 0)
-                goto fail;
-            we_paused = true;
-            res->stop_ret_at = since_pause(res);
-        }
-        if ((r = freeze_disks(o, res, &frozen, e)) < 0)
+    if (disks_first) {
+        /* stopped and frozen above */
+    } else if (method != VM_SNAP_PRECOPY) {
+        if ((r = stop_and_freeze(q, o, res, was_running, &we_paused, &frozen, e)) < 0)
             goto fail;
     } else if (stop_for_copy) {
         /* Precopy of a stopped guest: one round, nothing to lose; the disks freeze at pre-switchover. */
@@ -582,7 +608,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
             /* QEMU stopped the VM and flushed its disks: this is the instant the snapshot is of. */
             if (!stop_for_copy)
                 mark_pause_start(res);
-            if ((r = freeze_disks(o, res, &frozen, e)) < 0)
+            if (!frozen && (r = freeze_disks(o, res, &frozen, e)) < 0)
                 goto fail;
             json_t *a = json_pack("{s:s}", "state", "pre-switchover");
             r = qmp_execute(q, "migrate-continue", a, NULL, e);
@@ -628,7 +654,7 @@ int vm_snap_run(struct qmp *q, struct arc_writer *w, const struct vm_snap_opts *
         we_paused = false;
     }
     report(o, "disks", NULL, t0);
-    if (o->write_disks && (r = o->write_disks(o->opaque, w, e)) < 0)
+    if (o->write_disks && !disks_first && (r = o->write_disks(o->opaque, w, e)) < 0)
         goto fail;
     if (cancelled(o)) {
         r = vs_err_set(e, ECANCELED, "snapshot interrupted");

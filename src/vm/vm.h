@@ -351,6 +351,10 @@ struct vm_snap_opts {
     /* After the memory stream: write the disks as of the freeze, then config/files (each may be NULL). */
     int (*write_disks)(void *opaque, struct arc_writer *w, vs_err *e);
     int (*write_rest)(void *opaque, struct arc_writer *w, vs_err *e);
+    /* The frozen disks hold a block job that QEMU cannot inactivate (libvirt's backup), which fails the end of any
+     * migration but a background snapshot: then the disks are written first, the VM stopped, and write_disks must
+     * end the job; the memory follows with the VM still stopped (write_disks required). */
+    bool disks_in_pause;
     bool (*cancelled)(void *opaque);   /* polled while waiting: true aborts the snapshot */
     /* Store memory as pages (mst_capture_fd: ram/<block> + memory-device; thin against the base's RAM) instead of
      * the opaque "memory" stream. Falls back to opaque, with res->memory_note, when QEMU has a capability the
