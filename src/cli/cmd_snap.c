@@ -1,9 +1,11 @@
 /* cli: "vmsnap snap" — a live snapshot. A VM started by `vmsnap boot` is snapshotted by its boot process (asked
  * over the run directory's control socket); a foreign QEMU from here: RAM, device state, its command line and its
- * writable disks through copy-before-write fleecing (blkcap), all of one instant; --memory-only leaves the disks. */
+ * writable disks through copy-before-write fleecing (blkcap), all of one instant; --memory-only leaves the disks.
+ * A libvirt domain the same way, its disks through libvirt's backup API (lvdisk). */
 #include "blkcap/blkcap.h"
 #include "cli/cli.h"
 #include "crypt/crypt.h"
+#include "lvdisk/lvdisk.h"
 #include "objstore/objstore.h"
 #include "vm/vm.h"
 
@@ -52,6 +54,8 @@ struct foreign {
     char *next;                  /* this archive's dirty bitmap */
     char *missing;               /* disks without prev */
     bool incremental;            /* every disk has prev: only what it marks is read */
+    struct lvd_backup *lv;       /* a libvirt domain's disks (then disks is empty), or NULL */
+    struct arc_writer *w;
 };
 
 static void local_progress(void *opaque, const struct vm_snap_progress *p)
@@ -118,10 +122,12 @@ static int foreign_prepare(void *opaque, enum vm_snap_method method, const char 
     return 0;
 }
 
-/* The instant: the VM is stopped and QEMU has flushed its disks. */
+/* The instant: the VM is stopped and QEMU has flushed its disks. A libvirt domain's backup begins here. */
 static int foreign_freeze(void *opaque, vs_err *e)
 {
     struct foreign *f = opaque;
+    if (f->lv)
+        return lvd_begin(f->lv, arc_writer_uuid(f->w), NULL, e);
     return f->fleece ? bc_fleece_insert(f->fleece, e) : 0;
 }
 
@@ -129,9 +135,13 @@ static int foreign_freeze(void *opaque, vs_err *e)
 static int foreign_disks(void *opaque, struct arc_writer *w, vs_err *e)
 {
     struct foreign *f = opaque;
+    struct bc_copy_opts o = { .cancelled = local_cancelled, .progress = disk_progress, .opaque = f };
+    if (f->lv) {
+        int r = lvd_copy(f->lv, w, o.cancelled, NULL, e);
+        return r < 0 ? r : lvd_stop_job(f->lv, e);
+    }
     if (!f->fleece)
         return 0;
-    struct bc_copy_opts o = { .cancelled = local_cancelled, .progress = disk_progress, .opaque = f };
     int r = bc_fleece_copy(f->fleece, w, &o, e);
     if (r < 0)
         return r;
@@ -150,6 +160,51 @@ static void record_disks(struct vm_config *c, const struct bc_disks *d)
                                         .stream = vs_xasprintf("disk%zu", i), .device = vs_xstrdup(k->device),
                                         .node = vs_xstrdup(k->node), .drive = k->drive ? vs_xstrdup(k->drive) : NULL };
     }
+}
+
+/* The same for a libvirt domain's captured disks. */
+static void record_lv_disks(struct vm_config *c, const struct lvd_backup *b)
+{
+    c->disks = vs_xcalloc(b->n + 1, sizeof *c->disks);
+    for (size_t i = 0; i < b->n; i++) {
+        const struct lvd_disk *k = &b->disks[i];
+        if (!k->capture)
+            continue;
+        c->disks[c->n_disks++] = (struct vm_disk){
+            .format = vs_xstrdup("raw"), .iface = vs_xstrdup(k->iface), .size = k->size,
+            .name = vs_xstrdup(k->name), .stream = vs_xstrdup(k->stream), .device = vs_xstrdup(k->device),
+            .node = vs_xstrdup(k->node),
+        };
+    }
+}
+
+/* snap --json of a libvirt domain's disks: the keys of a foreign QEMU's, what was read of each disk
+ * (disks-stats), and the checkpoint the next --thin uses. */
+static void lv_result(json_t *res, const struct lvd_backup *b)
+{
+    json_t *names = json_array(), *stats = json_array();
+    bool all_incremental = true;
+    uint64_t read = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct lvd_disk *k = &b->disks[i];
+        if (!k->capture)
+            continue;
+        json_array_append_new(names, json_string(k->name));
+        json_array_append_new(stats, json_pack("{s:s,s:s,s:I,s:b,s:I,s:I,s:I}", "name", k->name, "stream",
+                                               k->stream, "size", (json_int_t)k->size, "incremental",
+                                               k->incremental, "data-bytes", (json_int_t)k->stats.data_bytes,
+                                               "zero-bytes", (json_int_t)k->stats.zero_bytes, "skipped-bytes",
+                                               (json_int_t)k->stats.skipped_bytes));
+        all_incremental &= k->incremental;
+        read += k->stats.data_bytes;
+    }
+    json_object_set_new(res, "disks", names);
+    json_object_set_new(res, "disks-stats", stats);
+    json_object_set_new(res, "disks-incremental", json_boolean(all_incremental));
+    json_object_set_new(res, "disks-read-bytes", json_integer((json_int_t)read));
+    json_object_set_new(res, "checkpoint", b->checkpoint[0] ? json_string(b->checkpoint) : json_null());
+    if (b->note[0])
+        json_object_set_new(res, "disks-note", json_string(b->note));
 }
 
 static int foreign_rest(void *opaque, struct arc_writer *w, vs_err *e)
@@ -236,19 +291,29 @@ static int check_parent(const char *parent, const struct cr_key *key, const stru
     return 0;
 }
 
-/* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only. */
+/* --thin --parent PREV of a libvirt domain: PREV's checkpoint, named after its UUID, marks what changed since. */
+static int libvirt_parent(struct lvd_backup *lv, const char *parent, const struct cr_key *key, vs_err *e)
+{
+    ARC_AUTOCLOSE struct arc *a = NULL;
+    struct arc_open_opts ao = { .key = key };
+    int r = arc_open(parent, &ao, &a, e);
+    return r < 0 ? r : lvd_use_parent(lv, arc_uuid(a), e);
+}
+
+/* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only; with lv
+ * (planned, thin against parent already), a libvirt domain's disks through libvirt. */
 static int snap_foreign(struct qmp *q, const char *out, const char *codec, const struct cr_key *key, bool live,
-                        bool memory_only, const char *disks, const char *parent, struct snap_ui *ui, json_t **result,
-                        vs_err *e)
+                        bool memory_only, const char *disks, const char *parent, struct lvd_backup *lv,
+                        struct snap_ui *ui, json_t **result, vs_err *e)
 {
     int r;
     pid_t pid = qmp_peer_pid(q);
-    struct foreign f = { .ui = ui, .q = q, .live = live };
+    struct foreign f = { .ui = ui, .q = q, .live = live, .lv = lv };
     /* Declared before the first goto: a cleanup variable must never be jumped over (it would free garbage). */
     VS_AUTOFREE char *skipped = NULL, *outdir = vs_xstrdup(out), *prev = NULL;
-    if (!memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
+    if (!lv && !memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
         return r;
-    if (parent && (r = check_parent(parent, key, &f.disks, &prev, e)) < 0) {
+    if (!lv && parent && (r = check_parent(parent, key, &f.disks, &prev, e)) < 0) {
         bc_disks_free(&f.disks);
         return r;
     }
@@ -275,6 +340,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     }
     if (f.disks.n)
         record_disks(&f.cfg, &f.disks);
+    if (lv)
+        record_lv_disks(&f.cfg, lv);
     struct arc_writer_opts wo;
     arc_writer_opts_init(&wo);
     if (codec && (r = arc_parse_codec(codec, &wo.codec, &wo.level, e)) < 0)
@@ -287,6 +354,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
         goto out;
+    f.w = w;
     /* Named after this archive: the next --thin --parent OUT reads only what it marks. */
     char u[37];
     vs_uuid_format(arc_writer_uuid(w), u);
@@ -297,6 +365,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     /* Pages under the VM's own block names (pc.ram, or its backend's id); boot resumes such a VM eagerly. */
     struct vm_snap_opts so = { .mode_live = live, .precopy_bound_s = 10, .prepare = foreign_prepare,
                                .freeze = foreign_freeze, .write_disks = foreign_disks, .write_rest = foreign_rest,
+                               .disks_in_pause = lv != NULL,
                                .cancelled = local_cancelled, .progress = local_progress, .opaque = &f,
                                .paged = true,
                                .tmpdir = os_is_remote(out) ? NULL : slash ? (outdir[0] ? outdir : "/") : "." };
@@ -307,6 +376,12 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     vs_err ce = { 0 };
     if (r == 0 && f.fleece && bc_fleece_commit(f.fleece, &ce) < 0)
         fprintf(stderr, "vmsnap: warning: snapshot written, but removing stale dirty bitmaps failed: %s\n", ce.msg);
+    if (lv && lvd_end(lv, r == 0, &ce) < 0 && r == 0)
+        fprintf(stderr, "vmsnap: warning: snapshot written, but %s\n", ce.msg);
+    else if (lv && ce.msg[0] && e) {   /* the snapshot failed already: its error comes first */
+        size_t n = strlen(e->msg);
+        snprintf(e->msg + n, sizeof e->msg - n, "; and %.*s", (int)(sizeof e->msg - n), ce.msg);
+    }
     if (r == 0) {
         *result = vm_snap_result_json(&res, out, parent != NULL);
         json_object_set_new(*result, "disks-incremental", json_boolean(f.incremental));
@@ -325,6 +400,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
         if (f.fleece)
             json_object_set_new(json_object_get(*result, "phases"), "disk-filters",
                                 json_real(bc_fleece_insert_s(f.fleece)));
+        if (lv)
+            lv_result(*result, lv);
     }
 out:
     if (r < 0 && f.fleece) {
@@ -393,16 +470,16 @@ int cmd_snap(int argc, char **argv)
         return cli_usage("snap", "--qmp and --libvirt are exclusive: name the VM by one of them");
     if (uri && !domain)
         return cli_usage("snap", "-c URI goes with --libvirt DOMAIN");
-    if (disks && (memory_only || domain || !disks[0] || disks[0] == ',' || strstr(disks, ",,") ||
+    if (disks && (memory_only || !disks[0] || disks[0] == ',' || strstr(disks, ",,") ||
                   disks[strlen(disks) - 1] == ','))
-        return cli_usage("snap", "--disks NAME[,NAME...] chooses the disks of a QEMU vmsnap did not start (--qmp), "
-                         "not with --memory-only");
-    if (parent && (!thin || domain || memory_only))
-        return cli_usage("snap", "--parent PREV goes with --thin, for a QEMU vmsnap did not start (--qmp)");
+        return cli_usage("snap", "--disks NAME[,NAME...] chooses the disks of a QEMU vmsnap did not start (--qmp, "
+                         "--libvirt), not with --memory-only");
+    if (parent && (!thin || memory_only))
+        return cli_usage("snap", "--parent PREV goes with --thin, for a QEMU vmsnap did not start (--qmp, --libvirt)");
     if ((!qmp && !domain) || !out)
         return cli_usage("snap", "--qmp PATH (or --libvirt DOMAIN) and -o OUT.vmsnap are required");
-    if (domain && (!memory_only || thin))
-        return cli_usage("snap", "--libvirt: only --memory-only snapshots of libvirt domains so far (no --thin)");
+    if (domain && thin && !parent)
+        return cli_usage("snap", "--libvirt: --thin takes the snapshot it is relative to as --parent PREV.vmsnap");
     if (codec) {
         enum arc_codec cd;
         int lvl;
@@ -435,10 +512,17 @@ int cmd_snap(int argc, char **argv)
     struct vm_state vs;
     int r;
     QMP_AUTOCLOSE struct qmp *q = NULL;
+    struct lvd_backup lv = { 0 };
     if (domain) {
         r = connect_libvirt(uri, domain, &q, &e);
+        if (r == 0 && !memory_only)
+            r = lvd_plan(q, disks, &lv, &e);
+        if (r == 0 && parent)
+            r = libvirt_parent(&lv, parent, kp, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, kp, live, true, NULL, NULL, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, NULL, parent, memory_only ? NULL : &lv, &ui,
+                             &res, &e);
+        lvd_free(&lv);
     } else if (vm_state_find(qmp, &vs, NULL) == 0) {
         if (disks || parent) {
             vm_state_free(&vs);
@@ -455,7 +539,7 @@ int cmd_snap(int argc, char **argv)
     } else {
         r = connect_foreign(qmp, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, disks, parent, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, disks, parent, NULL, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);
@@ -484,8 +568,10 @@ int cmd_snap(int argc, char **argv)
     const char *why = json_string_value(json_object_get(res, "fallback-reason"));
     if (why && strstr(why, "not supported by host kernel"))
         fprintf(stderr, "vmsnap: note: QEMU may not use userfaultfd here (it runs unprivileged and "
-                "vm.unprivileged_userfaultfd is 0), so the guest paused for the last precopy round instead of "
-                "milliseconds; 'sysctl vm.unprivileged_userfaultfd=1' lets unprivileged processes use it\n");
+                "vm.unprivileged_userfaultfd is 0), so the guest paused for %.0f ms (precopy) instead of a few "
+                "milliseconds (background-snapshot); 'sysctl vm.unprivileged_userfaultfd=1' lets unprivileged "
+                "processes, QEMU among them, use userfaultfd\n",
+                json_number_value(json_object_get(res, "pause")) * 1000);
     if (json) {
         char *s = json_dumps(res, JSON_COMPACT);
         printf("%s\n", s);

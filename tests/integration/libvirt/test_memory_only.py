@@ -3,7 +3,6 @@ vm.unprivileged_userfaultfd=0 (QEMU runs as libvirt-qemu: background-snapshot re
 named) and with 1 (background-snapshot). Each time: the domain stays running, the guest's heartbeat goes on, every
 migration capability and parameter is as before. Then `vmsnap boot` of the archive: it resumes the guest with its RAM
 pattern, or fails with one clear line carrying QEMU's words (libvirt's command line is not replayable yet)."""
-import json
 import os
 import shutil
 import sys
@@ -26,20 +25,7 @@ def snap(lv, dom, out, uffd):
     agent = dom.agent()
     before = migration_settings(dom)
     hb0 = agent.last_heartbeat()
-    with lvtest.Sysctl("vm.unprivileged_userfaultfd", uffd):
-        p = vmtest.vmsnap("snap", "--libvirt", dom.name, "-c", lv.uri, "--memory-only", "-o", out, "--json",
-                          check=False)
-    check(p.returncode == 0, f"snap --libvirt exit 0 (uffd={uffd}): {p.stderr.strip()}")
-    res = json.loads(p.stdout)
-    log(f"uffd={uffd}: method {res['method']}, pause {res['pause'] * 1000:.1f} ms, total {res['total']:.2f} s, "
-        f"{res['archive-bytes']} bytes; reason {res['fallback-reason']!r}")
-    if uffd == 0:
-        check_eq(res["method"], "precopy", "method without userfaultfd privilege")
-        check("not supported by host kernel" in res["fallback-reason"], f"QEMU's words: {res['fallback-reason']!r}")
-        check("vm.unprivileged_userfaultfd" in p.stderr, f"the sysctl is named: {p.stderr!r}")
-    else:
-        check_eq(res["method"], "background-snapshot", "method with vm.unprivileged_userfaultfd=1")
-        check("vm.unprivileged_userfaultfd" not in p.stderr, f"no sysctl note: {p.stderr!r}")
+    res, _ = lvtest.snap(lv, dom, out, uffd, "--memory-only")
     check(os.path.getsize(out) > 16 << 20, "the archive holds the 16 MiB random fill")
     check(dom.state().startswith("running"), f"domain running after the snapshot: {dom.state()!r}")
     t1 = time.monotonic()
