@@ -59,4 +59,8 @@ int img_pread(struct img *im, void *buf, size_t len, uint64_t off, vs_err *e);
 #define IMG_STATUS_DATA 2u
 int img_block_status(struct img *im, uint64_t off, uint64_t len, uint64_t *run, unsigned *flags, vs_err *e);
 
+/* Create path (new, mode 0600) as an empty qcow2 v3 image of size bytes: every cluster unallocated, no backing
+ * file named (whoever opens it gives it one). */
+int img_qcow2_create(const char *path, uint64_t size, vs_err *e);
+
 #endif

@@ -337,6 +337,32 @@ static void test_backing_rules(void **state)
     unlink(top), unlink(zero), unlink(link), unlink(fifo), unlink(inside), unlink(outside), rmdir(sub);
 }
 
+/* vmsnap's own empty qcow2: qemu-img finds it clean, our parser reads it as zeros of the right size. */
+static void test_create(void **state)
+{
+    (void)state;
+    static const uint64_t sizes[] = { 4096, 64ull << 20, (512ull << 20) + 1, 3ull << 40 };
+    vs_err e = { 0 };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(sizes); i++) {
+        VS_AUTOFREE char *img = tpath("new.qcow2");
+        assert_int_equal(img_qcow2_create(img, sizes[i], &e), 0);
+        assert_true(img_qcow2_create(img, sizes[i], &e) < 0);   /* never over an existing file */
+        const char *chk[] = { "qemu-img", "check", "-q", "-f", "qcow2", img, NULL };
+        assert_int_equal(spawn(chk), 0);
+        IMG_AUTOCLOSE struct img *im = NULL;
+        assert_int_equal(img_open(img, &AUTO, &im, &e), 0);
+        assert_int_equal(img_size(im), sizes[i]);
+        uint64_t run;
+        unsigned flags;
+        assert_int_equal(img_block_status(im, 0, sizes[i], &run, &flags, &e), 0);
+        assert_int_equal(run, sizes[i]);
+        assert_int_equal(flags, IMG_STATUS_ZERO);
+        unlink(img);
+    }
+    VS_AUTOFREE char *zero = tpath("zero.qcow2");
+    assert_true(img_qcow2_create(zero, 0, &e) < 0);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -347,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_raw_and_errors),
         cmocka_unit_test(test_raw_disk_with_qcow2_header),
         cmocka_unit_test(test_backing_rules),
+        cmocka_unit_test(test_create),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     rmdir(dir);
