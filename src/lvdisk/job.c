@@ -1,5 +1,6 @@
 /* lvdisk: the backup job and the checkpoints, through libvirt's API on the domain of the qmp handle. */
 #include "lvdisk/lvdisk-priv.h"
+#include "image/image.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -65,9 +66,32 @@ static int qemu_ids(struct qmp *q, uid_t *uid, gid_t *gid, vs_err *e)
     return 0;
 }
 
+static char *scratch_path(const struct lvd_backup *b, const struct lvd_disk *k)
+{
+    return vs_xasprintf("%s/%s.scratch", b->dir, k->name);
+}
+
+/* The scratch images, made here: libvirt would create them with a blockdev-create job per disk, inside the
+ * guest's pause (measured: 70-160 ms against 25-45 ms for a backup that reuses them). */
+static int make_scratch(struct lvd_backup *b, uid_t uid, gid_t gid, vs_err *e)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (!b->disks[i].capture)
+            continue;
+        VS_AUTOFREE char *path = scratch_path(b, &b->disks[i]);
+        int r = img_qcow2_create(path, b->disks[i].size, e);
+        if (r < 0)
+            return r;
+        if (uid != geteuid() && chown(path, uid, gid) < 0)
+            return vs_err_sys(e, errno, "%s: handing it to the domain's QEMU user %u", path, (unsigned)uid);
+    }
+    return 0;
+}
+
 static int make_dir(struct lvd_backup *b, const char *tmpdir, vs_err *e)
 {
-    const char *base = tmpdir ? tmpdir : getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/var/tmp";
+    const char *env = getenv("TMPDIR");
+    const char *base = tmpdir ? tmpdir : env && env[0] ? env : "/var/tmp";
     uid_t uid = 0;
     gid_t gid = 0;
     int r = qemu_ids(b->q, &uid, &gid, e);
@@ -85,17 +109,17 @@ static int make_dir(struct lvd_backup *b, const char *tmpdir, vs_err *e)
     }
     b->socket = vs_xasprintf("%s/nbd.sock", dir);
     b->dir = VS_STEAL(dir);
-    return 0;
+    return make_scratch(b, uid, gid, e);
 }
 
-/* What may be left in the private directory: the socket (QEMU removes it) and scratch images (libvirt does). */
+/* What may be in the private directory: the scratch images vmsnap made and the socket (QEMU removes it). */
 static int remove_dir(struct lvd_backup *b, vs_err *e)
 {
     if (!b->dir)
         return 0;
     unlink(b->socket);
     for (size_t i = 0; i < b->n; i++) {
-        VS_AUTOFREE char *s = vs_xasprintf("%s/%s.scratch", b->dir, b->disks[i].name);
+        VS_AUTOFREE char *s = scratch_path(b, &b->disks[i]);
         unlink(s);
     }
     int r = rmdir(b->dir) < 0 ? vs_err_sys(e, errno, "removing %s", b->dir) : 0;
@@ -114,13 +138,15 @@ int lvd_begin(struct lvd_backup *b, const uint8_t uuid[16], const char *tmpdir, 
     vs_uuid_format(uuid, u);
     snprintf(b->checkpoint, sizeof b->checkpoint, LVD_CHECKPOINT_PREFIX "%s", u);
     int r = make_dir(b, tmpdir, e);
-    if (r < 0)
+    if (r < 0) {
+        remove_dir(b, NULL);
         return r;
+    }
     VS_AUTOFREE char *bx = lvd_backup_xml(b, b->dir);
     VS_AUTOFREE char *cx = lvd_checkpoint_xml(b);
     if (!cx)
         b->checkpoint[0] = 0;
-    if (virDomainBackupBegin(d, bx, cx, 0) < 0) {
+    if (virDomainBackupBegin(d, bx, cx, VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL) < 0) {
         r = vs_err_set(e, EIO, "%s: libvirt refused the backup: %s", qmp_name(b->q), qmp_libvirt_error());
         remove_dir(b, NULL);
         return r;
@@ -130,7 +156,7 @@ int lvd_begin(struct lvd_backup *b, const uint8_t uuid[16], const char *tmpdir, 
     return 0;
 }
 
-/* The backup job is over once libvirt no longer reports it (the scratch images are gone then). */
+/* The backup job is over once libvirt no longer reports it: NBD server and scratch nodes are gone then. */
 static int wait_backup_gone(virDomainPtr d, struct qmp *q, vs_err *e)
 {
     for (double end = vs_now_s() + 60; vs_now_s() < end;) {

@@ -1,9 +1,10 @@
 /* lvdisk: the disks of a running libvirt domain, captured through libvirt's own pull-mode backup API. Prefix: lvd_.
  *
  * vmsnap never inserts block nodes behind libvirt's back: virDomainBackupBegin (with the domain stopped, in the
- * pause of the memory snapshot) makes libvirt create a scratch image per disk, start copy-before-write and serve
- * every disk's point-in-time view read-only over NBD on a Unix socket in a private directory. vmsnap reads them
- * (bc_nbd_copy) and ends the job (virDomainAbortJob), which removes the scratch images and the NBD server.
+ * pause of the memory snapshot) makes libvirt open a scratch image per disk (empty qcow2 images vmsnap made, so
+ * libvirt need not create them in the pause), start copy-before-write and serve every disk's point-in-time view
+ * read-only over NBD on a Unix socket in a private directory. vmsnap reads them (bc_nbd_copy) and ends the job
+ * (virDomainAbortJob), which stops the NBD server; then it removes the directory.
  * --thin uses libvirt checkpoints: every capture creates checkpoint "vmsnap-<archive uuid>" atomically with the
  * backup on the disks that can hold a persistent bitmap (qcow2); a thin capture reads only the blocks dirty since
  * its parent's checkpoint. Older vmsnap checkpoints are deleted once a capture succeeded. */

@@ -38,7 +38,7 @@ char *lvd_backup_xml(const struct lvd_backup *b, const char *dir)
         if (k->incremental)
             fprintf(f, " backupmode='incremental' incremental='%s' exportbitmap='backup-%s'", b->parent_checkpoint,
                     k->name);
-        fputs(">\n      <scratch file='", f);
+        fputs(">\n      <driver type='qcow2'/>\n      <scratch file='", f);
         put_escaped(f, dir);
         fprintf(f, "/%s.scratch'/>\n    </disk>\n", k->name);
     }
