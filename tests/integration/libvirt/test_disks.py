@@ -5,6 +5,7 @@ before is in the archive's disk, the one written after is not; the domain runs, 
 migration settings are as before, only vmsnap's newest checkpoint exists, no backup job or private directory is
 left. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup (a backup job of the user's runs)."""
 import glob
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,17 @@ def test():
             check_eq(record_seed(extract_vda(s1, os.path.join(d, "s1.vda")), 0), 1, "s1 holds A, not B")
             check_eq(record_seed(os.path.join(d, "s1.vda"), 4 * MiB), 5, "s1 holds the 4 MiB written before")
             c.after("s1", [r1["checkpoint"]])
+            cfg_path = os.path.join(d, "s1.json")
+            vmtest.vmsnap("extract", s1, "--config", "-o", cfg_path)
+            with open(cfg_path) as f:
+                cfg = json.load(f)
+            check(cfg["foreign"] and cfg["cmdline"], "the config is the domain's command line")
+            disk = dict(cfg["disks"][0])
+            node = disk.pop("node", "")
+            check_eq(disk, {"name": "vda", "stream": "disk-vda", "size": 64 * MiB, "format": "raw",
+                            "interface": "virtio-blk-pci", "device": "virtio-disk0"}, "the config's disk")
+            check(len(cfg["disks"]) == 1 and node.startswith("libvirt-") and node.endswith("-format"),
+                  f"one disk, on libvirt's format node: {cfg['disks']}")
 
             s2 = os.path.join(d, "s2.vmsnap")
             r2 = snap(lv, dom, s2, 1, "--thin", "--parent", s1)
