@@ -1,6 +1,7 @@
 """snap --libvirt DOMAIN with its disks, through libvirt's pull-mode backup API, against a real libvirtd and a TCG
-domain (a qcow2 disk vda, a read-only raw disk vdb). With vm.unprivileged_userfaultfd=0 (Debian's default: precopy)
-a full snapshot; with 1 (background-snapshot) a thin one through libvirt checkpoints. Each time: a record written
+domain (a qcow2 disk vda, a read-only raw disk vdb, a raw disk vdc). With vm.unprivileged_userfaultfd=0 (Debian's
+default: precopy) a full snapshot of vda; with 1 (background-snapshot) a thin one of vda (through the checkpoint)
+and vdc (raw: no bitmap, read in full). Each time: a record written
 before is in the archive's disk, the one written after is not; the domain runs, its block list, snapshot list and
 migration settings are as before, only vmsnap's newest checkpoint exists, no backup job or private directory is
 left. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup (a backup job of the user's runs)."""
@@ -63,18 +64,18 @@ class Checks:
         check_eq(glob.glob(os.path.join(self.tmp, "vmsnap-backup-*")), [], f"{what}: private directory removed")
 
 
-def snap(lv, dom, out, uffd, *extra):
+def snap(lv, dom, out, uffd, disks, *extra):
     res, err = lvtest.snap(lv, dom, out, uffd, *extra)
     log(f"disks: {res['disks-stats']}")
     check("disk vdb is read-only: not captured" in err, f"the read-only disk is noted: {err!r}")
-    check_eq(res["disks"], ["vda"], "captured disks")
+    check_eq(res["disks"], disks, "captured disks")
     check_eq([x["name"] for x in res["disks-stats"]], res["disks"], "what was read of each")
     check(os.stat(out).st_mode & 0o777 == 0o600, "the archive holds guest memory: 0600")
     return res
 
 
-def extract_vda(out, path):
-    vmtest.vmsnap("extract", out, "--disk", "0", "-o", path)
+def extract(out, n, path):
+    vmtest.vmsnap("extract", out, "--disk", str(n), "-o", path)
     return path
 
 
@@ -85,15 +86,17 @@ def test():
         tmp = os.path.join(d, "tmp")
         os.mkdir(tmp, 0o711)
         os.environ["TMPDIR"] = tmp   # where vmsnap makes its private directory (checked empty afterwards)
-        vda, vdb = os.path.join(d, "vda.qcow2"), os.path.join(d, "vdb.raw")
+        vda, vdb, vdc = (os.path.join(d, n) for n in ("vda.qcow2", "vdb.raw", "vdc.raw"))
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", vda, "64M"], check=True)
-        with open(vdb, "wb") as f:
-            f.truncate(MiB)
-        for p in (vda, vdb):
+        for p in (vdb, vdc):
+            with open(p, "wb") as f:
+                f.truncate(MiB)
+        for p in (vda, vdb, vdc):
             os.chown(p, *lvtest._qemu_ids())
         with lvtest.Libvirtd() as lv:
             dom = lv.domain(f"vmsnap-disks-{os.getpid()}", disks=[(vda, "qcow2", "vda", False),
-                                                                  (vdb, "raw", "vdb", True)])
+                                                                  (vdb, "raw", "vdb", True),
+                                                                  (vdc, "raw", "vdc", False)])
             agent = dom.agent()
             agent.cmd("fill 16 seed=11")
             agent.cmd(f"rawwrite /dev/vda {4 * MiB} 1024 seed=5")   # 4 MiB the thin snapshot must not read again
@@ -109,10 +112,10 @@ def test():
             check(not os.path.exists(bad), "no archive for a refused --disks")
 
             s1 = os.path.join(d, "s1.vmsnap")
-            r1 = snap(lv, dom, s1, 0, "--disks", "vda")
+            r1 = snap(lv, dom, s1, 0, ["vda"], "--disks", "vda")
             agent.cmd("rawwrite /dev/vda 0 4 seed=2")              # B, after s1
             agent.cmd(f"rawwrite /dev/vda {MiB} 4 seed=3")
-            check_eq(record_seed(extract_vda(s1, os.path.join(d, "s1.vda")), 0), 1, "s1 holds A, not B")
+            check_eq(record_seed(extract(s1, 0, os.path.join(d, "s1.vda")), 0), 1, "s1 holds A, not B")
             check_eq(record_seed(os.path.join(d, "s1.vda"), 4 * MiB), 5, "s1 holds the 4 MiB written before")
             c.after("s1", [r1["checkpoint"]])
             cfg_path = os.path.join(d, "s1.json")
@@ -128,10 +131,15 @@ def test():
                   f"one disk, on libvirt's format node: {cfg['disks']}")
 
             s2 = os.path.join(d, "s2.vmsnap")
-            r2 = snap(lv, dom, s2, 1, "--thin", "--parent", s1)
+            agent.cmd("rawwrite /dev/vdc 65536 4 seed=6")
+            r2 = snap(lv, dom, s2, 1, ["vda", "vdc"], "--thin", "--parent", s1)
             agent.cmd("rawwrite /dev/vda 0 4 seed=4")              # after s2
+            agent.cmd("rawwrite /dev/vdc 65536 4 seed=7")
             check(r2["disks-stats"][0]["incremental"], "s2 read vda through the checkpoint's bitmap")
-            v2 = extract_vda(s2, os.path.join(d, "s2.vda"))
+            check(not r2["disks-stats"][1]["incremental"] and "disk vdc has no checkpoint bitmap" in r2["disks-note"],
+                  f"the raw vdc read in full, and said so: {r2['disks-note']!r}")
+            check_eq(record_seed(extract(s2, 1, os.path.join(d, "s2.vdc")), 65536), 6, "s2's vdc as of s2")
+            v2 = extract(s2, 0, os.path.join(d, "s2.vda"))
             check_eq((record_seed(v2, 0), record_seed(v2, MiB), record_seed(v2, 4 * MiB)), (2, 3, 5),
                      "s2 holds B and the record after s1, and s1's 4 MiB through its parent")
             read1, read2 = r1["disks-stats"][0]["data-bytes"], r2["disks-stats"][0]["data-bytes"]
@@ -171,7 +179,7 @@ def test():
             with open(bx, "w") as f:
                 f.write(f"<domainbackup mode='pull'><server transport='unix' socket='{other}/nbd.sock'/><disks>"
                         f"<disk name='vda' backup='yes' type='file'><scratch file='{other}/vda.scratch'/></disk>"
-                        f"<disk name='vdb' backup='no'/></disks></domainbackup>")
+                        f"<disk name='vdb' backup='no'/><disk name='vdc' backup='no'/></disks></domainbackup>")
             lv.virsh("backup-begin", dom.name, bx)
             p = vmtest.vmsnap("snap", "--libvirt", dom.name, "-c", lv.uri, "-o", s3, check=False)
             err = p.stderr.strip()
