@@ -137,7 +137,7 @@ static int foreign_disks(void *opaque, struct arc_writer *w, vs_err *e)
     struct foreign *f = opaque;
     struct bc_copy_opts o = { .cancelled = local_cancelled, .progress = disk_progress, .opaque = f };
     if (f->lv) {
-        int r = lvd_copy(f->lv, w, o.cancelled, NULL, e);
+        int r = lvd_copy(f->lv, w, &o, e);
         return r < 0 ? r : lvd_stop_job(f->lv, e);
     }
     if (!f->fleece)

@@ -11,17 +11,17 @@ static void test_hold(bool (*cancelled)(void *), void *opaque)
         nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
 }
 
-int lvd_copy(struct lvd_backup *b, struct arc_writer *w, bool (*cancelled)(void *), void *opaque, vs_err *e)
+int lvd_copy(struct lvd_backup *b, struct arc_writer *w, const struct bc_copy_opts *how, vs_err *e)
 {
-    test_hold(cancelled, opaque);
+    struct bc_copy_opts o = how ? *how : (struct bc_copy_opts){ 0 };
+    test_hold(o.cancelled, o.opaque);
     for (size_t i = 0; i < b->n; i++) {
         struct lvd_disk *k = &b->disks[i];
         if (!k->capture)
             continue;
         char bitmap[LVD_NAME_MAX + 8];
         snprintf(bitmap, sizeof bitmap, "backup-%s", k->name);   /* the exportbitmap lvd_backup_xml asks for */
-        struct bc_copy_opts o = { .bitmap = k->incremental ? bitmap : NULL, .cancelled = cancelled,
-                                  .opaque = opaque };
+        o.bitmap = k->incremental ? bitmap : NULL;
         int r = bc_nbd_copy(b->socket, k->name, w, k->stream, &o, &k->stats, e);
         if (r < 0)
             return vs_err_prefix(e, "disk %s", k->name);

@@ -62,8 +62,9 @@ int lvd_use_parent(struct lvd_backup *b, const uint8_t parent_uuid[16], vs_err *
 /* In the pause (the domain stopped): start the pull-mode backup and the checkpoint "vmsnap-<uuid>". tmpdir: where
  * the private directory goes (NULL: $TMPDIR or /var/tmp); it belongs to the QEMU process's user, mode 0700. */
 int lvd_begin(struct lvd_backup *b, const uint8_t uuid[16], const char *tmpdir, vs_err *e);
-/* Read every captured disk into stream disk->stream of w. cancelled (may be NULL) is polled. */
-int lvd_copy(struct lvd_backup *b, struct arc_writer *w, bool (*cancelled)(void *), void *opaque, vs_err *e);
+/* Read every captured disk into stream disk->stream of w. how (may be NULL): cancelled, progress (per disk),
+ * opaque, in_flight, request_bytes for bc_nbd_copy; the bitmap is lvdisk's choice. */
+int lvd_copy(struct lvd_backup *b, struct arc_writer *w, const struct bc_copy_opts *how, vs_err *e);
 /* End the backup job, waiting until libvirt says it is over (the scratch images are gone then). Once the disks are
  * read: QEMU cannot end a migration (other than a background snapshot) while the job holds the disks. */
 int lvd_stop_job(struct lvd_backup *b, vs_err *e);
