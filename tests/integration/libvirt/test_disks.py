@@ -4,7 +4,8 @@ default: precopy) a full snapshot of vda; with 1 (background-snapshot) a thin on
 and vdc (raw: no bitmap, read in full). Each time: a record written
 before is in the archive's disk, the one written after is not; the domain runs, its block list, snapshot list and
 migration settings are as before, only vmsnap's newest checkpoint exists, no backup job or private directory is
-left. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup (a backup job of the user's runs)."""
+left. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup (a backup job of the user's runs);
+and a thin snapshot against an older archive, whose checkpoint is gone: read in full, said so."""
 import glob
 import json
 import os
@@ -190,6 +191,14 @@ def test():
             lv.virsh("domjobabort", dom.name)
             time.sleep(0.5)
             c.after("refused", [r2["checkpoint"]])
+
+            # Thin against an older archive, whose checkpoint went when s2 was taken: read in full, said so.
+            s4 = os.path.join(d, "s4.vmsnap")
+            r4 = snap(lv, dom, s4, 1, ["vda", "vdc"], "--thin", "--parent", s1)
+            check(not any(x["incremental"] for x in r4["disks-stats"]) and
+                  f"no checkpoint {r1['checkpoint']}" in r4["disks-note"], f"full reads, noted: {r4['disks-note']!r}")
+            check_eq(record_seed(extract(s4, 0, os.path.join(d, "s4.vda")), 0), 4, "s4 holds the record after s2")
+            c.after("thin against an older parent", [r4["checkpoint"]])
             check(agent.cmd("verify seed=11"), "the guest's RAM pattern is intact")
     finally:
         shutil.rmtree(d, ignore_errors=True)
