@@ -130,6 +130,14 @@ def test():
                             "interface": "virtio-blk-pci", "device": "virtio-disk0"}, "the config's disk")
             check(len(cfg["disks"]) == 1 and node.startswith("libvirt-") and node.endswith("-format"),
                   f"one disk, on libvirt's format node: {cfg['disks']}")
+            # libvirt's command line (JSON -device/-object, fd-backed chardevs, its master key file) is not one boot
+            # replays unasked: it refuses in one line, starting nothing (docs/LIBVIRT.md, "Resuming").
+            p = vmtest.vmsnap("boot", s1, "--detach", "--qmp", os.path.join(d, "r.qmp"), "--console",
+                              os.path.join(d, "r.con"), check=False, timeout=180)
+            err = p.stderr.strip()
+            check(p.returncode == 1 and err.startswith("vmsnap: ") and "\n" not in err and "--trust-archive" in err,
+                  f"boot of a libvirt domain's archive: one clear line: {err!r}")
+            check(not os.path.exists(os.path.join(d, "r.qmp")), "no QEMU was started")
 
             s2 = os.path.join(d, "s2.vmsnap")
             agent.cmd("rawwrite /dev/vdc 65536 4 seed=6")
