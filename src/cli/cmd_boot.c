@@ -40,12 +40,16 @@ static json_t *cache_json(const struct arc_cache_stats *c)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp), "console",
-                     cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir", cli_json_text(i->rundir),
-                     "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
-                     "resumed", i->resumed, "start-to-running", i->start_to_running_s, "lazy", i->lazy,
-                     "memory-note", i->memory_note, "generation-id", i->generation_id, "trusted", i->trusted,
-                     "disks-note", i->disks_note);
+    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp),
+                          "console", cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir",
+                          cli_json_text(i->rundir), "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
+                          "boot-pid", (int)i->boot_pid, "resumed", i->resumed, "start-to-running",
+                          i->start_to_running_s, "lazy", i->lazy, "memory-note", i->memory_note, "generation-id",
+                          i->generation_id, "trusted", i->trusted, "disks-note", i->disks_note);
+    if (i->lazy) {
+        json_object_set_new(j, "memory-file", cli_json_text(i->memory_file));
+        json_object_set_new(j, "page-server-pid", json_integer(i->page_server_pid));
+    }
     json_object_set_new(j, "cache", cache_json(i->cache));
     return j;
 }

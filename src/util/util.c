@@ -428,6 +428,24 @@ int vs_recv_line(int fd, int watch_fd, char *buf, size_t cap, size_t *have, size
     }
 }
 
+int vs_connect_unix(const char *path, int *out, vs_err *e)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path)
+        return vs_err_set(e, ENAMETOOLONG, "socket path too long: %s", path);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vs_err_sys(e, errno, "socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int err = errno;
+        close(fd);
+        return vs_err_sys(e, err, "connecting to %s", path);
+    }
+    *out = fd;
+    return 0;
+}
+
 int vs_listen_unix(const char *path, int *out, vs_err *e)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };

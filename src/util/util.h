@@ -83,6 +83,8 @@ char *vs_text_escape(const char *s);
 /* A listening Unix socket at path, born 0600 (no window where others can connect); a stale socket there is
  * replaced, any other file refused. *out gets the fd. */
 int vs_listen_unix(const char *path, int *out, vs_err *e);
+/* A stream connection to the Unix socket at path (close-on-exec); *out gets the fd. */
+int vs_connect_unix(const char *path, int *out, vs_err *e);
 /* vmsnap's control sockets (docs/CONTROL.md) take lines of at most this many bytes, each complete within this long. */
 #define VS_CTL_MAX_LINE (64u << 10)
 #define VS_CTL_TIMEOUT_S 30

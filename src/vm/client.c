@@ -10,15 +10,9 @@
 int vm_snap_remote(const char *control, const struct vm_snap_request *rq, volatile int *cancel,
                    void (*progress)(void *opaque, json_t *p), void *opaque, json_t **result, vs_err *e)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(control) >= sizeof sa.sun_path)
-        return vs_err_set(e, ENAMETOOLONG, "socket path too long: %s", control);
-    strcpy(sa.sun_path, control);
-    VS_AUTOCLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return vs_err_sys(e, errno, "socket");
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        return vs_err_sys(e, errno, "control socket %s of the vmsnap boot process", control);
+    VS_AUTOCLOSE int fd = -1;
+    if (vs_connect_unix(control, &fd, e) < 0)
+        return vs_err_prefix(e, "control socket of the vmsnap boot process");
     json_t *o = vm_ctl_request_json(rq, e);
     if (!o)
         return -EINVAL;

@@ -32,7 +32,7 @@ void host_log_cb(void *opaque, const char *msg) { host_log(opaque, msg); }
 
 int vm_host_run(const struct vm_host_opts *o, vs_err *e)
 {
-    struct host h = { .o = o, .sigfd = -1, .ctl = -1, .client = -1 };
+    struct host h = { .o = o, .sigfd = -1, .ctl = -1, .client = -1, .pages_fd = -1 };
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -54,10 +54,11 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
     }
     bool mem_error_logged = false;
     while (!h.qemu_exited) {
-        struct pf_stats ps;
-        if (h.pfm && !mem_error_logged && (pf_get_stats(h.pfm, &ps), ps.errors)) {
+        if (h.pages_fd >= 0)
+            host_pages_poll(&h);
+        if (h.pages_error[0] && !mem_error_logged) {
             char msg[700];
-            snprintf(msg, sizeof msg, "guest memory could not be read: %s", ps.first_error);
+            snprintf(msg, sizeof msg, "guest memory could not be read: %s", h.pages_error);
             host_log(&h, msg);
             mem_error_logged = true;
         }
@@ -65,8 +66,9 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
             host_stop_qemu(&h);
             break;
         }
-        struct pollfd p[3] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 } };
-        if (poll(p, 3, h.pfm ? 200 : 1000) < 0 && errno != EINTR)
+        struct pollfd p[4] = { { h.sigfd, POLLIN, 0 }, { h.ctl, POLLIN, 0 }, { h.q ? qmp_fd(h.q) : -1, POLLIN, 0 },
+                               { h.pages_fd, POLLIN, 0 } };
+        if (poll(p, 4, 1000) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -95,13 +97,16 @@ int vm_host_run(const struct vm_host_opts *o, vs_err *e)
         }
     }
     int status = h.qemu_status;
-    struct pf_stats ps = { 0 };
-    if (h.pfm)
-        pf_get_stats(h.pfm, &ps);
+    bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* A QEMU killed by a failed page read may be gone before the server's word arrives: wait for it briefly. */
+    if (failed && h.pages_fd >= 0 && !h.pages_error[0] && poll(&(struct pollfd){ h.pages_fd, POLLIN, 0 }, 1, 500) > 0)
+        host_pages_poll(&h);
+    char pages_error[sizeof h.pages_error];
+    snprintf(pages_error, sizeof pages_error, "%s", h.pages_error);
     host_cleanup(&h);
-    if (ps.errors && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    if (pages_error[0] && failed)
         return vs_err_set(e, EIO, "QEMU was stopped: guest memory could not be read from %s (%s); the VM never ran "
-                          "on wrong data", o->archive, ps.first_error);
+                          "on wrong data", o->archive, pages_error);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
     return vs_err_set(e, EIO, "QEMU exited with %s %d", WIFEXITED(status) ? "status" : "signal",

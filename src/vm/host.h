@@ -46,10 +46,10 @@ struct host {
     char *qemu_log;
     /* memory stored as pages (mst_capture_fd) */
     bool paged, lazy;
-    struct pf_mount *pfm;          /* lazy: the RAM streams as FUSE files in pages_dir */
-    struct pf_file *pff;
-    unsigned npff;
-    char *pages_dir, *mem_path;
+    int pages_fd;                  /* lazy: connection to the shared page server (host_pages.c), else -1 */
+    char *pages_dir, *mem_path;    /* RUNDIR/pages (a link to the server's mount), QEMU's RAM file in it */
+    char pages_error[512];         /* what the page server reported ("" if nothing) */
+    pid_t pages_pid;               /* the page server (SO_PEERCRED) */
     char memory_note[512];         /* why paged memory is resumed eagerly */
     size_t user_extra_from;        /* config.extra[i >= this] came from this boot's own "-- ARGS" */
     char *trusted;                 /* what --trust-archive let through unchecked, NULL if nothing */
@@ -81,6 +81,16 @@ void host_cleanup(struct host *h);
 /* Start fetching the archive chain into the block cache (the VM runs); stop and wait for it (before arc_close). */
 void host_prefetch_start(struct host *h);
 void host_prefetch_stop(struct host *h);
+
+/* ---- host_pages.c ---- */
+/* Reach the page server of h->arc (starting it if none runs; before any thread of ours exists: it forks), keep a
+ * reference on it, and set mem_path and pages_dir. */
+int host_pages_attach(struct host *h, vs_err *e);
+/* The VM runs: the server holds on to its QEMU (a reference that outlives us), and starts the prefetch if asked. */
+int host_pages_running(struct host *h, bool prefetch, vs_err *e);
+/* Read what the server said (non-blocking): an error into pages_error, a note into memory_note. */
+void host_pages_poll(struct host *h);
+void host_pages_detach(struct host *h);
 
 /* ---- host_snap.c ---- */
 /* Take the snapshot rq asks for (vm_ctl_snap_fn; opaque is the host): the result object, or NULL and *e. */

@@ -91,34 +91,6 @@ static bool can_be_lazy(struct host *h, char *why, size_t len)
     return false;
 }
 
-/* Mount the RAM streams as files in the run directory (0700): QEMU maps the one of its backend privately. */
-static int mount_pages(struct host *h, vs_err *e)
-{
-    h->pages_dir = vs_xasprintf("%s/pages", h->st.dir);
-    if (mkdir(h->pages_dir, 0700) < 0)
-        return vs_err_sys(e, errno, "creating %s", h->pages_dir);
-    int r = pf_archive_files(h->arc, &h->pff, &h->npff, e);
-    if (r < 0)
-        return r;
-    if ((r = pf_mount(h->pages_dir, h->pff, h->npff, &h->pfm, e)) < 0)
-        return r;
-    h->mem_path = vs_xasprintf("%s/%s", h->pages_dir, h->pff[0].name);
-    return 0;
-}
-
-static void unmount_pages(struct host *h)
-{
-    pf_unmount(h->pfm);
-    h->pfm = NULL;
-    pf_archive_files_free(h->pff, h->npff);
-    h->pff = NULL;
-    if (h->pages_dir)
-        rmdir(h->pages_dir);
-    free(h->pages_dir);
-    free(h->mem_path);
-    h->pages_dir = h->mem_path = NULL;
-}
-
 static int apply_options(struct host *h, bool has_memory, vs_err *e)
 {
     const struct vm_host_opts *o = h->o;
@@ -422,7 +394,7 @@ void host_cleanup(struct host *h)
         free(h->disks[i].name);
     }
     free(h->disks);
-    unmount_pages(h);   /* QEMU has exited: nothing maps the page files any more */
+    host_pages_detach(h);   /* QEMU has exited: the server may let go of the page files */
     host_prefetch_stop(h);
     arc_close(h->arc);
     cr_key_wipe(&h->key);
@@ -513,6 +485,17 @@ int host_start(struct host *h, vs_err *e)
     }
     if ((r = vm_rundir_create(&h->st.dir, e)) < 0)
         return r;
+    double t_restore = vs_now_s();   /* restore starts: page files, QEMU, device state */
+    /* The shared page server is started (a fork) before the NBD servers' threads exist. */
+    if (h->paged && (h->lazy = can_be_lazy(h, h->memory_note, sizeof h->memory_note))) {
+        vs_err me = { 0 };
+        if (host_pages_attach(h, &me) < 0) {
+            snprintf(h->memory_note, sizeof h->memory_note, "cannot serve memory pages over FUSE (%.300s): "
+                     "resuming eagerly", me.msg);
+            host_pages_detach(h);
+            h->lazy = false;
+        }
+    }
     h->st.boot_pid = getpid();
     h->st.private_qmp = vs_xasprintf("%s/vmsnap-qmp.sock", h->st.dir);
     h->st.user_qmp = o->qmp ? vs_xstrdup(o->qmp) : vs_xasprintf("%s/qmp.sock", h->st.dir);
@@ -526,16 +509,6 @@ int host_start(struct host *h, vs_err *e)
     VS_AUTOFREE const char **socks = vs_xcalloc(h->ndisks + 1, sizeof *socks);   /* NULL-terminated */
     for (size_t i = 0; i < h->ndisks; i++)
         socks[i] = h->disks[i].sock;
-    double t_restore = vs_now_s();   /* restore starts: page files, QEMU, device state */
-    if (h->paged && (h->lazy = can_be_lazy(h, h->memory_note, sizeof h->memory_note))) {
-        vs_err me = { 0 };
-        if (mount_pages(h, &me) < 0) {
-            snprintf(h->memory_note, sizeof h->memory_note, "cannot serve memory pages over FUSE (%.300s): "
-                     "resuming eagerly", me.msg);
-            unmount_pages(h);
-            h->lazy = false;
-        }
-    }
     if (h->o->eager && !strcmp(h->memory_note, "--eager"))
         h->memory_note[0] = 0;
     struct vm_launch l = { .qemu = vm_qemu_binary(o->qemu),
@@ -604,7 +577,7 @@ int host_start(struct host *h, vs_err *e)
     if (o->prefetch_all)
         host_prefetch_start(h);
     vs_err pe = { 0 };
-    if (h->lazy && !o->no_prefetch && pf_prefetch_start(h->pfm, &pe) < 0)   /* the VM runs on without it */
+    if (h->lazy && host_pages_running(h, !o->no_prefetch, &pe) < 0)   /* the VM runs on without it */
         snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
@@ -619,6 +592,8 @@ int host_start(struct host *h, vs_err *e)
         json_decref(g);
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
+                                     .boot_pid = getpid(), .page_server_pid = h->pages_pid,
+                                     .memory_file = h->lazy ? h->mem_path : NULL,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
                                      .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,

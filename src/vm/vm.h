@@ -442,10 +442,12 @@ int vm_disk_write_changes(struct nbd_overlay *o, uint32_t after_seq, uint32_t up
  * run directory's control socket until QEMU exits. */
 struct vm_host_info {
     const char *rundir, *qmp, *console, *overlay, *control;
-    pid_t qemu_pid;
+    pid_t qemu_pid, boot_pid;
     bool resumed;
     double start_to_running_s;
     bool lazy;                /* RAM served on demand from the archive (FUSE) */
+    pid_t page_server_pid;    /* lazy: the page server shared by the clones of this archive (0: unknown) */
+    const char *memory_file;  /* lazy: the FUSE file QEMU maps privately as the VM's RAM */
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
     const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
     const char *trusted;      /* what --trust-archive let through unchecked (one line), or NULL */

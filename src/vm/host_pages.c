@@ -1,0 +1,447 @@
+/* vm: the page server shared by the lazily resumed clones of one archive on this host (docs/LAZY-RESUME.md,
+ * "Clones").
+ *
+ * One process per archive identity (resolved path, size, mtime and the UUIDs of its chain) serves the RAM streams
+ * as FUSE files; every QEMU maps its file privately, so the clean pages they read are one copy in the page cache
+ * and a clone's writes stay in its own anonymous pages. Its directory BASE/pages-<hash of the identity> (0700)
+ * holds a lock file, the server's socket (0600) and its mount point mnt-XXXXXX.
+ *
+ * References: each boot host keeps a connection to the server open, and names its QEMU once it runs; the server
+ * holds a pidfd of that QEMU, so a boot host that dies (even SIGKILL: the kernel closes its connection) drops its
+ * reference as soon as its QEMU is gone too. No pid file is trusted.
+ * Attach and exit are serialised by flock on the lock file: a boot connects (or starts a server) only while
+ * holding it, and the server decides to exit only while holding it (non-blocking, so a boot waiting for its
+ * greeting never deadlocks it), after accepting every pending connection. The server removes its socket and lock
+ * file before it lets go, so a later boot starts a fresh one instead of reaching one that is leaving. */
+#include "vm/host.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+#define HELLO_TIMEOUT_S 30.0
+#define READY_FD 3
+
+/* ---- identity and directory ------------------------------------------------------------------------------ */
+
+/* The server's key: the archive's resolved path, size and mtime, and the UUID of every archive of its chain. */
+static int identity(struct arc *a, const char *path, char out[33], vs_err *e)
+{
+    VS_AUTOFREE char *real = realpath(path, NULL);
+    struct stat st;
+    if (!real || stat(real, &st) < 0)
+        return vs_err_sys(e, errno, "archive %s", path);
+    XXH3_state_t *s = XXH3_createState();
+    XXH3_128bits_reset(s);
+    XXH3_128bits_update(s, real, strlen(real) + 1);
+    uint64_t v[3] = { (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec };
+    XXH3_128bits_update(s, v, sizeof v);
+    for (; a; a = arc_parent(a))
+        XXH3_128bits_update(s, arc_uuid(a), 16);
+    XXH128_hash_t h = XXH3_128bits_digest(s);
+    XXH3_freeState(s);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+    return 0;
+}
+
+/* The lock file of dir, locked exclusively: retried when the server removed it between our open and our lock. */
+static int lock_dir(const char *dir, int *out, vs_err *e)
+{
+    VS_AUTOFREE char *path = vs_xasprintf("%s/lock", dir);
+    for (int tries = 0; tries < 100; tries++) {
+        int r = vs_dir_owned(dir, true, 077, e);
+        if (r < 0)
+            return vs_err_prefix(e, "page server directory");
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno == ENOENT)
+            continue;   /* the directory went away with a server that just left */
+        if (fd < 0)
+            return vs_err_sys(e, errno, "opening %s", path);
+        while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+            *out = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    return vs_err_set(e, EAGAIN, "cannot lock %s: it keeps being replaced", path);
+}
+
+/* Mount points of servers that died without unmounting (the kernel keeps a dead FUSE mount): detach them. */
+static void clean_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (strncmp(de->d_name, "mnt-", 4))
+            continue;
+        VS_AUTOFREE char *p = vs_xasprintf("%s/%s", dir, de->d_name);
+        if (rmdir(p) < 0 && umount2(p, MNT_DETACH) == 0)
+            rmdir(p);
+    }
+    closedir(d);
+}
+
+/* ---- the server -------------------------------------------------------------------------------------------- */
+
+struct client {
+    int fd;      /* the boot host's connection, -1 once closed */
+    int pidfd;   /* its QEMU, -1 until named or once exited */
+};
+
+struct srv {
+    struct arc *arc;
+    struct pf_file *files;
+    unsigned n;
+    struct pf_mount *m;
+    char *dir, *mnt, *sock;
+    int lfd, sigfd;
+    struct client *cl;
+    size_t ncl;
+    bool error_sent;
+};
+
+/* "WORD TEXT\n" to a boot host, never blocking the server. */
+static void send_line(int fd, const char *word, const char *text)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "%s %s\n", word, text);
+    if (n > 0)
+        (void)!send(fd, buf, (size_t)VS_MIN(n, (int)sizeof buf - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void srv_accept(struct srv *s)
+{
+    for (;;) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        s->cl = vs_xrealloc(s->cl, (s->ncl + 1) * sizeof *s->cl);
+        s->cl[s->ncl++] = (struct client){ fd, -1 };
+        send_line(fd, "ok", s->mnt);
+        struct pf_stats ps;
+        pf_get_stats(s->m, &ps);
+        if (ps.errors)
+            send_line(fd, "error", ps.first_error);
+    }
+}
+
+/* A line from a boot host: "qemu PID [prefetch]" once its VM runs. */
+static void srv_line(struct srv *s, struct client *c, const char *line)
+{
+    int pid = 0, used = 0;
+    if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0)
+        return;
+    c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    vs_err e = { 0 };
+    if (!strcmp(line + used, " prefetch") && pf_prefetch_start(s->m, &e) < 0) {
+        char note[600];
+        snprintf(note, sizeof note, "no background prefetch: %s", e.msg);
+        send_line(c->fd, "note", note);
+    }
+}
+
+static void srv_read(struct srv *s, struct client *c)
+{
+    char buf[256];
+    ssize_t n = recv(c->fd, buf, sizeof buf - 1, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        close(c->fd);
+        c->fd = -1;
+        return;
+    }
+    buf[n] = 0;
+    for (char *line = buf, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        *nl = 0;
+        srv_line(s, c, line);
+    }
+}
+
+/* Drop clients whose connection is closed and whose QEMU (if named) has exited. */
+static void srv_reap(struct srv *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->ncl; i++) {
+        struct client *c = &s->cl[i];
+        if (c->fd < 0 && c->pidfd >= 0 && poll(&(struct pollfd){ c->pidfd, POLLIN, 0 }, 1, 0) == 1) {
+            close(c->pidfd);
+            c->pidfd = -1;
+        }
+        if (c->fd >= 0 || c->pidfd >= 0)
+            s->cl[k++] = *c;
+    }
+    s->ncl = k;
+}
+
+/* Nobody holds a reference: leave, unless a boot is attaching (it holds the lock) or has just connected. */
+static bool srv_may_exit(struct srv *s, int *lockfd)
+{
+    VS_AUTOFREE char *lock = vs_xasprintf("%s/lock", s->dir);
+    int fd = open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return true;   /* removed by hand: no boot can attach the regular way any more */
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return false;
+    }
+    srv_accept(s);
+    if (s->ncl) {
+        close(fd);
+        return false;
+    }
+    /* Gone before the lock is released: the next boot starts a server of its own. */
+    unlink(s->sock);
+    close(s->lfd);
+    s->lfd = -1;
+    unlink(lock);
+    *lockfd = fd;
+    return true;
+}
+
+static void srv_loop(struct srv *s)
+{
+    for (;;) {
+        struct pollfd *p = vs_xcalloc(s->ncl + 2, sizeof *p);
+        p[0] = (struct pollfd){ s->lfd, POLLIN, 0 };
+        p[1] = (struct pollfd){ s->sigfd, POLLIN, 0 };
+        for (size_t i = 0; i < s->ncl; i++)
+            p[i + 2] = (struct pollfd){ s->cl[i].fd >= 0 ? s->cl[i].fd : s->cl[i].pidfd, POLLIN, 0 };
+        int nr = poll(p, s->ncl + 2, 200);
+        bool quit = false;
+        if (nr > 0 && (p[1].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            while (read(s->sigfd, &si, sizeof si) == sizeof si)
+                quit |= si.ssi_signo == SIGTERM;
+        }
+        for (size_t i = 0; nr > 0 && i < s->ncl; i++)
+            if (p[i + 2].revents && s->cl[i].fd >= 0)
+                srv_read(s, &s->cl[i]);
+        bool incoming = nr > 0 && (p[0].revents & POLLIN);
+        free(p);
+        if (incoming)
+            srv_accept(s);
+        struct pf_stats ps;
+        pf_get_stats(s->m, &ps);
+        if (ps.errors && !s->error_sent) {   /* the boot hosts report it; their QEMU got SIGBUS */
+            for (size_t i = 0; i < s->ncl; i++)
+                if (s->cl[i].fd >= 0)
+                    send_line(s->cl[i].fd, "error", ps.first_error);
+            s->error_sent = true;
+        }
+        srv_reap(s);
+        int lockfd = -1;
+        if (quit || (!s->ncl && srv_may_exit(s, &lockfd))) {
+            if (s->lfd >= 0)
+                unlink(s->sock);
+            pf_unmount(s->m);   /* lazily detached if a mapping is left (SIGTERM) */
+            rmdir(s->mnt);
+            rmdir(s->dir);      /* fails while a boot holds its lock file in it: fine */
+            if (lockfd >= 0)
+                close(lockfd);
+            return;
+        }
+    }
+}
+
+/* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
+static _Noreturn void srv_main(const char *archive, const char *dir, const char *key)
+{
+    vs_err e = { 0 };
+    struct srv s = { .dir = vs_xstrdup(dir), .lfd = -1 };
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    char again[33];
+    int r = arc_open(archive, NULL, &s.arc, &e);
+    if (r == 0 && (r = identity(s.arc, archive, again, &e)) == 0 && strcmp(again, key))
+        r = vs_err_set(&e, ESTALE, "archive %s changed while its page server started", archive);
+    if (r == 0)
+        r = pf_archive_files(s.arc, &s.files, &s.n, &e);
+    s.mnt = vs_xasprintf("%s/mnt-XXXXXX", dir);
+    if (r == 0 && !mkdtemp(s.mnt))
+        r = vs_err_sys(&e, errno, "creating a mount point in %s", dir);
+    if (r == 0 && (r = pf_mount(s.mnt, s.files, s.n, &s.m, &e)) < 0)
+        rmdir(s.mnt);
+    s.sock = vs_xasprintf("%s/srv.sock", dir);
+    if (r == 0 && (r = vs_listen_unix(s.sock, &s.lfd, &e)) < 0) {
+        pf_unmount(s.m);
+        rmdir(s.mnt);
+    }
+    if (r < 0) {
+        dprintf(READY_FD, "ERR %s\n", e.msg);
+        _exit(1);
+    }
+    fcntl(s.lfd, F_SETFL, O_NONBLOCK);
+    dprintf(READY_FD, "ok\n");
+    close(READY_FD);
+    srv_loop(&s);
+    _exit(0);
+}
+
+/* Start a server for the archive (the caller holds the lock): fork, then a grandchild in a session of its own, so
+ * that it outlives this boot host; this process waits for its verdict. Called before any thread of ours runs. */
+static int srv_start(const char *archive, const char *dir, const char *key, vs_err *e)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return vs_err_sys(e, errno, "pipe");
+    pid_t child = fork();
+    if (child < 0) {
+        close(p[0]);
+        close(p[1]);
+        return vs_err_sys(e, errno, "fork");
+    }
+    if (child == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int dn = open("/dev/null", O_RDWR);
+        dup2(dn, 0);
+        dup2(dn, 1);
+        dup2(dn, 2);
+        dup2(p[1], READY_FD);
+        close_range(READY_FD + 1, ~0u, 0);   /* the boot host's archive, sockets and lock stay its own */
+        signal(SIGPIPE, SIG_IGN);
+        umask(077);
+        srv_main(archive, dir, key);
+    }
+    close(p[1]);
+    waitpid(child, NULL, 0);
+    char buf[600];
+    ssize_t n;
+    size_t len = 0;
+    while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0 || (n < 0 && errno == EINTR))
+        len += n > 0 ? (size_t)n : 0;
+    close(p[0]);
+    buf[len] = 0;
+    buf[strcspn(buf, "\n")] = 0;
+    if (!strcmp(buf, "ok"))
+        return 0;
+    return vs_err_set(e, EIO, "page server: %s", !strncmp(buf, "ERR ", 4) ? buf + 4 : "exited before it served");
+}
+
+/* ---- the boot host's side -------------------------------------------------------------------------------- */
+
+/* Connect and read the greeting "ok MOUNT-POINT". -ECONNREFUSED / -ENOENT: no server. */
+static int hello(const char *sock, int *out, char **mnt, vs_err *e)
+{
+    VS_AUTOCLOSE int fd = -1;
+    int r = vs_connect_unix(sock, &fd, e);
+    if (r < 0)
+        return r;
+    char buf[VS_CTL_MAX_LINE / 16];
+    size_t have = 0, used = 0;
+    int n = vs_recv_line(fd, -1, buf, sizeof buf - 1, &have, &used, HELLO_TIMEOUT_S, e);
+    if (n < 0)
+        return vs_err_prefix(e, "page server %s", sock);
+    if (strncmp(buf, "ok /", 4))
+        return vs_err_set(e, EPROTO, "page server %s: unexpected greeting '%.100s'", sock, buf);
+    *mnt = vs_xstrdup(buf + 3);
+    *out = VS_STEAL_FD(fd);
+    return 0;
+}
+
+int host_pages_attach(struct host *h, vs_err *e)
+{
+    char key[33];
+    VS_AUTOFREE char *base = NULL;
+    int r = identity(h->arc, h->o->archive, key, e);
+    if (r < 0 || (r = vm_rundir_base(&base, e)) < 0)
+        return r;
+    VS_AUTOFREE char *dir = vs_xasprintf("%s/pages-%s", base, key);
+    VS_AUTOFREE char *sock = vs_xasprintf("%s/srv.sock", dir);
+    VS_AUTOCLOSE int lockfd = -1;
+    if ((r = lock_dir(dir, &lockfd, e)) < 0)
+        return r;
+    VS_AUTOFREE char *mnt = NULL;
+    vs_err he = { 0 };
+    r = hello(sock, &h->pages_fd, &mnt, &he);
+    if (r == -ECONNREFUSED || r == -ENOENT) {
+        unlink(sock);
+        clean_stale(dir);
+        if ((r = srv_start(h->o->archive, dir, key, e)) < 0)
+            return r;
+        r = hello(sock, &h->pages_fd, &mnt, e);
+    } else if (r < 0 && e) {
+        *e = he;
+    }
+    if (r < 0)
+        return r;
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+    if (getsockopt(h->pages_fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+        h->pages_pid = cred.pid;
+    /* QEMU's file; the run directory names the mount too (tools look for RUNDIR/pages). */
+    struct pf_file *files = NULL;
+    unsigned n = 0;
+    if ((r = pf_archive_files(h->arc, &files, &n, e)) < 0)
+        return r;
+    h->mem_path = vs_xasprintf("%s/%s", mnt, n ? files[0].name : "");
+    pf_archive_files_free(files, n);
+    h->pages_dir = vs_xasprintf("%s/pages", h->st.dir);
+    if (symlink(mnt, h->pages_dir) < 0)
+        return vs_err_sys(e, errno, "creating %s", h->pages_dir);
+    return 0;
+}
+
+int host_pages_running(struct host *h, bool prefetch, vs_err *e)
+{
+    char line[64];
+    int n = snprintf(line, sizeof line, "qemu %d%s\n", (int)h->qemu, prefetch ? " prefetch" : "");
+    int r = vs_write_full(h->pages_fd, line, (size_t)n);
+    return r < 0 ? vs_err_sys(e, -r, "telling the page server that the VM runs") : 0;
+}
+
+void host_pages_poll(struct host *h)
+{
+    char buf[2048];
+    ssize_t n = recv(h->pages_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+    if (n < 0)
+        return;
+    buf[n] = 0;
+    if (n == 0) {
+        snprintf(h->pages_error, sizeof h->pages_error, "the page server ended");
+        close(h->pages_fd);
+        h->pages_fd = -1;
+        return;
+    }
+    for (char *line = buf, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        *nl = 0;
+        if (!strncmp(line, "error ", 6) && !h->pages_error[0])
+            snprintf(h->pages_error, sizeof h->pages_error, "%s", line + 6);
+        else if (!strncmp(line, "note ", 5))
+            snprintf(h->memory_note, sizeof h->memory_note, "%s", line + 5);
+    }
+}
+
+void host_pages_detach(struct host *h)
+{
+    if (h->pages_fd >= 0)
+        close(h->pages_fd);   /* the server lets go once our QEMU has exited too */
+    h->pages_fd = -1;
+    if (h->pages_dir)
+        unlink(h->pages_dir);
+    free(h->pages_dir);
+    free(h->mem_path);
+    h->pages_dir = h->mem_path = NULL;
+}
