@@ -392,6 +392,13 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
     return 0;
 }
 
+void pf_unmount_exiting(struct pf_mount *m)
+{
+    atomic_store(&m->pf_stop, true);
+    fuse_session_exit(m->se);
+    fuse_session_unmount(m->se);
+}
+
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out)
 {
     pthread_mutex_lock(&m->lock);
@@ -409,6 +416,7 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
     return vs_err_set(e, ENOTSUP, "cannot serve RAM lazily on %s: vmsnap was built without libfuse3", dir);
 }
 void pf_unmount(struct pf_mount *m) { (void)m; }
+void pf_unmount_exiting(struct pf_mount *m) { (void)m; }
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out) { (void)m; memset(out, 0, sizeof *out); }
 int pf_prefetch_start(struct pf_mount *m, vs_err *e) { (void)m; (void)e; return 0; }
 

@@ -42,6 +42,10 @@ bool pf_available(void);           /* built with libfuse3 */
 /* Mount files on dir (an existing empty directory) and serve them from a thread until pf_unmount(). */
 int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf_mount **out, vs_err *e);
 void pf_unmount(struct pf_mount *m);   /* NULL is fine */
+/* For a process that exits right after: unmount (lazily: a mapping left keeps its pages until the kernel aborts the
+ * connection when the process's /dev/fuse fd closes) without waiting for the server threads, whose reads of
+ * /dev/fuse may end only once every user of the file system is gone. */
+void pf_unmount_exiting(struct pf_mount *m);
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out);
 /* Start warming the files' page cache in the background (call once the VM runs): each file's data runs in
  * offset order, 1 MiB at a time, read through the page source by a thread at idle CPU and I/O priority that

@@ -249,7 +249,7 @@ static void srv_loop(struct srv *s)
         if (quit || (!s->ncl && srv_may_exit(s, &lockfd))) {
             if (s->lfd >= 0)
                 unlink(s->sock);
-            pf_unmount(s->m);   /* lazily detached if a mapping is left (SIGTERM) */
+            pf_unmount_exiting(s->m);   /* the process ends: no thread is waited for */
             rmdir(s->mnt);
             rmdir(s->dir);      /* fails while a boot holds its lock file in it: fine */
             if (lockfd >= 0)
