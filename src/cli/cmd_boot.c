@@ -46,6 +46,12 @@ static json_t *info_json(const struct vm_host_info *i)
                           "boot-pid", (int)i->boot_pid, "resumed", i->resumed, "start-to-running",
                           i->start_to_running_s, "lazy", i->lazy, "memory-note", i->memory_note, "generation-id",
                           i->generation_id, "trusted", i->trusted, "disks-note", i->disks_note);
+    if (i->clone_id)
+        json_object_set_new(j, "clone-id", json_string(i->clone_id));
+    json_t *macs = json_array();
+    for (size_t k = 0; k < i->n_macs; k++)
+        json_array_append_new(macs, json_string(i->macs[k]));
+    json_object_set_new(j, "macs", macs);
     if (i->lazy) {
         json_object_set_new(j, "memory-file", cli_json_text(i->memory_file));
         json_object_set_new(j, "page-server-pid", json_integer(i->page_server_pid));
@@ -95,6 +101,10 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *genid = json_string_value(json_object_get(i, "generation-id"));
     if (genid)
         fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
+    json_t *macs = json_object_get(i, "macs");
+    for (size_t m = 0; m < json_array_size(macs); m++)
+        fprintf(f, "  nic %zu mac: %s (derived from clone id %s)\n", m, json_string_value(json_array_get(macs, m)),
+                json_string_value(json_object_get(i, "clone-id")));
     fprintf(f, "  snapshot: vmsnap snap --qmp %s -o FILE.vmsnap\n", json_string_value(json_object_get(i, "qmp")));
     fprintf(f, "  stop:     vmsnap qmp %s quit   (or kill %lld)\n", json_string_value(json_object_get(i, "qmp")),
             (long long)json_integer_value(json_object_get(i, "qemu-pid")));
@@ -147,8 +157,9 @@ static int check_archive(void *opaque, struct arc *a, vs_err *e)
     return cli_trust_check(ui->trust, a, e);
 }
 
-/* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. */
-static int wait_detached(int fd, pid_t child, bool json)
+/* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. The info, or NULL and
+ * the error in err. */
+static json_t *wait_detached(int fd, pid_t child, char *err, size_t errlen)
 {
     char buf[16384];
     size_t len = 0;
@@ -167,19 +178,110 @@ static int wait_detached(int fd, pid_t child, bool json)
     char *nl = strchr(buf, '\n');
     if (nl)
         *nl = 0;
-    if (!strncmp(buf, "OK ", 3)) {
-        json_t *j = json_loads(buf + 3, 0, NULL);
-        if (j) {
-            print_info(j, json, stdout);
-            json_decref(j);
-            return CLI_OK;
-        }
-    }
+    json_t *j = !strncmp(buf, "OK ", 3) ? json_loads(buf + 3, 0, NULL) : NULL;
+    if (j)
+        return j;
     int st;
     waitpid(child, &st, 0);
-    if (!strncmp(buf, "ERR ", 4))
-        return cli_fail("%s", buf + 4);
-    return cli_fail("boot: the detached vmsnap process ended before the VM ran");
+    snprintf(err, errlen, "%s", !strncmp(buf, "ERR ", 4) ? buf + 4
+                                : "boot: the detached vmsnap process ended before the VM ran");
+    return NULL;
+}
+
+/* Fork the detached boot host: in the parent *fd is the pipe its "OK"/"ERR" line comes on; the child never
+ * returns. */
+static int start_detached(struct vm_host_opts *ho, struct boot_ui *ui, pid_t *child, int *fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return cli_fail("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return cli_fail("fork: %s", strerror(errno));
+    if (pid > 0) {
+        close(p[1]);
+        *child = pid;
+        *fd = p[0];
+        return CLI_OK;
+    }
+    close(p[0]);
+    ui->fd = p[1];
+    setsid();
+    int dn = open("/dev/null", O_RDWR);
+    dup2(dn, 0);
+    dup2(dn, 1);
+    dup2(dn, 2);
+    if (dn > 2)
+        close(dn);
+    ho->quiet_stdio = true;
+    vs_err e = { 0 };
+    int r = vm_host_run(ho, &e);
+    if (ui->fd >= 0)   /* never became ready */
+        dprintf(ui->fd, "ERR %s\n", ui->refused ? ui->refused : e.msg[0] ? e.msg : "boot failed");
+    _exit(r < 0 ? CLI_FAIL : CLI_OK);
+}
+
+/* PATH with "{n}" replaced by the clone's index (--count). */
+static char *clone_path(const char *path, unsigned i)
+{
+    if (!path)
+        return NULL;
+    const char *at = strstr(path, "{n}");
+    return at ? vs_xasprintf("%.*s%u%s", (int)(at - path), path, i, at + 3) : vs_xstrdup(path);
+}
+
+/* --count N: N detached clones started at once; all run, or none is left running. */
+static int boot_clones(struct vm_host_opts *ho, struct boot_ui *ui, unsigned count)
+{
+    double t0 = vs_now_s();
+    VS_AUTOFREE pid_t *child = vs_xcalloc(count, sizeof *child);
+    VS_AUTOFREE int *fd = vs_xcalloc(count, sizeof *fd);
+    const char *qmp = ho->qmp, *console = ho->console, *overlay = ho->overlay;
+    unsigned started = 0;
+    int rc = CLI_OK;
+    for (; started < count && rc == CLI_OK; started++) {
+        VS_AUTOFREE char *q = clone_path(qmp, started), *c = clone_path(console, started),
+                         *o = clone_path(overlay, started);
+        ho->qmp = q;
+        ho->console = c;
+        ho->overlay = o;
+        if ((rc = start_detached(ho, ui, &child[started], &fd[started])) != CLI_OK)
+            break;
+    }
+    json_t *all = json_array();
+    char err[16384] = "";
+    for (unsigned i = 0; i < started; i++) {
+        char one[16384];
+        json_t *j = wait_detached(fd[i], child[i], one, sizeof one);
+        if (j)
+            json_array_append_new(all, j);
+        else if (!err[0])
+            snprintf(err, sizeof err, "clone %u: %.16000s", i, one);
+    }
+    if (err[0] || rc != CLI_OK) {
+        /* The clones that run are stopped (SIGTERM: their boot hosts shut QEMU down and clean up). */
+        for (size_t i = 0; i < json_array_size(all); i++)
+            kill((pid_t)json_integer_value(json_object_get(json_array_get(all, i), "boot-pid")), SIGTERM);
+        json_decref(all);
+        return rc != CLI_OK ? rc : cli_fail("%s (the other clones were stopped)", err);
+    }
+    double dt = vs_now_s() - t0;
+    if (ui->json) {
+        json_t *out = json_pack("{s:o,s:f}", "clones", all, "all-running", dt);
+        char *s = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(out);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < json_array_size(all); i++) {
+        printf("clone %zu:\n", i);
+        print_info(json_array_get(all, i), false, stdout);
+    }
+    printf("%u clones running in %.3f s (%.1f clones/s)\n", count, dt, count / dt);
+    json_decref(all);
+    return CLI_OK;
 }
 
 int cmd_boot(int argc, char **argv)
@@ -193,6 +295,7 @@ int cmd_boot(int argc, char **argv)
         { "qemu", required_argument, NULL, 'Q' },        { "trust-archive", no_argument, NULL, 'T' },
         { "cache-size", required_argument, NULL, 'S' }, { "key", required_argument, NULL, 'K' },
         { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
+        { "count", required_argument, NULL, 'N' },       { "keep-mac", no_argument, NULL, 'W' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -206,6 +309,7 @@ int cmd_boot(int argc, char **argv)
     struct boot_ui ui = { .fd = -1 };
     VS_AUTOFREE char *overlay = NULL, *qmp = NULL, *console = NULL, *archive = NULL;
     const char *accel = "auto", *keyfile = NULL, *trusted_keys = NULL;
+    unsigned count = 0;   /* 0: no --count (one VM, foreground unless --detach) */
     optind = 1;
     int c;
     while ((c = getopt_long(nopt, argv, "o:m:c:q:C:a:dj", opts, NULL)) != -1) {
@@ -243,6 +347,15 @@ int cmd_boot(int argc, char **argv)
         case 'T': ho.trust_archive = true; break;
         case 'K': keyfile = optarg; break;
         case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
+        case 'W': ho.keep_mac = true; break;
+        case 'N': {
+            char *end;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (*end || !optarg[0] || n == 0 || n > 1000)
+                return cli_usage("boot", "--count: expected a number from 1 to 1000, got '%s'", optarg);
+            count = (unsigned)n;
+            break;
+        }
         case 'P':
             if (strcmp(optarg, "none") && strcmp(optarg, "background") && strcmp(optarg, "all"))
                 return cli_usage("boot", "--prefetch: expected none, background or all, got '%s'", optarg);
@@ -269,6 +382,14 @@ int cmd_boot(int argc, char **argv)
     vs_err ke = { 0 };
     if (cli_key(keyfile, CLI_KEY_ENV, &key, &ho.key, &ke) < 0)   /* before detaching: a bad key fails here */
         return cli_fail_err(&ke);
+    if (count) {
+        const char *paths[] = { qmp, console, overlay }, *names[] = { "--qmp", "--console", "--overlay" };
+        for (int i = 0; i < 3; i++)
+            if (count > 1 && paths[i] && !strstr(paths[i], "{n}"))
+                return cli_usage("boot", "%s: with --count, a path containing {n} (replaced by the clone's index)",
+                                 names[i]);
+        ui.detach = true;
+    }
     if (ui.detach && console && !strcmp(console, "stdio"))
         return cli_usage("boot", "--console stdio needs the foreground (no --detach)");
     vs_err e = { 0 };
@@ -291,38 +412,23 @@ int cmd_boot(int argc, char **argv)
     ho.log = on_log;
     ho.refused = on_refused;
     ho.opaque = &ui;
+    if (count)
+        return boot_clones(&ho, &ui, count);
     if (ui.detach) {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0)
-            return cli_fail("pipe: %s", strerror(errno));
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid < 0)
-            return cli_fail("fork: %s", strerror(errno));
-        if (pid > 0) {
-            close(p[1]);
-            return wait_detached(p[0], pid, ui.json);
-        }
-        close(p[0]);
-        ui.fd = p[1];
-        setsid();
-        int dn = open("/dev/null", O_RDWR);
-        dup2(dn, 0);
-        dup2(dn, 1);
-        dup2(dn, 2);
-        if (dn > 2)
-            close(dn);
-        ho.quiet_stdio = true;
+        pid_t child;
+        int fd, rc = start_detached(&ho, &ui, &child, &fd);
+        if (rc != CLI_OK)
+            return rc;
+        char err[16384];
+        json_t *j = wait_detached(fd, child, err, sizeof err);
+        if (!j)
+            return cli_fail("%s", err);
+        print_info(j, ui.json, stdout);
+        json_decref(j);
+        return CLI_OK;
     }
     int r = vm_host_run(&ho, &e);
     VS_AUTOFREE char *refused = ui.refused;
-    if (ui.fd >= 0) {   /* never became ready */
-        dprintf(ui.fd, "ERR %s\n", refused ? refused : e.msg[0] ? e.msg : "boot failed");
-        close(ui.fd);
-        _exit(CLI_FAIL);
-    }
-    if (ui.detach)
-        _exit(r < 0 ? CLI_FAIL : CLI_OK);
     if (r < 0 && refused)
         return cli_fail("%s", refused);
     return r < 0 ? cli_fail_err(&e) : CLI_OK;

@@ -9,7 +9,7 @@
 const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
-      "[--qemu PATH] [--trust-archive] [--trusted-keys DIR|FILE] [--detach] [--json] [--eager] "
+      "[--qemu PATH] [--trust-archive] [--trusted-keys DIR|FILE] [--detach] [--count N] [--keep-mac] [--json] [--eager] "
       "[--prefetch none|background|all] [--cache-size SIZE] [--key KEYFILE] [-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
@@ -33,7 +33,14 @@ const struct cli_command cli_commands[] = {
       "snapshots of the VM are sealed with that key too.\n"
 
       "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): a public key file, or a directory of *.pub files; the archive\n"
-      "and every parent must then carry a valid signature (ARCHIVE.sig) by one of them, or nothing starts." },
+      "and every parent must then carry a valid signature (ARCHIVE.sig) by one of them, or nothing starts.\n"
+
+      "Clones: every boot is a clone with an id of its own (clone-id), a fresh VM generation ID, its own overlay and\n"
+      "sockets, and for every NIC its archive records a MAC derived from that id (locally administered, unicast;\n"
+      "--keep-mac keeps the recorded ones). Lazily resumed clones of one archive share one page server: clean pages\n"
+      "are read once, writes stay each clone's own (docs/LAZY-RESUME.md). --count N starts N detached clones at\n"
+      "once (--qmp/--console/--overlay then need {n}, replaced by the clone's index; --json: {\"clones\": [...]}); if\n"
+      "one fails, the others are stopped." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
       "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--json] [--quiet]",

@@ -50,6 +50,9 @@ struct host {
     char *pages_dir, *mem_path;    /* RUNDIR/pages (a link to the server's mount), QEMU's RAM file in it */
     char pages_error[512];         /* what the page server reported ("" if nothing) */
     pid_t pages_pid;               /* the page server (SO_PEERCRED) */
+    char clone_id[37];             /* this boot's id */
+    char **macs;                   /* the MACs given to the recorded NICs */
+    size_t n_macs;
     char memory_note[512];         /* why paged memory is resumed eagerly */
     size_t user_extra_from;        /* config.extra[i >= this] came from this boot's own "-- ARGS" */
     char *trusted;                 /* what --trust-archive let through unchecked, NULL if nothing */

@@ -290,6 +290,30 @@ static int prepare_files(struct host *h, vs_err *e)
     return prepare_xfiles(h, e);
 }
 
+/* Each boot is a clone with an id of its own: the NICs its archive records (not this boot's own "-- ARGS") get MACs
+ * derived from it, unless --keep-mac. */
+static int fresh_identity(struct host *h, vs_err *e)
+{
+    struct vm_config *c = &h->st.config;
+    uint8_t id[16];
+    if (vs_uuid_generate(id) < 0)
+        return vs_err_set(e, EIO, "cannot generate a clone id");
+    vs_uuid_format(id, h->clone_id);
+    if (h->o->keep_mac)
+        return 0;
+    int n = c->foreign ? vm_nics_remac(c->cmdline, 1, c->n_cmdline, id, e)
+                       : vm_nics_remac(c->extra, 0, h->user_extra_from, id, e);
+    if (n < 0)
+        return vs_err_prefix(e, "archive %s: config", h->o->archive);
+    h->macs = vs_xcalloc((size_t)n + 1, sizeof *h->macs);
+    for (h->n_macs = 0; h->n_macs < (size_t)n; h->n_macs++) {
+        uint8_t b[6];
+        vm_mac_for_clone(id, (unsigned)h->n_macs, b);
+        h->macs[h->n_macs] = vs_xasprintf("%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+    }
+    return 0;
+}
+
 /* What ran: the QEMU and its version, and the versioned machine type (never an alias), which a resume pins. */
 static void record_qemu(struct host *h)
 {
@@ -436,6 +460,9 @@ void host_cleanup(struct host *h)
     free(h->qemu_log);
     free(h->trusted);
     free(h->disks_note);
+    for (size_t i = 0; i < h->n_macs; i++)
+        free(h->macs[i]);
+    free(h->macs);
     vm_state_free(&h->st);
 }
 
@@ -471,7 +498,7 @@ int host_start(struct host *h, vs_err *e)
     bool has_memory = false;
     /* The archive is checked before anything runs, the probes of pin_machine included. */
     if ((r = load_config(h, &has_memory, e)) < 0 || (r = apply_options(h, has_memory, e)) < 0 ||
-        (r = check_archive(h, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0)
+        (r = check_archive(h, e)) < 0 || (r = pin_machine(h, has_memory, e)) < 0 || (r = fresh_identity(h, e)) < 0)
         return r;
     char accel[8];
     const char *want = o->accel && strcmp(o->accel, "auto") ? o->accel : NULL;
@@ -593,7 +620,8 @@ int host_start(struct host *h, vs_err *e)
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .boot_pid = getpid(), .page_server_pid = h->pages_pid,
-                                     .memory_file = h->lazy ? h->mem_path : NULL,
+                                     .memory_file = h->lazy ? h->mem_path : NULL, .clone_id = h->clone_id,
+                                     .macs = (const char *const *)h->macs, .n_macs = h->n_macs,
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
                                      .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,

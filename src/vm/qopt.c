@@ -121,3 +121,13 @@ bool vm_qopt_takes_arg(const char *name)
             return false;
     return true;
 }
+
+char *vm_qopt_set(const char *s, const char *key, const char *value)
+{
+    VS_AUTOFREE char *v = vm_qemu_escape(value);
+    struct vm_qopt_field f;
+    VS_AUTOFREE char *old = vm_qopt_get(s, key, &f);
+    if (!old)
+        return vs_xasprintf("%s%s%s=%s", s, s[0] ? "," : "", key, v);
+    return vs_xasprintf("%.*s%s%s", (int)f.vstart, s, v, s + f.vend);
+}

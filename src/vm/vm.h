@@ -173,8 +173,20 @@ char *vm_qopt_get_implied(const char *s, const char *key);
 /* s with only the fields whose key is (keep) or is not (!keep) in keys, a space-separated list with a space at
  * each end (" id size "); a bare field stays only when !keep. Fields stay escaped. Caller frees. */
 char *vm_qopt_filter(const char *s, const char *keys, bool keep);
+/* s with the first field named key set to value (escaped here), or with key=value appended. Caller frees. */
+char *vm_qopt_set(const char *s, const char *key, const char *value);
 /* "-opt"/"--opt" -> "opt", else NULL. */
 const char *vm_qopt_name(const char *arg);
+
+/* ---- NICs of a command line (nic.c) --------------------------------------------------------------------------- */
+/* "52:54:00:12:34:56" (hex digits, either case) -> out. */
+bool vm_mac_parse(const char *s, uint8_t out[6]);
+/* The MAC of NIC `index` of the clone `id`: locally administered, unicast, from a hash of both. */
+void vm_mac_for_clone(const uint8_t id[16], unsigned index, uint8_t out[6]);
+/* Give every NIC that args[from, n) creates (-device of a NIC model, in QEMU's option syntax or JSON; -nic; -net nic)
+ * the MAC of the clone id, in order; a MAC already there must be well formed. Returns how many, or -EINVAL naming
+ * the argument. */
+int vm_nics_remac(char **args, size_t from, size_t n, const uint8_t id[16], vs_err *e);
 /* Whether QEMU's option (name without dashes) takes a value. */
 bool vm_qopt_takes_arg(const char *name);
 
@@ -448,6 +460,9 @@ struct vm_host_info {
     bool lazy;                /* RAM served on demand from the archive (FUSE) */
     pid_t page_server_pid;    /* lazy: the page server shared by the clones of this archive (0: unknown) */
     const char *memory_file;  /* lazy: the FUSE file QEMU maps privately as the VM's RAM */
+    const char *clone_id;     /* this boot's id (a UUID), from which its NICs' MACs derive */
+    const char *const *macs;  /* the MACs the recorded NICs got, in order (n_macs; none with keep_mac) */
+    size_t n_macs;
     const char *memory_note;  /* why a paged memory snapshot was resumed eagerly, or NULL */
     const char *generation_id;   /* the VM generation ID this boot got (vmgenid), or NULL */
     const char *trusted;      /* what --trust-archive let through unchecked (one line), or NULL */
@@ -472,6 +487,7 @@ struct vm_host_opts {
     bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
     bool prefetch_all;        /* once the VM runs, the whole archive chain into the block cache (arc_prefetch_all);
                                * the outcome goes to the run directory's prefetch.json */
+    bool keep_mac;            /* the recorded NICs keep their MACs (else each gets one derived from the clone id) */
     bool trust_archive;       /* pass what the archive records to QEMU unchecked (vm_config_check), and a foreign
                                * VM's recorded working directory */
     const struct cr_key *key; /* the key of an encrypted archive (copied), or NULL */

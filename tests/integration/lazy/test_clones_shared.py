@@ -4,7 +4,8 @@
 2. A clone's writes stay its own: clone a fills its RAM with another seed, clone b still verifies the first one.
 3. They share the pages they read: the PSS of both QEMUs, both boot hosts and the server is well below twice that
    of one clone alone (a ratio: unshared page files would give about 2).
-4. Their VM generation IDs differ.
+4. Their VM generation IDs differ, and so do the MACs of the NIC the source recorded (QEMU's own view: qom-get):
+   locally administered, unicast, not the source's; a clone with --keep-mac keeps the source's.
 5. SIGKILL of clone a's boot host: its QEMU goes, clone b runs on and still reads its pattern, the server stays.
 6. When clone b ends, the server exits: nothing of it runs, nothing is mounted, its directory is gone."""
 import os
@@ -16,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from vmsnaptest import Booted, base_archive, check, guest_args, log, snap, tmpdir, vmtest  # noqa: E402
 
 FILL = 128
+SRC_MAC = "52:54:00:aa:bb:01"
 
 
 def running(pid):
@@ -42,6 +44,10 @@ def pss_kib(pids):
     return total
 
 
+def mac_of(vm):
+    return vm.qmp("qom-get", {"path": "/machine/peripheral/net0", "property": "mac"})
+
+
 def mounts_under(path):
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(path)]
@@ -51,7 +57,8 @@ def test():
     d = tmpdir()
     vms = []
     try:
-        src = Booted(base_archive(d), d, "src", extra=guest_args(), args=["--ram", "256M"])
+        nic = ["-device", f"virtio-net-pci,id=net0,mac={SRC_MAC}"]
+        src = Booted(base_archive(d), d, "src", extra=guest_args() + nic, args=["--ram", "256M"])
         vms.append(src)
         src.agent.wait_ready(120)
         src.agent.cmd(f"fill {FILL} seed=11")
@@ -87,6 +94,16 @@ def test():
 
         ga, gb = (vm.qmp("query-vm-generation-id")["guid"] for vm in (a, b))
         check(ga != gb, f"generation IDs differ: {ga} {gb}")
+        macs = [mac_of(vm) for vm in (a, b)]
+        log(f"MACs: source {SRC_MAC}, clones {macs}")
+        check(macs[0] != macs[1] and SRC_MAC not in macs, "each clone's NIC has a MAC of its own")
+        for vm, m in zip((a, b), macs):
+            check(vm.info["macs"] == [m] and int(m[:2], 16) & 3 == 2,
+                  f"boot --json reports the MAC QEMU has, locally administered and unicast: {vm.info['macs']} {m}")
+        k = Booted(out, d, "k", args=["--keep-mac"])
+        vms.append(k)
+        check(mac_of(k) == SRC_MAC and k.info["macs"] == [], f"--keep-mac keeps {SRC_MAC}: {mac_of(k)}")
+        k.close()
 
         os.kill(a.info["boot-pid"], signal.SIGKILL)
         wait_gone(a.pid, "clone a's QEMU (its boot host was killed)")
@@ -108,4 +125,5 @@ def test():
             vm.agent.close()
 
 
-vmtest.main(test)
+if __name__ == "__main__":
+    vmtest.main(test)
