@@ -205,6 +205,8 @@ static bool srv_may_exit(struct srv *s, int *lockfd)
         close(fd);
         return false;
     }
+    if (vs_test_fault("pagesrv-exit-slow"))   /* a boot arriving now must wait, then start a server of its own */
+        sleep(2);
     /* Gone before the lock is released: the next boot starts a server of its own. */
     unlink(s->sock);
     close(s->lfd);
