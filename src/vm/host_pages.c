@@ -101,6 +101,7 @@ static void clean_stale(const char *dir)
 struct client {
     int fd;      /* the boot host's connection, -1 once closed */
     int pidfd;   /* its QEMU, -1 until named or once exited */
+    pid_t peer;  /* the boot host (SO_PEERCRED) */
 };
 
 struct srv {
@@ -130,8 +131,11 @@ static void srv_accept(struct srv *s)
         int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
+        struct ucred cred = { 0 };
+        socklen_t cl = sizeof cred;
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
         s->cl = vs_xrealloc(s->cl, (s->ncl + 1) * sizeof *s->cl);
-        s->cl[s->ncl++] = (struct client){ fd, -1 };
+        s->cl[s->ncl++] = (struct client){ fd, -1, cred.pid };
         send_line(fd, "ok", s->mnt);
         struct pf_stats ps;
         pf_get_stats(s->m, &ps);
@@ -140,11 +144,27 @@ static void srv_accept(struct srv *s)
     }
 }
 
-/* A line from a boot host: "qemu PID [prefetch]" once its VM runs. */
+/* The parent of pid, or -1. */
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');   /* the name may hold spaces and parentheses */
+    int ppid = -1;
+    return p && sscanf(p + 1, " %*c %d", &ppid) == 1 ? ppid : -1;
+}
+
+/* A line from a boot host: "qemu PID [prefetch]" once its VM runs. Only its own child counts (it has not reaped
+ * it while it runs, so the pid is that QEMU's). */
 static void srv_line(struct srv *s, struct client *c, const char *line)
 {
     int pid = 0, used = 0;
-    if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0)
+    if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0 || parent_of(pid) != c->peer)
         return;
     c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     vs_err e = { 0 };
