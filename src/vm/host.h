@@ -86,8 +86,8 @@ void host_prefetch_start(struct host *h);
 void host_prefetch_stop(struct host *h);
 
 /* ---- host_pages.c ---- */
-/* Reach the page server of h->arc (starting it if none runs; before any thread of ours exists: it forks), keep a
- * reference on it, and set mem_path and pages_dir. */
+/* Reach the page server of h->arc (starting it, a fork, if none runs; before the NBD servers' threads exist), keep
+ * a reference on it, and set mem_path and pages_dir. */
 int host_pages_attach(struct host *h, vs_err *e);
 /* The VM runs: the server holds on to its QEMU (a reference that outlives us), and starts the prefetch if asked. */
 int host_pages_running(struct host *h, bool prefetch, vs_err *e);

@@ -321,7 +321,9 @@ static _Noreturn void srv_main(const char *archive, const char *dir, const char 
 }
 
 /* Start a server for the archive (the caller holds the lock): fork, then a grandchild in a session of its own, so
- * that it outlives this boot host; this process waits for its verdict. Called before any thread of ours runs. */
+ * that it outlives this boot host; this process waits for its verdict. The child uses none of the parent's objects
+ * (it opens the archive anew; glibc's fork leaves malloc usable), so threads the parent may run by then (the block
+ * cache's read-ahead) hold no lock it needs. */
 static int srv_start(const char *archive, const char *dir, const char *key, vs_err *e)
 {
     int p[2];
