@@ -14,6 +14,7 @@
  * greeting never deadlocks it), after accepting every pending connection. The server removes its socket and lock
  * file before it lets go, so a later boot starts a fresh one instead of reaching one that is leaving. */
 #include "vm/host.h"
+#include "objstore/objstore.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -35,12 +36,14 @@
 
 /* ---- identity and directory ------------------------------------------------------------------------------ */
 
-/* The server's key: the archive's resolved path, size and mtime, and the UUID of every archive of its chain. */
+/* The server's key: the archive's resolved path, size and mtime (a store's object: its location as written), and
+ * the UUID of every archive of its chain. */
 static int identity(struct arc *a, const char *path, char out[33], vs_err *e)
 {
-    VS_AUTOFREE char *real = realpath(path, NULL);
-    struct stat st;
-    if (!real || stat(real, &st) < 0)
+    bool remote = os_is_remote(path);
+    VS_AUTOFREE char *real = remote ? vs_xstrdup(path) : realpath(path, NULL);
+    struct stat st = { 0 };
+    if (!real || (!remote && stat(real, &st) < 0))
         return vs_err_sys(e, errno, "archive %s", path);
     XXH3_state_t *s = XXH3_createState();
     XXH3_128bits_reset(s);
