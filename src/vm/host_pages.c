@@ -285,7 +285,7 @@ static void srv_loop(struct srv *s)
 }
 
 /* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
-static _Noreturn void srv_main(const char *archive, const char *dir, const char *key)
+static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, const char *dir, const char *key)
 {
     vs_err e = { 0 };
     struct srv s = { .dir = vs_xstrdup(dir), .lfd = -1 };
@@ -297,7 +297,8 @@ static _Noreturn void srv_main(const char *archive, const char *dir, const char 
     sigprocmask(SIG_SETMASK, &mask, NULL);
     s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     char again[33];
-    int r = arc_open(archive, NULL, &s.arc, &e);
+    struct arc_open_opts ao = { .key = akey };   /* an encrypted archive: the boot's key, inherited by the fork */
+    int r = arc_open(archive, &ao, &s.arc, &e);
     if (r == 0 && (r = identity(s.arc, archive, again, &e)) == 0 && strcmp(again, key))
         r = vs_err_set(&e, ESTALE, "archive %s changed while its page server started", archive);
     if (r == 0)
@@ -327,7 +328,7 @@ static _Noreturn void srv_main(const char *archive, const char *dir, const char 
  * that it outlives this boot host; this process waits for its verdict. The child uses none of the parent's objects
  * (it opens the archive anew; glibc's fork leaves malloc usable), so threads the parent may run by then (the block
  * cache's read-ahead) hold no lock it needs. */
-static int srv_start(const char *archive, const char *dir, const char *key, vs_err *e)
+static int srv_start(const char *archive, const struct cr_key *akey, const char *dir, const char *key, vs_err *e)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -350,7 +351,7 @@ static int srv_start(const char *archive, const char *dir, const char *key, vs_e
         close_range(READY_FD + 1, ~0u, 0);   /* the boot host's archive, sockets and lock stay its own */
         signal(SIGPIPE, SIG_IGN);
         umask(077);
-        srv_main(archive, dir, key);
+        srv_main(archive, akey, dir, key);
     }
     close(p[1]);
     waitpid(child, NULL, 0);
@@ -406,7 +407,7 @@ int host_pages_attach(struct host *h, vs_err *e)
     if (r == -ECONNREFUSED || r == -ENOENT) {
         unlink(sock);
         clean_stale(dir);
-        if ((r = srv_start(h->o->archive, dir, key, e)) < 0)
+        if ((r = srv_start(h->o->archive, host_key(h), dir, key, e)) < 0)
             return r;
         r = hello(sock, &h->pages_fd, &mnt, e);
     } else if (r < 0 && e) {
