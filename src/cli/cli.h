@@ -53,6 +53,7 @@ int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr
 #define CLI_OPT_TRUSTED_KEYS 0x100   /* getopt value of --trusted-keys (long only: no short letter to collide) */
 struct arc;
 struct cr_keyring;
+struct cr_sigfile;
 struct cli_trust {
     struct cr_keyring *kr;   /* NULL: no trusted keys given, nothing is required */
     bool any;                /* without kr: check the signatures there are, by any key, and report them */
@@ -70,8 +71,12 @@ void cli_trust_clear(struct cli_trust *t);
 /* The check of an opened archive: itself and every parent carry a valid signature by a trusted key, and none
  * changed since it was opened. Does nothing without trusted keys. opaque is a struct cli_trust. */
 int cli_trust_check(void *opaque, struct arc *a, vs_err *e);
-/* The signature file of an archive location (ARCHIVE.sig; malloc'd), or NULL with an error when there can be none. */
-char *cli_sig_path(const char *archive, vs_err *e);
+/* The signature file of an archive location: ARCHIVE.sig beside it, a file or an object (malloc'd). */
+char *cli_sig_path(const char *archive);
+/* The .sig of an archive (a local path, s3:// or http(s)://), strictly parsed; -ENOENT when there is none. */
+int cli_sig_load(const char *archive, struct cr_sigfile *out, vs_err *e);
+/* Write f as the .sig of an archive: a local file replaced atomically, or an object that appears only whole. */
+int cli_sig_store(const char *archive, const struct cr_sigfile *f, vs_err *e);
 /* cr_pread_fn over an archive's byte-range source (opaque is a struct arc_source). */
 int cli_source_pread(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e);
 

@@ -3,18 +3,34 @@
 #include "archive/archive.h"
 #include "crypt/crypt.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 
-struct cpstate { bool json, quiet; json_t *list; uint64_t total; };
+struct cpstate { bool json, quiet; json_t *list; uint64_t total; int sig_r; vs_err sig_e; };
 
 static volatile int interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
+/* An archive's signatures travel with it, once it is verified at dst: parsed strictly, written whole. */
+static int copy_sig(const char *src, const char *dst, vs_err *e)
+{
+    struct cr_sigfile f;
+    int r = cli_sig_load(src, &f, e);
+    if (r == -ENOENT)
+        return 0;
+    if (r == 0)
+        r = cli_sig_store(dst, &f, e);
+    cr_sigfile_clear(&f);
+    return r;
+}
+
 static void on_copied(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped)
 {
     struct cpstate *c = opaque;
+    if (c->sig_r == 0 && (c->sig_r = copy_sig(src, dst, &c->sig_e)) < 0)
+        vs_err_prefix(&c->sig_e, "%s copied, but not its signatures", dst);
     c->total += bytes;
     if (c->json)
         json_array_append_new(c->list, json_pack("{s:o,s:o,s:I,s:b}", "src", cli_json_text(src), "dst",
@@ -55,9 +71,9 @@ int cmd_cp(int argc, char **argv)
         return cli_fail_err(&e);
     c.list = json_array();
     int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);
-    if (r < 0) {
+    if (r < 0 || c.sig_r < 0) {
         json_decref(c.list);
-        return cli_fail_err(&e);
+        return cli_fail_err(r < 0 ? &e : &c.sig_e);
     }
     if (c.json) {
         json_t *j = json_pack("{s:o,s:I}", "copied", c.list, "bytes", (json_int_t)c.total);

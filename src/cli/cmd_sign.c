@@ -2,7 +2,9 @@
 #include "cli/cli.h"
 #include "archive/archive.h"
 #include "crypt/crypt.h"
+#include "objstore/objstore.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <string.h>
 
@@ -20,9 +22,9 @@ int cmd_sign(int argc, char **argv)
         return cli_usage("sign", "expected ARCHIVE --key SIGNING.key");
     const char *path = argv[optind];
     vs_err e = { 0 };
-    VS_AUTOFREE char *sig_path = cli_sig_path(path, &e);
-    if (!sig_path)
-        return cli_fail_err(&e);
+    VS_AUTOFREE char *sig_path = cli_sig_path(path);
+    if (os_scheme_of(path) == OS_HTTP)
+        return cli_fail("%s: http(s) locations are read-only: sign the archive where it can be written", path);
     CR_SIGNKEY_AUTOWIPE struct cr_signkey k = { 0 };
     if (cr_signkey_load(key, &k, &e) < 0)
         return cli_fail_err(&e);
@@ -46,9 +48,15 @@ int cmd_sign(int argc, char **argv)
         return cli_fail_err(&e);
     struct cr_sig s;
     cr_sign(&k, header, src->size, digest, &s);
-    size_t n = 0;
-    if (cr_sigfile_add(sig_path, &s, &n, &e) < 0)
+    /* Read, add, write whole: a local file is renamed into place, an object appears only complete. */
+    struct cr_sigfile f = { 0 };
+    int r = cli_sig_load(path, &f, &e);
+    if ((r < 0 && r != -ENOENT) || cr_sigfile_put(&f, &s, sig_path, &e) < 0 || cli_sig_store(path, &f, &e) < 0) {
+        cr_sigfile_clear(&f);
         return cli_fail_err(&e);
+    }
+    size_t n = f.n;
+    cr_sigfile_clear(&f);
     printf("%s: signed by key %s (%s holds %zu signature%s)\n", path, k.id, sig_path, n, n == 1 ? "" : "s");
     return CLI_OK;
 }

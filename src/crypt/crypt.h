@@ -91,6 +91,7 @@ void cr_id_from_bytes(const uint8_t b[CR_ID_BYTES], char out[CR_ID_LEN + 1]);
 #define CR_DIGEST_BYTES 64
 #define CR_SIG_BYTES 64
 #define CR_SIGFILE_MAX 64         /* signatures in one .sig file */
+#define CR_SIGFILE_MAX_BYTES (CR_SIGFILE_MAX * 285)   /* the largest .sig file: 64 lines of 284 characters + '\n' */
 
 struct cr_sig {                   /* one signature, as stored */
     uint8_t pk[CR_SIGN_PUBLIC_BYTES];
@@ -121,7 +122,11 @@ char *cr_sigfile_format(const struct cr_sigfile *f);
 int cr_sigfile_load(const char *path, struct cr_sigfile *out, vs_err *e);
 /* Add s to the .sig file at path (made if missing), replacing a signature of the same archive by the same key:
  * written to a temp file, fsync'd, renamed. *count gets the signatures it now holds. */
+/* Put s into f (in memory), replacing a signature of the same archive by the same key. name is for messages. */
+int cr_sigfile_put(struct cr_sigfile *f, const struct cr_sig *s, const char *name, vs_err *e);
 int cr_sigfile_add(const char *path, const struct cr_sig *s, size_t *count, vs_err *e);
+/* Replace the .sig file at path with text: a temp file beside it, fsync'd, renamed. */
+int cr_sigfile_write(const char *path, const char *text, vs_err *e);
 void cr_sigfile_clear(struct cr_sigfile *f);
 
 /* Trusted public keys: one key file, or every *.pub file of a directory (any bad one is an error). */

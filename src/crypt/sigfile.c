@@ -13,6 +13,7 @@
 #define REC_B64 (((REC_BYTES + 2) / 3) * 4)                                             /* 248 */
 #define LINE_BYTES (sizeof SIG_TAG - 1 + 1 + CR_ID_LEN + 1 + REC_B64)                  /* without '\n' */
 #define SIGFILE_MAX_BYTES (CR_SIGFILE_MAX * (LINE_BYTES + 1))
+_Static_assert(SIGFILE_MAX_BYTES == CR_SIGFILE_MAX_BYTES, "crypt.h's cap on a .sig file");
 
 static void rec_put(const struct cr_sig *s, uint8_t r[REC_BYTES])
 {
@@ -123,31 +124,42 @@ int cr_sigfile_load(const char *path, struct cr_sigfile *out, vs_err *e)
     return cr_sigfile_parse(buf, (size_t)n, path, out, e);
 }
 
+int cr_sigfile_put(struct cr_sigfile *f, const struct cr_sig *s, const char *name, vs_err *e)
+{
+    if (!f->v)
+        f->v = vs_xcalloc(CR_SIGFILE_MAX, sizeof *f->v);
+    size_t i = 0;
+    while (i < f->n && !(memcmp(f->v[i].pk, s->pk, sizeof s->pk) == 0 && memcmp(f->v[i].uuid, s->uuid, 16) == 0))
+        i++;
+    if (i == CR_SIGFILE_MAX)
+        return vs_err_set(e, EFBIG, "signature file %s already holds %d signatures", name, CR_SIGFILE_MAX);
+    f->v[i] = *s;
+    if (i == f->n)
+        f->n++;
+    return 0;
+}
+
 int cr_sigfile_add(const char *path, const struct cr_sig *s, size_t *count, vs_err *e)
 {
     struct cr_sigfile f = { 0 };
     int r = cr_sigfile_load(path, &f, e);
-    if (r == -ENOENT)
-        f.v = vs_xcalloc(CR_SIGFILE_MAX, sizeof *f.v);
-    else if (r < 0)
-        return r;
-    size_t i = 0;
-    while (i < f.n && !(memcmp(f.v[i].pk, s->pk, sizeof s->pk) == 0 && memcmp(f.v[i].uuid, s->uuid, 16) == 0))
-        i++;
-    if (i == CR_SIGFILE_MAX) {
+    if ((r < 0 && r != -ENOENT) || (r = cr_sigfile_put(&f, s, path, e)) < 0) {
         cr_sigfile_clear(&f);
-        return vs_err_set(e, EFBIG, "signature file %s already holds %d signatures", path, CR_SIGFILE_MAX);
+        return r;
     }
-    f.v[i] = *s;
-    if (i == f.n)
-        f.n++;
     *count = f.n;
     VS_AUTOFREE char *text = cr_sigfile_format(&f);
     cr_sigfile_clear(&f);
+    return cr_sigfile_write(path, text, e);
+}
+
+int cr_sigfile_write(const char *path, const char *text, vs_err *e)
+{
     VS_AUTOFREE char *tmp = vs_xasprintf("%s.XXXXXX", path);
     VS_AUTOCLOSE int fd = vs_mkstemp_mode(tmp, 0666);
     if (fd < 0)
         return vs_err_sys(e, errno, "signature file %s: creating a temporary file beside it", path);
+    int r;
     if ((r = vs_write_full(fd, text, strlen(text))) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
         r = vs_err_sys(e, r < 0 ? -r : errno, "signature file %s: writing %s", path, tmp);
         unlink(tmp);

@@ -9,7 +9,9 @@ test, not QEMU.
    "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
    proxy, on the wire) are a small part of the chain.
-3. `cp --with-parents` brings the chain back local, where it verifies.
+3. `cp --with-parents` brings the chain back local, where it verifies. Archives signed on the store (ARCHIVE.sig
+   objects): verify --trusted-keys from s3://, an object signed by another key refused, cp --with-parents brings
+   the .sig files and the local copy verifies against the trusted key.
 4. an object replaced by bytes that differ in one block: verify names the key and the block; an object replaced
    by another archive under a running `serve`: reads of blocks it did not hold fail (EIO).
 5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
@@ -199,6 +201,45 @@ def sealed_round_trip(d):
     os.unlink(back)
 
 
+def signed_on_store(c, d, url):
+    """Signatures of archives on the store: ARCHIVE.sig is an object beside each; verify --trusted-keys reads it
+    through the store; cp --with-parents brings the .sig files along."""
+    ours, theirs = os.path.join(d, "ours.key"), os.path.join(d, "theirs.key")
+    kid = vmtest.vmsnap("keygen", "--sign", "-o", ours).stdout.split()[2]
+    vmtest.vmsnap("keygen", "--sign", "-o", theirs)
+    thin = f"s3://{B}/packs/committed.vmsnap"   # the thin archive of round_trip, over url
+    for u in (url, thin):
+        vmtest.vmsnap("sign", u, "--key", ours)
+    keys = c.keys(B)
+    check("packs/disk.vmsnap.sig" in keys and "packs/committed.vmsnap.sig" in keys and not c.uploads(B),
+          f"the .sig objects beside the archives: {keys}")
+    out = vmtest.vmsnap("verify", thin, "--trusted-keys", ours + ".pub").stdout
+    check(kid in out, f"verify from s3:// reports the signer {kid}: {out!r}")
+    # an object signed only by a key that is not trusted, then one with no .sig at all
+    small = os.path.join(d, "small-signed.raw")
+    with open(small, "wb") as f:
+        f.write(os.urandom(64 << 10))
+    other = f"s3://{B}/packs/theirs.vmsnap"
+    vmtest.vmsnap("pack", small, "-o", other, "--quiet")
+    os.unlink(small)
+    one_line_failure(vmtest.vmsnap("verify", other, "--trusted-keys", ours + ".pub", check=False),
+                     other, "is not signed", other + ".sig")
+    vmtest.vmsnap("sign", other, "--key", theirs)
+    one_line_failure(vmtest.vmsnap("verify", other, "--trusted-keys", ours + ".pub", check=False),
+                     other, "not signed by a trusted key")
+    # back local with its chain: the signatures come along and hold there
+    back = os.path.join(d, "signed", "committed.vmsnap")
+    os.makedirs(os.path.dirname(back))
+    vmtest.vmsnap("cp", thin, back, "--with-parents", "--quiet")
+    check(all(os.path.exists(os.path.join(d, "signed", n)) for n in ("committed.vmsnap.sig", "disk.vmsnap.sig")),
+          f"cp brought the .sig files: {os.listdir(os.path.dirname(back))}")
+    out = vmtest.vmsnap("verify", back, "--trusted-keys", ours + ".pub").stdout
+    check(kid in out, f"the local copy verifies against the trusted key: {out!r}")
+    shutil.rmtree(os.path.dirname(back))
+    for k in ("packs/theirs.vmsnap", "packs/theirs.vmsnap.sig"):
+        c.curl("DELETE", f"{B}/{k}")
+
+
 def test():
     vmtest.skip_on_qemu((8,), "the S3 tests run in the QEMU 7.2 pass: they test the store, not QEMU")
     d = tmpdir()
@@ -211,6 +252,7 @@ def test():
             c.make_bucket(B)
             base = round_trip(c, d)
             sealed_round_trip(d)
+            signed_on_store(c, d, base)
 
             # 2. boot from the store, live snapshots to the store
             vm = Booted(base, d, "v", extra=guest_args(), args=["--ram", "128M"])
