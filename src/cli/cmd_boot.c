@@ -40,12 +40,13 @@ static json_t *cache_json(const struct arc_cache_stats *c)
 
 static json_t *info_json(const struct vm_host_info *i)
 {
-    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp),
+    json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:b,s:f,s:b,s:s?,s:s?,s:s?,s:s?,s:s?}", "qmp", cli_json_text(i->qmp),
                           "console", cli_json_text(i->console), "overlay", cli_json_text(i->overlay), "rundir",
                           cli_json_text(i->rundir), "control", cli_json_text(i->control), "qemu-pid", (int)i->qemu_pid,
                           "boot-pid", (int)i->boot_pid, "resumed", i->resumed, "start-to-running",
                           i->start_to_running_s, "lazy", i->lazy, "memory-note", i->memory_note, "generation-id",
-                          i->generation_id, "trusted", i->trusted, "disks-note", i->disks_note);
+                          i->generation_id, "trusted", i->trusted, "disks-note", i->disks_note,
+                          "replay-notes", i->replay_notes);
     if (i->clone_id)
         json_object_set_new(j, "clone-id", json_string(i->clone_id));
     json_t *macs = json_array();
@@ -65,7 +66,7 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *trusted = json_string_value(json_object_get(i, "trusted"));
     if (trusted)
         fprintf(stderr, "vmsnap: %s\n", trusted);
-    const char *notes[] = { "memory-note", "disks-note" };
+    const char *notes[] = { "memory-note", "disks-note", "replay-notes" };
     for (size_t k = 0; k < VS_ARRAY_SIZE(notes); k++) {
         const char *note = json_string_value(json_object_get(i, notes[k]));
         if (note)

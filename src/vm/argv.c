@@ -394,7 +394,7 @@ int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct v
     char *drop_ids[16];
     size_t n_drop = 0;
     bool serial_seen = false, nodefaults = false;
-    for (size_t i = 1; i + 1 < n; i++) {
+    for (size_t i = 1; i < n; i++) {   /* a flag may come last */
         const char *name = vm_qopt_name(cl[i]);
         if (!name)
             continue;
@@ -402,6 +402,8 @@ int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct v
             nodefaults |= !strcmp(name, "nodefaults");
             continue;
         }
+        if (i + 1 >= n)
+            break;
         const char *v = cl[++i];
         char *id = NULL;
         if (!strcmp(name, "mon"))
@@ -505,6 +507,12 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
     int r = vm_foreign_replayed(c, l->accel != NULL, &kept, &console_at, e);
     if (r < 0)
         return r;
+    char *note = NULL;
+    vm_foreign_unmanaged(&kept, &console_at, &note);
+    if (l->replay_note)
+        *l->replay_note = note;
+    else
+        free(note);
     if (c->n_disks) {
         if (!l->disk_sockets)
             r = vs_err_set(e, EINVAL, "no NBD sockets for the captured disks");

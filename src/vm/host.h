@@ -59,6 +59,7 @@ struct host {
     pthread_t prefetch;            /* --prefetch all (host_prefetch.c) */
     bool prefetching;
     atomic_bool prefetch_stop;
+    char *replay_notes;            /* what of a foreign command line only its managing process provided */
     char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
     struct cr_key key;             /* the key of the archive the VM runs on (has_key), also sealing its snaps */
     bool has_key;

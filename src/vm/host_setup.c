@@ -463,6 +463,7 @@ void host_cleanup(struct host *h)
     for (size_t i = 0; i < h->n_macs; i++)
         free(h->macs[i]);
     free(h->macs);
+    free(h->replay_notes);
     vm_state_free(&h->st);
 }
 
@@ -542,7 +543,7 @@ int host_start(struct host *h, vs_err *e)
                            .accel = h->st.config.foreign && !(o->accel && strcmp(o->accel, "auto")) ? NULL : accel,
                            .private_qmp = h->st.private_qmp, .user_qmp = h->st.user_qmp, .console = h->st.console,
                            .disk_sockets = socks, .incoming = has_memory, .keep_uncaptured = o->trust_archive,
-                           .disk_note = &h->disks_note,
+                           .disk_note = &h->disks_note, .replay_note = &h->replay_notes,
                            .mem_path = h->lazy ? h->mem_path : NULL };
     for (int i = 0; i < VM_FILE__COUNT; i++)
         l.files[i] = h->files[i];
@@ -625,7 +626,8 @@ int host_start(struct host *h, vs_err *e)
                                      .resumed = has_memory, .start_to_running_s = t_running - t_restore,
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
                                      .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,
-                                     .cache = cs.enabled ? &cs : NULL, .disks_note = h->disks_note };
+                                     .cache = cs.enabled ? &cs : NULL, .disks_note = h->disks_note,
+                                     .replay_notes = h->replay_notes };
         o->ready(o->opaque, &info);
     }
     return 0;

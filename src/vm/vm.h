@@ -140,6 +140,7 @@ struct vm_launch {
     const char *const *disk_sockets;  /* n_disks NBD unix socket paths (vmsnap VMs, a foreign VM's captured disks) */
     bool keep_uncaptured;          /* foreign: disks that were not captured stay as recorded (vm_foreign_disks) */
     char **disk_note;              /* foreign: gets vm_foreign_disks's note (caller frees); may be NULL */
+    char **replay_note;            /* foreign: gets vm_foreign_unmanaged's note (caller frees); may be NULL */
     const char *files[VM_FILE__COUNT]; /* paths overriding c->files (extracted from the archive), may be NULL */
     size_t n_xfiles;
     const struct vm_xfile *xfiles; /* {name, path}: the extra args' file of that name is replaced by path */
@@ -195,6 +196,12 @@ bool vm_qopt_takes_arg(const char *name);
  * -accel too). *console_at: index where vmsnap's console goes as the first serial port (SIZE_MAX: none). */
 int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
                         vs_err *e);
+
+/* What only a managing process (libvirt) gave the recorded QEMU, rewritten in args (fmanaged.c): -chardev with fd=
+ * becomes -chardev null of the same id, -netdev with fd=/fds= becomes -netdev user of the same id, libvirt's master
+ * key -object secret (file .../master-key.aes) that no other argument names is dropped. *note (caller frees) gets
+ * one clause per rewrite, "; "-separated; unchanged when there is none. *console_at follows its argument. */
+void vm_foreign_unmanaged(struct vm_argv *args, size_t *console_at, char **note);
 
 /* A captured foreign VM's disks (config "disks" with their nodes) served by vmsnap (fdisks.c): in args, the replayed
  * command line of vm_foreign_replayed, each captured disk becomes vmsnap's NBD export while its device and the
@@ -469,6 +476,7 @@ struct vm_host_info {
     const struct arc_cache_stats *cache;   /* the block cache until the VM ran (the archive's own handle: memory,
                                               config, files; its disks read the same entries), or NULL */
     const char *disks_note;   /* a foreign VM's disks that were not captured and were emptied or dropped, or NULL */
+    const char *replay_notes; /* what of a foreign command line only its managing process could provide, or NULL */
 };
 struct vm_host_opts {
     const char *archive;
