@@ -233,17 +233,22 @@ static void add_monitors(struct vm_argv *a, const struct vm_launch *l)
     }
 }
 
-static void add_console_chardev(struct vm_argv *a, const struct vm_launch *l)
+static void add_console_chardev_id(struct vm_argv *a, const struct vm_launch *l, const char *id)
 {
     if (l->console && !strcmp(l->console, "stdio")) {
         vm_argv_add(a, "-chardev");
-        vm_argv_add(a, "stdio,id=vmsnap-con");
+        vm_argv_addf(a, "stdio,id=%s", id);
     } else if (l->console) {
-        add_chardev_socket(a, "vmsnap-con", l->console);
+        add_chardev_socket(a, id, l->console);
     } else {
         vm_argv_add(a, "-chardev");
-        vm_argv_add(a, "null,id=vmsnap-con");
+        vm_argv_addf(a, "null,id=%s", id);
     }
+}
+
+static void add_console_chardev(struct vm_argv *a, const struct vm_launch *l)
+{
+    add_console_chardev_id(a, l, "vmsnap-con");
 }
 
 /* The extra args, with the files stored in the archive replaced by their copies (l->xfiles). */
@@ -500,6 +505,34 @@ static void foreign_files(struct vm_argv *kept, const struct vm_launch *l)
     }
 }
 
+/* With no -serial to replace (-nodefaults, as libvirt writes), the first isa-serial -device's chardev becomes the
+ * console, keeping its id. */
+static void serial_device_console(struct vm_argv *kept, size_t console_at, const struct vm_launch *l)
+{
+    VS_AUTOFREE char *chr = NULL;
+    for (size_t i = 0; console_at == SIZE_MAX && !chr && i + 1 < kept->n; i++) {
+        const char *v = kept->v[i + 1];
+        if (strcmp(kept->v[i], "-device") && strcmp(kept->v[i], "--device"))
+            continue;
+        VS_AUTOFREE char *drv = v[0] == '{' ? vm_opt_field(v, "driver") : vm_qopt_get_implied(v, "driver");
+        if (drv && !strcmp(drv, "isa-serial"))
+            chr = vm_opt_field(v, "chardev");
+    }
+    for (size_t i = 0; chr && i + 1 < kept->n; i++) {
+        const char *name = vm_qopt_name(kept->v[i]);
+        if (name && !strcmp(name, "chardev") && chardev_has_id(kept->v[i + 1], chr)) {
+            struct vm_argv t;
+            vm_argv_init(&t);
+            add_console_chardev_id(&t, l, chr);
+            free(kept->v[i + 1]);
+            kept->v[i + 1] = t.v[1];
+            t.v[1] = NULL;
+            vm_argv_free(&t);
+            return;
+        }
+    }
+}
+
 static int build_foreign(const struct vm_config *c, const struct vm_launch *l, struct vm_argv *a, vs_err *e)
 {
     struct vm_argv kept;
@@ -507,6 +540,7 @@ static int build_foreign(const struct vm_config *c, const struct vm_launch *l, s
     int r = vm_foreign_replayed(c, l->accel != NULL, &kept, &console_at, e);
     if (r < 0)
         return r;
+    serial_device_console(&kept, console_at, l);
     char *note = NULL;
     vm_foreign_unmanaged(&kept, &console_at, &note);
     if (l->replay_note)

@@ -8,8 +8,7 @@
 
 #include "vm/vm.h"
 
-/* Field key of an option value, key=value or JSON ("{...}", libvirt's -object/-netdev/-device form). */
-static char *field(const char *v, const char *key)
+char *vm_opt_field(const char *v, const char *key)
 {
     if (v[0] != '{')
         return vm_qopt_get(v, key, NULL);
@@ -40,8 +39,8 @@ static bool referenced(const struct vm_argv *args, size_t skip, const char *id)
 
 static bool is_master_key(const char *v)
 {
-    VS_AUTOFREE char *type = v[0] == '{' ? field(v, "qom-type") : vm_qopt_get_implied(v, "qom-type");
-    VS_AUTOFREE char *file = field(v, "file");
+    VS_AUTOFREE char *type = v[0] == '{' ? vm_opt_field(v, "qom-type") : vm_qopt_get_implied(v, "qom-type");
+    VS_AUTOFREE char *file = vm_opt_field(v, "file");
     const char *base = file ? strrchr(file, '/') : NULL;
     return type && !strcmp(type, "secret") && base && !strcmp(base + 1, "master-key.aes");
 }
@@ -62,10 +61,10 @@ void vm_foreign_unmanaged(struct vm_argv *args, size_t *console_at, char **note)
         if (!name || !vm_qopt_takes_arg(name))
             continue;
         char **v = &args->v[i + 1];
-        VS_AUTOFREE char *id = field(*v, "id");
-        VS_AUTOFREE char *fd = id ? field(*v, "fd") : NULL;
+        VS_AUTOFREE char *id = vm_opt_field(*v, "id");
+        VS_AUTOFREE char *fd = id ? vm_opt_field(*v, "fd") : NULL;
         if (!fd && id && !strcmp(name, "netdev"))
-            fd = field(*v, "fds");
+            fd = vm_opt_field(*v, "fds");
         if (fd && !strcmp(name, "chardev")) {
             note_add(note, vs_xasprintf("chardev %s (fd=%s of the managing process) replayed as a null chardev", id, fd));
             free(*v);

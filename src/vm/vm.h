@@ -197,6 +197,9 @@ bool vm_qopt_takes_arg(const char *name);
 int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
                         vs_err *e);
 
+/* Unescaped value of field key of an option value, key=value or JSON ("{...}", libvirt's -object/-netdev/-device
+ * form; a number as its decimal text), or NULL. */
+char *vm_opt_field(const char *v, const char *key);
 /* What only a managing process (libvirt) gave the recorded QEMU, rewritten in args (fmanaged.c): -chardev with fd=
  * becomes -chardev null of the same id, -netdev with fd=/fds= becomes -netdev user of the same id, libvirt's master
  * key -object secret (file .../master-key.aes) that no other argument names is dropped. *note (caller frees) gets

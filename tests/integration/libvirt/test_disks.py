@@ -4,8 +4,9 @@ default: precopy) a full snapshot of vda; with 1 (background-snapshot) a thin on
 and vdc (raw: no bitmap, read in full). Each time: a record written
 before is in the archive's disk, the one written after is not; the domain runs, its block list, snapshot list and
 migration settings are as before, only vmsnap's newest checkpoint exists, no backup job or private directory is
-left. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup (a backup job of the user's runs);
-and a thin snapshot against an older archive, whose checkpoint is gone: read in full, said so."""
+left. boot --trust-archive resumes the thin archive: RAM and disks as of it, libvirt's master key dropped
+and noted, its serial port the console. Then the failures: SIGTERM mid-capture, and libvirt refusing the backup
+(a backup job of the user's runs); and a thin snapshot against an older archive, whose checkpoint is gone: read in full, said so."""
 import glob
 import json
 import os
@@ -78,6 +79,34 @@ def snap(lv, dom, out, uffd, disks, *extra):
 def extract(out, n, path):
     vmtest.vmsnap("extract", out, "--disk", str(n), "-o", path)
     return path
+
+
+def resume(archive, d, boot_id):
+    """boot --trust-archive of the domain's thin archive: RAM and disks as of s2, with what only libvirt gave its
+    QEMU (master key, fd chardevs) rewritten and named in replay-notes; its serial device is the console."""
+    qmp, con = os.path.join(d, "b.qmp"), os.path.join(d, "b.con")
+    info = vmtest.vmsnap("boot", archive, "--trust-archive", "--detach", "--json", "--qmp", qmp, "--console", con,
+                         json_out=True, timeout=180)
+    pid = info["qemu-pid"]
+    try:
+        log(f"replay-notes: {info.get('replay-notes')!r}")
+        notes = info.get("replay-notes") or ""
+        check("secret masterKey0" in notes and "dropped" in notes, f"the master key's drop is noted: {notes!r}")
+        agent = vmtest.Agent(con).connect(120)
+        check_eq(agent.wait_ready(120), boot_id, "resumed the domain's guest (same boot id)")
+        agent.cmd("verify")                                   # the RAM pattern of fill seed=11
+        agent.cmd("rawverify /dev/vda 0 4 seed=2")            # B: as of s2
+        agent.cmd(f"rawverify /dev/vda {4 * MiB} 1024 seed=5")  # through s2's parent
+        agent.cmd("rawverify /dev/vdc 65536 4 seed=6")
+        agent.close()
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def test():
@@ -157,6 +186,7 @@ def test():
             check(read1 >= 4 * MiB and read2 * 8 < read1, f"the thin capture read only what changed: {read2}, {read1}")
             check(r2["archive-bytes"] * 2 < r1["archive-bytes"], "the thin archive is much smaller than the full one")
             c.after("s2", [r2["checkpoint"]])   # s1's checkpoint removed as the chain moved on
+            resume(s2, d, dom.agent().boot_id)
 
             # SIGTERM mid-capture: the backup job runs (held by a test fault point until the signal comes).
             s3 = os.path.join(d, "s3.vmsnap")

@@ -100,12 +100,39 @@ static void test_console_follows(void **state)
     vm_argv_free(&a);
 }
 
+/* -nodefaults with libvirt's JSON isa-serial: its chardev (same id) becomes vmsnap's console, no second port. */
+static void test_serial_device_console(void **state)
+{
+    (void)state;
+    char *cl[] = { "qemu-system-x86_64", "-nodefaults", "-chardev", "socket,id=charserial0,fd=31,server=on",
+                   "-device", "{\"driver\":\"isa-serial\",\"chardev\":\"charserial0\",\"id\":\"serial0\"}" };
+    struct vm_config c;
+    vm_config_init(&c);
+    assert_int_equal(vm_config_from_cmdline(&c, cl, VS_ARRAY_SIZE(cl), "/srv", NULL), 0);
+    char *note = NULL;
+    struct vm_launch l = { .private_qmp = "/run/q", .console = "/run/con", .replay_note = &note };
+    struct vm_argv a;
+    vs_err e = { 0 };
+    assert_int_equal(vm_build_argv(&c, &l, &a, &e), 0);
+    int i = find_pair(&a, "-chardev", NULL);
+    assert_int_not_equal(i, -1);
+    assert_non_null(strstr(a.v[i + 1], "id=charserial0"));
+    assert_non_null(strstr(a.v[i + 1], "/run/con"));
+    assert_int_equal(count(&a, "fd="), 0);
+    assert_int_equal(count(&a, "vmsnap-con"), 0);
+    assert_int_equal(find_pair(&a, "-serial", NULL), -1);
+    assert_null(note);   /* it is the console, not dropped */
+    vm_argv_free(&a);
+    vm_config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_libvirt_line),
         cmocka_unit_test(test_kept),
         cmocka_unit_test(test_console_follows),
+        cmocka_unit_test(test_serial_device_console),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
