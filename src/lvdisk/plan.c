@@ -14,14 +14,30 @@ static bool ident_ok(const char *s, size_t len)
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") >= len && s[0] != '-';
 }
 
+/* The next '<' in [p, end) that starts markup: comments, CDATA sections and processing instructions are skipped
+ * whole, so what they quote ("<!-- <disk> -->") is never taken for an element. NULL if none (or one is unclosed). */
+static const char *next_markup(const char *p, const char *end)
+{
+    static const struct { const char *open, *close; } quoted[] = {
+        { "<!--", "-->" }, { "<![CDATA[", "]]>" }, { "<?", "?>" } };
+    while (p && p < end && (p = memchr(p, '<', (size_t)(end - p)))) {
+        size_t i = 0;
+        while (i < sizeof quoted / sizeof *quoted &&
+               ((size_t)(end - p) < strlen(quoted[i].open) || memcmp(p, quoted[i].open, strlen(quoted[i].open))))
+            i++;
+        if (i == sizeof quoted / sizeof *quoted)
+            return p;
+        p = memmem(p + strlen(quoted[i].open), (size_t)(end - p) - strlen(quoted[i].open), quoted[i].close,
+                   strlen(quoted[i].close));
+    }
+    return NULL;
+}
+
 /* The first element <tag ...> in [p, end): where it starts and where its start tag ends ('>'), or NULL. */
 static const char *find_tag(const char *p, const char *end, const char *tag, const char **tag_end)
 {
     size_t tl = strlen(tag);
-    for (; p && p < end; p++) {
-        p = memchr(p, '<', (size_t)(end - p));
-        if (!p)
-            return NULL;
+    for (; (p = next_markup(p, end)); p++) {
         if ((size_t)(end - p) > tl + 1 && !memcmp(p + 1, tag, tl) && strchr(" \t\n/>", p[1 + tl])) {
             const char *gt = memchr(p, '>', (size_t)(end - p));
             if (!gt)
@@ -30,6 +46,16 @@ static const char *find_tag(const char *p, const char *end, const char *tag, con
             return p;
         }
     }
+    return NULL;
+}
+
+/* The end tag </tag> in [p, end), outside comments and CDATA, or NULL. */
+static const char *find_end_tag(const char *p, const char *end, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (; (p = next_markup(p, end)); p++)
+        if ((size_t)(end - p) >= tl + 3 && p[1] == '/' && !memcmp(p + 2, tag, tl) && p[2 + tl] == '>')
+            return p;
     return NULL;
 }
 
@@ -59,14 +85,14 @@ int lvd_parse_domain_xml(const char *xml, struct lvd_disk **out, size_t *n, vs_e
     *n = 0;
     const char *end = xml + strlen(xml), *gt;
     const char *dev = find_tag(xml, end, "devices", &gt);
-    const char *dev_end = dev ? strstr(gt, "</devices>") : NULL;
+    const char *dev_end = dev ? find_end_tag(gt, end, "devices") : NULL;
     if (!dev_end)
-        return vs_err_set(e, EPROTO, "libvirt's domain XML has no <devices> element");
+        return vs_err_set(e, EPROTO, "libvirt's domain XML has no closed <devices> element");
     struct lvd_disk *d = NULL;
     size_t nd = 0;
     for (const char *p = gt; (p = find_tag(p, dev_end, "disk", &gt));) {
-        const char *close = strstr(gt, "</disk>");
-        if (!close || close > dev_end) {
+        const char *close = find_end_tag(gt, dev_end, "disk");
+        if (!close) {
             free(d);
             return vs_err_set(e, EPROTO, "libvirt's domain XML: a <disk> element is not closed");
         }

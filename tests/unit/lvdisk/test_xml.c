@@ -22,14 +22,22 @@ static const char domain_xml[] =
     "      <alias name='ide0-1-0'/>\n    </disk>\n"
     "    <diskette/>\n  </devices>\n</domain>\n";
 
-static void test_parse(void **state)
+/* The disks of xml, which must be accepted with want of them. */
+static struct lvd_disk *parse_ok(const char *xml, size_t want)
 {
-    (void)state;
     struct lvd_disk *d = NULL;
     size_t n = 0;
     vs_err e = { 0 };
-    assert_int_equal(lvd_parse_domain_xml(domain_xml, &d, &n, &e), 0);
-    assert_int_equal(n, 3);
+    if (lvd_parse_domain_xml(xml, &d, &n, &e) < 0)
+        fail_msg("refused: %s", e.msg);
+    assert_int_equal(n, want);
+    return d;
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    struct lvd_disk *d = parse_ok(domain_xml, 3);
     assert_string_equal(d[0].name, "vda");
     assert_string_equal(d[0].device, "virtio-disk0");
     assert_string_equal(d[0].stream, "disk-vda");
@@ -39,6 +47,22 @@ static void test_parse(void **state)
     assert_string_equal(d[2].name, "hdc");
     assert_string_equal(d[2].device, "ide0-1-0");
     assert_true(d[2].readonly);
+    free(d);
+}
+
+/* What a comment, a CDATA section or a processing instruction quotes is text, not elements: neither a disk nor the
+ * end of one. */
+static void test_quoted_markup(void **state)
+{
+    (void)state;
+    static const char xml[] =
+        "<domain><devices><!-- <disk device='disk'><target dev='vdz'/></disk> </devices> -->\n"
+        "<disk device='disk'><?x <target dev='vdy'/> ?><target dev='vda'/><![CDATA[</disk><alias name='cd'/>]]>"
+        "<alias name='virtio-disk0'/></disk>\n</devices></domain>";
+    struct lvd_disk *d = parse_ok(xml, 1);
+    assert_string_equal(d[0].name, "vda");
+    assert_string_equal(d[0].device, "virtio-disk0");
+    assert_false(d[0].readonly);
     free(d);
 }
 
@@ -56,7 +80,7 @@ static void expect_refused(const char *xml, const char *needle)
 static void test_refused(void **state)
 {
     (void)state;
-    expect_refused("<domain><name>x</name></domain>", "no <devices>");
+    expect_refused("<domain><name>x</name></domain>", "no closed <devices>");
     expect_refused("<domain><devices><disk type='file'><target dev='vda'/></devices></domain>", "not closed");
     /* an inactive domain's XML has no aliases */
     expect_refused("<domain><devices><disk type='file'><target dev='vda'/></disk></devices></domain>",
@@ -65,6 +89,8 @@ static void test_refused(void **state)
                    "plain <target dev>");
     expect_refused("<domain><devices><disk><target dev='-x'/><alias name='a'/></disk></devices></domain>",
                    "plain <target dev>");
+    expect_refused("<domain><devices><disk><target dev='vda'/><alias name='a'/><!-- </disk></devices></domain>",
+                   "no closed <devices>");
     expect_refused("<domain><devices><disk device=x><target dev='vda'/><alias name='a'/></disk></devices></domain>",
                    "plain <target dev>");
 }
@@ -121,6 +147,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_quoted_markup),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_backup_xml),
     };
