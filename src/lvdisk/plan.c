@@ -49,6 +49,27 @@ static const char *find_tag(const char *p, const char *end, const char *tag, con
     return NULL;
 }
 
+/* The child element <tag ...> of the element whose content starts at p, as find_tag. Elements nested deeper (in
+ * <metadata>, which holds whatever XML a domain's users put there) are not children. */
+static const char *find_child(const char *p, const char *end, const char *tag, const char **tag_end)
+{
+    unsigned depth = 0;
+    for (; (p = next_markup(p, end)); p++) {
+        const char *gt = memchr(p, '>', (size_t)(end - p)), *te;
+        if (!gt || (p[1] == '/' && depth-- == 0))
+            return NULL;
+        if (p[1] != '/' && p[1] != '!') {
+            if (!depth && find_tag(p, gt + 1, tag, &te) == p) {
+                *tag_end = te;
+                return p;
+            }
+            depth += gt[-1] != '/';
+        }
+        p = gt;
+    }
+    return NULL;
+}
+
 /* The end tag </tag> in [p, end), outside comments and CDATA, or NULL. */
 static const char *find_end_tag(const char *p, const char *end, const char *tag)
 {
@@ -84,7 +105,7 @@ int lvd_parse_domain_xml(const char *xml, struct lvd_disk **out, size_t *n, vs_e
     *out = NULL;
     *n = 0;
     const char *end = xml + strlen(xml), *gt;
-    const char *dev = find_tag(xml, end, "devices", &gt);
+    const char *dom = find_tag(xml, end, "domain", &gt), *dev = dom ? find_child(gt + 1, end, "devices", &gt) : NULL;
     const char *dev_end = dev ? find_end_tag(gt, end, "devices") : NULL;
     if (!dev_end)
         return vs_err_set(e, EPROTO, "libvirt's domain XML has no closed <devices> element");

@@ -66,6 +66,17 @@ static void test_quoted_markup(void **state)
     free(d);
 }
 
+/* <metadata> holds any XML the domain's users put there: its <devices> are not the domain's. */
+static void test_metadata_devices(void **state)
+{
+    (void)state;
+    struct lvd_disk *d = parse_ok("<domain><metadata><a:x xmlns:a='u'><devices><disk><target dev='vdz'/>"
+                                  "<alias name='z'/></disk></devices></a:x></metadata><devices><disk>"
+                                  "<target dev='vda'/><alias name='virtio-disk0'/></disk></devices></domain>", 1);
+    assert_string_equal(d[0].name, "vda");
+    free(d);
+}
+
 static void expect_refused(const char *xml, const char *needle)
 {
     struct lvd_disk *d = NULL;
@@ -148,6 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_quoted_markup),
+        cmocka_unit_test(test_metadata_devices),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_backup_xml),
     };
