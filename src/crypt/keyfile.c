@@ -1,5 +1,5 @@
 /* crypt: key files -- generation (exclusive, 0600), strict parsing, key ids. */
-#include "crypt/crypt.h"
+#include "crypt/crypt_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,27 +67,33 @@ int cr_keyfile_parse(const char *text, size_t len, enum cr_kind kind, uint8_t *o
     return 0;
 }
 
-/* Read a small key file; a secret one must not be readable by group or others. */
-static int read_keyfile(const char *path, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
+int cr__read_small(const char *path, const char *what, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
 {
-    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
-        return vs_err_sys(e, errno, "key file %s", path);
+        return vs_err_sys(e, errno, "%s %s", what, path);
     struct stat st;
     if (fstat(fd, &st) < 0)
-        return vs_err_sys(e, errno, "key file %s", path);
+        return vs_err_sys(e, errno, "%s %s", what, path);
     if (!S_ISREG(st.st_mode))
-        return vs_err_set(e, EINVAL, "key file %s: not a regular file", path);
+        return vs_err_set(e, EINVAL, "%s %s: not a regular file", what, path);
     if (secret && (st.st_mode & 077))
-        return vs_err_set(e, EPERM, "key file %s: mode %04o lets others read a secret key; chmod 600 it", path,
+        return vs_err_set(e, EPERM, "%s %s: mode %04o lets others read a secret key; chmod 600 it", what, path,
                           (unsigned)(st.st_mode & 07777));
     ssize_t n = vs_read_full(fd, buf, cap);
     if (n < 0)
-        return vs_err_sys(e, errno, "key file %s", path);
-    if ((size_t)n == cap)
-        return vs_err_set(e, EINVAL, "key file %s: longer than any key file", path);
+        return vs_err_sys(e, (int)-n, "%s %s", what, path);
     *len = (size_t)n;
     return 0;
+}
+
+/* Read a small key file; a secret one must not be readable by group or others. */
+static int read_keyfile(const char *path, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
+{
+    int r = cr__read_small(path, "key file", secret, buf, cap, len, e);
+    if (r == 0 && *len == cap)
+        return vs_err_set(e, EINVAL, "key file %s: longer than any key file", path);
+    return r;
 }
 
 static int load(const char *path, enum cr_kind kind, uint8_t *out, size_t out_len, vs_err *e)

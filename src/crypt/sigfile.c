@@ -1,6 +1,6 @@
 /* crypt: .sig files -- one line per signature, strictly parsed (they travel with archives: untrusted), written to a
  * temp file and renamed. */
-#include "crypt/crypt.h"
+#include "crypt/crypt_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -109,19 +109,12 @@ char *cr_sigfile_format(const struct cr_sigfile *f)
 int cr_sigfile_load(const char *path, struct cr_sigfile *out, vs_err *e)
 {
     *out = (struct cr_sigfile){ 0 };
-    VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0)
-        return vs_err_sys(e, errno, "signature file %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return vs_err_sys(e, errno, "signature file %s", path);
-    if (!S_ISREG(st.st_mode))
-        return vs_err_set(e, EINVAL, "signature file %s: not a regular file", path);
     VS_AUTOFREE char *buf = vs_xmalloc(SIGFILE_MAX_BYTES + 1);
-    ssize_t n = vs_read_full(fd, buf, SIGFILE_MAX_BYTES + 1);
-    if (n < 0)
-        return vs_err_sys(e, (int)-n, "signature file %s", path);
-    return cr_sigfile_parse(buf, (size_t)n, path, out, e);
+    size_t n = 0;
+    int r = cr__read_small(path, "signature file", false, buf, SIGFILE_MAX_BYTES + 1, &n, e);
+    if (r < 0)
+        return r;
+    return cr_sigfile_parse(buf, n, path, out, e);
 }
 
 int cr_sigfile_put(struct cr_sigfile *f, const struct cr_sig *s, const char *name, vs_err *e)
