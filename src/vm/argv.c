@@ -514,9 +514,9 @@ static void serial_device_console(struct vm_argv *kept, size_t console_at, const
         const char *v = kept->v[i + 1];
         if (strcmp(kept->v[i], "-device") && strcmp(kept->v[i], "--device"))
             continue;
-        VS_AUTOFREE char *drv = v[0] == '{' ? vm_opt_field(v, "driver") : vm_qopt_get_implied(v, "driver");
+        VS_AUTOFREE char *drv = vm_opt_get(v, "driver", true);
         if (drv && !strcmp(drv, "isa-serial"))
-            chr = vm_opt_field(v, "chardev");
+            chr = vm_opt_get(v, "chardev", false);
     }
     for (size_t i = 0; chr && i + 1 < kept->n; i++) {
         const char *name = vm_qopt_name(kept->v[i]);

@@ -19,7 +19,6 @@ struct ent {
     size_t at, nargs;        /* args[at, at + nargs): the option and its value */
     enum kind kind;
     enum act act;
-    bool json;
     char *node;              /* blockdev: node-name; drive: node-name= if given */
     char *id;                /* drive: its id, explicit or the one QEMU generates; device: id= */
     char *model;             /* device: driver */
@@ -50,48 +49,19 @@ static void add_ref(struct ent *x, const char *s)
     x->refs[x->nrefs++] = vs_xstrdup(s);
 }
 
-/* Every string inside a JSON option, but its own node-name and driver: the names it may use. */
-static void json_refs(struct ent *x, json_t *j, const char *key)
+/* Every value of a -blockdev field but its own node-name and driver (also of nested nodes): the names it may use. */
+static int blockdev_ref(void *opaque, const struct vm_opt_kv *f)
 {
-    const char *k;
-    json_t *v;
-    size_t i;
-    if (json_is_string(j) && (!key || (strcmp(key, "node-name") && strcmp(key, "driver"))))
-        add_ref(x, json_string_value(j));
-    else if (json_is_object(j))
-        json_object_foreach(j, k, v)
-            json_refs(x, v, k);
-    else if (json_is_array(j))
-        json_array_foreach(j, i, v)
-            json_refs(x, v, NULL);
-}
-
-static char *json_str(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? vs_xstrdup(s) : NULL;
+    const char *dot = f->key ? strrchr(f->key, '.') : NULL, *last = dot ? dot + 1 : f->key;
+    if (last && f->value && strcmp(last, "node-name") && strcmp(last, "driver"))
+        add_ref(opaque, f->value);
+    return 0;
 }
 
 static void parse_blockdev(struct ent *x, const char *v)
 {
-    if (v[0] == '{') {
-        json_t *j = json_loads(v, 0, NULL);
-        if (json_is_object(j)) {
-            x->json = true;
-            x->node = json_str(j, "node-name");
-            json_refs(x, j, NULL);
-        }
-        json_decref(j);
-        return;
-    }
-    x->node = vm_qopt_get(v, "node-name", NULL);
-    size_t n = strlen(v), pos = 0;
-    struct vm_qopt_field f;
-    while (vm_qopt_next(v, n, &pos, &f))
-        if (f.key && !vm_qopt_key_is(&f, "node-name") && !vm_qopt_key_is(&f, "driver")) {
-            VS_AUTOFREE char *u = vm_qopt_unescape(v, f.vstart, f.vend);
-            add_ref(x, u);
-        }
+    x->node = vm_opt_get(v, "node-name", false);
+    vm_opt_fields(v, blockdev_ref, x);
 }
 
 static bool is_cd_model(const char *m)
@@ -101,25 +71,12 @@ static bool is_cd_model(const char *m)
 
 static void parse_device(struct ent *x, const char *v)
 {
-    char *drive = NULL;
-    if (v[0] == '{') {
-        json_t *j = json_loads(v, 0, NULL);
-        if (json_is_object(j)) {
-            x->json = true;
-            x->model = json_str(j, "driver");
-            x->id = json_str(j, "id");
-            drive = json_str(j, "drive");
-        }
-        json_decref(j);
-    } else {
-        x->model = vm_qopt_get_implied(v, "driver");
-        x->id = vm_qopt_get(v, "id", NULL);
-        drive = vm_qopt_get(v, "drive", NULL);
-    }
+    x->model = vm_opt_get(v, "driver", true);
+    x->id = vm_opt_get(v, "id", false);
     x->cdrom = is_cd_model(x->model);
+    VS_AUTOFREE char *drive = vm_opt_get(v, "drive", false);
     if (drive)
         add_ref(x, drive);
-    free(drive);
 }
 
 /* ---- -drive: where QEMU puts it, and the id it gets without id= (blockdev.c, drive_new) ---------------- */
@@ -418,18 +375,9 @@ static void emit_drive(struct rw *w, const struct ent *x, const char *sock, stru
 static void emit_empty_device(struct rw *w, const struct ent *x, struct vm_argv *out)
 {
     const char *v = w->args[x->at + 1];
+    VS_AUTOFREE char *s = vm_opt_set(v, "drive", NULL);
     vm_argv_add(out, w->args[x->at]);
-    if (!x->json) {
-        VS_AUTOFREE char *s = vm_qopt_filter(v, " drive ", false);
-        vm_argv_add(out, s);
-        return;
-    }
-    json_t *j = json_loads(v, 0, NULL);
-    json_object_del(j, "drive");
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(j);
     vm_argv_add(out, s ? s : v);
-    free(s);
 }
 
 int vm_foreign_disks(const struct vm_config *c, const struct vm_fdisk_opts *o, struct vm_argv *args,

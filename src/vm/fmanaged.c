@@ -3,22 +3,9 @@
  * The VM's state depends on none of them: an fd chardev becomes a null chardev of the same id (devices bound to it
  * still resolve), an fd netdev a user-mode netdev of the same id (opened without privileges), and an unreferenced
  * master key secret goes. Each is named in a note, never dropped silently. */
-#include <jansson.h>
 #include <string.h>
 
 #include "vm/vm.h"
-
-char *vm_opt_field(const char *v, const char *key)
-{
-    if (v[0] != '{')
-        return vm_qopt_get(v, key, NULL);
-    json_t *j = json_loads(v, 0, NULL);
-    json_t *f = json_object_get(j, key);
-    char *s = json_is_string(f) ? vs_xstrdup(json_string_value(f))
-              : json_is_integer(f) ? vs_xasprintf("%lld", (long long)json_integer_value(f)) : NULL;
-    json_decref(j);
-    return s;
-}
 
 /* Whether an argument other than args->v[skip] names id as a value (key=ID or "ID" in JSON). */
 static bool referenced(const struct vm_argv *args, size_t skip, const char *id)
@@ -39,8 +26,8 @@ static bool referenced(const struct vm_argv *args, size_t skip, const char *id)
 
 static bool is_master_key(const char *v)
 {
-    VS_AUTOFREE char *type = v[0] == '{' ? vm_opt_field(v, "qom-type") : vm_qopt_get_implied(v, "qom-type");
-    VS_AUTOFREE char *file = vm_opt_field(v, "file");
+    VS_AUTOFREE char *type = vm_opt_get(v, "qom-type", true);
+    VS_AUTOFREE char *file = vm_opt_get(v, "file", false);
     const char *base = file ? strrchr(file, '/') : NULL;
     return type && !strcmp(type, "secret") && base && !strcmp(base + 1, "master-key.aes");
 }
@@ -61,10 +48,10 @@ void vm_foreign_unmanaged(struct vm_argv *args, size_t *console_at, char **note)
         if (!name || !vm_qopt_takes_arg(name))
             continue;
         char **v = &args->v[i + 1];
-        VS_AUTOFREE char *id = vm_opt_field(*v, "id");
-        VS_AUTOFREE char *fd = id ? vm_opt_field(*v, "fd") : NULL;
+        VS_AUTOFREE char *id = vm_opt_get(*v, "id", false);
+        VS_AUTOFREE char *fd = id ? vm_opt_get(*v, "fd", false) : NULL;
         if (!fd && id && !strcmp(name, "netdev"))
-            fd = vm_opt_field(*v, "fds");
+            fd = vm_opt_get(*v, "fds", false);
         if (fd && !strcmp(name, "chardev")) {
             note_add(note, vs_xasprintf("chardev %s (fd=%s of the managing process) replayed as a null chardev", id, fd));
             free(*v);

@@ -18,8 +18,8 @@ static const char keep_props[] = " id size merge dump policy host-nodes x-use-ca
 
 static const char *const ram_types[] = { "memory-backend-ram", "memory-backend-memfd", "memory-backend-file" };
 
-/* The -object in args (option at index *at) whose id is id; its JSON form parsed into *j (NULL: key=value). */
-static bool find_backend(char *const *args, size_t n, const char *id, size_t *at, json_t **j)
+/* The -object in args (option at index *at) whose id is id. */
+static bool find_backend(char *const *args, size_t n, const char *id, size_t *at)
 {
     for (size_t i = 0; i + 1 < n; i++) {
         const char *name = vm_qopt_name(args[i]);
@@ -28,15 +28,11 @@ static bool find_backend(char *const *args, size_t n, const char *id, size_t *at
         const char *v = args[++i];
         if (strcmp(name, "object"))
             continue;
-        json_t *o = v[0] == '{' ? json_loads(v, 0, NULL) : NULL;
-        VS_AUTOFREE char *oid = o ? NULL : vm_qopt_get(v, "id", NULL);
-        const char *got = o ? json_string_value(json_object_get(o, "id")) : oid;
+        VS_AUTOFREE char *got = vm_opt_get(v, "id", false);
         if (got && !strcmp(got, id)) {
             *at = i - 1;
-            *j = o;
             return true;
         }
-        json_decref(o);
     }
     return false;
 }
@@ -66,20 +62,14 @@ int vm_foreign_ram_check(const struct vm_config *c, const char *block, uint64_t 
         return -ENOTSUP;
     }
     size_t at;
-    json_t *j = NULL;
     uint64_t have = c->ram_bytes ? c->ram_bytes : DEFAULT_RAM_SIZE;
-    if (find_backend(cl, n, id, &at, &j)) {
-        VS_AUTOFREE char *type = j ? NULL : vm_qopt_get_implied(cl[at + 1], "qom-type");
-        VS_AUTOFREE char *sz = j ? NULL : vm_qopt_get(cl[at + 1], "size", NULL);
-        bool ram = is_ram_type(j ? json_string_value(json_object_get(j, "qom-type")) : type);
-        json_t *js = j ? json_object_get(j, "size") : NULL;
+    if (find_backend(cl, n, id, &at)) {
+        const char *v = cl[at + 1];
+        VS_AUTOFREE char *type = vm_opt_get(v, "qom-type", true), *sz = vm_opt_get(v, "size", false);
         have = 0;
-        if (js && json_is_integer(js) && json_integer_value(js) > 0)
-            have = (uint64_t)json_integer_value(js);
-        else if (sz && vs_parse_size(sz, &have) < 0)
+        if (sz && vs_parse_size(sz, &have) < 0)
             have = 0;
-        json_decref(j);
-        if (!ram) {
+        if (!is_ram_type(type)) {
             snprintf(why, len, "the VM's RAM backend '%.64s' is not a memory-backend-ram, -memfd or -file", id);
             return -ENOTSUP;
         }
@@ -100,8 +90,7 @@ void vm_foreign_ram_file(const struct vm_config *c, struct vm_argv *args, const 
     const char *id = c->mem_backend ? c->mem_backend : DEFAULT_RAM_ID;
     VS_AUTOFREE char *mp = vm_qemu_escape(mem_path);
     size_t at;
-    json_t *j = NULL;
-    if (!find_backend(args->v, args->n, id, &at, &j)) {
+    if (!find_backend(args->v, args->n, id, &at)) {
         /* QEMU's own backend: the same, made explicit. */
         VS_AUTOFREE char *eid = vm_qemu_escape(id);
         vm_argv_add(args, "-object");
@@ -111,26 +100,15 @@ void vm_foreign_ram_file(const struct vm_config *c, struct vm_argv *args, const 
         vm_argv_addf(args, "memory-backend=%s", eid);
         return;
     }
+    const char *old = args->v[at + 1];
+    VS_AUTOFREE char *kept = vm_opt_filter(old, keep_props, true);
     char *v;
-    if (j) {
-        json_t *o = json_object();
-        const char *k;
-        json_t *x;
-        json_object_foreach(j, k, x) {
-            char key[72];
-            snprintf(key, sizeof key, " %s ", k);
-            if (strstr(keep_props, key))
-                json_object_set(o, k, x);
-        }
-        json_object_set_new(o, "qom-type", json_string("memory-backend-file"));
-        json_object_set_new(o, "mem-path", json_string(mem_path));
-        json_object_set_new(o, "share", json_false());
-        v = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        json_decref(o);
-        json_decref(j);
-    } else {
-        VS_AUTOFREE char *kept = vm_qopt_filter(args->v[at + 1], keep_props, true);
+    if (!vm_opt_is_json(old)) {
         v = vs_xasprintf("memory-backend-file,%s,mem-path=%s,share=off", kept, mp);
+    } else {
+        VS_AUTOFREE char *t = vm_opt_set(kept, "qom-type", "memory-backend-file");
+        VS_AUTOFREE char *p = vm_opt_set(t, "mem-path", mem_path);
+        v = vm_opt_set_bool(p, "share", false);
     }
     free(args->v[at + 1]);
     args->v[at + 1] = v;

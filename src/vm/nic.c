@@ -59,31 +59,26 @@ static const char *mac_key(const char *name, const char *v)
         VS_AUTOFREE char *t = vm_qopt_get_implied(v, "type");
         return t && !strcmp(t, "nic") ? "macaddr" : NULL;
     }
-    if (!strcmp(name, "device") && v[0] != '{') {
-        VS_AUTOFREE char *d = vm_qopt_get_implied(v, "driver");
+    if (!strcmp(name, "device")) {
+        VS_AUTOFREE char *d = vm_opt_get(v, "driver", true);
         return is_nic_model(d) ? "mac" : NULL;
     }
     return NULL;
 }
 
-/* A JSON -device value: the new value with "mac" set, NULL when no NIC; -EINVAL for a bad existing MAC. */
-static int remac_json(const char *v, const char *mac, char **out, vs_err *e)
+struct mac_field {
+    const char *key;
+    bool found;
+    char *value;   /* NULL when found: not text (a JSON null, object, ...) */
+};
+
+static int find_mac(void *opaque, const struct vm_opt_kv *f)
 {
-    *out = NULL;
-    json_t *j = json_loads(v, 0, NULL);
-    if (!json_is_object(j) || !is_nic_model(json_string_value(json_object_get(j, "driver")))) {
-        json_decref(j);
+    struct mac_field *q = opaque;
+    if (!f->key || strcmp(f->key, q->key))
         return 0;
-    }
-    json_t *old = json_object_get(j, "mac");
-    uint8_t b[6];
-    if (old && (!json_is_string(old) || !vm_mac_parse(json_string_value(old), b))) {
-        json_decref(j);
-        return vs_err_set(e, EINVAL, "-device %.200s: mac: expected six hex bytes like 52:54:00:12:34:56", v);
-    }
-    json_object_set_new(j, "mac", json_string(mac));
-    *out = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    q->found = true;
+    q->value = f->value ? vs_xstrdup(f->value) : NULL;
     return 1;
 }
 
@@ -99,24 +94,18 @@ int vm_nics_remac(char **args, size_t from, size_t n, const uint8_t id[16], vs_e
         vm_mac_for_clone(id, count, b);
         char mac[18];
         snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
-        char *nv = NULL;
-        if (!strcmp(name, "device") && v[0] == '{') {
-            int r = remac_json(v, mac, &nv, e);
-            if (r <= 0) {
-                if (r < 0)
-                    return r;
-                continue;
-            }
-        } else {
-            const char *key = mac_key(name, v);
-            if (!key)
-                continue;
-            VS_AUTOFREE char *old = vm_qopt_get(v, key, NULL);
-            if (old && !vm_mac_parse(old, b))
-                return vs_err_set(e, EINVAL, "-%s %.200s: %s: expected six hex bytes like 52:54:00:12:34:56, got "
-                                  "'%.40s'", name, v, key, old);
-            nv = vm_qopt_set(v, key, mac);
-        }
+        const char *key = mac_key(name, v);
+        if (!key)
+            continue;
+        struct mac_field old = { key, false, NULL };
+        vm_opt_fields(v, find_mac, &old);
+        VS_AUTOFREE char *was = old.value;
+        if (old.found && (!was || !vm_mac_parse(was, b)))
+            return vs_err_set(e, EINVAL, "-%s %.200s: %s: expected six hex bytes like 52:54:00:12:34:56, got "
+                              "'%.40s'", name, v, key, was ? was : "");
+        char *nv = vm_opt_set(v, key, mac);
+        if (!nv)
+            continue;
         free(args[i]);
         args[i] = nv;
         count++;

@@ -1,7 +1,10 @@
 /* vm: QEMU's option syntax, in one place. An option value is a comma-separated list of fields, each "key=value"
- * or a bare value (the option's implied key when it comes first); a comma inside a value is written ",,". */
+ * or a bare value (the option's implied key when it comes first); a comma inside a value is written ",,". Some
+ * options also take JSON ("{...}", as libvirt writes them): the vm_opt_* functions read and rewrite either. */
 #include "vm/vm.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 char *vm_qemu_escape(const char *s)
@@ -130,4 +133,168 @@ char *vm_qopt_set(const char *s, const char *key, const char *value)
     if (!old)
         return vs_xasprintf("%s%s%s=%s", s, s[0] ? "," : "", key, v);
     return vs_xasprintf("%.*s%s%s", (int)f.vstart, s, v, s + f.vend);
+}
+
+/* ---- either form: key=value or JSON ("{...}", libvirt's -device, -object, -blockdev, -netdev, -audiodev) ---- */
+
+bool vm_opt_is_json(const char *v)
+{
+    return v[0] == '{';
+}
+
+/* QEMU's JSON parser refuses duplicate keys, and so does this one. */
+static json_t *opt_json(const char *v)
+{
+    json_t *j = json_loads(v, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* A JSON scalar as QEMU's key=value form spells it; NULL for null, a real number or a container. */
+static char *json_text(json_t *x)
+{
+    if (json_is_string(x))
+        return vs_xstrdup(json_string_value(x));
+    if (json_is_integer(x))
+        return vs_xasprintf("%lld", (long long)json_integer_value(x));
+    if (json_is_boolean(x))
+        return vs_xstrdup(json_is_true(x) ? "on" : "off");
+    return NULL;
+}
+
+/* Each member of x under path (NULL at the top): objects and arrays flattened as QEMU's key=value form writes
+ * them ("file.filename", "a.0"); an empty one is reported as its own key, without a value. */
+static int json_fields(json_t *x, const char *path, vm_opt_fn fn, void *opaque)
+{
+    bool obj = json_is_object(x), arr = json_is_array(x);
+    if (path && (!(obj || arr) || (obj ? json_object_size(x) : json_array_size(x)) == 0)) {
+        VS_AUTOFREE char *val = json_text(x);
+        struct vm_opt_kv f = { path, val, SIZE_MAX };
+        return fn(opaque, &f);
+    }
+    const char *k;
+    json_t *m;
+    size_t i;
+    int r = 0;
+    if (obj) {
+        json_object_foreach(x, k, m) {
+            VS_AUTOFREE char *sub = path ? vs_xasprintf("%s.%s", path, k) : vs_xstrdup(k);
+            if ((r = json_fields(m, sub, fn, opaque)) != 0)
+                return r;
+        }
+    } else if (arr) {
+        json_array_foreach(x, i, m) {
+            VS_AUTOFREE char *sub = vs_xasprintf("%s.%zu", path, i);
+            if ((r = json_fields(m, sub, fn, opaque)) != 0)
+                return r;
+        }
+    }
+    return r;
+}
+
+int vm_opt_fields(const char *v, vm_opt_fn fn, void *opaque)
+{
+    if (vm_opt_is_json(v)) {
+        json_t *j = opt_json(v);
+        if (!j)
+            return -EINVAL;
+        int r = json_fields(j, NULL, fn, opaque);
+        json_decref(j);
+        return r;
+    }
+    size_t n = strlen(v), pos = 0;
+    struct vm_qopt_field f;
+    while (vm_qopt_next(v, n, &pos, &f)) {
+        VS_AUTOFREE char *key = f.key ? vs_xasprintf("%.*s", (int)f.klen, f.key) : NULL;
+        VS_AUTOFREE char *val = vm_qopt_unescape(v, f.vstart, f.vend);
+        struct vm_opt_kv kv = { key, val, f.vstart };
+        int r = fn(opaque, &kv);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+struct find {
+    const char *key;
+    char *value;
+};
+
+static int find_field(void *opaque, const struct vm_opt_kv *f)
+{
+    struct find *q = opaque;
+    if (!f->key || strcmp(f->key, q->key))
+        return 0;
+    q->value = f->value ? vs_xstrdup(f->value) : NULL;
+    return 1;
+}
+
+char *vm_opt_get(const char *v, const char *key, bool implied)
+{
+    if (!vm_opt_is_json(v))
+        return implied ? vm_qopt_get_implied(v, key) : vm_qopt_get(v, key, NULL);
+    struct find q = { key, NULL };
+    vm_opt_fields(v, find_field, &q);
+    return q.value;
+}
+
+/* v (JSON) with member key set to x (stolen; NULL: removed). NULL if v is not one JSON object. */
+static char *json_set(const char *v, const char *key, json_t *x)
+{
+    json_t *j = opt_json(v);
+    if (!j) {
+        json_decref(x);
+        return NULL;
+    }
+    if (x)
+        json_object_set_new(j, key, x);
+    else
+        json_object_del(j, key);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return s;
+}
+
+char *vm_opt_set(const char *v, const char *key, const char *value)
+{
+    if (vm_opt_is_json(v))
+        return json_set(v, key, value ? json_string(value) : NULL);
+    if (!value) {
+        VS_AUTOFREE char *k = vs_xasprintf(" %s ", key);
+        return vm_qopt_filter(v, k, false);
+    }
+    return vm_qopt_set(v, key, value);
+}
+
+char *vm_opt_set_bool(const char *v, const char *key, bool on)
+{
+    if (vm_opt_is_json(v))
+        return json_set(v, key, json_boolean(on));
+    return vm_qopt_set(v, key, on ? "on" : "off");
+}
+
+char *vm_opt_filter(const char *v, const char *keys, bool keep)
+{
+    if (!vm_opt_is_json(v))
+        return vm_qopt_filter(v, keys, keep);
+    json_t *j = opt_json(v);
+    if (!j)
+        return NULL;
+    json_t *out = json_object();
+    const char *k;
+    json_t *m;
+    json_object_foreach(j, k, m) {
+        char w[72] = "";
+        if (strlen(k) + 3 <= sizeof w)
+            snprintf(w, sizeof w, " %s ", k);
+        if ((w[0] && strstr(keys, w)) == keep)
+            json_object_set(out, k, m);
+    }
+    char *s = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(out);
+    json_decref(j);
+    return s;
 }

@@ -179,6 +179,27 @@ char *vm_qopt_set(const char *s, const char *key, const char *value);
 /* "-opt"/"--opt" -> "opt", else NULL. */
 const char *vm_qopt_name(const char *arg);
 
+/* Either form of an option value: key=value (above) or JSON ("{...}", as libvirt writes -device, -object,
+ * -blockdev, -netdev, -audiodev). JSON that is not one object, or repeats a key, is no value (QEMU refuses it). */
+bool vm_opt_is_json(const char *v);   /* v[0] == '{' */
+struct vm_opt_kv {
+    const char *key;     /* NULL: a bare key=value field; JSON: nested members as dotted keys ("file.filename") */
+    const char *value;   /* unescaped; a JSON integer in decimal, a boolean "on"/"off"; NULL: any other JSON */
+    size_t vstart;       /* key=value: where the escaped value starts in v; JSON: SIZE_MAX */
+};
+typedef int (*vm_opt_fn)(void *opaque, const struct vm_opt_kv *f);
+/* fn for each field of v in order, until it returns nonzero (returned). -EINVAL: v is not valid JSON. */
+int vm_opt_fields(const char *v, vm_opt_fn fn, void *opaque);
+/* Value of the first field named key, or NULL; implied: a bare first key=value field too (the option's implied key,
+ * which JSON names). Caller frees. */
+char *vm_opt_get(const char *v, const char *key, bool implied);
+/* v with field key set to value (key=value: escaped; JSON: a string), NULL value: removed; in v's own form. The
+ * _bool one writes on/off or true/false. NULL for bad JSON. Caller frees. */
+char *vm_opt_set(const char *v, const char *key, const char *value);
+char *vm_opt_set_bool(const char *v, const char *key, bool on);
+/* vm_qopt_filter for either form (JSON: top-level members). NULL for bad JSON. Caller frees. */
+char *vm_opt_filter(const char *v, const char *keys, bool keep);
+
 /* ---- NICs of a command line (nic.c) --------------------------------------------------------------------------- */
 /* "52:54:00:12:34:56" (hex digits, either case) -> out. */
 bool vm_mac_parse(const char *s, uint8_t out[6]);
@@ -197,9 +218,6 @@ bool vm_qopt_takes_arg(const char *name);
 int vm_foreign_replayed(const struct vm_config *c, bool accel_override, struct vm_argv *out, size_t *console_at,
                         vs_err *e);
 
-/* Unescaped value of field key of an option value, key=value or JSON ("{...}", libvirt's -object/-netdev/-device
- * form; a number as its decimal text), or NULL. */
-char *vm_opt_field(const char *v, const char *key);
 /* What only a managing process (libvirt) gave the recorded QEMU, rewritten in args (fmanaged.c): -chardev with fd=
  * becomes -chardev null of the same id, -netdev with fd=/fds= becomes -netdev user of the same id, libvirt's master
  * key -object secret (file .../master-key.aes) that no other argument names is dropped. *note (caller frees) gets

@@ -1,4 +1,5 @@
-/* Unit tests for QEMU's option syntax (src/vm/qopt.c): fields, ",," escapes, implied keys, option names. */
+/* Unit tests for QEMU's option syntax (src/vm/qopt.c): fields, ",," escapes, implied keys, option names, and
+ * the reader and writer of both forms (key=value and JSON). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -147,9 +148,114 @@ static void test_macs(void **state)
     a[1] = vs_xstrdup(bad[1]);
     assert_int_equal(vm_nics_remac(a, 0, 2, id, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "e1000,mac=zz"));
-    free(a[0]);
     free(a[1]);
+    const char *bad_json[] = { "{\"driver\":\"e1000\",\"mac\":\"zz\"}",
+                               "{\"driver\":\"e1000\",\"mac\":null}" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(bad_json); i++) {
+        a[1] = vs_xstrdup(bad_json[i]);
+        assert_int_equal(vm_nics_remac(a, 0, 2, id, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "\"mac\":"));
+        free(a[1]);
+    }
+    free(a[0]);
     free(a);
+}
+
+/* One reader for both forms of a value: key=value (implied first key, ",," escapes) and JSON. */
+static void test_opt_get(void **state)
+{
+    (void)state;
+    const char *kv = "virtio-blk-pci,id=d,,0,drive=n,bootindex=1", *js =
+        "{\"driver\":\"virtio-blk-pci\",\"id\":\"d,0\",\"drive\":\"n\",\"bootindex\":1,\"share\":false,"
+        "\"on\":true,\"x\":null,\"r\":1.5,\"file\":{\"driver\":\"file\",\"filename\":\"/a\"}}";
+    const char *keys[] = { "driver", "id", "drive", "bootindex" };
+    const char *want[] = { "virtio-blk-pci", "d,0", "n", "1" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(keys); i++) {
+        VS_AUTOFREE char *a = vm_opt_get(kv, keys[i], i == 0), *b = vm_opt_get(js, keys[i], i == 0);
+        assert_string_equal(a, want[i]);
+        assert_string_equal(b, want[i]);
+    }
+    VS_AUTOFREE char *bare = vm_opt_get(kv, "driver", false);   /* not implied: only driver=... */
+    assert_null(bare);
+    VS_AUTOFREE char *f = vm_opt_get(js, "share", false), *t = vm_opt_get(js, "on", false);
+    assert_string_equal(f, "off");
+    assert_string_equal(t, "on");
+    VS_AUTOFREE char *nul = vm_opt_get(js, "x", false), *real = vm_opt_get(js, "r", false);
+    assert_null(nul);
+    assert_null(real);
+    VS_AUTOFREE char *nested = vm_opt_get(js, "file.filename", false), *obj = vm_opt_get(js, "file", false);
+    assert_string_equal(nested, "/a");   /* as key=value writes it */
+    assert_null(obj);
+    /* Duplicates: key=value gives the first; JSON that repeats a key is no value, as QEMU refuses it. */
+    VS_AUTOFREE char *d1 = vm_opt_get("e1000,id=a,id=b", "id", false);
+    assert_string_equal(d1, "a");
+    VS_AUTOFREE char *d2 = vm_opt_get("{\"driver\":\"e1000\",\"id\":\"a\",\"id\":\"b\"}", "driver", true);
+    assert_null(d2);
+    const char *bad[] = { "{", "{\"id\":\"a\"} x", "{\"id\":\"a\",}", "{\"id\":\"a\\u0000b\"}", "{}" };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(bad); i++) {
+        VS_AUTOFREE char *v = vm_opt_get(bad[i], "id", false);
+        assert_null(v);
+    }
+}
+
+struct seen {
+    char text[512];
+    size_t n;
+};
+
+static int note_field(void *opaque, const struct vm_opt_kv *f)
+{
+    struct seen *s = opaque;
+    size_t len = strlen(s->text);
+    snprintf(s->text + len, sizeof s->text - len, "%s%s=%s", len ? " " : "", f->key ? f->key : "-",
+             f->value ? f->value : "(null)");
+    return ++s->n == 100;
+}
+
+static void test_opt_fields(void **state)
+{
+    (void)state;
+    struct seen s = { "", 0 };
+    assert_int_equal(vm_opt_fields("pflash,file=/a,,b,readonly,unit=1", note_field, &s), 0);
+    assert_string_equal(s.text, "-=pflash file=/a,b -=readonly unit=1");
+    s = (struct seen){ "", 0 };
+    assert_int_equal(vm_opt_fields("{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/x\"},"
+                                   "\"l\":[\"a\",{\"b\":2}],\"e\":{},\"n\":null}", note_field, &s), 0);
+    assert_string_equal(s.text, "driver=qcow2 file.driver=file file.filename=/x l.0=a l.1.b=2 e=(null) n=(null)");
+    assert_int_equal(vm_opt_fields("{\"a\":1,\"a\":2}", note_field, &s), -EINVAL);
+    assert_int_equal(vm_opt_fields("{\"a\":1", note_field, &s), -EINVAL);
+    assert_int_equal(vm_opt_fields("[1]", note_field, &s), 0);   /* not JSON here: a bare key=value field */
+}
+
+/* One writer: the value set (or removed) in the value's own form. */
+static void test_opt_set(void **state)
+{
+    (void)state;
+    char *s = vm_opt_set("e1000,id=a,,b,mac=1", "mac", "x,y");
+    assert_string_equal(s, "e1000,id=a,,b,mac=x,,y");
+    free(s);
+    s = vm_opt_set("e1000,drive=d,id=x", "drive", NULL);
+    assert_string_equal(s, "e1000,id=x");
+    free(s);
+    s = vm_opt_set("{\"driver\":\"e1000\",\"mac\":\"1\",\"id\":\"x\"}", "mac", "a,\"b");
+    assert_string_equal(s, "{\"driver\":\"e1000\",\"mac\":\"a,\\\"b\",\"id\":\"x\"}");
+    free(s);
+    s = vm_opt_set("{\"driver\":\"e1000\",\"drive\":\"d\"}", "drive", NULL);
+    assert_string_equal(s, "{\"driver\":\"e1000\"}");
+    free(s);
+    s = vm_opt_set_bool("{\"id\":\"m\"}", "share", false);
+    assert_string_equal(s, "{\"id\":\"m\",\"share\":false}");
+    free(s);
+    s = vm_opt_set_bool("memory-backend-ram,id=m", "share", true);
+    assert_string_equal(s, "memory-backend-ram,id=m,share=on");
+    free(s);
+    s = vm_opt_filter("{\"qom-type\":\"memory-backend-ram\",\"id\":\"m\",\"size\":1,\"share\":true}", " id size ",
+                      true);
+    assert_string_equal(s, "{\"id\":\"m\",\"size\":1}");
+    free(s);
+    assert_null(vm_opt_set("{\"a\":1,\"a\":2}", "a", "x"));
+    assert_null(vm_opt_set_bool("{", "a", true));
+    assert_null(vm_opt_filter("{\"a\":", " a ", true));
 }
 
 int main(void)
@@ -157,7 +263,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_roundtrip), cmocka_unit_test(test_fields), cmocka_unit_test(test_implied),
         cmocka_unit_test(test_cmdline_escapes), cmocka_unit_test(test_names),
-        cmocka_unit_test(test_set), cmocka_unit_test(test_macs),
+        cmocka_unit_test(test_set), cmocka_unit_test(test_macs), cmocka_unit_test(test_opt_get),
+        cmocka_unit_test(test_opt_fields), cmocka_unit_test(test_opt_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
