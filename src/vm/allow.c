@@ -1,8 +1,9 @@
 /* vm: what an archive may put on QEMU's command line. An archive is data: every recorded value that reaches QEMU
  * must be something vmsnap itself would write. Options, device models and their properties come from the tables
  * below; values are words (no '/', so never a host path) unless a key names a file, and a file must be a copy stored
- * in the archive or a read-only file of the QEMU installation. Anything else is refused, with its reason, before
- * anything starts; `boot --trust-archive` passes it verbatim. */
+ * in the archive or a read-only file of the QEMU installation. A value in QEMU's JSON form is checked field by
+ * field as its key=value form would be. Anything else is refused, with its reason, before anything starts;
+ * `boot --trust-archive` passes it verbatim. */
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -63,6 +64,7 @@ static const struct optspec opts[] = {
     { "blockdev", NULL, "driver node-name file read-only auto-read-only discard detect-zeroes cache.direct "
       "cache.no-flush locking file.driver", NULL, "filename file.filename", NULL, false },
     { "device", "driver", NULL, NULL, NULL, NULL, false },   /* models and properties: below */
+    { "audiodev", "driver", "driver id", NULL, NULL, " none ", false },   /* no host audio: libvirt's default */
     { "global", NULL, NULL, NULL, NULL, NULL, false },       /* driver.property=value: below */
 };
 
@@ -108,7 +110,7 @@ static const struct { const char *names, *why; } known[] = {
     { " daemonize ", "vmsnap supervises QEMU itself" },
     { " fsdev virtfs ", "shares a host directory with the guest" },
     { " kernel initrd dtb bios pflash ", "a host file the archive does not store" },
-    { " audiodev soundhw usbdevice tpmdev parallel debugcon iscsi ", "uses host devices or services" },
+    { " soundhw usbdevice tpmdev parallel debugcon iscsi ", "uses host devices or services" },
 };
 
 /* s[0, n) is one of the space-separated words of list. */
@@ -258,21 +260,101 @@ static int check_global(struct ctx *x, const char *opt, const char *v)
     return 0;
 }
 
+/* One option value being checked, field by field (check_field). */
+struct vcheck {
+    struct ctx *x;
+    size_t i;                      /* the value is x->args[i] */
+    const char *opt, *name, *v;
+    const struct optspec *s;
+    bool first, is_device, loader;
+};
+
+/* Options QEMU also reads as JSON ("{...}"): checked member by member, nested ones as the dotted keys of the
+ * key=value form, with the same rules. */
+static const char json_opts[] = " device object blockdev netdev audiodev ";
+
+static int check_field(void *opaque, const struct vm_opt_kv *f)
+{
+    struct vcheck *c = opaque;
+    struct ctx *x = c->x;
+    const struct optspec *s = c->s;
+    const char *opt = c->opt, *v = c->v, *name = c->name, *val = f->value ? f->value : "";
+    size_t vlen = strlen(val);
+    bool first = c->first;
+    c->first = false;
+    char key[64];
+    if (f->key && strlen(f->key) >= sizeof key)
+        return refuse(x, opt, v, "key too long");
+    if (f->key)
+        snprintf(key, sizeof key, "%s", f->key);
+    else if (first && s->implied)
+        snprintf(key, sizeof key, "%s", s->implied);
+    else if (s->flags && is_word(val, vlen))
+        return 0;
+    else
+        return refuse(x, opt, v, "a bare value vmsnap does not write there");
+    if (!f->value)
+        return refuse(x, opt, v, "%s: a string, number or boolean expected", key);
+    bool implied = !strcmp(key, s->implied ? s->implied : "");
+    if (implied && s->enum_ && !in_words(s->enum_, val))
+        return refuse(x, opt, v, "%s '%.40s' is not on the allow-list", key, val);
+    if (c->is_device && implied) {
+        if (!in_words(device_models, val))
+            return refuse(x, opt, v, "device model '%.40s' is not on the allow-list", val);
+        return 0;
+    }
+    if (c->is_device && c->loader && !strcmp(key, "file")) {
+        const char *p = file_problem(x, c->i, f->vstart);
+        return p ? refuse(x, opt, v, "file: %s", p) : 0;
+    }
+    if (c->is_device) {
+        if (!in_words(device_props, key))
+            return refuse(x, opt, v, "device property '%s' is not on the allow-list", key);
+        if (!strcmp(key, "serial") ? !is_text(val, vlen) : !is_word(val, vlen))
+            return refuse(x, opt, v, "%s: a plain value expected, not a path", key);
+        return 0;
+    }
+    for (size_t e = 0; e < VS_ARRAY_SIZE(key_enums); e++)
+        if (!strcmp(key_enums[e].opt, name) && !strcmp(key_enums[e].key, key) && !in_words(key_enums[e].values, val))
+            return refuse(x, opt, v, "%s: only%s", key, key_enums[e].values);
+    if (in_words(s->files, key)) {
+        const char *p = file_problem(x, c->i, f->vstart);
+        if (p)
+            return refuse(x, opt, v, "%s: %s", key, p);
+    } else if (in_words(s->words, key)) {
+        if (!is_word(val, vlen))
+            return refuse(x, opt, v, "%s: a plain value expected, not a path", key);
+    } else if (in_words(s->texts, key)) {
+        if (!is_text(val, vlen))
+            return refuse(x, opt, v, "%s: control characters", key);
+    } else {
+        return refuse(x, opt, v, "key '%s' is not on the allow-list of -%s", key, name);
+    }
+    return 0;
+}
+
+static int any_field(void *opaque, const struct vm_opt_kv *f)
+{
+    (void)opaque;
+    (void)f;
+    return 0;
+}
+
 static int check_value(struct ctx *x, size_t i, const char *opt, const char *name, const char *v)
 {
-    const struct optspec *s = spec_of(name);
     if (!strcmp(name, "global"))
         return check_global(x, opt, v);
-    if (v[0] == '{')
-        return refuse(x, opt, v, "JSON option syntax is not checked: use key=value");
-    size_t n = strlen(v), pos = 0;
-    struct vm_qopt_field f;
-    bool is_device = !strcmp(name, "device"), is_drive = !strcmp(name, "drive");
-    VS_AUTOFREE char *model = is_device ? vm_qopt_get_implied(v, "driver") : NULL;
-    bool loader = model && !strcmp(model, "loader");
-    if (is_device && !model)
+    bool json = vm_opt_is_json(v);
+    if (json && !in_words(json_opts, name))
+        return refuse(x, opt, v, "QEMU reads -%s as key=value, not JSON", name);
+    struct vcheck c = { x, i, opt, name, v, spec_of(name), true, !strcmp(name, "device"), false };
+    VS_AUTOFREE char *model = c.is_device ? vm_opt_get(v, "driver", true) : NULL;
+    c.loader = model && !strcmp(model, "loader");
+    if (json && vm_opt_fields(v, any_field, NULL) < 0)
+        return refuse(x, opt, v, "not one JSON object, or a key repeated");
+    if (c.is_device && !model)
         return refuse(x, opt, v, "no device model");
-    if (is_drive) {
+    if (!strcmp(name, "drive")) {
         /* A -drive without a file names no host file: an empty drive (a cdrom without medium), or the view of a
          * captured disk whose medium vmsnap serves (vm_foreign_disks). */
         VS_AUTOFREE char *iface = vm_qopt_get(v, "if", NULL), *file = vm_qopt_get(v, "file", NULL);
@@ -280,70 +362,32 @@ static int check_value(struct ctx *x, size_t i, const char *opt, const char *nam
             return refuse(x, opt, v, x->foreign ? "a host disk of the recorded VM" : "a host disk: vmsnap "
                           "serves the archive's disks");
     }
-    for (bool first = true; vm_qopt_next(v, n, &pos, &f); first = false) {
-        const char *val = v + f.vstart;
-        size_t vlen = f.vend - f.vstart;
-        char key[64];
-        if (f.klen >= sizeof key)
-            return refuse(x, opt, v, "key too long");
-        if (f.key) {
-            memcpy(key, f.key, f.klen);
-            key[f.klen] = 0;
-        } else if (first && s->implied) {
-            snprintf(key, sizeof key, "%s", s->implied);
-        } else if (s->flags && is_word(val, vlen)) {
-            continue;
-        } else {
-            return refuse(x, opt, v, "a bare value vmsnap does not write there");
-        }
-        bool implied = !strcmp(key, s->implied ? s->implied : "");
-        if (implied && s->enum_ && !in_list(s->enum_, val, vlen)) {
-            VS_AUTOFREE char *u = vm_qopt_unescape(v, f.vstart, f.vend);
-            return refuse(x, opt, v, "%s '%.40s' is not on the allow-list", key, u);
-        }
-        if (is_device && implied) {
-            VS_AUTOFREE char *u = vm_qopt_unescape(v, f.vstart, f.vend);
-            if (!in_words(device_models, u))
-                return refuse(x, opt, v, "device model '%.40s' is not on the allow-list", u);
-            continue;
-        }
-        if (is_device && loader && !strcmp(key, "file")) {
-            const char *p = file_problem(x, i, f.vstart);
-            if (p)
-                return refuse(x, opt, v, "file: %s", p);
-            continue;
-        }
-        if (is_device) {
-            if (!in_words(device_props, key))
-                return refuse(x, opt, v, "device property '%s' is not on the allow-list", key);
-            if (!strcmp(key, "serial") ? !is_text(val, vlen) : !is_word(val, vlen))
-                return refuse(x, opt, v, "%s: a plain value expected, not a path", key);
-            continue;
-        }
-        for (size_t e = 0; e < VS_ARRAY_SIZE(key_enums); e++)
-            if (!strcmp(key_enums[e].opt, name) && !strcmp(key_enums[e].key, key) &&
-                !in_list(key_enums[e].values, val, vlen))
-                return refuse(x, opt, v, "%s: only%s", key, key_enums[e].values);
-        if (in_words(s->files, key)) {
-            const char *p = file_problem(x, i, f.vstart);
-            if (p)
-                return refuse(x, opt, v, "%s: %s", key, p);
-        } else if (in_words(s->words, key)) {
-            if (!is_word(val, vlen))
-                return refuse(x, opt, v, "%s: a plain value expected, not a path", key);
-        } else if (in_words(s->texts, key)) {
-            if (!is_text(val, vlen))
-                return refuse(x, opt, v, "%s: control characters", key);
-        } else {
-            return refuse(x, opt, v, "key '%s' is not on the allow-list of -%s", key, name);
-        }
-    }
+    int r = vm_opt_fields(v, check_field, &c);
+    if (r < 0)
+        return r;
     if (!strcmp(name, "machine") || !strcmp(name, "M")) {
         VS_AUTOFREE char *t = vm_qopt_get_implied(v, "type");
         if (t && !vm_machine_name_ok(t))
             return refuse(x, opt, v, "expected a machine type like pc-i440fx-7.2");
     }
     return 0;
+}
+
+/* -sandbox on with only "deny" for its other keys (as libvirt writes it) only narrows what QEMU may do. */
+static int sandbox_field(void *opaque, const struct vm_opt_kv *f)
+{
+    bool *first = opaque, was_first = *first;
+    *first = false;
+    if (!f->key || !strcmp(f->key, "enable"))
+        return (f->key || was_first) && !strcmp(f->value, "on") ? 0 : 1;
+    return in_words("obsolete elevateprivileges spawn resourcecontrol", f->key) && !strcmp(f->value, "deny") ? 0 : 1;
+}
+
+static bool sandbox_narrows(const char *v)
+{
+    bool first = true;
+    VS_AUTOFREE char *on = vm_opt_get(v, "enable", true);
+    return !vm_opt_is_json(v) && on && vm_opt_fields(v, sandbox_field, &first) == 0;
 }
 
 static void check_serial(struct ctx *x, const char *opt, const char *v)
@@ -387,6 +431,9 @@ static void check_args(struct ctx *x)
             const char *p = file_problem(x, i, 0);
             if (p)
                 refuse(x, a, v, "%s", p);
+        } else if (!strcmp(name, "sandbox")) {
+            if (!sandbox_narrows(v))
+                refuse(x, a, v, "%s", why);
         } else if (!strcmp(name, "L")) {
             if (!vm_xfile_is_installed(v) || !strchr(v, '/'))
                 refuse(x, a, v, "%s", why);
@@ -471,6 +518,10 @@ int vm_config_check(const struct vm_config *c, const struct vm_check *k, char **
         size_t console_at;
         int r = vm_foreign_replayed(c, false, &kept, &console_at, e);
         struct vm_fdisk_opts fo = { NULL, k->keep_uncaptured };
+        char *note = NULL;
+        if (r == 0)   /* as boot replays it: what only the managing process gave QEMU rewritten */
+            vm_foreign_unmanaged(&kept, &console_at, &note);
+        free(note);
         if (r == 0 && c->n_disks && (r = vm_foreign_disks(c, &fo, &kept, &console_at, NULL, e)) < 0)
             vm_argv_free(&kept);
         if (r < 0)

@@ -2,7 +2,8 @@
  * a config that passes vm_config_check must give an argv whose options are all on the allow-list, whose file
  * paths are only those vmsnap hands QEMU (run-directory copies, its sockets, QEMU's installation), and whose
  * option values vmsnap writes itself (-drive, -machine, a captured foreign disk's -blockdev) have exactly the keys
- * vmsnap writes: an escaped string never adds one. Any violation aborts. */
+ * vmsnap writes: an escaped string never adds one. Values in QEMU's JSON form (libvirt's -device, -object,
+ * -blockdev, ...) are read member by member, nested ones too, by the same rules. Any violation aborts. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,7 +19,9 @@ static const char allowed[] =
     " nodefaults no-user-config display object machine M accel m smp kernel initrd dtb append drive chardev serial "
     "mon device incoming cpu rtc boot name uuid k vga netdev nic net smbios fw_cfg overcommit msg action "
     "watchdog-action numa icount blockdev global bios pflash L no-reboot no-shutdown nographic no-hpet no-acpi "
-    "enable-kvm usb snapshot no-fd-bootchk only-migratable ";
+    "enable-kvm usb snapshot no-fd-bootchk only-migratable audiodev sandbox ";
+/* Options QEMU reads as JSON too (libvirt's form); any other that starts with '{' is refused. */
+static const char json_opts[] = " device object blockdev netdev audiodev ";
 /* Options whose values are free text (not opened by QEMU). */
 static const char text_opts[] = " append name smbios fw_cfg ";
 
@@ -67,7 +70,16 @@ static void check_keys(const char *v, const char *keys, size_t want)
         abort();
 }
 
-static void check_argv(const struct vm_argv *a)
+/* Every field of a value, in either form (nested JSON members too): a path only where path_ok says. */
+static int check_path(void *opaque, const struct vm_opt_kv *f)
+{
+    (void)opaque;
+    if (f->value && strchr(f->value, '/') && !path_ok(f->value))
+        abort();
+    return 0;
+}
+
+static void check_argv(const struct vm_argv *a, bool foreign)
 {
     if (strcmp(a->v[0], vm_qemu_binary(NULL)))
         abort();
@@ -86,16 +98,13 @@ static void check_argv(const struct vm_argv *a)
             check_keys(v, " file format if id cache ", 5);
         if (!strcmp(name, "blockdev") && strstr(v, "file.driver=nbd"))   /* a captured disk's node: vmsnap's */
             check_keys(v, " node-name driver file.driver file.server.type file.server.path ", 5);
-        if (!strcmp(name, "machine") && (strstr(v, "memory-backend=") || !strchr(v, '=')))
+        /* A foreign VM's recorded -machine (usb=off, ...) is the allow-list's; vmsnap's own has only these. */
+        if (!strcmp(name, "machine") && !foreign && (strstr(v, "memory-backend=") || !strchr(v, '=')))
             check_keys(v, " memory-backend ", 0);
-        size_t n = strlen(v), pos = 0;
-        struct vm_qopt_field f;
-        while (vm_qopt_next(v, n, &pos, &f)) {
-            char *u = vm_qopt_unescape(v, f.vstart, f.vend);
-            if (strchr(u, '/') && !path_ok(u))
-                abort();
-            free(u);
-        }
+        if (vm_opt_is_json(v) && !word_in(json_opts, name))
+            abort();
+        if (vm_opt_fields(v, check_path, NULL) != 0)   /* JSON as QEMU reads it: one object, no key twice */
+            abort();
     }
 }
 
@@ -122,7 +131,7 @@ static void one(const struct vm_config *c, bool stored)
         l.files[i] = c->files[i] ? RUN "copy" : NULL;   /* checked: stored, so boot hands QEMU its copy */
     struct vm_argv a;
     if (vm_build_argv(c, &l, &a, &e) == 0) {
-        check_argv(&a);
+        check_argv(&a, c->foreign);
         vm_argv_free(&a);
     }
     for (size_t i = 0; i < c->n_disks; i++)

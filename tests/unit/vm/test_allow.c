@@ -261,12 +261,138 @@ static void test_redact(void **state)
     vm_config_free(&c);
 }
 
+/* QEMU's JSON form (libvirt's -device, -object, -blockdev, -netdev, -audiodev) is checked as key=value is: the same
+ * models, properties and path rules, nested members as their dotted keys. */
+static void test_json_forms(void **state)
+{
+    (void)state;
+    const char *ok[] = {
+        "-object", "{\"qom-type\":\"memory-backend-ram\",\"id\":\"pc.ram\",\"size\":268435456}",
+        "-device", "{\"driver\":\"virtio-blk-pci\",\"bus\":\"pci.0\",\"addr\":\"0x2\",\"drive\":\"d0\","
+                   "\"id\":\"virtio-disk0\",\"bootindex\":1}",
+        "-chardev", "null,id=charserial0",
+        "-device", "{\"driver\":\"isa-serial\",\"chardev\":\"charserial0\",\"id\":\"serial0\",\"index\":0}",
+        "-netdev", "{\"type\":\"user\",\"id\":\"n0\",\"ipv6\":false}",
+        "-audiodev", "{\"id\":\"audio1\",\"driver\":\"none\"}",
+        "-audiodev", "none,id=audio2",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"n1\",\"read-only\":true,\"discard\":\"unmap\"}",
+    };
+    char *rep = NULL;
+    if (check_extra(ok, VS_ARRAY_SIZE(ok), none_stored, &rep) != 0)
+        fail_msg("refused: %s", rep);
+
+    expect_refused("-object", "{\"qom-type\":\"secret\",\"id\":\"s\",\"file\":\"/etc/shadow\"}",
+                   "qom-type 'secret' is not on the allow-list");
+    expect_refused("-netdev", "{\"type\":\"tap\",\"id\":\"n\",\"script\":\"/tmp/x.sh\"}", "type 'tap'");
+    expect_refused("-netdev", "{\"type\":\"user\",\"id\":\"n\",\"script\":\"/tmp/x.sh\"}", "key 'script'");
+    expect_refused("-netdev", "{\"type\":\"user\",\"id\":\"n\",\"hostfwd\":[{\"str\":\"tcp::22-:22\"}]}",
+                   "key 'hostfwd.0.str'");
+    /* a file in a nested object is file.filename, as key=value writes it: never a host path of the archive */
+    expect_refused("-blockdev", "{\"driver\":\"qcow2\",\"node-name\":\"n\",\"file\":{\"driver\":\"file\","
+                   "\"filename\":\"/etc/shadow\"}}", "file.filename: names a file vmsnap does not record");
+    expect_refused("-blockdev", "{\"driver\":\"raw\",\"node-name\":\"n\",\"file\":{\"driver\":\"host_device\","
+                   "\"filename\":\"x\"}}", "file.driver: only file");
+    expect_refused("-device", "{\"driver\":\"virtio-rng-pci\",\"driver\":\"vfio-pci\"}", "a key repeated");
+    expect_refused("-device", "{\"driver\":\"virtio-rng-pci\",\"id\":\"r\"", "not one JSON object");
+    expect_refused("-device", "{\"driver\":\"vfio-pci\",\"host\":\"01:00.0\"}", "device model 'vfio-pci'");
+    expect_refused("-device", "{\"id\":\"x\"}", "no device model");
+    expect_refused("-device", "{\"driver\":\"virtio-net-pci\",\"romfile\":\"/etc/shadow\"}", "romfile: a plain value");
+    expect_refused("-device", "{\"driver\":\"isa-serial\",\"chardev\":{\"path\":\"/root/.bashrc\"}}",
+                   "device property 'chardev.path'");
+    expect_refused("-device", "{\"driver\":\"isa-serial\",\"chardev\":null}", "chardev: a string, number or boolean");
+    expect_refused("-device", "{\"driver\":\"virtio-blk-pci\",\"bootindex\":1.5}", "bootindex: a string, number");
+    expect_refused("-device", "{\"driver\":\"loader\",\"file\":\"/etc/shadow\"}", "file: names a file");
+    expect_refused("-device", "{\"driver\":\"e1000\",\"mac\":\"52:54:00:12:34:56\\u001b[2J\"}", "mac: a plain value");
+    expect_refused("-chardev", "{\"backend\":\"file\",\"id\":\"c\",\"path\":\"/root/.bashrc\"}",
+                   "QEMU reads -chardev as key=value");
+    expect_refused("-audiodev", "{\"id\":\"a\",\"driver\":\"pa\"}", "driver 'pa' is not on the allow-list");
+    expect_refused("-audiodev", "none,id=a,out.path=/tmp/x", "key 'out.path'");
+    expect_refused("-sandbox", "on,spawn=allow", "seccomp");
+    expect_refused("-sandbox", "on,enable=off", "seccomp");
+    expect_refused("-sandbox", "obsolete=deny", "seccomp");
+}
+
+/* The command line libvirt 9.0 wrote for a domain (tests/integration/libvirt), one disk captured: allowed as boot
+ * replays it (monitor gone, fd chardev null, master key dropped, the other disks dropped) with the user's kernel. */
+static const char libvirt_config[] =
+    "{\"version\":1,\"foreign\":true,\"ram\":268435456,\"cpus\":1,\"machine\":\"pc-i440fx-7.2\","
+    "\"memory-backend\":\"pc.ram\",\"cmdline\":[\"/usr/bin/qemu-system-x86_64\","
+    "\"-name\",\"guest=d,debug-threads=on\",\"-S\","
+    "\"-object\",\"{\\\"qom-type\\\":\\\"secret\\\",\\\"id\\\":\\\"masterKey0\\\",\\\"format\\\":\\\"raw\\\","
+    "\\\"file\\\":\\\"/var/lib/libvirt/qemu/domain-1-d/master-key.aes\\\"}\","
+    "\"-machine\",\"pc-i440fx-7.2,usb=off,dump-guest-core=off,memory-backend=pc.ram\",\"-accel\",\"tcg\","
+    "\"-cpu\",\"qemu64\",\"-m\",\"256\","
+    "\"-object\",\"{\\\"qom-type\\\":\\\"memory-backend-ram\\\",\\\"id\\\":\\\"pc.ram\\\",\\\"size\\\":268435456}\","
+    "\"-overcommit\",\"mem-lock=off\",\"-smp\",\"1,sockets=1,cores=1,threads=1\","
+    "\"-uuid\",\"2cfba653-2ce5-4b8c-b231-9c70ae554718\",\"-display\",\"none\",\"-no-user-config\",\"-nodefaults\","
+    "\"-chardev\",\"socket,id=charmonitor,fd=29,server=on,wait=off\","
+    "\"-mon\",\"chardev=charmonitor,id=monitor,mode=control\",\"-rtc\",\"base=utc\",\"-no-shutdown\",\"-no-acpi\","
+    "\"-boot\",\"strict=on\",\"-kernel\",\"/tmp/l/vmlinuz\",\"-initrd\",\"/tmp/l/initrd.gz\","
+    "\"-append\",\"console=ttyS0 quiet\","
+    "\"-blockdev\",\"{\\\"driver\\\":\\\"file\\\",\\\"filename\\\":\\\"/tmp/d/vda.qcow2\\\","
+    "\\\"node-name\\\":\\\"libvirt-3-storage\\\",\\\"auto-read-only\\\":true,\\\"discard\\\":\\\"unmap\\\"}\","
+    "\"-blockdev\",\"{\\\"node-name\\\":\\\"libvirt-3-format\\\",\\\"read-only\\\":false,\\\"driver\\\":\\\"qcow2\\\","
+    "\\\"file\\\":\\\"libvirt-3-storage\\\",\\\"backing\\\":null}\","
+    "\"-device\",\"{\\\"driver\\\":\\\"virtio-blk-pci\\\",\\\"bus\\\":\\\"pci.0\\\",\\\"addr\\\":\\\"0x2\\\","
+    "\\\"drive\\\":\\\"libvirt-3-format\\\",\\\"id\\\":\\\"virtio-disk0\\\",\\\"bootindex\\\":1}\","
+    "\"-blockdev\",\"{\\\"driver\\\":\\\"file\\\",\\\"filename\\\":\\\"/tmp/d/vdb.raw\\\","
+    "\\\"node-name\\\":\\\"libvirt-2-storage\\\",\\\"auto-read-only\\\":true,\\\"discard\\\":\\\"unmap\\\"}\","
+    "\"-blockdev\",\"{\\\"node-name\\\":\\\"libvirt-2-format\\\",\\\"read-only\\\":true,\\\"driver\\\":\\\"raw\\\","
+    "\\\"file\\\":\\\"libvirt-2-storage\\\"}\","
+    "\"-device\",\"{\\\"driver\\\":\\\"virtio-blk-pci\\\",\\\"bus\\\":\\\"pci.0\\\",\\\"addr\\\":\\\"0x3\\\","
+    "\\\"drive\\\":\\\"libvirt-2-format\\\",\\\"id\\\":\\\"virtio-disk1\\\"}\","
+    "\"-chardev\",\"socket,id=charserial0,fd=28,server=on,wait=off\","
+    "\"-device\",\"{\\\"driver\\\":\\\"isa-serial\\\",\\\"chardev\\\":\\\"charserial0\\\",\\\"id\\\":\\\"serial0\\\","
+    "\\\"index\\\":0}\",\"-audiodev\",\"{\\\"id\\\":\\\"audio1\\\",\\\"driver\\\":\\\"none\\\"}\","
+    "\"-sandbox\",\"on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny\","
+    "\"-msg\",\"timestamp=on\"%s],"
+    "\"disks\":[{\"name\":\"vda\",\"stream\":\"disk-vda\",\"size\":67108864,\"format\":\"raw\","
+    "\"interface\":\"virtio-blk-pci\",\"device\":\"virtio-disk0\",\"node\":\"libvirt-3-format\"}]}";
+
+static int check_libvirt(const char *more, char **rep)
+{
+    VS_AUTOFREE char *json = vs_xasprintf(libvirt_config, more);
+    struct vm_config c;
+    vs_err e = { 0 };
+    assert_int_equal(vm_config_from_json(json, strlen(json), &c, &e), 0);
+    struct vm_check k = { 0 };
+    k.user_files[VM_FILE_KERNEL] = k.user_files[VM_FILE_INITRD] = true;
+    int r = vm_config_check(&c, &k, rep, &e);
+    vm_config_free(&c);
+    return r;
+}
+
+static void test_libvirt_domain(void **state)
+{
+    (void)state;
+    char *rep = NULL;
+    if (check_libvirt("", &rep) != 0)
+        fail_msg("a libvirt domain's archive refused: %s", rep);
+    /* tampered: what the archive adds in JSON is refused, naming it */
+    const char *tampered[][2] = {
+        { ",\"-object\",\"{\\\"qom-type\\\":\\\"secret\\\",\\\"id\\\":\\\"k\\\",\\\"file\\\":\\\"/etc/shadow\\\"}\","
+          "\"-device\",\"{\\\"driver\\\":\\\"virtio-rng-pci\\\",\\\"id\\\":\\\"k\\\"}\"", "qom-type 'secret'" },
+        { ",\"-netdev\",\"{\\\"type\\\":\\\"user\\\",\\\"id\\\":\\\"n\\\",\\\"script\\\":\\\"/x\\\"}\"",
+          "key 'script'" },
+        { ",\"-device\",\"{\\\"driver\\\":\\\"isa-serial\\\",\\\"id\\\":\\\"s\\\",\\\"id\\\":\\\"t\\\"}\"",
+          "a key repeated" },
+    };
+    for (size_t i = 0; i < VS_ARRAY_SIZE(tampered); i++) {
+        assert_int_equal(check_libvirt(tampered[i][0], &rep), -EPERM);
+        if (!strstr(rep, tampered[i][1]))
+            fail_msg("expected '%s' in: %s", tampered[i][1], rep);
+        free(rep);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_review_options_refused), cmocka_unit_test(test_all_reasons_in_one_line),
         cmocka_unit_test(test_what_vmsnap_records_passes), cmocka_unit_test(test_injection_fields),
-        cmocka_unit_test(test_foreign), cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_foreign), cmocka_unit_test(test_redact), cmocka_unit_test(test_json_forms),
+        cmocka_unit_test(test_libvirt_domain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
