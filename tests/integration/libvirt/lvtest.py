@@ -298,3 +298,36 @@ def snap(lv, dom, out, uffd, *extra):
         check_eq(res["method"], "background-snapshot", "method with vm.unprivileged_userfaultfd=1")
         check("vm.unprivileged_userfaultfd" not in p.stderr, f"no sysctl note: {p.stderr!r}")
     return res, p.stderr
+
+
+class Booted:
+    """`vmsnap boot ARCHIVE --detach --json ...` of a domain's archive, its console agent connected; with block: the
+    QEMU it started is killed by pid at the end (also on failure)."""
+
+    def __init__(self, archive, d, name, *args):
+        self.qmp, self.con = os.path.join(d, f"{name}.qmp"), os.path.join(d, f"{name}.con")
+        self.info = vmtest.vmsnap("boot", archive, "--detach", "--json", "--qmp", self.qmp, "--console", self.con,
+                                  *args, json_out=True, timeout=180)
+        self.pid = self.info["qemu-pid"]
+        self.notes = self.info.get("replay-notes") or ""
+        log(f"booted {os.path.basename(archive)} (qemu pid {self.pid}); replay-notes: {self.notes!r}")
+        self.agent = None
+
+    def __enter__(self):
+        try:
+            self.agent = vmtest.Agent(self.con).connect(120)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *a):
+        if self.agent:
+            self.agent.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{self.pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
