@@ -101,6 +101,15 @@ static void finish(struct arc_writer *w)
         die("finishing", &e);
 }
 
+/* A thick archive of the streams s[0, n), in order. */
+static void write_plain(const char *path, enum arc_codec codec, const char *msg, const struct want *s, size_t n)
+{
+    struct arc_writer *w = create(path, codec, NULL, false, msg);
+    for (size_t i = 0; i < n; i++)
+        add(w, &s[i]);
+    finish(w);
+}
+
 /* Record a good archive: what a reader must find in it. */
 static void record(struct gen *g, const char *file, int rev, const char *what, const char *parent,
                    const struct want *s, size_t n)
@@ -255,10 +264,7 @@ static void rev3(struct gen *g)
         { "bios", ARC_KIND_FILE, bios, 12288 }, { "pflash1", ARC_KIND_FILE, vars, 8192 },
     };
     VS_AUTOFREE char *p = in_dir(g->dir, "r3-files.vmsnap");
-    struct arc_writer *w = create(p, ARC_CODEC_ZSTD, NULL, false, "golden r3 extra files");
-    for (size_t i = 0; i < VS_ARRAY_SIZE(s); i++)
-        add(w, &s[i]);
-    finish(w);
+    write_plain(p, ARC_CODEC_ZSTD, "golden r3 extra files", s, VS_ARRAY_SIZE(s));
     record(g, "r3-files.vmsnap", 3, "config with extra-args and extra-files; bios and pflash1 file streams", NULL,
            s, VS_ARRAY_SIZE(s));
 }
@@ -290,10 +296,7 @@ static void vmgenid(struct gen *g, int rev)
         { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
     };
     VS_AUTOFREE char *p = in_dir(g->dir, file);
-    struct arc_writer *w = create(p, ARC_CODEC_LZ4, NULL, false, "golden vmgenid");
-    for (size_t i = 0; i < VS_ARRAY_SIZE(s); i++)
-        add(w, &s[i]);
-    finish(w);
+    write_plain(p, ARC_CODEC_LZ4, "golden vmgenid", s, VS_ARRAY_SIZE(s));
     if (rev == 4)
         set_incompat(p, 0);   /* what a revision-4 writer wrote: the only byte difference */
     record(g, file, rev, rev == 4 ? "config key vmgenid without a feature bit (as revision 4 wrote it)"
@@ -315,12 +318,49 @@ static void machine(struct gen *g)
         { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
     };
     VS_AUTOFREE char *p = in_dir(g->dir, file);
-    struct arc_writer *w = create(p, ARC_CODEC_LZ4, NULL, false, "golden machine");
-    for (size_t i = 0; i < VS_ARRAY_SIZE(s); i++)
-        add(w, &s[i]);
-    finish(w);
+    write_plain(p, ARC_CODEC_LZ4, "golden machine", s, VS_ARRAY_SIZE(s));
     record(g, file, 6, "config machine: the versioned type QEMU ran (pc-i440fx-7.2) and qemu-version", NULL, s,
            VS_ARRAY_SIZE(s));
+}
+
+/* Revision 9: a foreign VM's config lists its captured disks: a -blockdev node (libvirt's JSON form) and a -drive,
+ * each with the disk stream holding it. The manifest's "config-disks" is what a reader must find there. */
+static void foreign_disks(struct gen *g)
+{
+    const char *file = "r9-foreign-disks.vmsnap";
+    if (exists(g, file))
+        return;
+    VS_AUTOFREE uint8_t *d0 = pattern(DISK1, 16), *d1 = pattern(DISK1 / 2, 17), *mem = pattern(20000, 18);
+    const char *cfg =
+        "{\"version\":1,\"qemu-version\":\"7.2.22\",\"machine\":\"pc-i440fx-7.2\",\"ram\":134217728,\"cpus\":1,"
+        "\"foreign\":true,\"cwd\":\"/\",\"memory-backend\":\"pc.ram\",\"cmdline\":[\"/usr/bin/qemu-system-x86_64\","
+        "\"-machine\",\"pc-i440fx-7.2,usb=off,memory-backend=pc.ram\",\"-m\",\"128\",\"-nodefaults\","
+        "\"-object\",\"{\\\"qom-type\\\":\\\"memory-backend-ram\\\",\\\"id\\\":\\\"pc.ram\\\","
+        "\\\"size\\\":134217728}\","
+        "\"-blockdev\",\"{\\\"driver\\\":\\\"file\\\",\\\"filename\\\":\\\"/var/lib/libvirt/images/vda.qcow2\\\","
+        "\\\"node-name\\\":\\\"libvirt-1-storage\\\"}\","
+        "\"-blockdev\",\"{\\\"node-name\\\":\\\"libvirt-1-format\\\",\\\"driver\\\":\\\"qcow2\\\","
+        "\\\"file\\\":\\\"libvirt-1-storage\\\"}\","
+        "\"-device\",\"{\\\"driver\\\":\\\"virtio-blk-pci\\\",\\\"drive\\\":\\\"libvirt-1-format\\\","
+        "\\\"id\\\":\\\"virtio-disk0\\\"}\","
+        "\"-drive\",\"file=/srv/data.img,format=raw,if=ide,index=1,id=data0\"],"
+        "\"disks\":[{\"name\":\"vda\",\"stream\":\"disk-vda\",\"size\":65536,\"format\":\"raw\","
+        "\"interface\":\"virtio-blk-pci\",\"device\":\"virtio-disk0\",\"node\":\"libvirt-1-format\"},"
+        "{\"name\":\"data0\",\"stream\":\"disk-data0\",\"size\":32768,\"format\":\"raw\",\"interface\":\"ide-hd\","
+        "\"device\":\"/machine/unattached/device[7]\",\"node\":\"#block123\",\"drive\":\"data0\"}]}";
+    struct want s[] = {
+        { "disk-vda", ARC_KIND_DISK, d0, DISK1 }, { "disk-data0", ARC_KIND_DISK, d1, DISK1 / 2 },
+        { "memory", ARC_KIND_MEMORY, mem, 20000 }, { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
+    };
+    VS_AUTOFREE char *p = in_dir(g->dir, file);
+    write_plain(p, ARC_CODEC_ZSTD, "golden foreign disks", s, VS_ARRAY_SIZE(s));
+    record(g, file, 9, "foreign config with captured disks: a libvirt -blockdev node (JSON) and a -drive", NULL, s,
+           VS_ARRAY_SIZE(s));
+    json_t *arcs = json_object_get(g->man, "archives");
+    json_object_set_new(json_array_get(arcs, json_array_size(arcs) - 1), "config-disks",
+                        json_pack("[{s:s,s:s,s:s},{s:s,s:s,s:s,s:s}]", "name", "vda", "stream", "disk-vda", "node",
+                                  "libvirt-1-format", "name", "data0", "stream", "disk-data0", "node", "#block123",
+                                  "drive", "data0"));
 }
 
 /* Revision 10: a local thin archive whose parent is in an object store: its hint is the parent's location.
@@ -624,6 +664,7 @@ int main(int argc, char **argv)
     vmgenid(&g, 4);
     vmgenid(&g, 5);
     machine(&g);
+    foreign_disks(&g);
     store_parent(&g);
     rev11(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
