@@ -65,6 +65,34 @@ bool mst_is_paged(struct arc *a);
 /* Write each block of the image as a RAM stream (zero pages as zero blocks). The caller adds MST_DEVICE. */
 int mst_image_to_archive(struct mst_image *im, struct arc_writer *w, vs_err *e);
 
+/* ---- working set (docs/FORMAT.md, "Working set") ----------------------------------------------------------
+ * The RAM ranges a resumed guest asked the page server for first, in order of first touch: stream
+ * MST_WS_STREAM (kind other) of a thin archive over the booted one. Parsed strictly (archives are untrusted). */
+#define MST_WS_STREAM "working-set"
+#define MST_WS_MAX_ENTRIES (1u << 20)  /* ranges: the recorder stops there */
+#define MST_WS_MAX_STREAMS 64u
+#define MST_WS_MAX_BYTES (32u + MST_WS_MAX_STREAMS * 264u + MST_WS_MAX_ENTRIES * 16u + 8u)
+struct mst_ws_stream { char name[256]; uint64_t size; };   /* a RAM stream ("ram/mem") and its size */
+struct mst_ws_entry { uint32_t stream, pages; uint64_t off; };   /* off: bytes, page-aligned */
+struct mst_ws {
+    unsigned nstreams;
+    struct mst_ws_stream *streams;
+    size_t n;
+    struct mst_ws_entry *entries;
+    uint64_t pages;                /* sum of the entries' pages (set by parse and encode) */
+};
+/* Check ws (streams, bounds, alignment, counts) and encode it into a malloc'd buffer. */
+int mst_ws_encode(struct mst_ws *ws, uint8_t **out, size_t *len, vs_err *e);
+/* Parse and check a record: every range within its stream's recorded size. */
+int mst_ws_parse(const void *buf, size_t len, struct mst_ws *out, vs_err *e);
+/* The archive's own working set, parsed and checked against its RAM streams (names and sizes): 1 and *out, 0
+ * when it has none, or an error naming the stream. */
+int mst_ws_read(struct arc *a, struct mst_ws *out, vs_err *e);
+/* Each stream ws names is a RAM stream of a, of the size recorded: 0 or an error naming it. */
+int mst_ws_check_archive(struct arc *a, const struct mst_ws *ws, vs_err *e);
+void mst_ws_free(struct mst_ws *ws);   /* NULL is fine */
+#define MST_WS_AUTOFREE __attribute__((cleanup(mst_ws_free)))
+
 /* ---- capture: a migration stream into an archive, page-addressed ------------------------------------------ */
 struct mst_capture_opts {
     const char *split;             /* RAM block to store as pages; NULL: "mem", else "pc.ram", else the largest */
