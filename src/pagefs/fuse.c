@@ -18,6 +18,9 @@
 
 #define GRAIN_SHIFT 16                 /* demand-read map: one bit per 64 KiB */
 #define PREFETCH_CHUNK (1u << 20)      /* one decompress + notify_store step */
+#define WS_GAP (512u << 10)            /* working-set ranges this close are fetched in one read */
+#define WS_MAX_READ (4u << 20)
+#define WS_WORKERS 4                   /* working-set reads in flight (an object store's latency overlaps) */
 
 struct pf_mount {
     struct pf_file *files;
@@ -28,8 +31,15 @@ struct pf_mount {
     atomic_bool pf_stop;
     atomic_int demand;                 /* demand reads in flight: the prefetcher waits for them */
     _Atomic uint64_t **seen;           /* per file: grains already in the page cache (read or stored) */
-    pthread_mutex_t lock;              /* guards stats */
+    pthread_mutex_t lock;              /* guards stats and the recording */
     struct pf_stats stats;
+    struct pf_range *first;            /* the working set the prefetch fetches first */
+    size_t nfirst;
+    atomic_bool recording;
+    uint64_t **rec_map;                /* per file: pages recorded (one bit each) */
+    struct pf_range *rec;
+    size_t nrec, rec_cap;
+    bool rec_truncated;
 };
 
 bool pf_available(void) { return true; }
@@ -174,6 +184,59 @@ static int store(struct pf_mount *m, unsigned i, uint64_t off, const void *buf, 
     return fuse_lowlevel_notify_store(m->se, i + 2, (off_t)off, &bv, 0);
 }
 
+/* The pages of [off, off+len) of file i not recorded yet, as ranges in the recording (runs of new pages). */
+static void record(struct pf_mount *m, unsigned i, uint64_t off, size_t len)
+{
+    pthread_mutex_lock(&m->lock);
+    uint64_t *map = m->rec_map[i];
+    uint64_t p1 = VS_DIV_ROUND_UP(off + len, PF_PAGE_SIZE);
+    for (uint64_t p = off / PF_PAGE_SIZE; p < p1 && atomic_load(&m->recording);) {
+        if (map[p / 64] & (1ull << (p % 64))) {
+            p++;
+            continue;
+        }
+        uint64_t q = p;
+        for (; q < p1 && !(map[q / 64] & (1ull << (q % 64))); q++)
+            map[q / 64] |= 1ull << (q % 64);
+        if (m->nrec == PF_RECORD_MAX) {
+            m->rec_truncated = true;
+            atomic_store(&m->recording, false);
+            break;
+        }
+        if (m->nrec == m->rec_cap) {
+            m->rec_cap = m->rec_cap ? 2 * m->rec_cap : 1024;
+            m->rec = vs_xrealloc(m->rec, m->rec_cap * sizeof *m->rec);
+        }
+        m->rec[m->nrec++] = (struct pf_range){ i, p * PF_PAGE_SIZE, (q - p) * PF_PAGE_SIZE };
+        p = q;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void pf_record_start(struct pf_mount *m)
+{
+    pthread_mutex_lock(&m->lock);
+    if (!m->rec_map) {
+        m->rec_map = vs_xcalloc(m->n ? m->n : 1, sizeof *m->rec_map);
+        for (unsigned i = 0; i < m->n; i++)
+            m->rec_map[i] = vs_xcalloc(VS_DIV_ROUND_UP(m->files[i].size, PF_PAGE_SIZE) / 64 + 1, sizeof(uint64_t));
+    }
+    atomic_store(&m->recording, true);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *truncated)
+{
+    pthread_mutex_lock(&m->lock);
+    atomic_store(&m->recording, false);
+    *out = m->rec;
+    *n = m->nrec;
+    *truncated = m->rec_truncated;
+    m->rec = NULL;
+    m->nrec = m->rec_cap = 0;
+    pthread_mutex_unlock(&m->lock);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)fi;
@@ -195,7 +258,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
      * cache after the reply, so the guest's next faults there are minor. A grain seen before whose pages the kernel
      * dropped is read as asked. */
     uint64_t g0 = (uint64_t)off, g1 = (uint64_t)off + size;
-    if (size && !all_seen(m->seen[i], g0, size)) {
+    bool rec = atomic_load(&m->recording);
+    if (rec)
+        record(m, (unsigned)i, (uint64_t)off, size);
+    if (size && !rec && !all_seen(m->seen[i], g0, size)) {
         g0 &= ~((1ull << GRAIN_SHIFT) - 1);
         g1 = VS_MIN(VS_DIV_ROUND_UP(g1, 1ull << GRAIN_SHIFT) << GRAIN_SHIFT, f->size);
     }
@@ -293,14 +359,98 @@ static int prefetch_file(struct pf_mount *m, unsigned i, uint8_t *buf, vs_err *e
     return 0;
 }
 
+/* The working-set phase: its merged reads, taken in order by WS_WORKERS threads. */
+struct ws_job {
+    struct pf_mount *m;
+    const struct pf_range *req;
+    size_t n;
+    atomic_size_t next;
+    _Atomic uint64_t fetched, requests;
+    pthread_mutex_t lock;              /* guards err */
+    vs_err err;
+};
+
+static void *ws_worker(void *arg)
+{
+    struct ws_job *j = arg;
+    struct pf_mount *m = j->m;
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(WS_MAX_READ);
+    for (size_t k; (k = atomic_fetch_add(&j->next, 1)) < j->n && !atomic_load(&m->pf_stop);) {
+        const struct pf_range *q = &j->req[k];
+        struct pf_file *f = &m->files[q->file];
+        if (all_seen(m->seen[q->file], q->off, q->len))
+            continue;
+        vs_err e = { 0 };
+        int r = f->read(f->opaque, buf, (size_t)q->len, q->off, &e);
+        if (r == 0 && (r = store(m, q->file, q->off, buf, (size_t)q->len)) < 0)
+            vs_err_sys(&e, -r, "storing %" PRIu64 " bytes at offset %" PRIu64 " of %s in the page cache", q->len,
+                       q->off, f->name);
+        if (r < 0) {
+            pthread_mutex_lock(&j->lock);
+            if (!j->err.code)
+                j->err = e;
+            pthread_mutex_unlock(&j->lock);
+            atomic_store(&j->next, j->n);   /* the others stop too */
+            break;
+        }
+        mark(m->seen[q->file], q->off, q->len);
+        atomic_fetch_add(&j->fetched, q->len);
+        atomic_fetch_add(&j->requests, 1);
+    }
+    return NULL;
+}
+
+/* Fetch the working set (m->first): 0, or an error that stops the whole prefetch. */
+static int prefetch_ws(struct pf_mount *m, vs_err *e)
+{
+    double t0 = vs_now_s();
+    VS_AUTOFREE struct pf_range *grains = vs_xcalloc(m->nfirst ? m->nfirst : 1, sizeof *grains);
+    for (size_t i = 0; i < m->nfirst; i++) {   /* whole 64 KiB grains: what a demand read decodes anyway */
+        const struct pf_range *x = &m->first[i];
+        uint64_t size = m->files[x->file].size, lo = x->off & ~((1ull << GRAIN_SHIFT) - 1);
+        uint64_t hi = VS_MIN(VS_DIV_ROUND_UP(x->off + x->len, 1ull << GRAIN_SHIFT) << GRAIN_SHIFT, size);
+        grains[i] = (struct pf_range){ x->file, lo, hi - lo };
+    }
+    VS_AUTOFREE struct pf_range *req = NULL;
+    struct ws_job j = { .m = m, .n = pf_plan_merge(grains, m->nfirst, WS_GAP, WS_MAX_READ, &req) };
+    j.req = req;
+    pthread_mutex_init(&j.lock, NULL);
+    pthread_t t[WS_WORKERS];
+    unsigned started = 0;
+    for (; started < WS_WORKERS && started < j.n; started++)
+        if (pthread_create(&t[started], NULL, ws_worker, &j))
+            break;
+    if (!started && j.n)
+        ws_worker(&j);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    if (j.err.code) {
+        *e = j.err;
+        return vs_err_prefix(e, "working set");
+    }
+    uint64_t in_cache = 0;
+    for (size_t i = 0; i < m->nfirst; i++)
+        if (all_seen(m->seen[m->first[i].file], m->first[i].off, m->first[i].len))
+            in_cache += m->first[i].len;
+    pthread_mutex_lock(&m->lock);
+    m->stats.ws_bytes = in_cache;
+    m->stats.ws_fetched = atomic_load(&j.fetched);
+    m->stats.ws_requests = atomic_load(&j.requests);
+    m->stats.prefetched += m->stats.ws_fetched;
+    m->stats.ws_done_s = atomic_load(&m->pf_stop) ? 0 : VS_MAX(vs_now_s() - t0, 1e-6);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 static void *prefetch_thread(void *arg)
 {
     struct pf_mount *m = arg;
-    idle_priority();
-    double t0 = vs_now_s();
-    VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
     vs_err e = { 0 };
-    int r = 0;
+    double t0 = vs_now_s();
+    int r = m->nfirst ? prefetch_ws(m, &e) : 0;
+    idle_priority();
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
     for (unsigned i = 0; r == 0 && i < m->n && !atomic_load(&m->pf_stop); i++)
         r = prefetch_file(m, i, buf, &e);
     pthread_mutex_lock(&m->lock);
@@ -310,6 +460,20 @@ static void *prefetch_thread(void *arg)
         m->stats.prefetch_done_s = vs_now_s() - t0;
     pthread_mutex_unlock(&m->lock);
     return NULL;
+}
+
+void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n)
+{
+    if (m->pf_started)
+        return;
+    free(m->first);
+    m->first = vs_xcalloc(n ? n : 1, sizeof *r);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)   /* only ranges inside the files */
+        if (r[i].file < m->n && r[i].len && r[i].off < m->files[r[i].file].size &&
+            r[i].len <= m->files[r[i].file].size - r[i].off)
+            m->first[k++] = r[i];
+    m->nfirst = k;
 }
 
 int pf_prefetch_start(struct pf_mount *m, vs_err *e)
@@ -346,6 +510,11 @@ void pf_unmount(struct pf_mount *m)
         free(m->seen ? (void *)m->seen[i] : NULL);
     }
     free(m->seen);
+    for (unsigned i = 0; m->rec_map && i < m->n; i++)
+        free(m->rec_map[i]);
+    free(m->rec_map);
+    free(m->rec);
+    free(m->first);
     free(m->files);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -419,5 +588,14 @@ void pf_unmount(struct pf_mount *m) { (void)m; }
 void pf_unmount_exiting(struct pf_mount *m) { (void)m; }
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out) { (void)m; memset(out, 0, sizeof *out); }
 int pf_prefetch_start(struct pf_mount *m, vs_err *e) { (void)m; (void)e; return 0; }
+void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n) { (void)m; (void)r; (void)n; }
+void pf_record_start(struct pf_mount *m) { (void)m; }
+void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *truncated)
+{
+    (void)m;
+    *out = NULL;
+    *n = 0;
+    *truncated = false;
+}
 
 #endif

@@ -35,7 +35,16 @@ struct pf_stats {
     uint64_t prefetched;           /* bytes the prefetcher stored in the page cache */
     double prefetch_done_s;        /* seconds the prefetch took once finished, else 0 */
     char prefetch_error[512];      /* why the prefetch stopped early ("" if it did not) */
+    /* The working set fetched first (pf_prefetch_first), once that phase ended: */
+    uint64_t ws_bytes;             /* bytes of its ranges that were in the page cache then (fetched or read before) */
+    uint64_t ws_fetched;           /* bytes that phase read (ranges merged into larger reads: gaps included) */
+    uint64_t ws_requests;          /* reads it made */
+    double ws_done_s;              /* seconds it took, else 0 */
 };
+
+/* A range of file `file` (its index in the mount). */
+struct pf_range { unsigned file; uint64_t off, len; };
+#define PF_RECORD_MAX (1u << 20)   /* ranges a recording keeps */
 
 struct pf_mount;
 bool pf_available(void);           /* built with libfuse3 */
@@ -53,7 +62,21 @@ void pf_get_stats(struct pf_mount *m, struct pf_stats *out);
  * one chunk; the page cache is reclaimable and refilled on demand). Ranges already read on demand are skipped;
  * holes are left to demand reads. Stops at pf_unmount(); an error stops only the prefetch (pf_stats). */
 int pf_prefetch_start(struct pf_mount *m, vs_err *e);
+/* Before pf_prefetch_start: a working set (copied) that the prefetch fetches first, in this order, at normal
+ * priority and without waiting for demand reads (the guest is about to ask for exactly these pages): ranges
+ * rounded to 64 KiB, near ones merged into reads of up to 4 MiB, several in flight; then the rest as above. */
+void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n);
+/* Merge ranges in their order: a range that overlaps or lies within gap bytes of the current read (same file)
+ * extends it while it stays within max bytes; else it starts the next read. *out (malloc'd): the reads. */
+size_t pf_plan_merge(const struct pf_range *in, size_t n, uint64_t gap, uint64_t max, struct pf_range **out);
 
+/* Recording (call right after pf_mount, before anything reads): the ranges the kernel asks for are kept in order of
+ * first touch, page-aligned, each page once (a read that repeats pages keeps only its new ones); demand reads are
+ * then served as asked (not widened to 64 KiB, which would hide the neighbouring pages' first touch). At most
+ * PF_RECORD_MAX ranges: past that the recording stops (*truncated). */
+void pf_record_start(struct pf_mount *m);
+/* Stop recording and take the ranges (malloc'd, *n of them; NULL when none). */
+void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *truncated);
 /* ---- an archive's RAM streams as page files ------------------------------------------------------------- */
 /* One pf_file per RAM stream of a (held open) archive (memstore's mst_ram_streams), reading through arc_pread. */
 int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e);
