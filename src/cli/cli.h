@@ -99,6 +99,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
+int cmd_ws(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 
 #endif

@@ -58,6 +58,15 @@ static json_t *info_json(const struct vm_host_info *i)
         json_object_set_new(j, "page-server-pid", json_integer(i->page_server_pid));
     }
     json_object_set_new(j, "cache", cache_json(i->cache));
+    if (i->record_ws_s)
+        json_object_set_new(j, "record-ws", json_pack("{s:f,s:o}", "seconds", i->record_ws_s, "file",
+                                                      cli_json_text(i->ws_file)));
+    if (i->ws_ranges)
+        json_object_set_new(j, "working-set", json_pack("{s:I,s:I,s:I}", "ranges", (json_int_t)i->ws_ranges, "pages",
+                                                        (json_int_t)i->ws_pages, "bytes",
+                                                        (json_int_t)(i->ws_pages * 4096)));
+    if (i->ws_note)
+        json_object_set_new(j, "ws-note", cli_json_text(i->ws_note));
     return j;
 }
 
@@ -66,7 +75,7 @@ static void print_info(json_t *i, bool json, FILE *f)
     const char *trusted = json_string_value(json_object_get(i, "trusted"));
     if (trusted)
         fprintf(stderr, "vmsnap: %s\n", trusted);
-    const char *notes[] = { "memory-note", "disks-note", "replay-notes" };
+    const char *notes[] = { "memory-note", "disks-note", "replay-notes", "ws-note" };
     for (size_t k = 0; k < VS_ARRAY_SIZE(notes); k++) {
         const char *note = json_string_value(json_object_get(i, notes[k]));
         if (note)
@@ -99,6 +108,15 @@ static void print_info(json_t *i, bool json, FILE *f)
     json_array_foreach(json_object_get(i, "signed-by"), k, s)
         fprintf(f, "  signed:   %s by key %s (%s)\n", json_string_value(json_object_get(s, "archive")),
                 json_string_value(json_object_get(s, "key-id")), json_string_value(json_object_get(s, "key-file")));
+    json_t *rec = json_object_get(i, "record-ws");
+    if (rec)
+        fprintf(f, "  working set: recording %g s once running, then written to %s\n",
+                json_number_value(json_object_get(rec, "seconds")), json_string_value(json_object_get(rec, "file")));
+    json_t *ws = json_object_get(i, "working-set");
+    if (ws)
+        fprintf(f, "  working set: %lld pages in %lld ranges, fetched first by the prefetch\n",
+                (long long)json_integer_value(json_object_get(ws, "pages")),
+                (long long)json_integer_value(json_object_get(ws, "ranges")));
     const char *genid = json_string_value(json_object_get(i, "generation-id"));
     if (genid)
         fprintf(f, "  vm generation id: %s (new at every boot and resume)\n", genid);
@@ -297,6 +315,7 @@ int cmd_boot(int argc, char **argv)
         { "cache-size", required_argument, NULL, 'S' }, { "key", required_argument, NULL, 'K' },
         { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
         { "count", required_argument, NULL, 'N' },       { "keep-mac", no_argument, NULL, 'W' },
+        { "record-ws", required_argument, NULL, 'R' },
         { NULL, 0, NULL, 0 },
     };
     /* Everything after "--" goes to QEMU untouched. */
@@ -349,6 +368,14 @@ int cmd_boot(int argc, char **argv)
         case 'K': keyfile = optarg; break;
         case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         case 'W': ho.keep_mac = true; break;
+        case 'R': {
+            char *end;
+            double secs = strtod(optarg, &end);
+            if (*end || !optarg[0] || !(secs > 0 && secs <= 86400))
+                return cli_usage("boot", "--record-ws: expected seconds from 0 to 86400 (not 0), got '%s'", optarg);
+            ho.record_ws_s = secs;
+            break;
+        }
         case 'N': {
             char *end;
             unsigned long n = strtoul(optarg, &end, 10);
@@ -374,6 +401,8 @@ int cmd_boot(int argc, char **argv)
         default: return cli_usage("boot", "bad option");
         }
     }
+    if (ho.record_ws_s && ho.eager)
+        return cli_usage("boot", "--record-ws records what a lazily resumed VM reads: it cannot go with --eager");
     if (optind != nopt - 1)
         return cli_usage("boot", "expected one ARCHIVE (then optionally -- EXTRA-QEMU-ARGS)");
     archive = os_is_remote(argv[optind]) ? vs_xstrdup(argv[optind]) : absolute(argv[optind]);

@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "archive/archive.h"
 #include "crypt/crypt.h"
+#include "memstore/memstore.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -32,6 +33,27 @@ static json_t *small_json(struct arc *a, enum arc_kind kind)
         return json_null();
     json_t *j = json_loadb(buf, len, 0, NULL);
     return j ? j : json_null();
+}
+
+/* The archive's working set: totals and its ranges in order, or what is wrong with it; NULL when it has none. */
+static json_t *ws_json(struct arc *a)
+{
+    struct mst_ws ws MST_WS_AUTOFREE = { 0 };
+    vs_err e = { 0 };
+    int r = mst_ws_read(a, &ws, &e);
+    if (r == 0)
+        return NULL;
+    if (r < 0)
+        return json_pack("{s:o}", "error", cli_json_text(e.msg));
+    json_t *streams = json_array(), *entries = json_array();
+    for (unsigned i = 0; i < ws.nstreams; i++)
+        json_array_append_new(streams, cli_json_text(ws.streams[i].name));
+    for (size_t i = 0; i < ws.n; i++)
+        json_array_append_new(entries, json_pack("[I,I,I]", (json_int_t)ws.entries[i].stream,
+                                                 (json_int_t)ws.entries[i].off,
+                                                 (json_int_t)ws.entries[i].pages * MST_PAGE_SIZE));
+    return json_pack("{s:I,s:I,s:I,s:o,s:o}", "ranges", (json_int_t)ws.n, "pages", (json_int_t)ws.pages, "bytes",
+                     (json_int_t)(ws.pages * MST_PAGE_SIZE), "streams", streams, "entries", entries);
 }
 
 static json_t *info_json(struct arc *a, const char *path, const char *parent_err)
@@ -78,6 +100,9 @@ static json_t *info_json(struct arc *a, const char *path, const char *parent_err
     }
     if (parent_err)
         json_object_set_new(j, "parent_error", cli_json_text(parent_err));
+    json_t *ws = ws_json(a);
+    if (ws)
+        json_object_set_new(j, "working_set", ws);
     return j;
 }
 
@@ -150,6 +175,14 @@ static void print_human(json_t *j)
         printf("config:\n%s\n", d);
         free(d);
     }
+    json_t *ws = json_object_get(j, "working_set");
+    if (json_object_get(ws, "error"))
+        printf("working set: unusable: %s\n", json_string_value(json_object_get(ws, "error")));
+    else if (ws)
+        printf("working set: %lld pages (%s) in %lld ranges, prefetched first when booted\n",
+               json_integer_value(json_object_get(ws, "pages")),
+               vs_fmt_size(json_integer_value(json_object_get(ws, "bytes")), a, 32),
+               json_integer_value(json_object_get(ws, "ranges")));
     json_t *md = json_object_get(j, "metadata");
     if (json_is_string(json_object_get(md, "message")))
         printf("message:  %s\n", json_string_value(json_object_get(md, "message")));

@@ -1,6 +1,8 @@
 /* cli: "vmsnap status" — run state and migration progress, once or until the migration ends. */
 #include "cli/qops-cli.h"
 
+#include "vm/vm.h"
+
 #include <getopt.h>
 #include <signal.h>
 #include <time.h>
@@ -13,12 +15,28 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
+/* A VM started by `vmsnap boot`: its working-set report (recording, prefetch) from its run directory. */
+static void add_working_set(const char *path, json_t *doc)
+{
+    struct vm_state st VM_STATE_AUTOFREE = { 0 };
+    if (vm_state_find(path, &st, NULL) < 0)
+        return;
+    VS_AUTOFREE char *report = vs_xasprintf("%s/%s", st.dir, VM_WS_REPORT);
+    json_t *ws = json_load_file(report, 0, NULL);
+    if (json_is_object(ws))
+        json_object_set_new(doc, "working-set", ws);
+    else
+        json_decref(ws);
+}
+
 /* One poll: connect, query, disconnect — the user's socket is free between polls. */
 static int poll_once(const char *path, json_t **doc, vs_err *e)
 {
     struct qmp *q QMP_AUTOCLOSE = NULL;
     int r = qops_cli_connect(path, &q, e);
-    return r < 0 ? r : qops_status(q, doc, e);
+    if (r == 0 && (r = qops_status(q, doc, e)) == 0)
+        add_working_set(path, *doc);
+    return r;
 }
 
 static void sleep_s(double s)

@@ -10,7 +10,7 @@ const struct cli_command cli_commands[] = {
     { "boot", cmd_boot,
       "boot ARCHIVE [--overlay FILE] [--ram SIZE] [--cpus N] [--qmp PATH] [--console PATH|stdio] [--accel auto|kvm|tcg] "
       "[--qemu PATH] [--trust-archive] [--trusted-keys DIR|FILE] [--detach] [--count N] [--keep-mac] [--json] [--eager] "
-      "[--prefetch none|background|all] [--cache-size SIZE] [--key KEYFILE] [-- EXTRA-QEMU-ARGS]",
+      "[--prefetch none|background|all] [--record-ws SECONDS] [--cache-size SIZE] [--key KEYFILE] [-- EXTRA-QEMU-ARGS]",
       "Boot a VM from ARCHIVE, or resume it where it was if the archive holds memory. Memory stored as pages is\n"
       "resumed lazily: the VM runs at once, its RAM read from the archive on first touch (FUSE; leave the archive in\n"
       "place and unchanged while the VM runs) and pulled in by a background prefetch once it runs (--prefetch none:\n"
@@ -40,7 +40,11 @@ const struct cli_command cli_commands[] = {
       "--keep-mac keeps the recorded ones). Lazily resumed clones of one archive share one page server: clean pages\n"
       "are read once, writes stay each clone's own (docs/LAZY-RESUME.md). --count N starts N detached clones at\n"
       "once (--qmp/--console/--overlay then need {n}, replaced by the clone's index; --json: {\"clones\": [...]}); if\n"
-      "one fails, the others are stopped." },
+      "one fails, the others are stopped.\n"
+      "Working set: --record-ws SECONDS (lazy resume only) records, in order, the RAM ranges the guest asks for until\n"
+      "SECONDS after it runs, through a page server of this boot's own with no prefetch; then writes them to the run\n"
+      "directory (working-set; ws.json and the log say how many pages) for `vmsnap ws save`. Booting an archive that\n"
+      "has a working set prefetches it first (ws.json: bytes and seconds); --prefetch none turns that off too." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
       "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--json] [--quiet]",
@@ -164,6 +168,13 @@ const struct cli_command cli_commands[] = {
       "that fails its checksum fails the read. pack: the image as an archive (a RAM stream per block, zero pages\n"
       "free, plus the device stream); serve and load read such an archive too (blocks checked as read).\n"
       "load: feed a stream to a QEMU started with -incoming defer (getfd + pipe, migrate-incoming fd:)." },
+    { "ws", cmd_ws, "ws save (--qmp PATH | RUNDIR) -o OUT.vmsnap [--key KEYFILE] [--message TEXT] [--json]",
+      "Working sets (docs/LAZY-RESUME.md, \"Working set\"). save: the working set a VM booted with --record-ws\n"
+      "recorded (found from its QMP socket or run directory, while it runs) into OUT.vmsnap, a thin archive over the\n"
+      "archive the VM was booted from: every stream of it by reference, no data copied, plus the stream\n"
+      "\"working-set\" (sealed with the parent's key when that is encrypted; OUT may be s3://...). Booting OUT\n"
+      "prefetches those pages first, in large reads, while the guest runs. --json: output, parent, ranges, pages,\n"
+      "bytes." },
     { "help", cmd_help, "help [COMMAND]", "Show the list of commands, or the help of one command." },
     { "version", cmd_version, "version", "Print vmsnap's version." },
     { NULL, NULL, NULL, NULL },

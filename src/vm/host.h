@@ -61,6 +61,9 @@ struct host {
     atomic_bool prefetch_stop;
     char *replay_notes;            /* what of a foreign command line only its managing process provided */
     char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
+    uint64_t ws_ranges, ws_pages;  /* the archive's working set (fetched first by the prefetch), 0: none */
+    char ws_note[600];             /* why the archive's working set is not used ("" if it is, or there is none) */
+    json_t *ws_report;             /* VM_WS_REPORT's content: what the recording and the ws prefetch reported */
     struct cr_key key;             /* the key of the archive the VM runs on (has_key), also sealing its snaps */
     bool has_key;
 };
@@ -92,7 +95,8 @@ void host_prefetch_stop(struct host *h);
 int host_pages_attach(struct host *h, vs_err *e);
 /* The VM runs: the server holds on to its QEMU (a reference that outlives us), and starts the prefetch if asked. */
 int host_pages_running(struct host *h, bool prefetch, vs_err *e);
-/* Read what the server said (non-blocking): an error into pages_error, a note into memory_note. */
+/* Read what the server said (non-blocking): an error into pages_error, a note into memory_note, the working set
+ * recorded or prefetched into ws_report (written to the run directory, and logged). */
 void host_pages_poll(struct host *h);
 void host_pages_detach(struct host *h);
 

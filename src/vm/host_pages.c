@@ -117,6 +117,11 @@ struct srv {
     struct client *cl;
     size_t ncl;
     bool error_sent;
+    /* recording (a page server of the recording boot alone): for rec_s seconds once its VM runs, into rec_path */
+    double rec_s, rec_deadline;
+    const char *rec_path;
+    bool rec_done;
+    bool ws_sent;                  /* the working-set prefetch's outcome went to the boot hosts */
 };
 
 /* "WORD TEXT\n" to a boot host, never blocking the server. */
@@ -126,6 +131,15 @@ static void send_line(int fd, const char *word, const char *text)
     int n = snprintf(buf, sizeof buf, "%s %s\n", word, text);
     if (n > 0)
         (void)!send(fd, buf, (size_t)VS_MIN(n, (int)sizeof buf - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* "ws-prefetched BYTES FETCHED REQUESTS SECONDS" once the working set is in the page cache. */
+static void send_ws_prefetched(int fd, const struct pf_stats *ps)
+{
+    char t[160];
+    snprintf(t, sizeof t, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %.6f", ps->ws_bytes, ps->ws_fetched, ps->ws_requests,
+             ps->ws_done_s);
+    send_line(fd, "ws-prefetched", t);
 }
 
 static void srv_accept(struct srv *s)
@@ -144,6 +158,8 @@ static void srv_accept(struct srv *s)
         pf_get_stats(s->m, &ps);
         if (ps.errors)
             send_line(fd, "error", ps.first_error);
+        if (ps.ws_done_s > 0)
+            send_ws_prefetched(fd, &ps);
     }
 }
 
@@ -170,6 +186,8 @@ static void srv_line(struct srv *s, struct client *c, const char *line)
     if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0 || parent_of(pid) != c->peer)
         return;
     c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (s->rec_path && !s->rec_deadline)
+        s->rec_deadline = vs_now_s() + s->rec_s;
     vs_err e = { 0 };
     if (!strcmp(line + used, " prefetch") && pf_prefetch_start(s->m, &e) < 0) {
         char note[600];
@@ -194,6 +212,58 @@ static void srv_read(struct srv *s, struct client *c)
         *nl = 0;
         srv_line(s, c, line);
     }
+}
+
+/* The recording as a working-set record (streams named as the archive's RAM streams). */
+static int rec_encode(struct srv *s, uint8_t **out, size_t *len, struct mst_ws *ws, bool *truncated, vs_err *e)
+{
+    VS_AUTOFREE struct pf_range *r = NULL;
+    size_t n = 0;
+    pf_record_stop(s->m, &r, &n, truncated);
+    VS_AUTOFREE struct mst_ram *rs = NULL;
+    unsigned nram = 0;
+    int rc = mst_ram_streams(s->arc, &rs, &nram, e);
+    if (rc < 0)
+        return rc;
+    ws->nstreams = nram;
+    ws->streams = vs_xcalloc(nram ? nram : 1, sizeof *ws->streams);
+    for (unsigned i = 0; i < nram; i++) {   /* pf_archive_files lists them in this order */
+        snprintf(ws->streams[i].name, sizeof ws->streams[i].name, "%s%s", MST_RAM_PREFIX, rs[i].block);
+        ws->streams[i].size = rs[i].size;
+    }
+    ws->n = n;
+    ws->entries = vs_xcalloc(n ? n : 1, sizeof *ws->entries);
+    for (size_t i = 0; i < n; i++)
+        ws->entries[i] = (struct mst_ws_entry){ .stream = r[i].file, .off = r[i].off,
+                                                .pages = (uint32_t)(r[i].len / MST_PAGE_SIZE) };
+    return mst_ws_encode(ws, out, len, e);
+}
+
+/* Time is up: write the recording durably, 0600, and tell the boot host "ws-recorded RANGES PAGES TRUNCATED PATH",
+ * or "ws-failed WHY". */
+static void srv_rec_finish(struct srv *s)
+{
+    s->rec_done = true;
+    struct mst_ws ws = { 0 };
+    VS_AUTOFREE uint8_t *buf = NULL;
+    size_t len = 0;
+    bool truncated = false;
+    vs_err e = { 0 };
+    VS_AUTOFREE char *dir = vs_xstrdup(s->rec_path);
+    char *slash = strrchr(dir, '/');
+    *slash = 0;
+    int r = rec_encode(s, &buf, &len, &ws, &truncated, &e);
+    if (r == 0)
+        r = vm_rundir_write_bytes(dir, slash + 1, buf, len, true, &e);
+    char t[4400];
+    if (r == 0)
+        snprintf(t, sizeof t, "%zu %" PRIu64 " %d %s", ws.n, ws.pages, truncated, s->rec_path);
+    else
+        snprintf(t, sizeof t, "the working set was not recorded: %s", e.msg);
+    mst_ws_free(&ws);
+    for (size_t i = 0; i < s->ncl; i++)
+        if (s->cl[i].fd >= 0)
+            send_line(s->cl[i].fd, r == 0 ? "ws-recorded" : "ws-failed", t);
 }
 
 /* Drop clients whose connection is closed and whose QEMU (if named) has exited. */
@@ -269,6 +339,14 @@ static void srv_loop(struct srv *s)
                     send_line(s->cl[i].fd, "error", ps.first_error);
             s->error_sent = true;
         }
+        if (ps.ws_done_s > 0 && !s->ws_sent) {
+            for (size_t i = 0; i < s->ncl; i++)
+                if (s->cl[i].fd >= 0)
+                    send_ws_prefetched(s->cl[i].fd, &ps);
+            s->ws_sent = true;
+        }
+        if (s->rec_deadline && !s->rec_done && vs_now_s() >= s->rec_deadline)
+            srv_rec_finish(s);
         srv_reap(s);
         int lockfd = -1;
         if (quit || (!s->ncl && srv_may_exit(s, &lockfd))) {
@@ -285,10 +363,35 @@ static void srv_loop(struct srv *s)
 }
 
 /* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
-static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, const char *dir, const char *key)
+/* The archive's working set as ranges of the page files for the prefetch to fetch first. A bad one is left out
+ * here (each boot host checks it too and says why). */
+static void srv_plan_ws(struct srv *s)
+{
+    struct mst_ws ws;
+    VS_AUTOFREE struct mst_ram *rs = NULL;
+    unsigned nram = 0;
+    if (mst_ws_read(s->arc, &ws, NULL) != 1)
+        return;
+    if (mst_ram_streams(s->arc, &rs, &nram, NULL) == 0) {
+        VS_AUTOFREE unsigned *file = vs_xcalloc(ws.nstreams, sizeof *file);
+        for (unsigned k = 0; k < ws.nstreams; k++)
+            for (file[k] = 0; file[k] < nram && strcmp(ws.streams[k].name + strlen(MST_RAM_PREFIX),
+                                                       rs[file[k]].block); file[k]++)
+                ;
+        VS_AUTOFREE struct pf_range *r = vs_xcalloc(ws.n ? ws.n : 1, sizeof *r);
+        for (size_t i = 0; i < ws.n; i++)
+            r[i] = (struct pf_range){ file[ws.entries[i].stream], ws.entries[i].off,
+                                      (uint64_t)ws.entries[i].pages * MST_PAGE_SIZE };
+        pf_prefetch_first(s->m, r, ws.n);
+    }
+    mst_ws_free(&ws);
+}
+
+static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, const char *dir, const char *key,
+                               double rec_s, const char *rec_path)
 {
     vs_err e = { 0 };
-    struct srv s = { .dir = vs_xstrdup(dir), .lfd = -1 };
+    struct srv s = { .dir = vs_xstrdup(dir), .lfd = -1, .rec_s = rec_s, .rec_path = rec_path };
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -308,6 +411,10 @@ static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, c
         r = vs_err_sys(&e, errno, "creating a mount point in %s", dir);
     if (r == 0 && (r = pf_mount(s.mnt, s.files, s.n, &s.m, &e)) < 0)
         rmdir(s.mnt);
+    if (r == 0 && rec_path)
+        pf_record_start(s.m);
+    else if (r == 0)
+        srv_plan_ws(&s);
     s.sock = vs_xasprintf("%s/srv.sock", dir);
     if (r == 0 && (r = vs_listen_unix(s.sock, &s.lfd, &e)) < 0) {
         pf_unmount(s.m);
@@ -328,7 +435,8 @@ static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, c
  * that it outlives this boot host; this process waits for its verdict. The child uses none of the parent's objects
  * (it opens the archive anew; glibc's fork leaves malloc usable), so threads the parent may run by then (the block
  * cache's read-ahead) hold no lock it needs. */
-static int srv_start(const char *archive, const struct cr_key *akey, const char *dir, const char *key, vs_err *e)
+static int srv_start(const char *archive, const struct cr_key *akey, const char *dir, const char *key, double rec_s,
+                     const char *rec_path, vs_err *e)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -351,7 +459,7 @@ static int srv_start(const char *archive, const struct cr_key *akey, const char 
         close_range(READY_FD + 1, ~0u, 0);   /* the boot host's archive, sockets and lock stay its own */
         signal(SIGPIPE, SIG_IGN);
         umask(077);
-        srv_main(archive, akey, dir, key);
+        srv_main(archive, akey, dir, key, rec_s, rec_path);
     }
     close(p[1]);
     waitpid(child, NULL, 0);
@@ -396,7 +504,12 @@ int host_pages_attach(struct host *h, vs_err *e)
     int r = identity(h->arc, h->o->archive, key, e);
     if (r < 0 || (r = vm_rundir_base(&base, e)) < 0)
         return r;
-    VS_AUTOFREE char *dir = vs_xasprintf("%s/pages-%s", base, key);
+    /* A recording boot gets a server of its own: through a shared one its demand reads would miss the pages other
+     * clones brought into the page cache, and a prefetch would hide the rest. */
+    bool rec = h->o->record_ws_s > 0;
+    VS_AUTOFREE char *dir = rec ? vs_xasprintf("%s/pages-%s-rec%d", base, key, (int)getpid())
+                                : vs_xasprintf("%s/pages-%s", base, key);
+    VS_AUTOFREE char *rec_path = rec ? vs_xasprintf("%s/%s", h->st.dir, VM_WS_FILE) : NULL;
     VS_AUTOFREE char *sock = vs_xasprintf("%s/srv.sock", dir);
     VS_AUTOCLOSE int lockfd = -1;
     if ((r = lock_dir(dir, &lockfd, e)) < 0)
@@ -407,7 +520,7 @@ int host_pages_attach(struct host *h, vs_err *e)
     if (r == -ECONNREFUSED || r == -ENOENT) {
         unlink(sock);
         clean_stale(dir);
-        if ((r = srv_start(h->o->archive, host_key(h), dir, key, e)) < 0)
+        if ((r = srv_start(h->o->archive, host_key(h), dir, key, h->o->record_ws_s, rec_path, e)) < 0)
             return r;
         r = hello(sock, &h->pages_fd, &mnt, e);
     } else if (r < 0 && e) {
@@ -440,6 +553,37 @@ int host_pages_running(struct host *h, bool prefetch, vs_err *e)
     return r < 0 ? vs_err_sys(e, -r, "telling the page server that the VM runs") : 0;
 }
 
+/* A working-set line of the server into the report, the run directory and the log. */
+static void ws_line(struct host *h, const char *word, const char *text)
+{
+    unsigned long long a = 0, b = 0, c = 0;
+    int trunc = 0, used = 0;
+    double secs = 0;
+    char msg[700];
+    if (!h->ws_report)
+        h->ws_report = json_object();
+    if (!strcmp(word, "ws-recorded") && sscanf(text, "%llu %llu %d %n", &a, &b, &trunc, &used) == 3 && used) {
+        json_object_set_new(h->ws_report, "recorded", json_pack("{s:s,s:I,s:I,s:I,s:f,s:b}", "file", text + used,
+                            "ranges", (json_int_t)a, "pages", (json_int_t)b, "bytes", (json_int_t)(b * MST_PAGE_SIZE),
+                            "seconds", h->o->record_ws_s, "truncated", trunc));
+        snprintf(msg, sizeof msg, "working set recorded: %llu pages (%llu bytes) in %llu ranges%s, in %.400s", b,
+                 b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "", text + used);
+    } else if (!strcmp(word, "ws-prefetched") && sscanf(text, "%llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
+        json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f}", "bytes", (json_int_t)a,
+                            "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs));
+        snprintf(msg, sizeof msg, "working set prefetched: %llu bytes in the page cache after %.3f s (%llu bytes "
+                 "read in %llu requests)", a, secs, b, c);
+    } else if (!strcmp(word, "ws-failed")) {
+        json_object_set_new(h->ws_report, "error", json_string(text));
+        snprintf(msg, sizeof msg, "%.600s", text);
+    } else {
+        return;
+    }
+    VS_AUTOFREE char *doc = json_dumps(h->ws_report, JSON_COMPACT);
+    vm_rundir_write(h->st.dir, VM_WS_REPORT, doc, NULL);
+    host_log(h, msg);
+}
+
 void host_pages_poll(struct host *h)
 {
     char buf[2048];
@@ -459,6 +603,8 @@ void host_pages_poll(struct host *h)
             snprintf(h->pages_error, sizeof h->pages_error, "%s", line + 6);
         else if (!strncmp(line, "note ", 5))
             snprintf(h->memory_note, sizeof h->memory_note, "%s", line + 5);
+        else if (!strncmp(line, "ws-", 3) && strchr(line, ' '))
+            ws_line(h, strndupa(line, (size_t)(strchr(line, ' ') - line)), strchr(line, ' ') + 1);
     }
 }
 

@@ -406,6 +406,33 @@ static void add_qemu_words(struct host *h, vs_err *e)
         vs_err_prefix(e, "%s", tail);
 }
 
+/* --record-ws needs the page server (lazy memory); otherwise the archive's own working set, checked here so that
+ * the boot reports it, or why it is left out (the page server skips a bad one itself). */
+static int check_ws(struct host *h, vs_err *e)
+{
+    if (h->o->record_ws_s && !h->lazy)
+        return vs_err_set(e, EINVAL, "--record-ws records the pages a lazily resumed VM reads, and archive %s is not "
+                          "resumed lazily: %s", h->o->archive, h->memory_note[0] ? h->memory_note :
+                          "it holds no memory stored as pages");
+    if (h->o->record_ws_s) {
+        snprintf(h->memory_note, sizeof h->memory_note, "recording the working set for %g s: a page server of this "
+                 "boot's own, without prefetch", h->o->record_ws_s);
+        return 0;
+    }
+    struct mst_ws ws;
+    vs_err we = { 0 };
+    int r = h->lazy ? mst_ws_read(h->arc, &ws, &we) : 0;
+    if (r < 0)
+        snprintf(h->ws_note, sizeof h->ws_note, "archive %s: %s: resuming without its working set", h->o->archive,
+                 we.msg);
+    if (r == 1) {
+        h->ws_ranges = ws.n;
+        h->ws_pages = ws.pages;
+        mst_ws_free(&ws);
+    }
+    return 0;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------------------------ */
 
 void host_cleanup(struct host *h)
@@ -438,7 +465,8 @@ void host_cleanup(struct host *h)
     }
     if (h->st.dir) {
         const char *names[] = { "state.json", "ctl.sock", "vmsnap-qmp.sock", "qmp.sock", "console.sock", "qemu.log",
-                                "kernel", "initrd", "dtb", "prefetch.json" };
+                                "kernel", "initrd", "dtb", "prefetch.json", VM_WS_FILE,
+                                VM_WS_REPORT };
         for (size_t i = 0; i < VS_ARRAY_SIZE(names); i++) {
             VS_AUTOFREE char *p = vs_xasprintf("%s/%s", h->st.dir, names[i]);
             unlink(p);
@@ -464,6 +492,7 @@ void host_cleanup(struct host *h)
         free(h->macs[i]);
     free(h->macs);
     free(h->replay_notes);
+    json_decref(h->ws_report);
     vm_state_free(&h->st);
 }
 
@@ -524,6 +553,8 @@ int host_start(struct host *h, vs_err *e)
             h->lazy = false;
         }
     }
+    if ((r = check_ws(h, e)) < 0)
+        return r;
     h->st.boot_pid = getpid();
     h->st.private_qmp = vs_xasprintf("%s/vmsnap-qmp.sock", h->st.dir);
     h->st.user_qmp = o->qmp ? vs_xstrdup(o->qmp) : vs_xasprintf("%s/qmp.sock", h->st.dir);
@@ -605,7 +636,7 @@ int host_start(struct host *h, vs_err *e)
     if (o->prefetch_all)
         host_prefetch_start(h);
     vs_err pe = { 0 };
-    if (h->lazy && host_pages_running(h, !o->no_prefetch, &pe) < 0)   /* the VM runs on without it */
+    if (h->lazy && host_pages_running(h, !o->no_prefetch && !o->record_ws_s, &pe) < 0)   /* the VM runs on without it */
         snprintf(h->memory_note, sizeof h->memory_note, "no background prefetch: %.400s", pe.msg);
     if ((r = vm_state_save(&h->st, e)) < 0)
         return r;
@@ -618,6 +649,7 @@ int host_start(struct host *h, vs_err *e)
         if (h->st.config.vmgenid && qmp_execute(h->q, "query-vm-generation-id", NULL, &g, NULL) == 0)
             snprintf(genid, sizeof genid, "%s", json_string_value(json_object_get(g, "guid")) ?: "");
         json_decref(g);
+        VS_AUTOFREE char *ws_file = o->record_ws_s ? vs_xasprintf("%s/%s", h->st.dir, VM_WS_FILE) : NULL;
         struct vm_host_info info = { .rundir = h->st.dir, .qmp = h->st.user_qmp, .console = h->st.console,
                                      .overlay = h->st.overlay, .control = h->st.control, .qemu_pid = h->qemu,
                                      .boot_pid = getpid(), .page_server_pid = h->pages_pid,
@@ -627,7 +659,9 @@ int host_start(struct host *h, vs_err *e)
                                      .lazy = h->lazy, .memory_note = h->memory_note[0] ? h->memory_note : NULL,
                                      .generation_id = genid[0] ? genid : NULL, .trusted = h->trusted,
                                      .cache = cs.enabled ? &cs : NULL, .disks_note = h->disks_note,
-                                     .replay_notes = h->replay_notes };
+                                     .replay_notes = h->replay_notes, .record_ws_s = o->record_ws_s,
+                                     .ws_file = ws_file, .ws_ranges = h->ws_ranges, .ws_pages = h->ws_pages,
+                                     .ws_note = h->ws_note[0] ? h->ws_note : NULL };
         o->ready(o->opaque, &info);
     }
     return 0;

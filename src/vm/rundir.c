@@ -107,18 +107,25 @@ int vm_state_save(const struct vm_state *s, vs_err *e)
 
 int vm_rundir_write(const char *dir, const char *name, const char *text, vs_err *e)
 {
+    return vm_rundir_write_bytes(dir, name, text, strlen(text), false, e);
+}
+
+int vm_rundir_write_bytes(const char *dir, const char *name, const void *buf, size_t len, bool durable, vs_err *e)
+{
     VS_AUTOFREE char *path = vs_xasprintf("%s/%s", dir, name);
     VS_AUTOFREE char *tmp = vs_xasprintf("%s/.%s.tmp", dir, name);
-    VS_AUTOCLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    VS_AUTOCLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return vs_err_sys(e, errno, "writing %s", tmp);
-    int r = vs_write_full(fd, text, strlen(text));
+    int r = vs_write_full(fd, buf, len);
+    if (r == 0 && durable && fsync(fd) < 0)
+        r = -errno;
     if (r < 0 || rename(tmp, path) < 0) {
         int err = r < 0 ? -r : errno;
         unlink(tmp);
         return vs_err_sys(e, err, "writing %s", path);
     }
-    return 0;
+    return durable ? vs_fsync_dir_of(path, e) : 0;
 }
 
 static char *jstr(json_t *o, const char *k)

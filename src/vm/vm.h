@@ -345,11 +345,14 @@ struct vm_state {
     struct vm_config config;
 };
 void vm_state_free(struct vm_state *s);
+#define VM_STATE_AUTOFREE __attribute__((cleanup(vm_state_free)))
 int vm_rundir_base(char **out, vs_err *e);
 int vm_rundir_create(char **out, vs_err *e);
 int vm_state_save(const struct vm_state *s, vs_err *e);        /* dir/state.json, atomically, 0600 */
 /* dir/name holding text, written to a temp name and renamed (0600). */
 int vm_rundir_write(const char *dir, const char *name, const char *text, vs_err *e);
+/* The same for bytes; durable: fsync'd before the rename, and the directory after it. */
+int vm_rundir_write_bytes(const char *dir, const char *name, const void *buf, size_t len, bool durable, vs_err *e);
 int vm_state_load(const char *dir, struct vm_state *s, vs_err *e);
 /* Find the VM whose user or private QMP socket is qmp_path. 0 found, -ENOENT not a vmsnap VM. */
 int vm_state_find(const char *qmp_path, struct vm_state *s, vs_err *e);
@@ -498,6 +501,10 @@ struct vm_host_info {
                                               config, files; its disks read the same entries), or NULL */
     const char *disks_note;   /* a foreign VM's disks that were not captured and were emptied or dropped, or NULL */
     const char *replay_notes; /* what of a foreign command line only its managing process could provide, or NULL */
+    double record_ws_s;       /* --record-ws: seconds recorded once the VM runs (0: not recording) */
+    const char *ws_file;      /* recording: where the working set will be written (VM_WS_FILE in the run dir) */
+    uint64_t ws_ranges, ws_pages;   /* the archive's own working set, fetched first by the prefetch (0: none) */
+    const char *ws_note;      /* why the archive's working set is not used, or NULL */
 };
 struct vm_host_opts {
     const char *archive;
@@ -516,6 +523,7 @@ struct vm_host_opts {
     bool no_prefetch;         /* lazy memory: pages come on first touch only (no background prefetch) */
     bool prefetch_all;        /* once the VM runs, the whole archive chain into the block cache (arc_prefetch_all);
                                * the outcome goes to the run directory's prefetch.json */
+    double record_ws_s;       /* lazy memory: record the working set the guest asks for in its first seconds (0: no) */
     bool keep_mac;            /* the recorded NICs keep their MACs (else each gets one derived from the clone id) */
     bool trust_archive;       /* pass what the archive records to QEMU unchecked (vm_config_check), and a foreign
                                * VM's recorded working directory */
@@ -531,6 +539,10 @@ struct vm_host_opts {
     int (*check_archive)(void *opaque, struct arc *a, vs_err *e);
     void *opaque;
 };
+/* The run directory's working set: the binary record (docs/FORMAT.md, "Working set") written when --record-ws is
+ * over, and the report (JSON) of the recording and of the working-set prefetch, updated as they happen. */
+#define VM_WS_FILE "working-set"
+#define VM_WS_REPORT "ws.json"
 /* Returns when QEMU has exited (0 if it exited normally) or after SIGINT/SIGTERM made it quit. */
 int vm_host_run(const struct vm_host_opts *o, vs_err *e);
 

@@ -1,0 +1,163 @@
+"""The recorded working set of a snapshot (256 MiB guest, 16 MiB pattern).
+
+1. A snapshot without a working set resumes as before: no working set reported, the pattern verifies.
+2. `boot --record-ws` of it, the guest reading its pattern during the recording: the run directory's record
+   (written 0600 when the time is up; ws.json, status --json and the boot's log say so) covers at least the
+   pattern's pages, each page once, page-aligned, within the RAM stream; --record-ws with --eager is refused.
+3. `ws save --qmp` writes a small thin archive over the snapshot (no data copied, 0600) whose `info --json` shows the
+   same ranges, in the same order, as the record.
+4. Booting it prefetches the working set first: the report's bytes equal the recorded total; the pattern verifies.
+5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
+   and the pattern verifies (no crash, no prefetch report of it)."""
+import json
+import os
+import shutil
+import stat
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm"))
+from vmsnaptest import Booted, boot_filled, check, log, snap, tmpdir, vmtest  # noqa: E402
+
+FILL = 16
+RAM = 256 << 20
+PAGE = 4096
+RECORD_S = 5
+
+
+def parse_record(data):
+    """docs/FORMAT.md, "Working set" (the checksum is checked by vmsnap itself when it reads the record)."""
+    check(data[:8] == b"vmsnapws", f"record magic: {data[:8]!r}")
+    version, hsize, nstreams, n = struct.unpack_from("<IIII", data, 8)
+    check((version, hsize) == (1, 32), f"version 1, 32-byte header: {version}, {hsize}")
+    at, streams = 32, []
+    for _ in range(nstreams):
+        size, ln = struct.unpack_from("<QB", data, at)
+        streams.append((data[at + 9:at + 9 + ln].decode(), size))
+        at += 9 + ln
+    entries = [struct.unpack_from("<IIQ", data, at + 16 * i) for i in range(n)]
+    check(at + 16 * n + 8 == len(data), f"record length: {len(data)} bytes for {n} ranges")
+    return streams, [(s, off, pages * PAGE) for s, pages, off in entries]
+
+
+def wait_report(rundir, key, timeout=90):
+    path = os.path.join(rundir, "ws.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                doc = json.load(f)
+            if key in doc or "error" in doc:
+                return doc
+        time.sleep(0.2)
+    raise vmtest.TestFailure(f"no '{key}' in {path} after {timeout} s")
+
+
+def damage_ws(src, dst):
+    """A copy of src whose working-set block is damaged: its first bytes are stored as they are (LZ4 starts with
+    literals), so the record's magic is found and one byte of it flipped."""
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    at = data.find(b"vmsnapws")
+    check(at > 0 and data.find(b"vmsnapws", at + 1) < 0, "the working set's block found in the archive")
+    data[at + 7] ^= 0x40
+    with open(dst, "wb") as f:
+        f.write(data)
+    os.chmod(dst, 0o600)
+
+
+def test():
+    d = tmpdir()
+    vms = []
+    try:
+        vm = boot_filled(d, "src", FILL, 3)
+        arc = os.path.join(d, "A.vmsnap")
+        snap(vm.qmp_path, arc)
+        vm.close()
+
+        # 1. no working set: as before
+        v = Booted(arc, d, "plain")
+        vms.append(v)
+        check("working-set" not in v.info and "ws-note" not in v.info, f"no working set reported: {v.info}")
+        v.agent.cmd("verify seed=3")
+        v.close()
+
+        p = vmtest.vmsnap("boot", arc, "--record-ws", "3", "--eager", check=False)
+        check(p.returncode == 2 and "--record-ws" in p.stderr, f"--record-ws with --eager refused: {p.stderr}")
+
+        # 2. record
+        rec = Booted(arc, d, "rec", args=["--record-ws", str(RECORD_S)])
+        vms.append(rec)
+        rundir = rec.info["rundir"]
+        check(rec.info.get("record-ws", {}).get("file") == os.path.join(rundir, "working-set"),
+              f"boot --json says where the record goes: {rec.info}")
+        check("own" in (rec.info.get("memory-note") or ""), f"a note says the server is its own: {rec.info}")
+        rec.agent.cmd("verify seed=3")
+        report = wait_report(rundir, "recorded")
+        log(f"ws.json: {report}")
+        recorded = report["recorded"]
+        path = recorded["file"]
+        check(stat.S_IMODE(os.stat(path).st_mode) == 0o600, "the record is 0600")
+        with open(path, "rb") as f:
+            streams, entries = parse_record(f.read())
+        check(streams == [("ram/mem", RAM)], f"the record names RAM stream ram/mem of the VM's size: {streams}")
+        total = sum(ln for _, _, ln in entries)
+        check(recorded["bytes"] == total and recorded["ranges"] == len(entries), "ws.json matches the record")
+        check(total >= FILL << 20, f"the record covers at least the {FILL} MiB pattern the guest read: {total}")
+        check(total <= RAM // 2, f"and not all RAM (prefetch was off): {total}")
+        pages = set()
+        for s, off, ln in entries:
+            check(s == 0 and off % PAGE == 0 and ln > 0 and off + ln <= RAM, f"range {off}+{ln} in the stream")
+            new = set(range(off // PAGE, (off + ln) // PAGE))
+            check(not new & pages, f"range {off}+{ln} repeats no page")
+            pages |= new
+        st = vmtest.vmsnap("status", "--qmp", rec.qmp_path, "--json", json_out=True)
+        check(st.get("working-set", {}).get("recorded", {}).get("bytes") == total, f"status --json: {st}")
+        with open(os.path.join(rundir, "qemu.log")) as f:
+            check("working set recorded" in f.read(), "the boot's log says the working set was recorded")
+
+        # 3. save
+        out = os.path.join(d, "W.vmsnap")
+        saved = vmtest.vmsnap("ws", "save", "--qmp", rec.qmp_path, "-o", out, "--json", json_out=True)
+        check(saved["bytes"] == total and saved["ranges"] == len(entries), f"ws save --json: {saved}")
+        log(f"ws save: {saved}, {os.path.getsize(out)} bytes")
+        check(os.path.getsize(out) < (1 << 20), f"the thin archive copies no data: {os.path.getsize(out)} bytes")
+        check(stat.S_IMODE(os.stat(out).st_mode) == 0o600, "it references guest memory: 0600")
+        rec.close()
+        info = vmtest.vmsnap("info", out, "--json", json_out=True)
+        ws = info.get("working_set", {})
+        check(ws.get("streams") == ["ram/mem"] and [tuple(x) for x in ws.get("entries", [])] == entries,
+              "info --json shows the recorded ranges in their order")
+        check(ws.get("bytes") == total and len(info["parent_chain"]) >= 1, f"over the snapshot: {info['parent_chain']}")
+
+        # 4. boot it: the working set first
+        v = Booted(out, d, "ws")
+        vms.append(v)
+        check(v.info.get("working-set", {}).get("bytes") == total, f"boot --json reports the working set: {v.info}")
+        pf = wait_report(v.info["rundir"], "prefetch")["prefetch"]
+        log(f"working-set prefetch: {pf}")
+        check(pf["bytes"] == total and pf["read-bytes"] > 0 and pf["seconds"] > 0, f"all of it in the page cache: {pf}")
+        v.agent.cmd("verify seed=3")
+        v.close()
+
+        # 5. damaged
+        bad = os.path.join(d, "bad.vmsnap")
+        damage_ws(out, bad)
+        v = Booted(bad, d, "bad")
+        vms.append(v)
+        note = v.info.get("ws-note") or ""
+        check(bad in note and "working-set" in note, f"a note names the archive and the stream: {note!r}")
+        check("working-set" not in v.info, "no working set used")
+        v.agent.cmd("verify seed=3")
+        time.sleep(1)
+        ws_json = os.path.join(v.info["rundir"], "ws.json")
+        check(not os.path.exists(ws_json), "nothing prefetched as a working set")
+        v.close()
+    finally:
+        for v in vms:
+            v.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+vmtest.main(test)
