@@ -9,49 +9,19 @@
 4. Booting it prefetches the working set first: the report's bytes equal the recorded total; the pattern verifies.
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
    and the pattern verifies (no crash, no prefetch report of it)."""
-import json
 import os
 import shutil
 import stat
-import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm"))
 from vmsnaptest import Booted, boot_filled, check, log, snap, tmpdir, vmtest  # noqa: E402
+from wstest import PAGE, read_record, wait_report  # noqa: E402
 
 FILL = 16
 RAM = 256 << 20
-PAGE = 4096
 RECORD_S = 5
-
-
-def parse_record(data):
-    """docs/FORMAT.md, "Working set" (the checksum is checked by vmsnap itself when it reads the record)."""
-    check(data[:8] == b"vmsnapws", f"record magic: {data[:8]!r}")
-    version, hsize, nstreams, n = struct.unpack_from("<IIII", data, 8)
-    check((version, hsize) == (1, 32), f"version 1, 32-byte header: {version}, {hsize}")
-    at, streams = 32, []
-    for _ in range(nstreams):
-        size, ln = struct.unpack_from("<QB", data, at)
-        streams.append((data[at + 9:at + 9 + ln].decode(), size))
-        at += 9 + ln
-    entries = [struct.unpack_from("<IIQ", data, at + 16 * i) for i in range(n)]
-    check(at + 16 * n + 8 == len(data), f"record length: {len(data)} bytes for {n} ranges")
-    return streams, [(s, off, pages * PAGE) for s, pages, off in entries]
-
-
-def wait_report(rundir, key, timeout=90):
-    path = os.path.join(rundir, "ws.json")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                doc = json.load(f)
-            if key in doc or "error" in doc:
-                return doc
-        time.sleep(0.2)
-    raise vmtest.TestFailure(f"no '{key}' in {path} after {timeout} s")
 
 
 def damage_ws(src, dst):
@@ -99,8 +69,7 @@ def test():
         recorded = report["recorded"]
         path = recorded["file"]
         check(stat.S_IMODE(os.stat(path).st_mode) == 0o600, "the record is 0600")
-        with open(path, "rb") as f:
-            streams, entries = parse_record(f.read())
+        streams, entries = read_record(path)
         check(streams == [("ram/mem", RAM)], f"the record names RAM stream ram/mem of the VM's size: {streams}")
         total = sum(ln for _, _, ln in entries)
         check(recorded["bytes"] == total and recorded["ranges"] == len(entries), "ws.json matches the record")
