@@ -3,6 +3,7 @@
  * manifest. Expected stream contents are hashed from the data given to the writer, not read back.
  * The reader's internals are used only to find the bytes to damage (index entries, top-level tables). */
 #include "archive/reader_priv.h"
+#include "memstore/memstore.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -207,8 +208,10 @@ static void thick_thin(struct gen *g, const char *thick_file, const char *thin_f
 static void rev1(struct gen *g) { thick_thin(g, "r1-thick.vmsnap", "r1-thin.vmsnap", 1, NULL); }
 
 
-/* Memory as pages: ram/mem written out of order with rewrites, then memory-device (sealed with key, if any). */
-static void paged(struct gen *g, const char *file, int rev, const struct cr_key *key, const char *what)
+/* Memory as pages: ram/mem written out of order with rewrites, then memory-device (sealed with key, if any), and
+ * the extra stream if there is one. */
+static void paged(struct gen *g, const char *file, int rev, const struct cr_key *key, const char *what,
+                  const struct want *extra)
 {
     if (exists(g, file))
         return;
@@ -235,16 +238,19 @@ static void paged(struct gen *g, const char *file, int rev, const struct cr_key 
     struct want s[] = {
         { "ram/mem", ARC_KIND_OTHER, ram, RAM }, { "memory-device", ARC_KIND_OTHER, dev, 6000 },
         { "disk0", ARC_KIND_DISK, d0, DISK1 }, { "config", ARC_KIND_CONFIG, (const uint8_t *)cfg, strlen(cfg) },
+        extra ? *extra : (struct want){ 0 },
     };
-    for (size_t i = 1; i < VS_ARRAY_SIZE(s); i++)
+    size_t n = VS_ARRAY_SIZE(s) - !extra;
+    for (size_t i = 1; i < n; i++)
         add(w, &s[i]);
     finish(w);
-    record(g, file, rev, what, NULL, s, VS_ARRAY_SIZE(s));
+    record(g, file, rev, what, NULL, s, n);
 }
 
 static void rev2(struct gen *g)
 {
-    paged(g, "r2-paged.vmsnap", 2, NULL, "memory as pages: ram/mem (unordered, pages rewritten) and memory-device");
+    paged(g, "r2-paged.vmsnap", 2, NULL, "memory as pages: ram/mem (unordered, pages rewritten) and memory-device",
+          NULL);
 }
 
 /* Firmware files named in extra-args, stored as file streams (one writable: firmware variables). */
@@ -431,7 +437,23 @@ static void rev11(struct gen *g)
 {
     thick_thin(g, "r11-encrypted.vmsnap", "r11-encrypted-thin.vmsnap", 11, &g->key);
     paged(g, "r11-encrypted-paged.vmsnap", 11, &g->key, "memory as pages (ram/mem unordered, pages rewritten) and "
-          "memory-device, sealed with " GOLDEN_KEY);
+          "memory-device, sealed with " GOLDEN_KEY, NULL);
+}
+
+/* Revision 13: a paged archive with a working set (pages 200, 3, 64-67 of ram/mem, in that order). */
+static void rev13(struct gen *g)
+{
+    struct mst_ws_stream st = { "ram/mem", RAM };
+    struct mst_ws_entry en[] = { { 0, 1, 200 * 4096 }, { 0, 1, 3 * 4096 }, { 0, 4, 64 * 4096 } };
+    struct mst_ws ws = { .nstreams = 1, .streams = &st, .n = VS_ARRAY_SIZE(en), .entries = en };
+    VS_AUTOFREE uint8_t *rec = NULL;
+    size_t len = 0;
+    vs_err e = { 0 };
+    if (mst_ws_encode(&ws, &rec, &len, &e) < 0)
+        die("working set", &e);
+    struct want extra = { MST_WS_STREAM, ARC_KIND_OTHER, rec, len };
+    paged(g, "r13-working-set.vmsnap", 13, NULL, "r2-paged's streams and a working set: pages 200, 3, 64-67 of "
+          "ram/mem", &extra);
 }
 
 /* The test key: made once, then read like any key file (from a private copy: git keeps no file modes). */
@@ -667,6 +689,7 @@ int main(int argc, char **argv)
     foreign_disks(&g);
     store_parent(&g);
     rev11(&g);
+    rev13(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
         damaged(&g, &damages[i]);
     rmdir(g.tmpdir);

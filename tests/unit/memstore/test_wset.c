@@ -184,7 +184,7 @@ static void test_archive(void **state)
     free(b);
 }
 
-/* Archives written before revision 13 have no working set, and reading for one leaves them alone. */
+/* Archives written before revision 13 have no working set; revision 13's golden one has its own. */
 static void test_golden(void **state)
 {
     (void)state;
@@ -201,6 +201,20 @@ static void test_golden(void **state)
         assert_int_equal(mst_ws_read(a, &ws, &e), 0);
         arc_close(a);
     }
+    /* Revision 13's: pages 200, 3, 64-67, in that order. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/r13-working-set.vmsnap", GOLDEN_DIR);
+    struct arc *a;
+    vs_err e = { 0 };
+    assert_int_equal(arc_open(path, NULL, &a, &e), 0);
+    struct mst_ws ws;
+    assert_int_equal(mst_ws_read(a, &ws, &e), 1);
+    arc_close(a);
+    assert_int_equal(ws.n, 3);
+    assert_string_equal(ws.streams[0].name, "ram/mem");
+    assert_true(ws.entries[0].off == 200 * 4096 && ws.entries[0].pages == 1);
+    assert_true(ws.entries[1].off == 3 * 4096 && ws.entries[2].off == 64 * 4096 && ws.entries[2].pages == 4);
+    mst_ws_free(&ws);
 }
 
 int main(void)
