@@ -8,7 +8,9 @@
    same ranges, in the same order, as the record.
 4. Booting it prefetches the working set first: the report's bytes equal the recorded total; the pattern verifies.
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
-   and the pattern verifies (no crash, no prefetch report of it)."""
+   and the pattern verifies (no crash, no prefetch report of it).
+6. An encrypted snapshot: `ws save` needs its key and seals the thin archive with it; booted with the key, the
+   working set is prefetched."""
 import os
 import shutil
 import stat
@@ -44,6 +46,10 @@ def test():
         vm = boot_filled(d, "src", FILL, 3)
         arc = os.path.join(d, "A.vmsnap")
         snap(vm.qmp_path, arc)
+        key = os.path.join(d, "k.key")
+        vmtest.vmsnap("keygen", "-o", key)
+        sealed = os.path.join(d, "E.vmsnap")
+        snap(vm.qmp_path, sealed, "--encrypt", key)
         vm.close()
 
         # 1. no working set: as before
@@ -94,6 +100,13 @@ def test():
         check(os.path.getsize(out) < (1 << 20), f"the thin archive copies no data: {os.path.getsize(out)} bytes")
         check(stat.S_IMODE(os.stat(out).st_mode) == 0o600, "it references guest memory: 0600")
         rec.close()
+        own = os.path.join(os.path.dirname(rundir), "pages-")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and [n for n in os.listdir(os.path.dirname(rundir))
+                                                if n.endswith(f"-rec{rec.info['boot-pid']}")]:
+            time.sleep(0.1)
+        check(not [n for n in os.listdir(os.path.dirname(rundir)) if n.endswith(f"-rec{rec.info['boot-pid']}")],
+              f"the recording's own page server is gone with its VM ({own}*-rec{rec.info['boot-pid']})")
         info = vmtest.vmsnap("info", out, "--json", json_out=True)
         ws = info.get("working_set", {})
         check(ws.get("streams") == ["ram/mem"] and [tuple(x) for x in ws.get("entries", [])] == entries,
@@ -122,6 +135,25 @@ def test():
         time.sleep(1)
         ws_json = os.path.join(v.info["rundir"], "ws.json")
         check(not os.path.exists(ws_json), "nothing prefetched as a working set")
+        v.close()
+
+        # 6. encrypted
+        rec = Booted(sealed, d, "erec", args=["--record-ws", "2", "--key", key])
+        vms.append(rec)
+        rec.agent.cmd("verify seed=3")
+        recorded = wait_report(rec.info["rundir"], "recorded")["recorded"]
+        eout = os.path.join(d, "EW.vmsnap")
+        p = vmtest.vmsnap("ws", "save", "--qmp", rec.qmp_path, "-o", eout, check=False)
+        check(p.returncode == 1 and "--key" in p.stderr and not os.path.exists(eout), f"needs the key: {p.stderr}")
+        vmtest.vmsnap("ws", "save", "--qmp", rec.qmp_path, "-o", eout, "--key", key)
+        rec.close()
+        info = vmtest.vmsnap("info", eout, "--json", json_out=True)
+        check(info["encrypted"] and info["sealed"] and "working_set" not in info, "sealed: nothing shown without key")
+        v = Booted(eout, d, "ews", args=["--key", key])
+        vms.append(v)
+        pf = wait_report(v.info["rundir"], "prefetch")["prefetch"]
+        check(pf["bytes"] == recorded["bytes"], f"the sealed working set prefetched: {pf}")
+        v.agent.cmd("verify seed=3")
         v.close()
     finally:
         for v in vms:
