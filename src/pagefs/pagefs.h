@@ -64,7 +64,8 @@ void pf_get_stats(struct pf_mount *m, struct pf_stats *out);
 int pf_prefetch_start(struct pf_mount *m, vs_err *e);
 /* Before pf_prefetch_start: a working set (copied) that the prefetch fetches first, in this order, at normal
  * priority and without waiting for demand reads (the guest is about to ask for exactly these pages): ranges
- * rounded to 64 KiB, near ones merged into reads of up to 4 MiB, several in flight; then the rest as above. */
+ * rounded to 64 KiB, near ones merged into reads of up to 4 MiB, 4 in flight (4 buffers of 4 MiB while that
+ * phase runs); then the rest as above. Ranges outside the files are dropped. */
 void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n);
 /* Merge ranges in their order: a range that overlaps or lies within gap bytes of the current read (same file)
  * extends it while it stays within max bytes; else it starts the next read. *out (malloc'd): the reads. */

@@ -553,8 +553,9 @@ int host_pages_running(struct host *h, bool prefetch, vs_err *e)
     return r < 0 ? vs_err_sys(e, -r, "telling the page server that the VM runs") : 0;
 }
 
-/* A working-set line of the server into the report, the run directory and the log. */
-static void ws_line(struct host *h, const char *word, const char *text)
+/* A working-set line of the server ("ws-recorded ...", "ws-prefetched ...", "ws-failed ...") into the report, the
+ * run directory and the log. */
+static void ws_line(struct host *h, const char *line)
 {
     unsigned long long a = 0, b = 0, c = 0;
     int trunc = 0, used = 0;
@@ -562,20 +563,20 @@ static void ws_line(struct host *h, const char *word, const char *text)
     char msg[700];
     if (!h->ws_report)
         h->ws_report = json_object();
-    if (!strcmp(word, "ws-recorded") && sscanf(text, "%llu %llu %d %n", &a, &b, &trunc, &used) == 3 && used) {
-        json_object_set_new(h->ws_report, "recorded", json_pack("{s:s,s:I,s:I,s:I,s:f,s:b}", "file", text + used,
+    if (sscanf(line, "ws-recorded %llu %llu %d %n", &a, &b, &trunc, &used) == 3 && used) {
+        json_object_set_new(h->ws_report, "recorded", json_pack("{s:s,s:I,s:I,s:I,s:f,s:b}", "file", line + used,
                             "ranges", (json_int_t)a, "pages", (json_int_t)b, "bytes", (json_int_t)(b * MST_PAGE_SIZE),
                             "seconds", h->o->record_ws_s, "truncated", trunc));
         snprintf(msg, sizeof msg, "working set recorded: %llu pages (%llu bytes) in %llu ranges%s, in %.400s", b,
-                 b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "", text + used);
-    } else if (!strcmp(word, "ws-prefetched") && sscanf(text, "%llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
+                 b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "", line + used);
+    } else if (sscanf(line, "ws-prefetched %llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
         json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f}", "bytes", (json_int_t)a,
                             "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs));
         snprintf(msg, sizeof msg, "working set prefetched: %llu bytes in the page cache after %.3f s (%llu bytes "
                  "read in %llu requests)", a, secs, b, c);
-    } else if (!strcmp(word, "ws-failed")) {
-        json_object_set_new(h->ws_report, "error", json_string(text));
-        snprintf(msg, sizeof msg, "%.600s", text);
+    } else if (!strncmp(line, "ws-failed ", 10)) {
+        json_object_set_new(h->ws_report, "error", json_string(line + 10));
+        snprintf(msg, sizeof msg, "%.600s", line + 10);
     } else {
         return;
     }
@@ -603,8 +604,8 @@ void host_pages_poll(struct host *h)
             snprintf(h->pages_error, sizeof h->pages_error, "%s", line + 6);
         else if (!strncmp(line, "note ", 5))
             snprintf(h->memory_note, sizeof h->memory_note, "%s", line + 5);
-        else if (!strncmp(line, "ws-", 3) && strchr(line, ' '))
-            ws_line(h, strndupa(line, (size_t)(strchr(line, ' ') - line)), strchr(line, ' ') + 1);
+        else if (!strncmp(line, "ws-", 3))
+            ws_line(h, line);
     }
 }
 
