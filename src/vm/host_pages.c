@@ -362,7 +362,6 @@ static void srv_loop(struct srv *s)
     }
 }
 
-/* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
 /* The archive's working set as ranges of the page files for the prefetch to fetch first. A bad one is left out
  * here (each boot host checks it too and says why). */
 static void srv_plan_ws(struct srv *s)
@@ -387,6 +386,7 @@ static void srv_plan_ws(struct srv *s)
     mst_ws_free(&ws);
 }
 
+/* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
 static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, const char *dir, const char *key,
                                double rec_s, const char *rec_path)
 {
