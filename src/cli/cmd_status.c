@@ -29,6 +29,22 @@ static void add_working_set(const char *path, json_t *doc)
         json_decref(ws);
 }
 
+static void print_working_set(json_t *ws)
+{
+    json_t *rec = json_object_get(ws, "recorded"), *pf = json_object_get(ws, "prefetch");
+    if (rec)
+        printf("working set: %lld pages (%lld ranges) recorded in %s\n",
+               (long long)json_integer_value(json_object_get(rec, "pages")),
+               (long long)json_integer_value(json_object_get(rec, "ranges")),
+               json_string_value(json_object_get(rec, "file")));
+    if (pf)
+        printf("working set: %lld bytes prefetched first, in %.3f s\n",
+               (long long)json_integer_value(json_object_get(pf, "bytes")),
+               json_number_value(json_object_get(pf, "seconds")));
+    if (json_object_get(ws, "error"))
+        printf("working set: %s\n", json_string_value(json_object_get(ws, "error")));
+}
+
 /* One poll: connect, query, disconnect — the user's socket is free between polls. */
 static int poll_once(const char *path, json_t **doc, vs_err *e)
 {
@@ -83,6 +99,7 @@ int cmd_status(int argc, char **argv)
             return qops_cli_print_json(doc);
         VS_AUTOFREE char *text = qops_status_text(doc);
         fputs(text, stdout);
+        print_working_set(json_object_get(doc, "working-set"));
         json_decref(doc);
         return CLI_OK;
     }

@@ -69,6 +69,10 @@ def test():
         check(rec.info.get("record-ws", {}).get("file") == os.path.join(rundir, "working-set"),
               f"boot --json says where the record goes: {rec.info}")
         check("own" in (rec.info.get("memory-note") or ""), f"a note says the server is its own: {rec.info}")
+        early = os.path.join(d, "early.vmsnap")
+        p = vmtest.vmsnap("ws", "save", rundir, "-o", early, check=False)
+        check(p.returncode == 1 and "no working set recorded" in p.stderr and not os.path.exists(early),
+              f"ws save before the time is up: {p.stderr}")
         rec.agent.cmd("verify seed=3")
         report = wait_report(rundir, "recorded")
         log(f"ws.json: {report}")
@@ -89,6 +93,8 @@ def test():
             pages |= new
         st = vmtest.vmsnap("status", "--qmp", rec.qmp_path, "--json", json_out=True)
         check(st.get("working-set", {}).get("recorded", {}).get("bytes") == total, f"status --json: {st}")
+        text = vmtest.vmsnap("status", "--qmp", rec.qmp_path).stdout
+        check(f"working set: {total // PAGE} pages" in text, f"status says it too: {text}")
         with open(os.path.join(rundir, "qemu.log")) as f:
             check("working set recorded" in f.read(), "the boot's log says the working set was recorded")
 
