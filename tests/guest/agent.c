@@ -292,14 +292,22 @@ static void cmd_fill(struct agent *a, const char *id, int argc, char **argv)
          n[0] * (MIX_CHUNK >> 10), n[1] * (MIX_CHUNK >> 10), n[2] * (MIX_CHUNK >> 10));
 }
 
+/* verify [seed=N] [from=MIB] [mib=MIB]: check the fill, or the MIB MiB of it from MiB offset FROM (a "function"
+ * that reads part of RAM: benchmarks time it with the guest's clock, us=). */
 static void cmd_verify(struct agent *a, const char *id, int argc, char **argv)
 {
     static char text[MIX_CHUNK];
     if (!a->mem)
         FAIL(a, "R %s ERR nothing filled", id);
     uint64_t seed = opt_u64(argv, argc, "seed", a->mem_seed);
+    uint64_t fill_mib = a->mem_bytes >> 20, from = opt_u64(argv, argc, "from", 0);
+    uint64_t mib = opt_u64(argv, argc, "mib", from < fill_mib ? fill_mib - from : 0);
+    if (from >= fill_mib || mib == 0 || mib > fill_mib - from)
+        FAIL(a, "R %s ERR range from=%" PRIu64 " mib=%" PRIu64 " is not inside the %" PRIu64 " MiB fill", id, from,
+             mib, fill_mib);
+    size_t c0 = (size_t)(from << 20) / MIX_CHUNK, c1 = (size_t)((from + mib) << 20) / MIX_CHUNK;
     uint64_t t0 = mono_us();
-    for (size_t c = 0; c < a->mem_bytes / MIX_CHUNK; c++) {
+    for (size_t c = c0; c < c1; c++) {
         int k = mix_kind(a->mem_mix, seed, c);
         size_t i0 = c * (MIX_CHUNK / 8);
         if (k == MIX_TEXT)
@@ -313,7 +321,9 @@ static void cmd_verify(struct agent *a, const char *id, int argc, char **argv)
                             id, i * 8, seed, a->mem[i], want);
         }
     }
-    emit(a, "R %s OK mib=%zu seed=%" PRIu64 " ms=%" PRIu64, id, a->mem_bytes >> 20, seed, (mono_us() - t0) / 1000);
+    uint64_t us = mono_us() - t0;
+    emit(a, "R %s OK mib=%" PRIu64 " seed=%" PRIu64 " ms=%" PRIu64 " us=%" PRIu64 " from=%" PRIu64, id, mib, seed,
+         us / 1000, us, from);
 }
 
 /* ---- raw records on a block device ----------------------------------------------------------------------------- */

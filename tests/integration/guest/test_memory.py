@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""RAM patterns: what the agent writes verifies, a wrong seed fails with the first bad offset, and a fill too large
-for the guest is refused instead of getting the agent OOM-killed."""
+"""RAM patterns: what the agent writes verifies (whole or a MiB range of it), a wrong seed fails with the first bad
+offset, and a fill too large for the guest is refused instead of getting the agent OOM-killed."""
 import os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import vmtest
@@ -20,6 +20,15 @@ def test():
         log(f"verify with a wrong seed: {bad}")
         check(not bad.ok, "verification with the wrong seed passed")
         check_eq(bad.int("offset"), 0, "first bad offset")
+        # part of the fill (the working-set bench's "function"): only that range is read, timed in us
+        r = agent.cmd("verify from=16 mib=8")
+        check_eq((r.int("from"), r.int("mib"), r.int("seed")), (16, 8, 5), "range verified")
+        check(r.int("us") >= 0 and r.int("us") // 1000 == r.int("ms"), f"us and ms agree: {r}")
+        bad = agent.cmd("verify seed=6 from=32 mib=4", check=False)
+        check(not bad.ok and bad.int("offset") == 32 << 20, f"a range check starts at its range: {bad}")
+        for rng in ("from=60 mib=8", "from=64", "mib=0"):
+            out = agent.cmd(f"verify {rng}", check=False)
+            check(not out.ok and "not inside" in out.text, f"verify {rng} of a 64 MiB fill answered {out}")
         st = agent.cmd("status")
         check_eq((st.int("fill_mib"), st.int("fill_seed")), (64, 5), "status after fill")
         too_big = agent.cmd("fill 1024", check=False)
