@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/ws/run at its smallest (256 MiB guest, one boot per mode) produces sane rows: every mode ran, every call of
 the guest function verified its range (the bench exits 1 otherwise), the host saw each answer no sooner than the
-guest's own time for it, and the working-set mode ran whenever this vmsnap has `vmsnap ws`. No timing asserted."""
+guest's own time for it, and the working-set mode ran whenever this vmsnap has `vmsnap ws`, on a boot that used
+its working set and prefetched it. No timing asserted."""
 import csv
 import os
 import shutil
@@ -35,6 +36,9 @@ def test():
             c1, c2, h1 = float(r["call1_ms"]), float(r["call2_ms"]), float(r["host1_ms"])
             check(c1 > 0 and c2 > 0 and float(r["boot_ms"]) > 0, f"{r['mode']}: times missing: {r}")
             check(h1 >= 0.9 * c1, f"{r['mode']}: the host got the answer in {h1} ms, before the guest's {c1} ms")
+            if r["mode"] == "ws":
+                check(float(r["ws_mib"]) > 0 and float(r["ws_prefetch_s"]) > 0,
+                      f"the ws boot reports no working set or no prefetch of it: {r}")
         with open(os.path.join(out, "ws.md")) as f:
             md = f.read()
         check("bench/ws/run --ram 256M" in md and "warm (2nd call, eager boot)" in md, "ws.md: command and warm row")
