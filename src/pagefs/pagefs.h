@@ -78,6 +78,15 @@ size_t pf_plan_merge(const struct pf_range *in, size_t n, uint64_t gap, uint64_t
 void pf_record_start(struct pf_mount *m);
 /* Stop recording and take the ranges (malloc'd, *n of them; NULL when none). */
 void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *truncated);
+/* What the guest touched, not what readahead brought: QEMU maps its RAM with MADV_HUGEPAGE, for which the kernel
+ * reads 4 MiB around every fault whatever the mount's readahead (max_readahead 0 and PR_SET_THP_DISABLE change
+ * nothing), so a recording's reads are mostly pages nobody used. The pages a process has mapped (present or
+ * swapped) are the ones it touched, plus the kernel's fault-around (up to 64 KiB around a fault, of pages already
+ * in the page cache). pf_mapped: per file of the mount on dir, one bit per page that process pid maps (malloc'd,
+ * pf_mapped_free). pf_record_keep: the recorded ranges, in their order, cut to the pages set in keep[file]. */
+int pf_mapped(int pid, const char *dir, const struct pf_file *files, unsigned n, uint64_t ***out, vs_err *e);
+void pf_mapped_free(uint64_t **maps, unsigned n);
+size_t pf_record_keep(const struct pf_range *in, size_t n, uint64_t *const *keep, struct pf_range **out);
 /* ---- an archive's RAM streams as page files ------------------------------------------------------------- */
 /* One pf_file per RAM stream of a (held open) archive (memstore's mst_ram_streams), reading through arc_pread. */
 int pf_archive_files(struct arc *a, struct pf_file **files, unsigned *n, vs_err *e);

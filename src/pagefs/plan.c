@@ -22,3 +22,28 @@ size_t pf_plan_merge(const struct pf_range *in, size_t n, uint64_t gap, uint64_t
     *out = o;
     return k;
 }
+
+size_t pf_record_keep(const struct pf_range *in, size_t n, uint64_t *const *keep, struct pf_range **out)
+{
+    size_t k = 0, cap = n ? n : 1;
+    struct pf_range *o = vs_xcalloc(cap, sizeof *o);
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *map = keep[in[i].file];
+        uint64_t p = in[i].off / PF_PAGE_SIZE, p1 = VS_DIV_ROUND_UP(in[i].off + in[i].len, PF_PAGE_SIZE);
+        while (p < p1) {
+            for (; p < p1 && !(map[p / 64] & (1ull << (p % 64))); p++)
+                ;
+            uint64_t q = p;
+            for (; q < p1 && (map[q / 64] & (1ull << (q % 64))); q++)
+                ;
+            if (q == p)
+                break;
+            if (k == cap)
+                o = vs_xrealloc(o, (cap *= 2) * sizeof *o);
+            o[k++] = (struct pf_range){ in[i].file, p * PF_PAGE_SIZE, (q - p) * PF_PAGE_SIZE };
+            p = q;
+        }
+    }
+    *out = o;
+    return k;
+}

@@ -1,6 +1,7 @@
 /* pagefs and working sets: ranges merged into large reads in their order (pf_plan_merge); a recording keeps the
- * pages the kernel asks for in order of first touch, each once, without widening reads to 64 KiB; a working set
- * given to the prefetch lands in the page cache and is reported. The FUSE cases are skipped where FUSE cannot be
+ * pages the kernel asks for in order of first touch, each once, without widening reads to 64 KiB; cut to the pages
+ * a process maps (pf_mapped, pf_record_keep), a recording of a MADV_HUGEPAGE mapping keeps the touched pages, not
+ * the kernel's readahead; a working set given to the prefetch lands in the page cache and is reported. The FUSE cases are skipped where FUSE cannot be
  * mounted. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,8 +55,8 @@ static int src_read(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e
 
 struct fx { char dir[64]; struct src s; struct pf_mount *m; int fd; uint8_t *p; };
 
-/* A mounted 8 MiB file, mapped with MADV_RANDOM (one fault, one page asked), or skip. */
-static void setup(struct fx *x, bool record)
+/* A mounted 8 MiB file, mapped with advice (MADV_RANDOM: one fault, one page asked), or skip. */
+static void setup(struct fx *x, bool record, int advice)
 {
     if (!pf_available())
         skip();
@@ -78,7 +79,7 @@ static void setup(struct fx *x, bool record)
     x->fd = open(path, O_RDONLY);
     x->p = x->fd < 0 ? MAP_FAILED : mmap(NULL, SIZE, PROT_READ, MAP_PRIVATE, x->fd, 0);
     if (x->p != MAP_FAILED)
-        madvise(x->p, SIZE, MADV_RANDOM);
+        madvise(x->p, SIZE, advice);
 }
 
 static void teardown(struct fx *x)
@@ -96,7 +97,7 @@ static void test_record(void **state)
 {
     (void)state;
     struct fx x = { 0 };
-    setup(&x, true);
+    setup(&x, true, MADV_RANDOM);
     /* Checks are taken before the unmount and asserted after it: a failed assertion leaves no mount behind. */
     static const unsigned touch[] = { 40, 3, 40, 200, 3, 41 };
     bool same = x.p != MAP_FAILED;
@@ -118,11 +119,74 @@ static void test_record(void **state)
     free(r);
 }
 
+static void test_keep(void **state)
+{
+    (void)state;
+    uint64_t m0[2] = { 0x0f0, 1ull << 63 }, m1[1] = { 0x1 };   /* file 0: pages 4-7 and 127; file 1: page 0 */
+    uint64_t *keep[] = { m0, m1 };
+    const struct pf_range in[] = { { 0, 64 * PAGE, 64 * PAGE },     /* 64-127: page 127 */
+                                   { 0, 0, 16 * PAGE },             /* 0-15: 4-7 */
+                                   { 1, 0, 2 * PAGE },              /* file 1, 0-1: 0 */
+                                   { 0, 16 * PAGE, 4 * PAGE } };    /* none */
+    struct pf_range *out = NULL;
+    size_t n = pf_record_keep(in, 4, keep, &out);
+    assert_int_equal(n, 3);
+    assert_true(out[0].file == 0 && out[0].off == 127 * PAGE && out[0].len == PAGE);
+    assert_true(out[1].file == 0 && out[1].off == 4 * PAGE && out[1].len == 4 * PAGE);
+    assert_true(out[2].file == 1 && out[2].off == 0 && out[2].len == PAGE);
+    free(out);
+}
+
+/* QEMU maps its RAM with MADV_HUGEPAGE: the kernel reads megabytes around a fault, and only the pages this process
+ * maps (the touched ones and the kernel's fault-around, at most 64 KiB around each) stay in the record. */
+static void test_mapped(void **state)
+{
+    (void)state;
+    struct fx x = { 0 };
+    setup(&x, true, MADV_HUGEPAGE);
+    static const unsigned touch[] = { 40, 1500, 3 };
+    bool same = x.p != MAP_FAILED;
+    for (unsigned k = 0; same && k < sizeof touch / sizeof *touch; k++)
+        same = !memcmp(x.p + touch[k] * PAGE, x.s.data + touch[k] * PAGE, PAGE);
+    struct pf_range *r = NULL, *kept = NULL;
+    size_t n = 0, nk = 0;
+    bool truncated = true;
+    pf_record_stop(x.m, &r, &n, &truncated);
+    uint64_t **maps = NULL;
+    vs_err e = { 0 };
+    int rc = pf_mapped(getpid(), x.dir, &(struct pf_file){ .name = "mem", .size = SIZE }, 1, &maps, &e);
+    if (rc == 0)
+        nk = pf_record_keep(r, n, maps, &kept);
+    uint64_t read = 0, total = 0;
+    for (size_t i = 0; i < n; i++)
+        read += r[i].len;
+    unsigned found = 0;
+    for (size_t i = 0; i < nk; i++) {
+        total += kept[i].len;
+        for (unsigned k = 0; k < sizeof touch / sizeof *touch; k++)
+            found += kept[i].off <= touch[k] * PAGE && touch[k] * PAGE < kept[i].off + kept[i].len;
+    }
+    vs_err bad = { 0 };
+    uint64_t **none = NULL;
+    int rbad = pf_mapped(getpid(), "/nonexistent-vmsnap-dir", &(struct pf_file){ .name = "mem", .size = SIZE }, 1,
+                         &none, &bad);
+    pf_mapped_free(maps, 1);
+    teardown(&x);
+    print_message("read %" PRIu64 " bytes, kept %" PRIu64 " in %zu ranges\n", read, total, nk);
+    assert_true(same);
+    assert_int_equal(rc, 0);
+    assert_int_equal(found, 3);
+    assert_true(total <= 3 * 16 * PAGE);
+    assert_true(rbad < 0 && strstr(bad.msg, "/nonexistent-vmsnap-dir"));
+    free(r);
+    free(kept);
+}
+
 static void test_first(void **state)
 {
     (void)state;
     struct fx x = { 0 };
-    setup(&x, false);
+    setup(&x, false, MADV_RANDOM);
     const struct pf_range ws[] = { { 0, 5 << 20, 3 * PAGE }, { 0, 1 << 20, PAGE }, { 0, (1 << 20) + 8 * PAGE, PAGE },
                                    { 0, SIZE, PAGE } /* outside: ignored */ };
     pf_prefetch_first(x.m, ws, sizeof ws / sizeof *ws);
@@ -145,6 +209,7 @@ static void test_first(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = { cmocka_unit_test(test_merge), cmocka_unit_test(test_record),
+                                        cmocka_unit_test(test_keep), cmocka_unit_test(test_mapped),
                                         cmocka_unit_test(test_first) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
