@@ -120,6 +120,7 @@ struct srv {
     /* recording (a page server of the recording boot alone): for rec_s seconds once its VM runs, into rec_path */
     double rec_s, rec_deadline;
     const char *rec_path;
+    int rec_pid;                   /* the recording VM's QEMU */
     bool rec_done;
     bool ws_sent;                  /* the working-set prefetch's outcome went to the boot hosts */
 };
@@ -186,8 +187,10 @@ static void srv_line(struct srv *s, struct client *c, const char *line)
     if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0 || parent_of(pid) != c->peer)
         return;
     c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (s->rec_path && !s->rec_deadline)
+    if (s->rec_path && !s->rec_deadline) {
         s->rec_deadline = vs_now_s() + s->rec_s;
+        s->rec_pid = pid;
+    }
     vs_err e = { 0 };
     if (!strcmp(line + used, " prefetch") && pf_prefetch_start(s->m, &e) < 0) {
         char note[600];
@@ -214,12 +217,35 @@ static void srv_read(struct srv *s, struct client *c)
     }
 }
 
+/* The recorded reads cut to the pages QEMU has mapped, which the guest touched (readahead brought the rest). *n and
+ * *r replaced; *read: the pages read. Failing that, the reads are kept and note says why. */
+static void rec_touched(struct srv *s, struct pf_range **r, size_t *n, uint64_t *read, char *note, size_t cap)
+{
+    *read = 0;
+    for (size_t i = 0; i < *n; i++)
+        *read += (*r)[i].len / PF_PAGE_SIZE;
+    uint64_t **maps = NULL;
+    vs_err e = { 0 };
+    if (pf_mapped(s->rec_pid, s->mnt, s->files, s->n, &maps, &e) < 0) {
+        snprintf(note, cap, "the working set holds every page read, readahead included: %s", e.msg);
+        return;
+    }
+    struct pf_range *kept = NULL;
+    size_t k = pf_record_keep(*r, *n, maps, &kept);
+    pf_mapped_free(maps, s->n);
+    free(*r);
+    *r = kept;
+    *n = k;
+}
+
 /* The recording as a working-set record (streams named as the archive's RAM streams). */
-static int rec_encode(struct srv *s, uint8_t **out, size_t *len, struct mst_ws *ws, bool *truncated, vs_err *e)
+static int rec_encode(struct srv *s, uint8_t **out, size_t *len, struct mst_ws *ws, bool *truncated, uint64_t *read,
+                      char *note, size_t cap, vs_err *e)
 {
     VS_AUTOFREE struct pf_range *r = NULL;
     size_t n = 0;
     pf_record_stop(s->m, &r, &n, truncated);
+    rec_touched(s, &r, &n, read, note, cap);
     VS_AUTOFREE struct mst_ram *rs = NULL;
     unsigned nram = 0;
     int rc = mst_ram_streams(s->arc, &rs, &nram, e);
@@ -239,8 +265,9 @@ static int rec_encode(struct srv *s, uint8_t **out, size_t *len, struct mst_ws *
     return mst_ws_encode(ws, out, len, e);
 }
 
-/* Time is up: write the recording durably, 0600, and tell the boot host "ws-recorded RANGES PAGES TRUNCATED PATH",
- * or "ws-failed WHY". */
+/* Time is up: write the recording durably, 0600, and tell the boot host "ws-recorded RANGES PAGES TRUNCATED READ
+ * PATH" (READ: the pages the kernel read meanwhile), after "ws-note WHY" when it could not be cut to the pages the
+ * guest touched, or "ws-failed WHY". */
 static void srv_rec_finish(struct srv *s)
 {
     s->rec_done = true;
@@ -252,12 +279,17 @@ static void srv_rec_finish(struct srv *s)
     VS_AUTOFREE char *dir = vs_xstrdup(s->rec_path);
     char *slash = strrchr(dir, '/');
     *slash = 0;
-    int r = rec_encode(s, &buf, &len, &ws, &truncated, &e);
+    uint64_t read = 0;
+    char note[600] = "";
+    int r = rec_encode(s, &buf, &len, &ws, &truncated, &read, note, sizeof note, &e);
     if (r == 0)
         r = vm_rundir_write_bytes(dir, slash + 1, buf, len, true, &e);
+    for (size_t i = 0; r == 0 && note[0] && i < s->ncl; i++)
+        if (s->cl[i].fd >= 0)
+            send_line(s->cl[i].fd, "ws-note", note);
     char t[4400];
     if (r == 0)
-        snprintf(t, sizeof t, "%zu %" PRIu64 " %d %s", ws.n, ws.pages, truncated, s->rec_path);
+        snprintf(t, sizeof t, "%zu %" PRIu64 " %d %" PRIu64 " %s", ws.n, ws.pages, truncated, read, s->rec_path);
     else
         snprintf(t, sizeof t, "the working set was not recorded: %s", e.msg);
     mst_ws_free(&ws);
@@ -557,18 +589,23 @@ int host_pages_running(struct host *h, bool prefetch, vs_err *e)
  * run directory and the log. */
 static void ws_line(struct host *h, const char *line)
 {
-    unsigned long long a = 0, b = 0, c = 0;
+    unsigned long long a = 0, b = 0, c = 0, rd = 0;
     int trunc = 0, used = 0;
     double secs = 0;
     char msg[700];
     if (!h->ws_report)
         h->ws_report = json_object();
-    if (sscanf(line, "ws-recorded %llu %llu %d %n", &a, &b, &trunc, &used) == 3 && used) {
-        json_object_set_new(h->ws_report, "recorded", json_pack("{s:s,s:I,s:I,s:I,s:f,s:b}", "file", line + used,
+    if (sscanf(line, "ws-recorded %llu %llu %d %llu %n", &a, &b, &trunc, &rd, &used) == 4 && used) {
+        json_object_set_new(h->ws_report, "recorded", json_pack("{s:s,s:I,s:I,s:I,s:I,s:f,s:b}", "file", line + used,
                             "ranges", (json_int_t)a, "pages", (json_int_t)b, "bytes", (json_int_t)(b * MST_PAGE_SIZE),
-                            "seconds", h->o->record_ws_s, "truncated", trunc));
-        snprintf(msg, sizeof msg, "working set recorded: %llu pages (%llu bytes) in %llu ranges%s, in %.400s", b,
-                 b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "", line + used);
+                            "read-bytes", (json_int_t)(rd * MST_PAGE_SIZE), "seconds", h->o->record_ws_s,
+                            "truncated", trunc));
+        snprintf(msg, sizeof msg, "working set recorded: %llu pages (%llu bytes) in %llu ranges%s, of %llu bytes "
+                 "read, in %.400s", b, b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "",
+                 rd * MST_PAGE_SIZE, line + used);
+    } else if (!strncmp(line, "ws-note ", 8)) {
+        json_object_set_new(h->ws_report, "note", json_string(line + 8));
+        snprintf(msg, sizeof msg, "%.600s", line + 8);
     } else if (sscanf(line, "ws-prefetched %llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
         json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f}", "bytes", (json_int_t)a,
                             "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs));

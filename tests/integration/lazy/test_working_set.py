@@ -3,10 +3,13 @@
 1. A snapshot without a working set resumes as before: no working set reported, the pattern verifies.
 2. `boot --record-ws` of it, the guest reading its pattern during the recording: the run directory's record
    (written 0600 when the time is up; ws.json, status --json and the boot's log say so) covers at least the
-   pattern's pages, each page once, page-aligned, within the RAM stream; --record-ws with --eager is refused.
+   pattern's pages, each page once, page-aligned, within the RAM stream, and not much more: the pages the guest
+   touched, not the 4 MiB the kernel reads around each fault of QEMU's RAM (that record was 78-80 MiB); --record-ws
+   with --eager is refused.
 3. `ws save --qmp` writes a small thin archive over the snapshot (no data copied, 0600) whose `info --json` shows the
    same ranges, in the same order, as the record.
-4. Booting it prefetches the working set first: the report's bytes equal the recorded total; the pattern verifies.
+4. Booting it prefetches the working set first: the report's bytes equal the recorded total, read in merged
+   requests that stay a bounded multiple of it; the pattern verifies.
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
    and the pattern verifies (no crash, no prefetch report of it).
 6. An encrypted snapshot: `ws save` needs its key and seals the thin archive with it; booted with the key, the
@@ -24,6 +27,9 @@ from wstest import PAGE, read_record, wait_report  # noqa: E402
 FILL = 16
 RAM = 256 << 20
 RECORD_S = 5
+# What the guest touches besides the pattern while it checks it (kernel, agent, QEMU's device state): 11 MiB
+# measured; readahead would add tens of MiB.
+ALLOWANCE = 32 << 20
 
 
 def damage_ws(src, dst):
@@ -84,7 +90,8 @@ def test():
         total = sum(ln for _, _, ln in entries)
         check(recorded["bytes"] == total and recorded["ranges"] == len(entries), "ws.json matches the record")
         check(total >= FILL << 20, f"the record covers at least the {FILL} MiB pattern the guest read: {total}")
-        check(total <= RAM // 2, f"and not all RAM (prefetch was off): {total}")
+        check(total <= (FILL << 20) + ALLOWANCE, f"and what the guest touched, not what readahead brought: {total} "
+              f"bytes recorded of {recorded.get('read-bytes')} read")
         pages = set()
         for s, off, ln in entries:
             check(s == 0 and off % PAGE == 0 and ln > 0 and off + ln <= RAM, f"range {off}+{ln} in the stream")
@@ -126,6 +133,7 @@ def test():
         pf = wait_report(v.info["rundir"], "prefetch")["prefetch"]
         log(f"working-set prefetch: {pf}")
         check(pf["bytes"] == total and pf["read-bytes"] > 0 and pf["seconds"] > 0, f"all of it in the page cache: {pf}")
+        check(pf["read-bytes"] <= 2 * total + (8 << 20), f"merged reads, not the RAM between the ranges: {pf}")
         v.agent.cmd("verify seed=3")
         v.close()
 
