@@ -38,13 +38,13 @@ int pf_mapped(int pid, const char *dir, const struct pf_file *files, unsigned n,
     struct stat st;
     if (stat(dir, &st) < 0)
         return vs_err_sys(e, errno, "page files %s", dir);
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/maps", pid);
-    VS_AUTOFCLOSE FILE *maps = fopen(path, "re");
-    snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
-    VS_AUTOCLOSE int pm = maps ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    char mpath[64], ppath[64];
+    snprintf(mpath, sizeof mpath, "/proc/%d/maps", pid);
+    snprintf(ppath, sizeof ppath, "/proc/%d/pagemap", pid);
+    VS_AUTOFCLOSE FILE *maps = fopen(mpath, "re");
+    VS_AUTOCLOSE int pm = maps ? open(ppath, O_RDONLY | O_CLOEXEC) : -1;
     if (pm < 0)
-        return vs_err_sys(e, errno, "reading which pages of %s process %d has mapped: %s", dir, pid, path);
+        return vs_err_sys(e, errno, "%s (the pages of %s that process %d maps)", maps ? ppath : mpath, dir, pid);
     uint64_t **m = vs_xcalloc(n ? n : 1, sizeof *m);
     for (unsigned i = 0; i < n; i++)
         m[i] = vs_xcalloc(VS_DIV_ROUND_UP(files[i].size, PF_PAGE_SIZE) / 64 + 1, sizeof(uint64_t));

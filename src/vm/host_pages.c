@@ -226,7 +226,8 @@ static void rec_touched(struct srv *s, struct pf_range **r, size_t *n, uint64_t 
         *read += (*r)[i].len / PF_PAGE_SIZE;
     uint64_t **maps = NULL;
     vs_err e = { 0 };
-    if (pf_mapped(s->rec_pid, s->mnt, s->files, s->n, &maps, &e) < 0) {
+    int pid = vs_test_fault("ws-pagemap") ? 0 : s->rec_pid;   /* tests: no /proc/0, the real failure path */
+    if (pf_mapped(pid, s->mnt, s->files, s->n, &maps, &e) < 0) {
         snprintf(note, cap, "the working set holds every page read, readahead included: %s", e.msg);
         return;
     }
@@ -266,7 +267,7 @@ static int rec_encode(struct srv *s, uint8_t **out, size_t *len, struct mst_ws *
 }
 
 /* Time is up: write the recording durably, 0600, and tell the boot host "ws-recorded RANGES PAGES TRUNCATED READ
- * PATH" (READ: the pages the kernel read meanwhile), after "ws-note WHY" when it could not be cut to the pages the
+ * PATH" (READ: the pages the kernel read meanwhile), after "ws-uncut WHY" when it could not be cut to the pages the
  * guest touched, or "ws-failed WHY". */
 static void srv_rec_finish(struct srv *s)
 {
@@ -286,7 +287,7 @@ static void srv_rec_finish(struct srv *s)
         r = vm_rundir_write_bytes(dir, slash + 1, buf, len, true, &e);
     for (size_t i = 0; r == 0 && note[0] && i < s->ncl; i++)
         if (s->cl[i].fd >= 0)
-            send_line(s->cl[i].fd, "ws-note", note);
+            send_line(s->cl[i].fd, "ws-uncut", note);
     char t[4400];
     if (r == 0)
         snprintf(t, sizeof t, "%zu %" PRIu64 " %d %" PRIu64 " %s", ws.n, ws.pages, truncated, read, s->rec_path);
@@ -603,9 +604,9 @@ static void ws_line(struct host *h, const char *line)
         snprintf(msg, sizeof msg, "working set recorded: %llu pages (%llu bytes) in %llu ranges%s, of %llu bytes "
                  "read, in %.400s", b, b * MST_PAGE_SIZE, a, trunc ? " (the recording stopped at its cap)" : "",
                  rd * MST_PAGE_SIZE, line + used);
-    } else if (!strncmp(line, "ws-note ", 8)) {
-        json_object_set_new(h->ws_report, "note", json_string(line + 8));
-        snprintf(msg, sizeof msg, "%.600s", line + 8);
+    } else if (!strncmp(line, "ws-uncut ", 9)) {
+        json_object_set_new(h->ws_report, "note", json_string(line + 9));
+        snprintf(msg, sizeof msg, "%.600s", line + 9);
     } else if (sscanf(line, "ws-prefetched %llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
         json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f}", "bytes", (json_int_t)a,
                             "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs));

@@ -13,7 +13,9 @@
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
    and the pattern verifies (no crash, no prefetch report of it).
 6. An encrypted snapshot: `ws save` needs its key and seals the thin archive with it; booted with the key, the
-   working set is prefetched."""
+   working set is prefetched.
+7. QEMU's page map unreadable (fault injection: the server looks at /proc/0): the record keeps every page read and
+   ws.json's note and the log say why."""
 import os
 import shutil
 import stat
@@ -169,6 +171,24 @@ def test():
         check(pf["bytes"] == recorded["bytes"], f"the sealed working set prefetched: {pf}")
         v.agent.cmd("verify seed=3")
         v.close()
+
+        # 7. the page map unreadable
+        os.environ["VMSNAP_TEST_FAULT"] = "ws-pagemap"   # inherited by the recording's own page server
+        try:
+            rec = Booted(arc, d, "urec", args=["--record-ws", "2"])
+        finally:
+            del os.environ["VMSNAP_TEST_FAULT"]
+        vms.append(rec)
+        rec.agent.cmd("verify seed=3")
+        report = wait_report(rec.info["rundir"], "recorded")
+        log(f"ws.json without the page map: {report}")
+        note = report.get("note") or ""
+        check("readahead included" in note and "/proc/0/" in note, f"the note says why: {note!r}")
+        got = report["recorded"]
+        check(got["bytes"] == got["read-bytes"] >= FILL << 20, f"every page read is kept: {got}")
+        with open(os.path.join(rec.info["rundir"], "qemu.log")) as f:
+            check("readahead included" in f.read(), "the boot's log says it too")
+        rec.close()
     finally:
         for v in vms:
             v.close()
