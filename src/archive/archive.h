@@ -149,6 +149,7 @@ struct arc_info {
     unsigned nstreams;
     bool encrypted;            /* sealed with the key named by key_id */
     char key_id[17];           /* "" when not encrypted */
+    const char *cipher;        /* "xchacha20-poly1305" or "aes-256-gcm"; NULL when not encrypted */
     bool locked;               /* encrypted and opened without its key (header_only): no streams, no parent hint */
 };
 void arc_get_info(const struct arc *a, struct arc_info *out);
@@ -278,6 +279,8 @@ struct arc_writer_opts {
     const struct cr_key *key;  /* seal the archive with this key (copied). NULL: plain, unless the base is
                                   encrypted: then the base's key. A thin archive must use its parent's key */
     const struct cr_key *parent_key;   /* opens parent_path when it is encrypted */
+    const char *cipher;        /* of an encrypted archive: "aes-256-gcm" or "xchacha20-poly1305"; NULL: the fastest
+                                  this CPU has (AES-256-GCM with AES-NI) */
     int worker_nice;           /* compression workers add this to their own nice value (0: unchanged): during a
                                   live snapshot the guest's vCPU then wins a busy CPU over compression */
 };

@@ -17,13 +17,15 @@
 /* Header field offsets. */
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HDRSIZE = 12, H_INCOMPAT = 16, H_COMPAT = 24, H_UUID = 32, H_PUUID = 48,
-    H_CREATED = 64, H_FILESIZE = 72, H_DIROFF = 80, H_DIRLEN = 88, H_BLOCKSIZE = 92, H_KEYID = 96, H_RESERVED = 104,
+    H_CREATED = 64, H_FILESIZE = 72, H_DIROFF = 80, H_DIRLEN = 88, H_BLOCKSIZE = 92, H_KEYID = 96, H_CIPHER = 104,
+    H_RESERVED = 105,
 };
 
 #define ARC_INCOMPAT_PARENT (1ull << 0)   /* thin: blocks may live in the parent */
 #define ARC_INCOMPAT_VMGENID (1ull << 1)  /* config says "vmgenid": true (a resume must recreate the device) */
 #define ARC_INCOMPAT_ENCRYPTED (1ull << 2) /* directory, tables, pages and blocks sealed; key id in the header */
-#define ARC_INCOMPAT_KNOWN (ARC_INCOMPAT_PARENT | ARC_INCOMPAT_VMGENID | ARC_INCOMPAT_ENCRYPTED)
+#define ARC_INCOMPAT_CIPHER (1ull << 3)  /* with ENCRYPTED: the header's cipher byte names the cipher (not XChaCha) */
+#define ARC_INCOMPAT_KNOWN (ARC_INCOMPAT_PARENT | ARC_INCOMPAT_VMGENID | ARC_INCOMPAT_ENCRYPTED | ARC_INCOMPAT_CIPHER)
 #define ARC_COMPAT_KNOWN 0ull
 
 /* Directory: fixed part, then per stream a fixed record + name, then an XXH64. */

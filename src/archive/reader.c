@@ -35,9 +35,17 @@ static int parse_header(struct arc *a, const uint8_t *h, vs_err *e)
         return vs_err_set(e, ENOTSUP, "%s: archive requires unsupported features (incompatible bits 0x%" PRIx64 ")",
                           n, (uint64_t)(in->incompat & ~ARC_INCOMPAT_KNOWN));
     in->encrypted = in->incompat & ARC_INCOMPAT_ENCRYPTED;
+    bool cipher = in->incompat & ARC_INCOMPAT_CIPHER;
     if (!arc_is_zero(h + H_RESERVED, ARC_HEADER_CSUM_OFF - H_RESERVED) ||
-        (!in->encrypted && !arc_is_zero(h + H_KEYID, CR_ID_BYTES)))
+        (!in->encrypted && !arc_is_zero(h + H_KEYID, CR_ID_BYTES)) || (!cipher && h[H_CIPHER]))
         return vs_err_set(e, EIO, "%s: reserved header bytes are not zero", n);
+    if (cipher && !in->encrypted)
+        return vs_err_set(e, EIO, "%s: a cipher is named (incompatible bit 3) but the archive is not encrypted", n);
+    /* without the bit: XChaCha20-Poly1305 (revision 11); with it, a cipher id other than that one */
+    if (cipher && (h[H_CIPHER] == CR_CIPHER_XCHACHA20POLY1305 || h[H_CIPHER] > CR_CIPHER_MAX))
+        return vs_err_set(e, ENOTSUP, "%s: unsupported cipher %u in header", n, h[H_CIPHER]);
+    a->cipher = cipher ? (enum cr_cipher)h[H_CIPHER] : CR_CIPHER_XCHACHA20POLY1305;
+    in->cipher = in->encrypted ? cr_cipher_name(a->cipher) : NULL;
     if (in->encrypted && arc_is_zero(h + H_KEYID, CR_ID_BYTES))
         return vs_err_set(e, EIO, "%s: encrypted, but the header names no key", n);
     if (in->encrypted)
@@ -288,6 +296,8 @@ static int take_key(struct arc *a, const struct arc_open_opts *o, bool *locked, 
         return r;
     const struct cr_key *k = o ? o->key : NULL;
     if (k && !strcmp(k->id, a->info.key_id)) {
+        if ((r = cr_sealer_init(&a->sealer, k, a->cipher, a->info.uuid, e)) < 0)
+            return vs_err_prefix(e, "archive %s", a->src->name);
         a->key = *k;
         a->enc = true;
         return 0;
@@ -307,7 +317,7 @@ static int open_dir(struct arc *a, const uint8_t *h, uint8_t *d, size_t len, vs_
 {
     uint8_t ad[ARC_SEAL_AD_MAX];
     size_t adl = arc__seal_ad(ad, ARC_SEAL_DIR, h, 0, 0);
-    if (cr_open_inplace(&a->key, ad, adl, d, len) < 0)
+    if (cr_open_inplace(&a->sealer, ad, adl, d, len) < 0)
         return vs_err_set(e, EIO, "%s: directory at file offset %" PRIu64 " does not authenticate (tampered with, or "
                           "not written with this header)", a->src->name, a->dir_off);
     memmove(d, d + CR_SEAL_NONCE, len - CR_SEAL_OVERHEAD);
@@ -319,7 +329,7 @@ int arc__unseal(struct arc *a, enum arc_seal_kind kind, uint32_t stream, uint64_
 {
     uint8_t ad[ARC_SEAL_AD_MAX];
     size_t adl = arc__seal_ad(ad, kind, a->info.uuid, stream, n);
-    if (cr_open_inplace(&a->key, ad, adl, buf, len) < 0)
+    if (cr_open_inplace(&a->sealer, ad, adl, buf, len) < 0)
         return vs_err_set(e, EIO, "%s: %s: authentication failed at file offset %" PRIu64 " (tampered with, or "
                           "sealed for another place or archive)", a->src->name, what, file_off);
     memmove(buf, buf + CR_SEAL_NONCE, len - CR_SEAL_OVERHEAD);
@@ -394,6 +404,7 @@ void arc_close(struct arc *a)
     arc__free(a, a->streams, a->streams_cap * sizeof *a->streams);
     free(a->hint);
     cr_key_wipe(&a->key);
+    cr_sealer_wipe(&a->sealer);
     if (a->own_parent)
         arc_close(a->parent);
     arc_source_close(a->src);
@@ -576,7 +587,7 @@ int arc__load_block(struct arc *a, unsigned stream, uint64_t block, const struct
     } else if (in_place) {
         if (h != en->csum)
             why = "data checksum mismatch";
-    } else if (a->enc && cr_open_inplace(&a->key, ad, arc__seal_ad(ad, ARC_SEAL_BLOCK, a->info.uuid, 0, 0), raw,
+    } else if (a->enc && cr_open_inplace(&a->sealer, ad, arc__seal_ad(ad, ARC_SEAL_BLOCK, a->info.uuid, 0, 0), raw,
                                          en->stored_len) < 0) {
         why = "authentication failed (tampered with, or sealed for another archive)";
     } else {

@@ -49,8 +49,10 @@ struct arc {
     void *dctx[ARC_DCTX_POOL];
     unsigned ndctx;
     atomic_size_t mem;            /* bytes allocated by the handle */
-    bool enc;                     /* sealed: key holds its key */
+    bool enc;                     /* sealed: key holds its key, sealer how its objects open */
     struct cr_key key;
+    enum cr_cipher cipher;        /* from the header (encrypted archives) */
+    struct cr_sealer sealer;
 };
 
 /* Allocation that counts towards arc_mem_usage(). */

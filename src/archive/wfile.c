@@ -57,7 +57,7 @@ static char *parent_hint(const char *archive_path, const char *parent_path)
 
 /* An archive written over an encrypted base is encrypted too, with the base's key unless told otherwise; a thin
  * archive is sealed with its parent's key (a chain uses one key), so a plain parent has none. */
-static int choose_key(struct arc_writer *w, const char *path, vs_err *e)
+static int choose_key(struct arc_writer *w, const char *path, const char *cipher, vs_err *e)
 {
     struct arc *b = w->base;
     if (b && w->thin && w->enc && !b->enc)
@@ -72,9 +72,10 @@ static int choose_key(struct arc_writer *w, const char *path, vs_err *e)
     }
     if (!w->enc)
         return 0;
-    int r = cr_init(e);
-    if (r < 0)
-        return r;
+    enum cr_cipher c = cr_cipher_default();
+    int r = cipher ? cr_cipher_parse(cipher, &c, e) : 0;
+    if (r < 0 || (r = cr_sealer_init(&w->sealer, &w->key, c, w->uuid, e)) < 0)
+        return vs_err_prefix(e, "%s", path);
     w->block_ad_len = arc__seal_ad(w->block_ad, ARC_SEAL_BLOCK, w->uuid, 0, 0);
     return 0;
 }
@@ -130,7 +131,7 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
     }
     if (!w->base)
         w->thin = false;
-    if ((r = choose_key(w, path, e)) < 0)
+    if ((r = choose_key(w, path, o->cipher, e)) < 0)
         goto fail;
 
     if ((r = arc_sink_open(path, &w->sink, e)) < 0)
@@ -163,6 +164,7 @@ static void writer_free(struct arc_writer *w)
     free(w->recs);
     free(w->cmpbuf);
     cr_key_wipe(&w->key);
+    cr_sealer_wipe(&w->sealer);
     free(w->hint);
     free(w->message);
     free(w->path);
@@ -237,12 +239,14 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     uint64_t dir_off = w->fpos;
     size_t stored = len + (w->enc ? CR_SEAL_OVERHEAD : 0);
 
+    /* revision 11's cipher goes without the bit: its archives read as before, in readers of revision 11 too */
+    uint8_t cipher = w->enc && w->sealer.cipher != CR_CIPHER_XCHACHA20POLY1305 ? (uint8_t)w->sealer.cipher : 0;
     uint8_t h[ARC_HEADER_SIZE] = { 0 };
     memcpy(h + H_MAGIC, ARC_MAGIC, ARC_MAGIC_LEN);
     vs_put_le32(h + H_VERSION, ARC_VERSION);
     vs_put_le32(h + H_HDRSIZE, ARC_HEADER_SIZE);
     vs_put_le64(h + H_INCOMPAT, w->incompat | (w->thin ? ARC_INCOMPAT_PARENT : 0) |
-                                    (w->enc ? ARC_INCOMPAT_ENCRYPTED : 0));
+                                    (w->enc ? ARC_INCOMPAT_ENCRYPTED : 0) | (cipher ? ARC_INCOMPAT_CIPHER : 0));
     vs_put_le64(h + H_COMPAT, 0);
     memcpy(h + H_UUID, w->uuid, 16);
     if (w->thin)
@@ -254,6 +258,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
     vs_put_le32(h + H_BLOCKSIZE, w->bs);
     if (w->enc)
         cr_id_to_bytes(w->key.id, h + H_KEYID);
+    h[H_CIPHER] = cipher;
     vs_put_le64(h + ARC_HEADER_CSUM_OFF, arc_meta_hash(h, ARC_HEADER_CSUM_OFF));
 
     VS_AUTOFREE uint8_t *sealed = NULL;
@@ -261,7 +266,7 @@ static int write_dir_and_header(struct arc_writer *w, vs_err *e)
         uint8_t ad[ARC_SEAL_AD_MAX];
         size_t adl = arc__seal_ad(ad, ARC_SEAL_DIR, h, 0, 0);
         sealed = vs_xmalloc(stored);
-        cr_seal(&w->key, ad, adl, d, len, sealed);
+        cr_seal(&w->sealer, ad, adl, d, len, sealed);
     }
     int r = w->sink->pwrite(w->sink, sealed ? sealed : d, stored, dir_off, e);
     if (r < 0)

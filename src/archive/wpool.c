@@ -22,7 +22,7 @@ static void process(struct arc_writer *w, struct wslot *s, void *zctx)
                                       &s->codec);
     s->out_len = s->z_len;
     if (w->enc) {   /* sealed here, on the workers: encryption runs in parallel, off the caller's thread */
-        cr_seal(&w->key, w->block_ad, w->block_ad_len, s->z, s->z_len, s->out);
+        cr_seal(&w->sealer, w->block_ad, w->block_ad_len, s->z, s->z_len, s->out);
         s->out_len += CR_SEAL_OVERHEAD;
     }
     s->scsum = arc_hash64(s->out, s->out_len);

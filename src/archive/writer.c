@@ -56,7 +56,7 @@ int arc__readback(struct arc_writer *w, const struct arc_entry *en, uint8_t *buf
     *z = buf;
     *z_len = en->stored_len;
     if (w->enc) {
-        if (cr_open_inplace(&w->key, w->block_ad, w->block_ad_len, buf, en->stored_len) < 0)
+        if (cr_open_inplace(&w->sealer, w->block_ad, w->block_ad_len, buf, en->stored_len) < 0)
             return -EBADMSG;
         *z = buf + CR_SEAL_NONCE;
         *z_len -= CR_SEAL_OVERHEAD;
@@ -69,7 +69,7 @@ uint8_t *arc__seal_meta(struct arc_writer *w, enum arc_seal_kind kind, uint64_t 
     uint8_t ad[ARC_SEAL_AD_MAX];
     size_t adl = arc__seal_ad(ad, kind, w->uuid, (uint32_t)w->nrecs, n);   /* the stream's record comes next */
     uint8_t *out = vs_xmalloc(len + CR_SEAL_OVERHEAD);
-    cr_seal(&w->key, ad, adl, buf, len, out);
+    cr_seal(&w->sealer, ad, adl, buf, len, out);
     return out;
 }
 

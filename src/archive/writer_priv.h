@@ -83,6 +83,7 @@ struct arc_writer {
     int worker_nice;
     bool enc;                 /* sealed with key (docs/FORMAT.md "Encryption") */
     struct cr_key key;
+    struct cr_sealer sealer;  /* the key (XChaCha20-Poly1305) or this archive's subkey (AES-256-GCM) */
     uint8_t block_ad[ARC_SEAL_AD_MAX];
     size_t block_ad_len;
     struct arc *base;

@@ -89,6 +89,7 @@ static json_t *info_json(struct arc *a, const char *path, const char *parent_err
                           "qemu_version", qv ? qv : json_null(), "metadata", small_json(a, ARC_KIND_METADATA));
     json_object_set_new(j, "encrypted", json_boolean(in.encrypted));
     json_object_set_new(j, "key_id", in.encrypted ? json_string(in.key_id) : json_null());
+    json_object_set_new(j, "cipher", in.encrypted ? json_string(in.cipher) : json_null());
     json_object_set_new(j, "sealed", json_boolean(in.locked));   /* no key: the header only */
     if (in.has_parent) {
         char pu[37];
@@ -137,7 +138,8 @@ static void print_human(json_t *j)
            json_integer_value(json_object_get(j, "format_version")),
            json_integer_value(json_object_get(j, "block_size")));
     if (json_is_true(json_object_get(j, "encrypted")))
-        printf("encrypted: with key %s%s\n", json_string_value(json_object_get(j, "key_id")),
+        printf("encrypted: with key %s, %s%s\n", json_string_value(json_object_get(j, "key_id")),
+               json_string_value(json_object_get(j, "cipher")),
                json_is_true(json_object_get(j, "sealed")) ? " (pass --key to see its streams, config and parent)" : "");
     printf("size:     %s in file, %s logical\n", vs_fmt_size(json_integer_value(json_object_get(j, "file_size")), a, 32),
            vs_fmt_size(json_integer_value(json_object_get(j, "logical_size")), b, 32));

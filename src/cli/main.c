@@ -86,7 +86,8 @@ const struct cli_command cli_commands[] = {
       "same rule. A backing file without a recorded format is qcow2 only if named .qcow2. Holes and unallocated\n"
       "clusters cost nothing. With --parent, store only the blocks that differ from ARCHIVE (a thin archive that\n"
       "needs its parent to be read). --memory accepts a pipe. --encrypt KEYFILE seals the archive (its directory,\n"
-      "index and every block; XChaCha20-Poly1305, docs/FORMAT.md) with a key from 'vmsnap keygen'; the header\n"
+      "index and every block; AES-256-GCM where the CPU has AES-NI, else XChaCha20-Poly1305, docs/FORMAT.md)\n"
+      "with a key from 'vmsnap keygen'; the header\n"
       "stays readable. An encrypted --parent needs --key (or $VMSNAP_KEY_FILE), and a thin child uses its key." },
     { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config.\n"

@@ -14,6 +14,7 @@
 struct gen {
     const char *dir, *tmpdir;
     struct cr_key key;        /* the test key of the encrypted archives (revision 11), GOLDEN_KEY */
+    const char *cipher;       /* what they are sealed with: XChaCha20-Poly1305 (11), AES-256-GCM (15) */
     json_t *man;              /* the manifest: {"archives": [...], "damaged": [...]} */
     int added;
 };
@@ -70,7 +71,7 @@ static void add(struct arc_writer *w, const struct want *s)
 #define GOLDEN_KEY "r11-test.key"
 
 static struct arc_writer *create_key(const char *path, enum arc_codec codec, const char *parent, bool thin,
-                                     const char *msg, const struct cr_key *key)
+                                     const char *msg, const struct cr_key *key, const char *cipher)
 {
     struct arc_writer_opts o;
     arc_writer_opts_init(&o);
@@ -82,6 +83,7 @@ static struct arc_writer *create_key(const char *path, enum arc_codec codec, con
     o.message = msg;
     o.key = key;
     o.parent_key = key;
+    o.cipher = cipher;
     struct arc_writer *w;
     vs_err e = { 0 };
     if (arc_writer_create(path, &o, &w, &e) < 0)
@@ -92,7 +94,7 @@ static struct arc_writer *create_key(const char *path, enum arc_codec codec, con
 static struct arc_writer *create(const char *path, enum arc_codec codec, const char *parent, bool thin,
                                  const char *msg)
 {
-    return create_key(path, codec, parent, thin, msg, NULL);
+    return create_key(path, codec, parent, thin, msg, NULL, NULL);
 }
 
 static void finish(struct arc_writer *w)
@@ -164,10 +166,10 @@ static void thick_thin(struct gen *g, const char *thick_file, const char *thin_f
         { "kernel", ARC_KIND_FILE, kern, 9000 }, { "initrd", ARC_KIND_FILE, initrd, 5000 },
     };
     VS_AUTOFREE char *tp = in_dir(g->dir, thick_file);
-    const char *sealed = key ? ", sealed with " GOLDEN_KEY : "";
+    VS_AUTOFREE char *sealed = key ? vs_xasprintf(", sealed with " GOLDEN_KEY " (%s)", g->cipher) : vs_xstrdup("");
     if (!exists(g, thick_file)) {
-        struct arc_writer *w = create_key(tp, ARC_CODEC_LZ4, NULL, false, key ? "golden r11 thick" : "golden r1 thick",
-                                          key);
+        VS_AUTOFREE char *msg = vs_xasprintf("golden r%d thick", rev);
+        struct arc_writer *w = create_key(tp, ARC_CODEC_LZ4, NULL, false, msg, key, g->cipher);
         for (size_t i = 0; i < VS_ARRAY_SIZE(thick); i++)
             add(w, &thick[i]);
         finish(w);
@@ -183,8 +185,8 @@ static void thick_thin(struct gen *g, const char *thick_file, const char *thin_f
         memset(c0 + 3 * 4096 + 100, 0xc5, 700);
         memset(c0 + 40 * 4096, 0, 4096);
         VS_AUTOFREE char *cp = in_dir(g->dir, thin_file);
-        struct arc_writer *w = create_key(cp, ARC_CODEC_ZSTD, tp, true, key ? "golden r11 thin" : "golden r1 thin",
-                                          key);
+        VS_AUTOFREE char *msg = vs_xasprintf("golden r%d thin", rev);
+        struct arc_writer *w = create_key(cp, ARC_CODEC_ZSTD, tp, true, msg, key, g->cipher);
         vs_err e = { 0 };
         if (arc_writer_begin(w, ARC_KIND_DISK, "disk0", DISK0, &e) < 0 ||
             arc_writer_pwrite(w, c0 + 3 * 4096, 4096, 3 * 4096, &e) < 0 ||
@@ -218,7 +220,8 @@ static void paged(struct gen *g, const char *file, int rev, const struct cr_key 
     VS_AUTOFREE uint8_t *ram = vs_xcalloc(1, RAM), *page = vs_xmalloc(4096), *dev = pattern(6000, 7);
     VS_AUTOFREE uint8_t *d0 = pattern(DISK1, 8);
     VS_AUTOFREE char *p = in_dir(g->dir, file);
-    struct arc_writer *w = create_key(p, ARC_CODEC_LZ4, NULL, false, key ? "golden r11 paged" : "golden r2 paged", key);
+    VS_AUTOFREE char *msg = vs_xasprintf("golden r%d paged", rev);
+    struct arc_writer *w = create_key(p, ARC_CODEC_LZ4, NULL, false, msg, key, g->cipher);
     vs_err e = { 0 };
     if (arc_writer_begin_unordered(w, ARC_KIND_OTHER, "ram/mem", RAM, 0, &e) < 0)
         die("ram/mem", &e);
@@ -435,6 +438,7 @@ static void store_parent(struct gen *g)
 /* Revision 11: encrypted archives, thick, thin and paged, with the test key committed beside them. */
 static void rev11(struct gen *g)
 {
+    g->cipher = "xchacha20-poly1305";
     thick_thin(g, "r11-encrypted.vmsnap", "r11-encrypted-thin.vmsnap", 11, &g->key);
     paged(g, "r11-encrypted-paged.vmsnap", 11, &g->key, "memory as pages (ram/mem unordered, pages rewritten) and "
           "memory-device, sealed with " GOLDEN_KEY, NULL);
@@ -454,6 +458,15 @@ static void rev13(struct gen *g)
     struct want extra = { MST_WS_STREAM, ARC_KIND_OTHER, rec, len };
     paged(g, "r13-working-set.vmsnap", 13, NULL, "r2-paged's streams and a working set: pages 200, 3, 64-67 of "
           "ram/mem", &extra);
+}
+
+/* Revision 15: the same, sealed with AES-256-GCM under per-archive subkeys of the same test key. */
+static void rev15(struct gen *g)
+{
+    g->cipher = "aes-256-gcm";
+    thick_thin(g, "r15-aes-gcm.vmsnap", "r15-aes-gcm-thin.vmsnap", 15, &g->key);
+    paged(g, "r15-aes-gcm-paged.vmsnap", 15, &g->key, "memory as pages (ram/mem unordered, pages rewritten) and "
+          "memory-device, sealed with " GOLDEN_KEY " (aes-256-gcm)", NULL);
 }
 
 /* The test key: made once, then read like any key file (from a private copy: git keeps no file modes). */
@@ -590,7 +603,11 @@ static void damaged(struct gen *g, const struct damage *d)
     else if (strstr(k, "version-2"))
         vs_put_le32(b + H_VERSION, 2), rehash_header(b);
     else if (strstr(k, "unknown-incompat"))
-        b[H_INCOMPAT] |= strstr(k, "incompat-3") ? 8 : 4, rehash_header(b);
+        b[H_INCOMPAT] |= strstr(k, "incompat-4") ? 16 : strstr(k, "incompat-3") ? 8 : 4, rehash_header(b);
+    else if (strstr(k, "cipher-unknown"))
+        b[H_CIPHER] = 2, rehash_header(b);
+    else if (strstr(k, "cipher-cleared"))
+        b[H_CIPHER] = 0, b[H_INCOMPAT] &= (uint8_t)~ARC_INCOMPAT_CIPHER, rehash_header(b);
     else if (strstr(k, "reserved-header"))
         b[H_RESERVED + 3] = 1, rehash_header(b);
     else if (strstr(k, "truncated"))
@@ -635,8 +652,15 @@ static const struct damage damages[] = {
     { "d-unknown-incompat.vmsnap", "r1-thick.vmsnap", "incompatible bit 2 set (checksum repaired): unknown up to "
       "revision 10, ENCRYPTED from revision 11, here without a key id", "open", NULL, "EIO",
       "encrypted, but the header names no key" },
-    { "d-unknown-incompat-3.vmsnap", "r1-thick.vmsnap", "incompatible bit 3 set (checksum repaired)", "open", NULL,
-      "ENOTSUP", "requires unsupported features (incompatible bits 0x8)" },
+    { "d-unknown-incompat-3.vmsnap", "r1-thick.vmsnap", "incompatible bit 3 set (checksum repaired): unknown up to "
+      "revision 14, CIPHER from revision 15, here in a plain archive", "open", NULL, "EIO",
+      "a cipher is named (incompatible bit 3) but the archive is not encrypted" },
+    { "d-unknown-incompat-4.vmsnap", "r1-thick.vmsnap", "incompatible bit 4 set (checksum repaired)", "open", NULL,
+      "ENOTSUP", "requires unsupported features (incompatible bits 0x10)" },
+    { "d-cipher-unknown.vmsnap", "r15-aes-gcm.vmsnap", "cipher byte 2, unknown (checksum repaired)", "open", NULL,
+      "ENOTSUP", "unsupported cipher 2 in header" },
+    { "d-cipher-cleared.vmsnap", "r15-aes-gcm.vmsnap", "CIPHER bit and cipher byte cleared (checksum repaired): "
+      "taken as XChaCha20-Poly1305, the directory does not open", "open", NULL, "EIO", "does not authenticate" },
     { "d-reserved-header.vmsnap", "r1-thick.vmsnap", "a reserved header byte set (checksum repaired)", "open", NULL,
       "EIO", "reserved header bytes are not zero" },
     { "d-truncated.vmsnap", "r1-thick.vmsnap", "last 100 bytes cut", "open", NULL, "EIO", "truncated" },
@@ -690,6 +714,7 @@ int main(int argc, char **argv)
     store_parent(&g);
     rev11(&g);
     rev13(&g);
+    rev15(&g);
     for (size_t i = 0; i < VS_ARRAY_SIZE(damages); i++)
         damaged(&g, &damages[i]);
     rmdir(g.tmpdir);

@@ -16,7 +16,7 @@ enum mode { RESEAL, OPEN };
 /* Stored blocks already resealed (dedup: several entries share one): sealed once, their checksums reused. */
 struct done { uint64_t off, scsum, csum; uint32_t len; };
 struct ctx {
-    const struct cr_key *k;
+    const struct cr_sealer *k;
     enum mode m;
     uint8_t *d, *tmp;
     size_t size;
@@ -31,7 +31,7 @@ static bool in_file(uint64_t off, uint64_t len, size_t size)
 
 /* Seal (RESEAL) the slot of the sealed object of len bytes at p, or open it in place (OPEN: false if it is not
  * authentic). Either way its plaintext is then at p + CR_SEAL_NONCE while in OPEN mode. */
-static bool seal_obj(const struct cr_key *k, enum mode m, const uint8_t *ad, size_t adl, uint8_t *p, size_t len)
+static bool seal_obj(const struct cr_sealer *k, enum mode m, const uint8_t *ad, size_t adl, uint8_t *p, size_t len)
 {
     if (m == OPEN)
         return cr_open_inplace(k, ad, adl, p, len) == 0;
@@ -41,7 +41,7 @@ static bool seal_obj(const struct cr_key *k, enum mode m, const uint8_t *ad, siz
 
 static void do_page(struct ctx *c, uint8_t *page, size_t plen, uint64_t first, uint32_t bs, uint64_t ssize)
 {
-    const struct cr_key *k = c->k;
+    const struct cr_sealer *k = c->k;
     enum mode m = c->m;
     uint8_t *d = c->d, *tmp = c->tmp, *uuid = d + H_UUID;
     size_t size = c->size;
@@ -83,7 +83,7 @@ static void do_page(struct ctx *c, uint8_t *page, size_t plen, uint64_t first, u
 /* One stream's top-level table at toff (tc entries), its pages and blocks. */
 static void do_stream(struct ctx *c, uint32_t si, uint8_t *rec)
 {
-    const struct cr_key *k = c->k;
+    const struct cr_sealer *k = c->k;
     enum mode m = c->m;
     uint8_t *d = c->d, *uuid = d + H_UUID;
     size_t size = c->size;
@@ -120,9 +120,15 @@ static void do_stream(struct ctx *c, uint32_t si, uint8_t *rec)
 }
 
 /* Every sealed structure of d, innermost first (RESEAL) or outermost first (OPEN). */
-static void walk(const struct cr_key *k, enum mode m, uint8_t *d, size_t size)
+static void walk(const struct cr_key *key, enum mode m, uint8_t *d, size_t size)
 {
     if (size < ARC_HEADER_SIZE)
+        return;
+    /* the header's cipher (revision 15), any byte taken as a cipher id this reader knows, else XChaCha */
+    struct cr_sealer sealer, *k = &sealer;
+    enum cr_cipher ci = vs_get_le64(d + H_INCOMPAT) & ARC_INCOMPAT_CIPHER && d[H_CIPHER] <= CR_CIPHER_MAX
+                            ? (enum cr_cipher)d[H_CIPHER] : CR_CIPHER_XCHACHA20POLY1305;
+    if (cr_sealer_init(k, key, ci, d + H_UUID, NULL) < 0)
         return;
     if (m == RESEAL)
         vs_put_le64(d + H_FILESIZE, size);

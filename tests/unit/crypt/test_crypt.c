@@ -126,11 +126,45 @@ static void test_missing(void **state)
     assert_non_null(strstr(e.msg, p));
 }
 
+/* Whether the CPU has a flag (/proc/cpuinfo's first "flags" line). */
+static bool cpu_flag(const char *flag)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[8192];
+    bool has = false;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "flags", 5)) {
+            for (char *t = strtok(line, " \t\n"); t && !has; t = strtok(NULL, " \t\n"))
+                has = !strcmp(t, flag);
+            break;
+        }
+    if (f)
+        fclose(f);
+    return has;
+}
+
+/* Run first, before anything initialised libsodium: the default cipher is still the CPU's fastest. */
+static void test_cipher_default(void **state)
+{
+    (void)state;
+    bool aesni = cpu_flag("aes") && cpu_flag("pclmulqdq");
+    assert_int_equal(cr_cipher_default(), aesni ? CR_CIPHER_AES256GCM : CR_CIPHER_XCHACHA20POLY1305);
+    enum cr_cipher c;
+    vs_err e = { 0 };
+    assert_int_equal(cr_cipher_parse("xchacha20-poly1305", &c, &e), 0);
+    assert_int_equal(c, CR_CIPHER_XCHACHA20POLY1305);
+    assert_int_equal(cr_cipher_parse("aes-256-gcm", &c, &e), 0);
+    assert_string_equal(cr_cipher_name(c), "aes-256-gcm");
+    assert_int_equal(cr_cipher_parse("aes", &c, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "unknown cipher 'aes'"));
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cipher_default),
         cmocka_unit_test(test_key_roundtrip),
         cmocka_unit_test(test_signkey_roundtrip),
         cmocka_unit_test(test_parse_strict),
