@@ -117,7 +117,8 @@ int cmd_pack(int argc, char **argv)
         { "parent", required_argument, NULL, 'P' }, { "message", required_argument, NULL, 'm' },
         { "quiet", no_argument, NULL, 'q' }, { "format", required_argument, NULL, 'f' },
         { "follow-backing", optional_argument, NULL, 'B' }, { "encrypt", required_argument, NULL, 'E' },
-        { "key", required_argument, NULL, 'K' },            { NULL, 0, NULL, 0 },
+        { "key", required_argument, NULL, 'K' },            { "cipher", required_argument, NULL, 'X' },
+        { NULL, 0, NULL, 0 },
     };
     const char *encrypt = NULL, *keyfile = NULL;
     struct arc_writer_opts wo;
@@ -139,6 +140,11 @@ int cmd_pack(int argc, char **argv)
         case 'B': follow = true; backing_dir = optarg; break;
         case 'E': encrypt = optarg; break;
         case 'K': keyfile = optarg; break;
+        case 'X':
+            if (cr_cipher_parse(optarg, &(enum cr_cipher){ 0 }, &e) < 0)
+                return cli_usage("pack", "%s", e.msg);
+            wo.cipher = optarg;
+            break;
         case 'f':
             if (img_parse_format(optarg, &fmt) < 0)
                 return cli_usage("pack", "bad --format '%s' (raw, qcow2 or auto)", optarg);
@@ -164,6 +170,8 @@ int cmd_pack(int argc, char **argv)
     }
     if (!out)
         return cli_usage("pack", "missing -o OUT.vmsnap");
+    if (wo.cipher && !encrypt && !wo.parent_path)
+        return cli_usage("pack", "--cipher goes with --encrypt KEYFILE (or an encrypted --parent)");
     if (optind >= argc && !memory)
         return cli_usage("pack", "nothing to pack: give at least one disk image or --memory");
     struct cr_key key CR_KEY_AUTOWIPE = { 0 }, pkey CR_KEY_AUTOWIPE = { 0 };

@@ -74,7 +74,7 @@ const struct cli_command cli_commands[] = {
     { "pack", cmd_pack,
       "pack DISK [DISK2 ...] [--format raw|qcow2] [--follow-backing[=DIR]] [--memory FILE] [--config FILE.json] -o OUT.vmsnap "
       "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet] "
-      "[--encrypt KEYFILE] [--key KEYFILE]",
+      "[--encrypt KEYFILE [--cipher aes-256-gcm|xchacha20-poly1305]] [--key KEYFILE]",
       "Pack disk images (and optionally a QEMU migration stream and a JSON config) into one compressed,\n"
       "checksummed, random-access archive. Disks are raw files, block devices or qcow2 images (v2/v3, compressed\n"
       "and zero clusters, subclusters, raw/qcow2 backing files; encrypted images and external data files are\n"
@@ -86,9 +86,10 @@ const struct cli_command cli_commands[] = {
       "same rule. A backing file without a recorded format is qcow2 only if named .qcow2. Holes and unallocated\n"
       "clusters cost nothing. With --parent, store only the blocks that differ from ARCHIVE (a thin archive that\n"
       "needs its parent to be read). --memory accepts a pipe. --encrypt KEYFILE seals the archive (its directory,\n"
-      "index and every block; AES-256-GCM where the CPU has AES-NI, else XChaCha20-Poly1305, docs/FORMAT.md)\n"
-      "with a key from 'vmsnap keygen'; the header\n"
-      "stays readable. An encrypted --parent needs --key (or $VMSNAP_KEY_FILE), and a thin child uses its key." },
+      "index and every block) with a key from 'vmsnap keygen'; the header stays readable. The cipher: AES-256-GCM\n"
+      "where the CPU has AES-NI, else XChaCha20-Poly1305, or --cipher's (docs/FORMAT.md; libsodium reads\n"
+      "AES-256-GCM only on CPUs with AES-NI). An encrypted --parent needs --key (or $VMSNAP_KEY_FILE), and a thin\n"
+      "child uses its key." },
     { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config.\n"
       "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id." },

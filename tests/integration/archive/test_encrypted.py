@@ -69,6 +69,17 @@ def test(d):
 
     p = run("info", e)
     check(f"encrypted: with key {id1}" in p.stdout, "info without the key says encrypted, with the key's id")
+    # the cipher: AES-256-GCM where this CPU has AES-NI, else (or asked for) XChaCha20-Poly1305; both read back
+    aes = "aes" in open("/proc/cpuinfo").read().split()
+    check(json.loads(run("info", e, "--json").stdout)["cipher"] == ("aes-256-gcm" if aes else "xchacha20-poly1305"),
+          "the default cipher: AES-256-GCM with AES-NI")
+    x = os.path.join(d, "x.vmsnap")
+    run("pack", s.img, "-o", x, "--encrypt", k1, "--cipher", "xchacha20-poly1305", "--quiet")
+    check(json.loads(run("info", x, "--json").stdout)["cipher"] == "xchacha20-poly1305", "pack --cipher")
+    run("verify", x, "--key", k1)
+    p = run("pack", s.img, "-o", x + "2", "--encrypt", k1, "--cipher", "rot13", ok=(2,))
+    check("unknown cipher 'rot13'" in p.stderr and not os.path.exists(x + "2"), "an unknown --cipher: usage error")
+    os.unlink(x)
     j = json.loads(run("info", e, "--json").stdout)
     check(j["encrypted"] and j["key_id"] == id1 and j["sealed"] and j["streams"] == [], "info --json: sealed")
     j = json.loads(run("info", e, "--json", "--key", k1).stdout)
