@@ -248,14 +248,26 @@ int arc_verify(struct arc *a, const struct arc_verify_opts *o, vs_err *e);
 /* Copy the archive at src to dst (local paths, s3://, http(s) sources) byte for byte, never decompressed, through
  * an upload sink (atomic: nothing under dst unless complete), then verify the copy by reading it back from dst; a
  * copy that fails verification is removed. With with_parents, a thin archive's chain is copied first, each parent
- * to where dst's parent hint leads (one already there with the right UUID is kept). copied(opaque, src, dst,
- * bytes) is called for each archive copied (may be NULL). */
+ * to where dst's parent hint leads (one already there with the right UUID is kept). copied(opaque, c) is called
+ * for each archive copied (may be NULL).
+ * With encrypt, every archive is written anew instead (same streams and content, a new UUID) sealed with that
+ * key, and compared with its source by reading both back: a thin archive only with with_parents, its parents
+ * encrypted first and never written over an existing file; on failure nothing written by the call is left. */
+struct arc_copied {
+    const char *src, *dst;
+    uint64_t bytes;
+    bool skipped;              /* a parent already at dst */
+    const char *key_id;        /* written anew, sealed with this key (encrypt), else NULL */
+    const char *from_key_id;   /* ... from a source sealed with this key, else NULL */
+};
 struct arc_copy_opts {
     bool with_parents;
-    void (*copied)(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped);
+    void (*copied)(void *opaque, const struct arc_copied *c);
     void *opaque;
     volatile int *cancel;      /* non-zero (a signal handler's flag): stop, discard the copy in progress */
     const struct cr_key *key;  /* reads (and verifies) encrypted archives: the copy stays sealed as it is */
+    const struct cr_key *encrypt;   /* write every archive anew, sealed with this key */
+    const char *cipher;        /* with encrypt: as arc_writer_opts.cipher */
 };
 int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e);
 

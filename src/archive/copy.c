@@ -1,5 +1,6 @@
-/* archive: copies between local files and object stores — the stored bytes as they are, verified on arrival. */
-#include "archive/archive.h"
+/* archive: copies between local files and object stores — the stored bytes as they are, or (encrypt) written anew
+ * and sealed — verified on arrival. */
+#include "archive/format.h"
 #include "objstore/objstore.h"
 
 #include <errno.h>
@@ -75,18 +76,82 @@ static int copy_bytes(const char *src, const char *dst, bool private_mode, volat
     return r;
 }
 
-static int copy_one(const char *src, const char *dst, const struct arc_copy_opts *o, int depth, vs_err *e)
+/* What an encrypting copy wrote, removed again if a later step fails. */
+struct made { char **v; size_t n; };
+
+static void copied(const struct arc_copy_opts *o, const struct arc_copied *c)
+{
+    if (o && o->copied)
+        o->copied(o->opaque, c);
+}
+
+static int copy_one(const char *src, const char *dst, const struct arc_copy_opts *o, int depth, struct made *m,
+                    vs_err *e);
+
+static bool exists(const char *loc)
+{
+    struct arc_source *s = NULL;
+    vs_err ignored;
+    bool there = arc_source_open(loc, &s, &ignored) == 0;
+    arc_source_close(s);
+    return there;
+}
+
+/* A is open with its chain and the source key. Its parent (ps) is encrypted first to pd, then A is written anew
+ * at dst as its thin child, or as a thick archive, and compared with its source. */
+static int copy_sealed(const char *src, const char *dst, const struct arc_copy_opts *o, struct arc *a,
+                       const char *ps, const char *pd, int depth, struct made *m, vs_err *e)
+{
+    struct arc_info ai;
+    arc_get_info(a, &ai);
+    if (pd && exists(pd))
+        return vs_err_set(e, EEXIST, "%s: its parent's copy '%s' exists: cp --encrypt writes every parent anew and "
+                          "never over an archive (another may depend on it); remove it or copy elsewhere", src, pd);
+    int r = pd ? copy_one(ps, pd, o, depth + 1, m, e) : 0;
+    if (r < 0)
+        return r;
+    struct arc_writer_opts wo;
+    arc_writer_opts_init(&wo);
+    struct arc_stream_info si;
+    if (arc_stream_count(a) && arc_stream_get(a, 0, &si) == 0)
+        wo.codec = si.codec;   /* the codec its writer was asked for (per archive; the level is not recorded) */
+    wo.block_size = ai.block_size;
+    wo.parent_path = pd;
+    wo.thin = pd != NULL;
+    wo.key = wo.parent_key = o->encrypt;
+    wo.cipher = o->cipher;
+    if ((r = arc__rewrite(a, dst, &wo, holds_memory(a), o->cancel, e)) < 0)
+        return r;
+    m->v = vs_xrealloc(m->v, (m->n + 1) * sizeof *m->v);
+    m->v[m->n++] = vs_xstrdup(dst);
+    struct arc_open_opts vo = { .key = o->encrypt };
+    ARC_AUTOCLOSE struct arc *b = NULL;
+    if ((r = arc_open(dst, &vo, &b, e)) < 0 || (r = arc__same_content(a, b, e)) < 0)
+        return vs_err_prefix(e, "%s: the copy of %s does not read back as its source", dst, src);
+    struct arc_info bi;
+    arc_get_info(b, &bi);
+    copied(o, &(struct arc_copied){ .src = src, .dst = dst, .bytes = bi.file_size, .key_id = bi.key_id,
+                                   .from_key_id = ai.encrypted ? ai.key_id : NULL });
+    return 0;
+}
+
+static int copy_one(const char *src, const char *dst, const struct arc_copy_opts *o, int depth, struct made *m,
+                    vs_err *e)
 {
     if (depth > 16)
         return vs_err_set(e, ELOOP, "%s: parent chain longer than 16 archives", src);
     const struct cr_key *key = o ? o->key : NULL;
-    struct arc_open_opts oo = { .no_parent = true, .key = key };
+    /* written anew, a thin archive is read through its parent, which is written anew first */
+    struct arc_open_opts oo = { .no_parent = !(o && o->encrypt && o->with_parents), .key = key };
     ARC_AUTOCLOSE struct arc *a = NULL;
     int r = arc_open(src, &oo, &a, e);
     if (r < 0)
         return r;
     struct arc_info ai;
     arc_get_info(a, &ai);
+    if (o && o->encrypt && ai.has_parent && !o->with_parents)
+        return vs_err_set(e, EINVAL, "%s: a thin archive: cp --encrypt writes its chain anew, parents first (a thin "
+                          "archive is sealed with its parent's key): add --with-parents", src);
     bool with_parent = o && o->with_parents && ai.has_parent;
     if (with_parent) {
         VS_AUTOFREE char *ps = ai.parent_hint[0] ? resolve_hint(src, ai.parent_hint) : NULL;
@@ -94,13 +159,17 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
         if (!ps || !pd)
             return vs_err_set(e, ENOENT, "%s: its parent hint '%s' does not lead to a place beside '%s': copy the "
                               "parent by hand", src, ai.parent_hint, dst);
+        if (o->encrypt)
+            return copy_sealed(src, dst, o, a, ps, pd, depth, m, e);
         if (!already_there(pd, ai.parent_uuid)) {
-            if ((r = copy_one(ps, pd, o, depth + 1, e)) < 0)
+            if ((r = copy_one(ps, pd, o, depth + 1, m, e)) < 0)
                 return r;
-        } else if (o->copied) {
-            o->copied(o->opaque, ps, pd, 0, true);
+        } else {
+            copied(o, &(struct arc_copied){ .src = ps, .dst = pd, .skipped = true });
         }
     }
+    if (o && o->encrypt)
+        return copy_sealed(src, dst, o, a, NULL, NULL, depth, m, e);
     uint64_t bytes = 0;
     if ((r = copy_bytes(src, dst, holds_memory(a), o ? o->cancel : NULL, &bytes, e)) < 0)
         return r;
@@ -129,12 +198,19 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
         remove_copy(dst);
         return r;
     }
-    if (o && o->copied)
-        o->copied(o->opaque, src, dst, bytes, false);
+    copied(o, &(struct arc_copied){ .src = src, .dst = dst, .bytes = bytes });
     return 0;
 }
 
 int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e)
 {
-    return copy_one(src, dst, o, 0, e);
+    struct made m = { 0 };
+    int r = copy_one(src, dst, o, 0, &m, e);
+    for (size_t i = m.n; i-- > 0;) {   /* children before their parents */
+        if (r < 0)
+            remove_copy(m.v[i]);
+        free(m.v[i]);
+    }
+    free(m.v);
+    return r;
 }

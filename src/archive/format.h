@@ -93,6 +93,13 @@ uint64_t arc__config_features(const void *text, size_t len);
 
 /* Reader internals the writer uses on its base archive. */
 int arc__entry(struct arc *a, unsigned stream, uint64_t block, struct arc_entry *en, vs_err *e);
+/* recrypt.c: the archive at dst written anew from a's streams (same names, kinds, content; a new UUID) with wo;
+ * blocks a references in its parent are referenced in wo's parent. Nothing at dst on failure. */
+int arc__rewrite(struct arc *a, const char *dst, const struct arc_writer_opts *wo, bool private_mode,
+                 volatile int *cancel, vs_err *e);
+/* 0 when b's streams have a's names, kinds, sizes and bytes (read through both chains), else an error saying
+ * where they differ. */
+int arc__same_content(struct arc *a, struct arc *b, vs_err *e);
 /* Stream's block size and page geometry. */
 uint32_t arc__block_size(const struct arc *a, unsigned stream);
 

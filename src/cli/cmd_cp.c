@@ -26,17 +26,29 @@ static int copy_sig(const char *src, const char *dst, vs_err *e)
     return r;
 }
 
-static void on_copied(void *opaque, const char *src, const char *dst, uint64_t bytes, bool skipped)
+static void on_copied(void *opaque, const struct arc_copied *a)
 {
     struct cpstate *c = opaque;
-    if (c->sig_r == 0 && (c->sig_r = copy_sig(src, dst, &c->sig_e)) < 0)
-        vs_err_prefix(&c->sig_e, "%s copied, but not its signatures", dst);
-    c->total += bytes;
-    if (c->json)
-        json_array_append_new(c->list, json_pack("{s:o,s:o,s:I,s:b}", "src", cli_json_text(src), "dst",
-                                                 cli_json_text(dst), "bytes", (json_int_t)bytes, "skipped", skipped));
-    else if (!c->quiet)
-        printf(skipped ? "%s -> %s: already there\n" : "%s -> %s: %" PRIu64 " bytes, verified\n", src, dst, bytes);
+    /* an archive written anew is another archive: its source's signatures do not sign it */
+    if (!a->key_id && c->sig_r == 0 && (c->sig_r = copy_sig(a->src, a->dst, &c->sig_e)) < 0)
+        vs_err_prefix(&c->sig_e, "%s copied, but not its signatures", a->dst);
+    c->total += a->bytes;
+    if (c->json) {
+        json_t *j = json_pack("{s:o,s:o,s:I,s:b}", "src", cli_json_text(a->src), "dst", cli_json_text(a->dst),
+                              "bytes", (json_int_t)a->bytes, "skipped", a->skipped);
+        json_object_set_new(j, "key_id", a->key_id ? json_string(a->key_id) : json_null());
+        json_object_set_new(j, "from_key_id", a->from_key_id ? json_string(a->from_key_id) : json_null());
+        json_array_append_new(c->list, j);
+    } else if (c->quiet) {
+    } else if (a->skipped) {
+        printf("%s -> %s: already there\n", a->src, a->dst);
+    } else if (a->from_key_id) {
+        printf("%s -> %s: re-encrypted (key %s, was key %s), %" PRIu64 " bytes, verified\n", a->src, a->dst,
+               a->key_id, a->from_key_id, a->bytes);
+    } else {
+        printf("%s -> %s: %s%s%s%" PRIu64 " bytes, verified\n", a->src, a->dst,
+               a->key_id ? "encrypted with key " : "", a->key_id ? a->key_id : "", a->key_id ? ", " : "", a->bytes);
+    }
 }
 
 int cmd_cp(int argc, char **argv)
@@ -45,8 +57,10 @@ int cmd_cp(int argc, char **argv)
                                           { "json", no_argument, NULL, 'j' },
                                           { "quiet", no_argument, NULL, 'q' },
                                           { "key", required_argument, NULL, 'K' },
+                                          { "encrypt", required_argument, NULL, 'E' },
+                                          { "cipher", required_argument, NULL, 'X' },
                                           { NULL, 0, NULL, 0 } };
-    const char *keyfile = NULL;
+    const char *keyfile = NULL, *encrypt = NULL;
     struct cpstate c = { 0 };
     struct arc_copy_opts o = { .copied = on_copied, .opaque = &c };
     int ch;
@@ -56,18 +70,22 @@ int cmd_cp(int argc, char **argv)
         case 'j': c.json = true; break;
         case 'q': c.quiet = true; break;
         case 'K': keyfile = optarg; break;
+        case 'E': encrypt = optarg; break;
+        case 'X': o.cipher = optarg; break;
         default: return cli_usage("cp", "bad arguments");
         }
     }
     if (optind != argc - 2)
         return cli_usage("cp", "expected SRC and DST");
+    vs_err e = { 0 };
+    if (o.cipher && (!encrypt || cr_cipher_parse(o.cipher, &(enum cr_cipher){ 0 }, &e) < 0))
+        return cli_usage("cp", "%s", encrypt ? e.msg : "--cipher goes with --encrypt KEYFILE");
     struct sigaction sa = { .sa_handler = on_signal };   /* stop cleanly: the upload is aborted, no temp file */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     o.cancel = &interrupted;
-    vs_err e = { 0 };
-    struct cr_key key CR_KEY_AUTOWIPE = { 0 };
-    if (cli_key(keyfile, CLI_KEY_ENV, &key, &o.key, &e) < 0)
+    struct cr_key key CR_KEY_AUTOWIPE = { 0 }, ekey CR_KEY_AUTOWIPE = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &o.key, &e) < 0 || cli_key(encrypt, NULL, &ekey, &o.encrypt, &e) < 0)
         return cli_fail_err(&e);
     c.list = json_array();
     int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);

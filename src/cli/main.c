@@ -97,13 +97,19 @@ const struct cli_command cli_commands[] = {
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem.\n"
       "Signatures (ARCHIVE.sig, beside each archive of the chain) are checked and their signers' key ids shown;\n"
       "with --trusted-keys (or $VMSNAP_TRUSTED_KEYS) each archive must carry one by a trusted key." },
-    { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet] [--key KEYFILE]",
+    { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet] [--key KEYFILE] [--encrypt KEYFILE "
+      "[--cipher aes-256-gcm|xchacha20-poly1305]]",
       "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
       "direction, byte for byte (never decompressed). The copy appears only when complete (a temp file renamed, or\n"
       "a multipart upload completed last) and is verified on arrival by reading it back from DST; a copy that\n"
       "fails verification is removed. --with-parents copies a thin archive's parents first, each to where its\n"
       "parent hint leads from DST (a parent already there with the right UUID is kept). An encrypted archive is\n"
-      "copied sealed as it is; checking it needs its key (--key KEYFILE, else $VMSNAP_KEY_FILE)." },
+      "copied sealed as it is; checking it needs its key (--key KEYFILE, else $VMSNAP_KEY_FILE).\n"
+      "--encrypt KEYFILE writes an encrypted copy instead: the same streams and content in a new archive (a new\n"
+      "UUID) sealed with that key (as pack --encrypt), compared with its source by reading both back. A thin\n"
+      "archive needs --with-parents: its parents are encrypted first, each to where its hint leads from DST\n"
+      "(never over an existing file), and the child refers to them. An encrypted source needs its --key and is\n"
+      "re-encrypted. Signatures do not carry over (sign the copy). On failure nothing written is left." },
     { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet] [--key KEYFILE]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
       "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },

@@ -1,7 +1,7 @@
 """Encrypted archives through the CLI, without QEMU (qemu-img and qemu-io as independent NBD peers): keygen, pack
 --encrypt, info without and with the key, verify/extract with --key and VMSNAP_KEY_FILE, the one-line refusals,
-thin children (the parent's key, refused with another or over a plain parent), cp --key --with-parents, serve --key
-read by qemu-img, and
+thin children (the parent's key, refused with another or over a plain parent), cp --key --with-parents, cp --encrypt
+of a plain chain and re-encryption, serve --key read by qemu-img, and
 commit of an overlay written through qemu-io (sealed with the base's key, or another for a thick archive)."""
 import json
 import os
@@ -127,6 +127,43 @@ def test(d):
     check(same(os.path.join(far, "e.vmsnap"), e) and same(os.path.join(far, "c.vmsnap"), c),
           "cp --key --with-parents: both archives byte for byte")
     run("verify", os.path.join(far, "c.vmsnap"), "--key", k1)
+
+    # cp --encrypt: a plain chain written anew, sealed (parents first); an encrypted one re-encrypted with its key
+    pc = os.path.join(d, "pc.vmsnap")
+    run("pack", img2, "--parent", s.arc, "-o", pc, "--quiet")
+    run("keygen", "--sign", "-o", os.path.join(d, "sig.key"))
+    run("sign", s.arc, "--key", os.path.join(d, "sig.key"))
+    enc = os.path.join(d, "enc")
+    os.mkdir(enc)
+    refused(run("cp", pc, os.path.join(enc, "pc.vmsnap"), "--encrypt", k1, ok=(1,)), [pc, "add --with-parents"])
+    out = json.loads(run("cp", pc, os.path.join(enc, "pc.vmsnap"), "--with-parents", "--encrypt", k1,
+                         "--json").stdout)
+    check([(os.path.basename(x["dst"]), x["key_id"], x["from_key_id"]) for x in out["copied"]]
+          == [("a.vmsnap", id1, None), ("pc.vmsnap", id1, None)], f"cp --encrypt: parent, then child: {out}")
+    check(sorted(os.listdir(enc)) == ["a.vmsnap", "pc.vmsnap"], "no signature carried to a new archive")
+    j = json.loads(run("info", os.path.join(enc, "pc.vmsnap"), "--json", "--key", k1).stdout)
+    check(j["encrypted"] and j["parent"]["hint"] == "a.vmsnap" and j["streams"][0]["parent_blocks"] > 0,
+          "the encrypted child refers to its encrypted parent")
+    for name, ref in (("pc.vmsnap", img2), ("a.vmsnap", s.img)):
+        out = os.path.join(d, "x.raw")
+        run("extract", os.path.join(enc, name), "--disk", "0", "-o", out, "--key", k1)
+        check(same(out, ref), f"cp --encrypt: {name} reads back as its source")
+        os.unlink(out)
+    with open(os.path.join(enc, "a.vmsnap"), "rb") as f:
+        check(b"quick brown fox" not in f.read(), "no file text in the clear")
+    refused(run("cp", os.path.join(enc, "pc.vmsnap"), os.path.join(d, "re.vmsnap"), "--with-parents", "--encrypt", k2,
+                "--key", k2, ok=(1,)), [f"is encrypted with key {id1}; pass --key", id2])
+    re_ = os.path.join(d, "re")
+    os.mkdir(re_)
+    p = run("cp", os.path.join(enc, "pc.vmsnap"), os.path.join(re_, "pc.vmsnap"), "--with-parents", "--encrypt", k2,
+            "--key", k1)
+    check(f"re-encrypted (key {id2}, was key {id1})" in p.stdout, f"cp says it re-encrypted: {p.stdout!r}")
+    run("verify", os.path.join(re_, "pc.vmsnap"), "--key", k2)
+    refused(run("cp", pc, os.path.join(enc, "pc2.vmsnap"), "--with-parents", "--encrypt", k1, ok=(1,)),
+            ["a.vmsnap' exists"])
+    check(sorted(os.listdir(enc)) == ["a.vmsnap", "pc.vmsnap"], "a refused cp leaves nothing")
+    check(run("cp", pc, os.path.join(enc, "x.vmsnap"), "--cipher", "aes-256-gcm", ok=(2,)).returncode == 2,
+          "--cipher without --encrypt: usage error")
 
     # serve --key, read by qemu-img; writes through qemu-io into an overlay, then committed
     srv = Server(d, e, "--key", k1, "--read-only")

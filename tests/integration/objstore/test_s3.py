@@ -4,7 +4,8 @@ test, not QEMU.
 1. pack to s3://, info/verify/extract back: the same bytes; serve it, write through NBD, commit --thin to
    s3:// and extract: the bytes with the write; a public object verified over plain http (unsigned),
    an http URL refused as output; a local thin archive whose parent is in the store; wrong credentials: one
-   line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key.
+   line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key. An encrypted
+   archive on the store; `cp --encrypt --with-parents` of a local plain chain into the store, parents first.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
    "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
@@ -198,6 +199,26 @@ def sealed_round_trip(d):
     vmtest.vmsnap("extract", url, "--disk", "0", "-o", back, "--key", key)
     with open(raw, "rb") as f1, open(back, "rb") as f2:
         check(f1.read() == f2.read(), "an encrypted archive on the store reads back with its key")
+    os.unlink(back)
+
+    # cp --encrypt of a local plain thin chain into the store: the parent first, the child's hint leading to it
+    small, small2 = os.path.join(d, "small.raw"), os.path.join(d, "small2.raw")
+    with open(small, "wb") as f:
+        f.write(b"plain base text " * 65536)
+    with open(small2, "wb") as f:
+        f.write(b"plain base text " * 32768 + b"the child's own " * 32768)
+    pb, pc = os.path.join(d, "pbase.vmsnap"), os.path.join(d, "pchild.vmsnap")
+    vmtest.vmsnap("pack", small, "-o", pb, "--quiet")
+    vmtest.vmsnap("pack", small2, "--parent", pb, "-o", pc, "--quiet")
+    enc = f"s3://{B}/enc/pchild.vmsnap"
+    out = vmtest.vmsnap("cp", pc, enc, "--with-parents", "--encrypt", key, "--json", json_out=True)
+    check([(x["dst"], x["key_id"]) for x in out["copied"]] == [(f"s3://{B}/enc/pbase.vmsnap", kid), (enc, kid)],
+          f"cp --encrypt to the store: parent then child, sealed with the key: {out}")
+    info = vmtest.vmsnap("info", enc, "--json", "--key", key, json_out=True)
+    check(info["encrypted"] and info["parent"]["hint"] == "pbase.vmsnap", f"the child refers to its parent's copy: {info}")
+    vmtest.vmsnap("extract", enc, "--disk", "0", "-o", back, "--key", key)
+    with open(small2, "rb") as f1, open(back, "rb") as f2:
+        check(f1.read() == f2.read(), "the encrypted chain on the store reads back as the plain one")
     os.unlink(back)
 
 

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "archive/reader_priv.h"
+#include "keytest.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -60,16 +61,6 @@ static void opts(struct arc_writer_opts *o, const char *codec, const struct cr_k
     o->block_size = 4096;
     o->key = k;
     o->cipher = cipher;
-}
-
-static struct arc *open_key(const char *path, const struct cr_key *k)
-{
-    struct arc_open_opts oo = { .key = k };
-    struct arc *a = NULL;
-    vs_err e = { 0 };
-    if (arc_open(path, &oo, &a, &e) < 0)
-        fail_msg("%s", e.msg);
-    return a;
 }
 
 static void check_stream(struct arc *a, unsigned s, const uint8_t *data, size_t len)
@@ -462,15 +453,7 @@ static void test_flips(void **state)
 static int setup(void **state)
 {
     (void)state;
-    if (!mkdtemp(dir))
-        return -1;
-    vs_err e = { 0 };
-    VS_AUTOFREE char *p1 = tpath("k1.key"), *p2 = tpath("k2.key");
-    if (cr_init(&e) < 0 || cr_key_generate(p1, &k1, &e) < 0 || cr_key_generate(p2, &k2, &e) < 0)
-        return -1;
-    unlink(p1);
-    unlink(p2);
-    return 0;
+    return keytest_setup(dir, &k1, &k2);
 }
 
 static int teardown(void **state)
