@@ -59,6 +59,9 @@ struct arc_source {
      * with name and size it scopes the cache's entries, so it must change whenever the bytes may. NULL: none. */
     bool remote;
     char *version;                         /* owned, freed by close */
+    /* A verifying source (arc_source_verified): the id of the key whose signature binds the chunk table every
+     * byte read is checked against. NULL: the bytes are the source's own. */
+    char *signer;
 };
 /* A regular local file (directories, FIFOs, devices refused with a clear error). */
 int arc_source_open_file(const char *path, struct arc_source **out, vs_err *e);
@@ -70,6 +73,12 @@ int arc_source_open(const char *loc, struct arc_source **out, vs_err *e);
 /* Bytes in memory, borrowed (must outlive the source). For fuzzing and tests. */
 struct arc_source *arc_source_open_mem(const void *buf, size_t len, const char *name);
 void arc_source_close(struct arc_source *s);
+/* A source serving inner's bytes only once checked against a signed chunk table (taken over, and inner too, from
+ * the call on): every read is served from whole chunks whose BLAKE2b-256 is the table's, a few verified chunks are
+ * kept for the reads next to them, and no read costs more than a chunk on either side. A mismatch is -EBADMSG
+ * naming the archive, the chunk and its byte range. signer (copied) is the id of the key that signed the table. */
+struct cr_sums;
+struct arc_source *arc_source_verified(struct arc_source *inner, struct cr_sums *sums, const char *signer);
 
 /* ---- upload sink ---------------------------------------------------------------------------------------------- */
 /* Where a writer's bytes go. The writer only appends, except that it rewrites bytes inside the first 8 MiB (its
@@ -127,6 +136,11 @@ struct arc_open_opts {
     const struct cr_key *key;  /* the key of an encrypted archive and its chain (copied); NULL: none */
     bool header_only;          /* an encrypted archive without its key opens with its header only (no streams,
                                   no parent): for info. Otherwise that is an error naming the key's id */
+    /* Called with the source of the archive and of each parent before a byte is read through it: may replace *src
+     * by a source over it (taking *src over), e.g. arc_source_verified. On failure *src is still the caller's
+     * and the open fails. The block cache sits above what it returns. NULL: none. */
+    int (*wrap)(void *opaque, struct arc_source **src, vs_err *e);
+    void *wrap_opaque;
 };
 
 /* Open an archive. The source is owned by the handle from the call on (closed on failure too). */

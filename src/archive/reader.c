@@ -255,7 +255,8 @@ static int attach_parent(struct arc *a, const struct arc_open_opts *o, int depth
         }
         /* header_only: a parent the child's key does not open is reported below as a chain of mixed keys */
         struct arc_open_opts po = { .cache_bytes = o ? o->cache_bytes : 0, .cache = o ? o->cache : NULL,
-                                    .key = o ? o->key : NULL, .header_only = true };
+                                    .key = o ? o->key : NULL, .header_only = true, .wrap = o ? o->wrap : NULL,
+                                    .wrap_opaque = o ? o->wrap_opaque : NULL };
         if (r >= 0)
             r = open_chain(ps, &po, depth + 1, &a->parent, e);
         if (r < 0)
@@ -344,7 +345,9 @@ static int open_chain(struct arc_source *src, const struct arc_open_opts *o, int
     pthread_mutex_init(&a->lock, NULL);
     a->hint = NULL;
     uint8_t h[ARC_HEADER_SIZE];
-    int r = arc__bc_wrap(a, o, e);
+    int r = o && o->wrap ? o->wrap(o->wrap_opaque, &a->src, e) : 0;   /* below the block cache: it keeps checked bytes */
+    if (r >= 0)
+        r = arc__bc_wrap(a, o, e);
     src = a->src;
     if (r >= 0 && src->size < ARC_HEADER_SIZE)
         r = vs_err_set(e, EIO, "%s: truncated: %" PRIu64 " bytes, shorter than the %u-byte header", src->name,

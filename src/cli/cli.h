@@ -52,6 +52,7 @@ int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr
 /* Signatures (trust.c): --trusted-keys DIR-or-FILE, else VMSNAP_TRUSTED_KEYS, else off. */
 #define CLI_OPT_TRUSTED_KEYS 0x100   /* getopt value of --trusted-keys (long only: no short letter to collide) */
 struct arc;
+struct arc_source;
 struct cr_keyring;
 struct cr_sigfile;
 struct cli_trust {
@@ -71,10 +72,31 @@ void cli_trust_clear(struct cli_trust *t);
 /* The check of an opened archive: itself and every parent carry a valid signature by a trusted key, and none
  * changed since it was opened. Does nothing without trusted keys. opaque is a struct cli_trust. */
 int cli_trust_check(void *opaque, struct arc *a, vs_err *e);
+/* arc_open_opts.wrap with a struct cli_trust as opaque: an archive (and each parent) carrying a version-2 signature
+ * by a trusted key (by any key without trusted keys but with any) is read through its signed chunk table
+ * (arc_source_verified); one without any signature is refused here when keys are required, before a byte of it is
+ * parsed. Others are left to cli_trust_check. */
+int cli_trust_wrap(void *opaque, struct arc_source **src, vs_err *e);
+/* Open an archive and its chain with the checks of t: cli_trust_wrap on every source, then cli_trust_check. What
+ * every command that reads archives uses (o: the caller's options; its wrap is set here). */
+struct arc_open_opts;
+int cli_open_trusted(const char *path, struct arc_open_opts *o, struct cli_trust *t, struct arc **out, vs_err *e);
 /* The signature file of an archive location: ARCHIVE.sig beside it, a file or an object (malloc'd). */
 char *cli_sig_path(const char *archive);
 /* The .sig of an archive (a local path, s3:// or http(s)://), strictly parsed; -ENOENT when there is none. */
 int cli_sig_load(const char *archive, struct cr_sigfile *out, vs_err *e);
+/* The chunk table of an archive location: ARCHIVE.sums beside it (malloc'd). */
+char *cli_sums_path(const char *archive);
+/* The .sums of an archive that version-2 signature by binds: exactly as long as by says, its digest by's. */
+struct cr_sig;
+struct cr_sums;
+int cli_sums_load(const char *archive, const struct cr_sig *by, struct cr_sums *out, vs_err *e);
+/* A small file beside an archive (.sig, .sums), a local file or an object: at most cap bytes, else an error naming
+ * it; *buf (malloc'd) gets *len bytes. -ENOENT (with a message) when there is none. */
+int cli_side_load(const char *loc, const char *what, size_t cap, char **buf, size_t *len, vs_err *e);
+/* Replace a small file beside an archive (loc: a local path, or s3://): a local file atomically (temp, fsync,
+ * rename), an object in one PUT. what names it in messages. */
+int cli_side_store(const char *loc, const char *what, void *buf, size_t len, vs_err *e);
 /* Write f as the .sig of an archive: a local file replaced atomically, or an object that appears only whole. */
 int cli_sig_store(const char *archive, const struct cr_sigfile *f, vs_err *e);
 /* cr_pread_fn over an archive's byte-range source (opaque is a struct arc_source). */

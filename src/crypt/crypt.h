@@ -57,6 +57,11 @@ void cr_pubkey_id(const uint8_t pk[CR_SIGN_PUBLIC_BYTES], char out[CR_ID_LEN + 1
 int cr_keyfile_parse(const char *text, size_t len, enum cr_kind kind, uint8_t *out, size_t out_len, const char *name,
                      vs_err *e);
 
+/* Read a small file the user named (a key, a .sig, a .sums): a regular file (a FIFO or device is refused without
+ * blocking on it), with no group/other access when secret, named "<what> <path>" in messages. Up to cap bytes go
+ * to buf and *len says how many: cap means the file may be longer, which the caller refuses in its own words. */
+int cr_read_small(const char *path, const char *what, bool secret, char *buf, size_t cap, size_t *len, vs_err *e);
+
 /* Wipe secrets (sodium_memzero); for cleanup attributes. */
 void cr_key_wipe(struct cr_key *k);
 void cr_signkey_wipe(struct cr_signkey *k);
@@ -107,20 +112,26 @@ void cr_id_from_bytes(const uint8_t b[CR_ID_BYTES], char out[CR_ID_LEN + 1]);
 
 /* ---- signatures of archives (sign.c; docs/FORMAT.md, "Signatures") -------------------------------------------
  * Detached: ARCHIVE.sig holds one line per signature, so signing never rewrites an archive (nor an object that
- * cannot be appended to). A signature covers the archive's header and a BLAKE2b-512 digest of its whole file: the
- * archive's own checksums (XXH64, XXH3) catch accidents, not forgers, so only a cryptographic hash of every byte
- * binds the blocks to the signer. */
+ * cannot be appended to). The archive's own checksums (XXH64, XXH3) catch accidents, not forgers, so a signature
+ * binds every byte through a cryptographic hash:
+ *   version 1: the header and a BLAKE2b-512 digest of the whole file (checking it reads the whole file);
+ *   version 2: the header, the file's size and its chunk table ARCHIVE.sums (BLAKE2b-256 of every fixed-size chunk,
+ *              below) through the table's BLAKE2b-512: checking it reads the header, .sig and .sums, and every
+ *              chunk is checked when it is read (random access kept). */
 #define CR_ARC_HEADER_BYTES 128
 #define CR_DIGEST_BYTES 64
 #define CR_SIG_BYTES 64
 #define CR_SIGFILE_MAX 64         /* signatures in one .sig file */
-#define CR_SIGFILE_MAX_BYTES (CR_SIGFILE_MAX * 285)   /* the largest .sig file: 64 lines of 284 characters + '\n' */
+#define CR_SIGFILE_MAX_BYTES (CR_SIGFILE_MAX * 301)   /* the largest .sig file: 64 lines of 300 characters + '\n' */
 
 struct cr_sig {                   /* one signature, as stored */
+    unsigned version;             /* 1 or 2 */
     uint8_t pk[CR_SIGN_PUBLIC_BYTES];
     uint8_t uuid[16];             /* the signed archive's UUID and size (also inside the signed header) */
     uint64_t file_size;
-    uint8_t digest[CR_DIGEST_BYTES];
+    uint32_t chunk_size;          /* version 2: the chunk table's geometry; 0 in version 1 */
+    uint64_t chunk_count;
+    uint8_t digest[CR_DIGEST_BYTES];   /* version 1: of the file; version 2: of its .sums file */
     uint8_t sig[CR_SIG_BYTES];
     char id[CR_ID_LEN + 1];       /* the signing key's id */
 };
@@ -129,11 +140,51 @@ struct cr_sigfile { struct cr_sig *v; size_t n; };
 /* Reads exactly len bytes at off (a short read is an error). */
 typedef int (*cr_pread_fn)(void *opaque, void *buf, size_t len, uint64_t off, vs_err *e);
 
+/* ---- chunk tables (sums.c): ARCHIVE.sums, what a version-2 signature binds ----------------------------------
+ * A 48-byte header (magic "VMSNSUMS", version 1, log2 of the chunk size, the archive's size, chunk count and UUID)
+ * then BLAKE2b-256 of each chunk of the archive file in order (the last chunk may be short). The same bytes give
+ * the same table: every signer of an archive shares one. */
+#define CR_SUMS_HASH 32
+#define CR_SUMS_HEADER 48
+#define CR_SUMS_MIN_CHUNK (64u << 10)
+#define CR_SUMS_MAX_CHUNK (16u << 20)
+#define CR_SUMS_DEFAULT_CHUNK (256u << 10)
+#define CR_SUMS_MAX_BYTES (256ull << 20)   /* the largest table read (8 Mi chunks: 2 TiB in 256 KiB chunks) */
+
+struct cr_sums {
+    uint8_t uuid[16];
+    uint64_t file_size, count;
+    uint32_t chunk_size;
+    uint8_t *h;                   /* count * CR_SUMS_HASH bytes */
+};
+/* Whether chunk_size is one a table may have (a power of two in [CR_SUMS_MIN_CHUNK, CR_SUMS_MAX_CHUNK]). */
+bool cr_sums_chunk_size_ok(uint64_t chunk_size);
+/* Chunks of an archive of file_size bytes, and the bytes of its .sums file. */
+uint64_t cr_sums_count(uint64_t file_size, uint32_t chunk_size);
+uint64_t cr_sums_file_bytes(uint64_t file_size, uint32_t chunk_size);
+/* The table of bytes [0, size) read through pread in chunks of chunk_size, for the archive with this UUID. */
+int cr_sums_compute(cr_pread_fn pread, void *opaque, const uint8_t uuid[16], uint64_t size, uint32_t chunk_size,
+                    struct cr_sums *out, vs_err *e);
+/* The .sums file of s (malloc'd, *len bytes). */
+uint8_t *cr_sums_format(const struct cr_sums *s, size_t *len);
+/* A .sums file's bytes (untrusted), strict: header fields, exact length. name is for messages. */
+int cr_sums_parse(const uint8_t *buf, size_t len, const char *name, struct cr_sums *out, vs_err *e);
+/* Whether chunk k's bytes (data, len = the chunk's length) are those of the table. */
+bool cr_sums_chunk_ok(const struct cr_sums *s, uint64_t k, const void *data, size_t len);
+/* The .sums file that version-2 signature s binds: its bytes hash to s's digest and describe s's archive, size and
+ * chunks. A one-line error naming the file otherwise. */
+int cr_sums_bind(const struct cr_sig *s, const uint8_t *buf, size_t len, const char *name, struct cr_sums *out,
+                 vs_err *e);
+void cr_sums_clear(struct cr_sums *s);
+
 /* BLAKE2b-512 of bytes [0, size) read through pread. */
 int cr_digest(cr_pread_fn pread, void *opaque, uint64_t size, uint8_t out[CR_DIGEST_BYTES], vs_err *e);
-/* k's signature of an archive with this header (its first 128 bytes), size and digest. */
+/* k's version-1 signature of an archive with this header (its first 128 bytes), size and digest. */
 void cr_sign(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], uint64_t file_size,
              const uint8_t digest[CR_DIGEST_BYTES], struct cr_sig *out);
+/* k's version-2 signature of an archive with this header and chunk table. */
+void cr_sign_sums(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], const struct cr_sums *t,
+                  struct cr_sig *out);
 /* Whether s signs this header with its own size and digest (the caller compares those with the file's). */
 bool cr_sig_valid(const struct cr_sig *s, const uint8_t header[CR_ARC_HEADER_BYTES]);
 
@@ -143,13 +194,14 @@ int cr_sigfile_parse(const char *text, size_t len, const char *name, struct cr_s
 char *cr_sigfile_format(const struct cr_sigfile *f);
 /* -ENOENT (with a message) when there is no such file. */
 int cr_sigfile_load(const char *path, struct cr_sigfile *out, vs_err *e);
-/* Add s to the .sig file at path (made if missing), replacing a signature of the same archive by the same key:
- * written to a temp file, fsync'd, renamed. *count gets the signatures it now holds. */
 /* Put s into f (in memory), replacing a signature of the same archive by the same key. name is for messages. */
 int cr_sigfile_put(struct cr_sigfile *f, const struct cr_sig *s, const char *name, vs_err *e);
+/* Add s to the .sig file at path (made if missing) with cr_sigfile_put, then cr_file_replace. *count gets the
+ * signatures it now holds. The caller serialises writers of one file. */
 int cr_sigfile_add(const char *path, const struct cr_sig *s, size_t *count, vs_err *e);
-/* Replace the .sig file at path with text: a temp file beside it, fsync'd, renamed. */
-int cr_sigfile_write(const char *path, const char *text, vs_err *e);
+/* Replace the file at path with len bytes: a temp file beside it (mode 0666 minus the umask), fsync'd, renamed.
+ * what names it in messages ("signature file"). */
+int cr_file_replace(const char *path, const char *what, const void *buf, size_t len, vs_err *e);
 void cr_sigfile_clear(struct cr_sigfile *f);
 
 /* Trusted public keys: one key file, or every *.pub file of a directory (any bad one is an error). */
@@ -166,10 +218,11 @@ struct cr_archive_ref {
     cr_pread_fn pread;
     void *opaque;
 };
-/* Find in f a signature of the archive by a key of kr (NULL: by any key) that checks out: the header read now,
- * the file's digest (computed only once a signature over the header holds) and its size. *by gets it. A one-line
- * error naming the archive and why otherwise (-EPERM: no such signature; -EBADMSG: a trusted key's signature
- * fails). */
+/* Find in f a signature of the archive by a key of kr (NULL: by any key) that checks out over the header read now
+ * and the archive's size, a version-2 one first. *by gets it. For version 1 the file's digest is computed here
+ * (only once a signature over the header holds); for version 2 nothing more is read: the caller binds the chunk
+ * table (cr_sums_bind) and checks every chunk it reads against it. A one-line error naming the archive and why
+ * otherwise (-EPERM: no such signature; -EBADMSG: a trusted key's signature fails). */
 int cr_check_archive(const struct cr_archive_ref *a, const struct cr_sigfile *f, const struct cr_keyring *kr,
                      const struct cr_sig **by, vs_err *e);
 

@@ -1,5 +1,5 @@
 /* crypt: key files -- generation (exclusive, 0600), strict parsing, key ids. */
-#include "crypt/crypt_priv.h"
+#include "crypt/crypt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,7 +67,7 @@ int cr_keyfile_parse(const char *text, size_t len, enum cr_kind kind, uint8_t *o
     return 0;
 }
 
-int cr__read_small(const char *path, const char *what, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
+int cr_read_small(const char *path, const char *what, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
 {
     VS_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
@@ -90,7 +90,7 @@ int cr__read_small(const char *path, const char *what, bool secret, char *buf, s
 /* Read a small key file; a secret one must not be readable by group or others. */
 static int read_keyfile(const char *path, bool secret, char *buf, size_t cap, size_t *len, vs_err *e)
 {
-    int r = cr__read_small(path, "key file", secret, buf, cap, len, e);
+    int r = cr_read_small(path, "key file", secret, buf, cap, len, e);
     if (r == 0 && *len == cap)
         return vs_err_set(e, EINVAL, "key file %s: longer than any key file", path);
     return r;

@@ -8,23 +8,28 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* The signed message (docs/FORMAT.md, "Signatures"): a domain string with its NUL, then length-prefixed parts. */
+/* The signed message (docs/FORMAT.md, "Signatures"): a domain string with its NUL, then length-prefixed parts.
+ * Version 2 adds the chunk table's geometry; its digest is then the table's. */
 static const char domain[] = "vmsnap archive signature";
-#define SIG_VERSION 1u
-#define MSG_BYTES (sizeof domain + 4 + 4 + CR_ARC_HEADER_BYTES + 8 + 4 + CR_DIGEST_BYTES)   /* 237 */
+#define MSG1_BYTES (sizeof domain + 4 + 4 + CR_ARC_HEADER_BYTES + 8 + 4 + CR_DIGEST_BYTES)           /* 237 */
+#define MSG2_BYTES (sizeof domain + 4 + 4 + CR_ARC_HEADER_BYTES + 8 + 4 + 8 + 4 + CR_DIGEST_BYTES)   /* 249 */
 #define DIGEST_CHUNK (1u << 20)
 
-static void message(const uint8_t header[CR_ARC_HEADER_BYTES], uint64_t file_size,
-                    const uint8_t digest[CR_DIGEST_BYTES], uint8_t m[MSG_BYTES])
+static size_t message(const struct cr_sig *s, const uint8_t header[CR_ARC_HEADER_BYTES], uint8_t m[MSG2_BYTES])
 {
     uint8_t *p = m;
     memcpy(p, domain, sizeof domain), p += sizeof domain;
-    vs_put_le32(p, SIG_VERSION), p += 4;
+    vs_put_le32(p, s->version), p += 4;
     vs_put_le32(p, CR_ARC_HEADER_BYTES), p += 4;
     memcpy(p, header, CR_ARC_HEADER_BYTES), p += CR_ARC_HEADER_BYTES;
-    vs_put_le64(p, file_size), p += 8;
+    vs_put_le64(p, s->file_size), p += 8;
+    if (s->version == 2) {
+        vs_put_le32(p, s->chunk_size), p += 4;
+        vs_put_le64(p, s->chunk_count), p += 8;
+    }
     vs_put_le32(p, CR_DIGEST_BYTES), p += 4;
-    memcpy(p, digest, CR_DIGEST_BYTES);
+    memcpy(p, s->digest, CR_DIGEST_BYTES), p += CR_DIGEST_BYTES;
+    return (size_t)(p - m);
 }
 
 int cr_digest(cr_pread_fn pread, void *opaque, uint64_t size, uint8_t out[CR_DIGEST_BYTES], vs_err *e)
@@ -46,25 +51,42 @@ int cr_digest(cr_pread_fn pread, void *opaque, uint64_t size, uint8_t out[CR_DIG
     return 0;
 }
 
+static void sign_msg(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], struct cr_sig *out)
+{
+    uint8_t m[MSG2_BYTES];
+    size_t n = message(out, header, m);
+    memcpy(out->pk, k->pk, sizeof out->pk);
+    memcpy(out->uuid, header + 32, 16);   /* the header's uuid field */
+    crypto_sign_ed25519_detached(out->sig, NULL, m, n, k->sk);
+    memcpy(out->id, k->id, sizeof out->id);
+}
+
 void cr_sign(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], uint64_t file_size,
              const uint8_t digest[CR_DIGEST_BYTES], struct cr_sig *out)
 {
-    uint8_t m[MSG_BYTES];
-    message(header, file_size, digest, m);
-    *out = (struct cr_sig){ .file_size = file_size };
-    memcpy(out->pk, k->pk, sizeof out->pk);
-    memcpy(out->uuid, header + 32, 16);   /* the header's uuid field */
+    *out = (struct cr_sig){ .version = 1, .file_size = file_size };
     memcpy(out->digest, digest, CR_DIGEST_BYTES);
-    crypto_sign_ed25519_detached(out->sig, NULL, m, sizeof m, k->sk);
-    memcpy(out->id, k->id, sizeof out->id);
+    sign_msg(k, header, out);
+}
+
+void cr_sign_sums(const struct cr_signkey *k, const uint8_t header[CR_ARC_HEADER_BYTES], const struct cr_sums *t,
+                  struct cr_sig *out)
+{
+    *out = (struct cr_sig){ .version = 2, .file_size = t->file_size, .chunk_size = t->chunk_size,
+                            .chunk_count = t->count };
+    size_t len;
+    VS_AUTOFREE uint8_t *file = cr_sums_format(t, &len);
+    crypto_generichash(out->digest, CR_DIGEST_BYTES, file, len, NULL, 0);
+    sign_msg(k, header, out);
 }
 
 bool cr_sig_valid(const struct cr_sig *s, const uint8_t header[CR_ARC_HEADER_BYTES])
 {
-    uint8_t m[MSG_BYTES];
-    message(header, s->file_size, s->digest, m);
-    return memcmp(s->uuid, header + 32, 16) == 0 &&
-           crypto_sign_ed25519_verify_detached(s->sig, m, sizeof m, s->pk) == 0;
+    uint8_t m[MSG2_BYTES];
+    if (s->version != 1 && s->version != 2)
+        return false;
+    size_t n = message(s, header, m);
+    return memcmp(s->uuid, header + 32, 16) == 0 && crypto_sign_ed25519_verify_detached(s->sig, m, n, s->pk) == 0;
 }
 
 /* ---- trusted keys ---- */
@@ -167,9 +189,9 @@ int cr_check_archive(const struct cr_archive_ref *a, const struct cr_sigfile *f,
     /* Cheap checks first; the digest reads the whole file, once, and only for a signature that holds. */
     const struct cr_sig *cand = NULL, *named = NULL;   /* named: the signature a refusal names */
     int why = 0;   /* the best reason for a refusal: 1 other archive, 2 other size, 3 bad signature */
-    for (size_t i = 0; i < f->n && !cand; i++) {
-        const struct cr_sig *s = &f->v[i];
-        if (kr && !cr_keyring_find(kr, s->pk))
+    for (size_t i = 0; i < 2 * f->n && !cand; i++) {   /* version 2 first: it needs no read of the file */
+        const struct cr_sig *s = &f->v[i % f->n];
+        if ((s->version == 2) != (i < f->n) || (kr && !cr_keyring_find(kr, s->pk)))
             continue;
         int w = memcmp(s->uuid, a->uuid, 16) ? 1 : s->file_size != a->size ? 2 : !cr_sig_valid(s, header) ? 3 : 0;
         if (!w)
@@ -195,6 +217,10 @@ int cr_check_archive(const struct cr_archive_ref *a, const struct cr_sigfile *f,
                               "it changed after signing", a->name, a->size, s->id, s->file_size);
         return vs_err_set(e, EBADMSG, "archive %s: the signature by key %s does not match its header (the header "
                           "changed after signing, or the signature is damaged)", a->name, s->id);
+    }
+    if (cand->version == 2) {
+        *by = cand;
+        return 0;
     }
     if ((r = cr_digest(a->pread, a->opaque, a->size, digest, e)) < 0)
         return vs_err_prefix(e, "checking the signature of %s", a->name);

@@ -1,0 +1,168 @@
+/* archive: the verifying source -- an archive's bytes served only once checked against the chunk table a signature
+ * binds (docs/FORMAT.md, "Signatures"). Reads are served from whole chunks; the last few partly read chunks are
+ * kept, verified, so that the many small reads of an index page or a block next to another cost one chunk. */
+#include "archive/archive.h"
+#include "crypt/crypt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 8
+
+struct slot { uint64_t k; uint8_t *buf; uint64_t tick; };   /* buf NULL: empty */
+
+struct vsrc {
+    struct arc_source s;
+    struct arc_source *inner;
+    struct cr_sums t;
+    pthread_mutex_t lock;         /* guards slots and tick */
+    struct slot slots[SLOTS];
+    uint64_t tick;
+    int log_fd;                   /* tests: every chunk read from inner, "offset length" per line */
+};
+
+static size_t chunk_len(const struct vsrc *v, uint64_t k)
+{
+    return (size_t)VS_MIN((uint64_t)v->t.chunk_size, v->s.size - k * v->t.chunk_size);
+}
+
+/* Chunk k from inner into buf, checked. */
+static int load(struct vsrc *v, uint64_t k, uint8_t *buf, vs_err *e)
+{
+    uint64_t off = k * v->t.chunk_size;
+    size_t n = chunk_len(v, k);
+    if (v->log_fd >= 0) {
+        char line[48];
+        int l = snprintf(line, sizeof line, "%" PRIu64 " %zu\n", off, n);
+        vs_write_full(v->log_fd, line, (size_t)l);   /* O_APPEND: lines stay whole */
+    }
+    int r = v->inner->pread(v->inner, buf, n, off, e);
+    if (r < 0)
+        return r;
+    if (!cr_sums_chunk_ok(&v->t, k, buf, n))
+        return vs_err_set(e, EBADMSG, "archive %s: chunk %" PRIu64 " (bytes %" PRIu64 "..%" PRIu64 ") does not match "
+                          "the chunk table key %s signed: it changed after signing", v->s.name, k, off, off + n,
+                          v->s.signer);
+    return 0;
+}
+
+/* Copy n bytes at skip of chunk k into dst if a slot holds it. */
+static bool cached(struct vsrc *v, uint64_t k, uint8_t *dst, size_t skip, size_t n)
+{
+    bool hit = false;
+    pthread_mutex_lock(&v->lock);
+    for (unsigned i = 0; i < SLOTS && !hit; i++)
+        if (v->slots[i].buf && v->slots[i].k == k) {
+            memcpy(dst, v->slots[i].buf + skip, n);
+            v->slots[i].tick = ++v->tick;
+            hit = true;
+        }
+    pthread_mutex_unlock(&v->lock);
+    return hit;
+}
+
+/* Keep the verified chunk buf (taken over) in the least recently used slot. */
+static void keep(struct vsrc *v, uint64_t k, uint8_t *buf)
+{
+    pthread_mutex_lock(&v->lock);
+    struct slot *old = &v->slots[0];
+    for (unsigned i = 0; i < SLOTS; i++) {
+        if (v->slots[i].buf && v->slots[i].k == k) {   /* another reader kept it first */
+            old = NULL;
+            break;
+        }
+        if (!v->slots[i].buf || v->slots[i].tick < old->tick)
+            old = &v->slots[i];
+        if (!old->buf)
+            break;
+    }
+    if (old) {
+        uint8_t *drop = old->buf;
+        *old = (struct slot){ .k = k, .buf = buf, .tick = ++v->tick };
+        buf = drop;
+    }
+    pthread_mutex_unlock(&v->lock);
+    free(buf);
+}
+
+static int v_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
+{
+    struct vsrc *v = (struct vsrc *)s;
+    if (off > s->size || len > s->size - off)
+        return vs_err_set(e, EIO, "%s: truncated: wanted %zu bytes at offset %" PRIu64 " of %" PRIu64, s->name, len,
+                          off, s->size);
+    uint8_t *dst = buf;
+    while (len) {
+        uint64_t k = off / v->t.chunk_size;
+        size_t skip = (size_t)(off - k * v->t.chunk_size), cl = chunk_len(v, k), n = VS_MIN(len, cl - skip);
+        int r = 0;
+        if (n == cl) {   /* a whole chunk: straight into the caller's buffer */
+            r = load(v, k, dst, e);
+        } else if (!cached(v, k, dst, skip, n)) {
+            uint8_t *c = vs_xmalloc(cl);
+            if ((r = load(v, k, c, e)) < 0) {
+                free(c);
+            } else {
+                memcpy(dst, c + skip, n);
+                keep(v, k, c);
+            }
+        }
+        if (r < 0)
+            return r;
+        dst += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int v_check(struct arc_source *s, vs_err *e)
+{
+    struct vsrc *v = (struct vsrc *)s;
+    return v->inner->check ? v->inner->check(v->inner, e) : 0;
+}
+
+static void v_close(struct arc_source *s)
+{
+    struct vsrc *v = (struct vsrc *)s;
+    for (unsigned i = 0; i < SLOTS; i++)
+        free(v->slots[i].buf);
+    if (v->log_fd >= 0)
+        close(v->log_fd);
+    cr_sums_clear(&v->t);
+    arc_source_close(v->inner);
+    pthread_mutex_destroy(&v->lock);
+    free(s->name);
+    free(s->path);
+    free(s->version);
+    free(s->signer);
+    free(v);
+}
+
+struct arc_source *arc_source_verified(struct arc_source *inner, struct cr_sums *sums, const char *signer)
+{
+    struct vsrc *v = vs_xcalloc(1, sizeof *v);
+    v->inner = inner;
+    v->t = *sums;
+    *sums = (struct cr_sums){ 0 };
+    pthread_mutex_init(&v->lock, NULL);
+    v->log_fd = -1;
+#ifdef VS_TEST_FAULTS
+    const char *log = getenv("VMSNAP_TEST_VERIFIED_LOG");   /* tests count what checking read from archives */
+    if (log && *log)
+        v->log_fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+#endif
+    v->s.pread = v_pread;
+    v->s.check = v_check;
+    v->s.close = v_close;
+    v->s.size = inner->size;
+    v->s.name = vs_xstrdup(inner->name);
+    v->s.path = inner->path ? vs_xstrdup(inner->path) : NULL;
+    v->s.remote = inner->remote;
+    v->s.version = inner->version ? vs_xstrdup(inner->version) : NULL;   /* the same bytes: the same cache scope */
+    v->s.signer = vs_xstrdup(signer);
+    return &v->s;
+}
