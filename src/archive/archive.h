@@ -282,6 +282,9 @@ struct arc_copy_opts {
     const struct cr_key *key;  /* reads (and verifies) encrypted archives: the copy stays sealed as it is */
     const struct cr_key *encrypt;   /* write every archive anew, sealed with this key */
     const char *cipher;        /* with encrypt: as arc_writer_opts.cipher */
+    /* arc_open_opts.wrap for every read of a source archive, the bytes copied included. NULL: none. */
+    int (*wrap)(void *opaque, struct arc_source **src, vs_err *e);
+    void *wrap_opaque;
 };
 int arc_copy(const char *src, const char *dst, const struct arc_copy_opts *o, vs_err *e);
 

@@ -50,12 +50,16 @@ static bool already_there(const char *dst, const uint8_t uuid[16])
     return same;
 }
 
-static int copy_bytes(const char *src, const char *dst, bool private_mode, volatile int *cancel, uint64_t *bytes,
-                      vs_err *e)
+static int copy_bytes(const char *src, const char *dst, bool private_mode, const struct arc_copy_opts *o,
+                      uint64_t *bytes, vs_err *e)
 {
-    struct arc_source *s = NULL;
+    struct arc_source *s = NULL, *raw = NULL;
     struct arc_sink *k = NULL;
-    int r = arc_source_open(src, &s, e);
+    volatile int *cancel = o ? o->cancel : NULL;
+    int r = arc_source_open(src, &raw, e);
+    if (r >= 0 && o && o->wrap && (r = o->wrap(o->wrap_opaque, &raw, e)) < 0)
+        arc_source_close(VS_STEAL(raw));
+    s = raw;
     if (r >= 0)
         r = arc_sink_open(dst, &k, e);
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(CHUNK);
@@ -142,7 +146,8 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
         return vs_err_set(e, ELOOP, "%s: parent chain longer than 16 archives", src);
     const struct cr_key *key = o ? o->key : NULL;
     /* written anew, a thin archive is read through its parent, which is written anew first */
-    struct arc_open_opts oo = { .no_parent = !(o && o->encrypt && o->with_parents), .key = key };
+    struct arc_open_opts oo = { .no_parent = !(o && o->encrypt && o->with_parents), .key = key,
+                                .wrap = o ? o->wrap : NULL, .wrap_opaque = o ? o->wrap_opaque : NULL };
     ARC_AUTOCLOSE struct arc *a = NULL;
     int r = arc_open(src, &oo, &a, e);
     if (r < 0)
@@ -171,7 +176,7 @@ static int copy_one(const char *src, const char *dst, const struct arc_copy_opts
     if (o && o->encrypt)
         return copy_sealed(src, dst, o, a, NULL, NULL, depth, m, e);
     uint64_t bytes = 0;
-    if ((r = copy_bytes(src, dst, holds_memory(a), o ? o->cancel : NULL, &bytes, e)) < 0)
+    if ((r = copy_bytes(src, dst, holds_memory(a), o, &bytes, e)) < 0)
         return r;
     /* verified on arrival: read back from dst, through its own source; a thin copy without its chain is checked
      * against the source's parents (the blocks it references are theirs) */

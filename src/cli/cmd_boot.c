@@ -176,6 +176,12 @@ static int check_archive(void *opaque, struct arc *a, vs_err *e)
     return cli_trust_check(ui->trust, a, e);
 }
 
+static int wrap_source(void *opaque, struct arc_source **src, vs_err *e)
+{
+    struct boot_ui *ui = opaque;
+    return cli_trust_wrap(ui->trust, src, e);
+}
+
 /* The parent of a detached boot: wait for "OK {info}" or "ERR message" from the child. The info, or NULL and
  * the error in err. */
 static json_t *wait_detached(int fd, pid_t child, char *err, size_t errlen)
@@ -431,6 +437,7 @@ int cmd_boot(int argc, char **argv)
     trust.opaque = &ui;
     CLI_JSON_AUTODECREF json_t *signed_by = ui.signed_by = trust.kr ? json_array() : NULL;
     ho.check_archive = check_archive;
+    ho.wrap_source = wrap_source;
     ho.archive = archive;
     ho.overlay = overlay;
     ho.qmp = qmp;

@@ -10,12 +10,12 @@
 #include <time.h>
 
 /* An overlay still locked by a boot that is ending: retry for a few seconds. */
-static int open_overlay(const char *base, const struct cr_key *key, const char *path, struct nbd_overlay **o,
-                        vs_err *e)
+static int open_overlay(const char *base, const struct cr_key *key, struct cli_trust *trust, const char *path,
+                        struct nbd_overlay **o, vs_err *e)
 {
     for (int i = 0;; i++) {
         struct nbd_base *b = NULL;
-        int r = nbd_base_open_archive(base, 0, key, &b, e);
+        int r = nbd_base_open_archive_checked(base, 0, key, cli_trust_wrap, cli_trust_check, trust, &b, e);
         if (r < 0)
             return r;
         r = nbd_overlay_open(path, b, NBD_OVL_READONLY, o, e);
@@ -52,9 +52,10 @@ int cmd_commit(int argc, char **argv)
         { "output", required_argument, NULL, 'o' }, { "memory", required_argument, NULL, 'M' },
         { "thin", no_argument, NULL, 't' },         { "keep-overlay", no_argument, NULL, 'k' },
         { "compress", required_argument, NULL, 'z' }, { "key", required_argument, NULL, 'K' },
-        { "encrypt", required_argument, NULL, 'E' },  { NULL, 0, NULL, 0 },
+        { "encrypt", required_argument, NULL, 'E' },  { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
+        { NULL, 0, NULL, 0 },
     };
-    const char *out = NULL, *memory = NULL, *codec = NULL, *keyfile = NULL, *encrypt = NULL;
+    const char *out = NULL, *memory = NULL, *codec = NULL, *keyfile = NULL, *encrypt = NULL, *trusted_keys = NULL;
     bool thin = false, keep = false;
     optind = 1;
     int c;
@@ -67,6 +68,7 @@ int cmd_commit(int argc, char **argv)
         case 'z': codec = optarg; break;
         case 'K': keyfile = optarg; break;
         case 'E': encrypt = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         default: return cli_usage("commit", "bad option");
         }
     }
@@ -76,16 +78,18 @@ int cmd_commit(int argc, char **argv)
     vs_err e = { 0 };
     struct cr_key key CR_KEY_AUTOWIPE = { 0 }, ekey CR_KEY_AUTOWIPE = { 0 };
     const struct cr_key *kp, *ekp;
-    if (cli_key(keyfile, CLI_KEY_ENV, &key, &kp, &e) < 0 || cli_key(encrypt, NULL, &ekey, &ekp, &e) < 0)
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &kp, &e) < 0 || cli_key(encrypt, NULL, &ekey, &ekp, &e) < 0 ||
+        cli_trust_load(trusted_keys, &trust, &e) < 0)
         return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *base = NULL;
     struct arc_open_opts bo = { .key = kp };
-    if (arc_open(base_path, &bo, &base, &e) < 0)
+    if (cli_open_trusted(base_path, &bo, &trust, &base, &e) < 0)
         return cli_fail_err(&e);
     if (access(ovl_path, R_OK) < 0)
         return cli_fail("overlay %s: %s", ovl_path, strerror(errno));
     NBD_OVERLAY_AUTOCLOSE struct nbd_overlay *o = NULL;
-    if (open_overlay(base_path, kp, ovl_path, &o, &e) < 0)
+    if (open_overlay(base_path, kp, &trust, ovl_path, &o, &e) < 0)
         return cli_fail_err(&e);
     VS_AUTOCLOSE int memfd = -1;
     if (memory && (memfd = open(memory, O_RDONLY | O_CLOEXEC)) < 0)

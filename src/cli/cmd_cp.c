@@ -13,11 +13,21 @@ struct cpstate { bool json, quiet; json_t *list; uint64_t total; int sig_r; vs_e
 static volatile int interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
-/* An archive's signatures travel with it, once it is verified at dst: parsed strictly, written whole. */
+/* An archive's signatures and chunk table travel with it, once it is verified at dst: parsed strictly, written
+ * whole, the table first (a signature never arrives before what it binds). */
 static int copy_sig(const char *src, const char *dst, vs_err *e)
 {
+    VS_AUTOFREE char *ss = cli_sums_path(src), *ds = cli_sums_path(dst), *buf = NULL;
+    size_t len = 0;
+    struct cr_sums t = { 0 };
+    int r = cli_side_load(ss, "chunk table", CR_SUMS_MAX_BYTES, &buf, &len, e);
+    if (r == 0 && (r = cr_sums_parse((const uint8_t *)buf, len, ss, &t, e)) == 0)
+        r = cli_side_store(ds, "chunk table", buf, len, e);
+    cr_sums_clear(&t);
+    if (r < 0 && r != -ENOENT)
+        return r;
     struct cr_sigfile f;
-    int r = cli_sig_load(src, &f, e);
+    r = cli_sig_load(src, &f, e);
     if (r == -ENOENT)
         return 0;
     if (r == 0)
@@ -59,8 +69,9 @@ int cmd_cp(int argc, char **argv)
                                           { "key", required_argument, NULL, 'K' },
                                           { "encrypt", required_argument, NULL, 'E' },
                                           { "cipher", required_argument, NULL, 'X' },
+                                          { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
                                           { NULL, 0, NULL, 0 } };
-    const char *keyfile = NULL, *encrypt = NULL;
+    const char *keyfile = NULL, *encrypt = NULL, *trusted_keys = NULL;
     struct cpstate c = { 0 };
     struct arc_copy_opts o = { .copied = on_copied, .opaque = &c };
     int ch;
@@ -72,6 +83,7 @@ int cmd_cp(int argc, char **argv)
         case 'K': keyfile = optarg; break;
         case 'E': encrypt = optarg; break;
         case 'X': o.cipher = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         default: return cli_usage("cp", "bad arguments");
         }
     }
@@ -87,6 +99,18 @@ int cmd_cp(int argc, char **argv)
     struct cr_key key CR_KEY_AUTOWIPE = { 0 }, ekey CR_KEY_AUTOWIPE = { 0 };
     if (cli_key(keyfile, CLI_KEY_ENV, &key, &o.key, &e) < 0 || cli_key(encrypt, NULL, &ekey, &o.encrypt, &e) < 0)
         return cli_fail_err(&e);
+    /* With trusted keys the source chain is checked first, and each byte copied through its chunk table. */
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_trust_load(trusted_keys, &trust, &e) < 0)
+        return cli_fail_err(&e);
+    if (trust.kr) {
+        struct arc_open_opts ao = { .key = o.key };
+        ARC_AUTOCLOSE struct arc *a = NULL;
+        if (cli_open_trusted(argv[optind], &ao, &trust, &a, &e) < 0)
+            return cli_fail_err(&e);
+        o.wrap = cli_trust_wrap;
+        o.wrap_opaque = &trust;
+    }
     c.list = json_array();
     int r = arc_copy(argv[optind], argv[optind + 1], &o, &e);
     if (r < 0 || c.sig_r < 0) {

@@ -18,9 +18,10 @@ int cmd_extract(int argc, char **argv)
     static const struct option opts[] = {
         { "disk", required_argument, NULL, 'd' }, { "memory", no_argument, NULL, 'M' },
         { "config", no_argument, NULL, 'C' }, { "output", required_argument, NULL, 'o' },
-        { "quiet", no_argument, NULL, 'q' }, { "key", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
+        { "quiet", no_argument, NULL, 'q' }, { "key", required_argument, NULL, 'K' },
+        { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS }, { NULL, 0, NULL, 0 },
     };
-    const char *out = NULL, *keyfile = NULL;
+    const char *out = NULL, *keyfile = NULL, *trusted_keys = NULL;
     int disk = -1, which = 0;
     bool quiet = false;
     int c;
@@ -42,6 +43,7 @@ int cmd_extract(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'q': quiet = true; break;
         case 'K': keyfile = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         default: return cli_usage("extract", "bad arguments");
         }
         if (c == 'M' || c == 'C')
@@ -57,10 +59,11 @@ int cmd_extract(int argc, char **argv)
     vs_err e = { 0 };
     struct cr_key key CR_KEY_AUTOWIPE = { 0 };
     struct arc_open_opts ao = { 0 };
-    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || cli_trust_load(trusted_keys, &trust, &e) < 0)
         return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    if (arc_open(path, &ao, &a, &e) < 0)
+    if (cli_open_trusted(path, &ao, &trust, &a, &e) < 0)
         return cli_fail("%s", e.msg);
     int s = disk >= 0 ? arc_find_disk(a, disk)
                       : arc_find_stream(a, disk == -2 ? ARC_KIND_MEMORY : ARC_KIND_CONFIG, NULL);

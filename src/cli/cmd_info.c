@@ -154,6 +154,11 @@ static void print_human(json_t *j)
         if (json_object_get(j, "parent_error"))
             printf("  MISSING: %s\n", json_string_value(json_object_get(j, "parent_error")));
     }
+    size_t k;
+    json_t *sg;
+    json_array_foreach(json_object_get(j, "signed-by"), k, sg)
+        printf("signed:   %s by key %s (trusted: %s)\n", json_string_value(json_object_get(sg, "archive")),
+               json_string_value(json_object_get(sg, "key-id")), json_string_value(json_object_get(sg, "key-file")));
     json_t *qv = json_object_get(j, "qemu_version");
     if (json_is_string(qv))
         printf("qemu:     %s\n", json_string_value(qv));
@@ -190,16 +195,26 @@ static void print_human(json_t *j)
         printf("message:  %s\n", json_string_value(json_object_get(md, "message")));
 }
 
+/* With trusted keys: who signed each archive of the chain, [{archive, key-id, key-file}]. */
+static void on_signed(void *opaque, const char *archive, const char *key_id, const char *key_file)
+{
+    json_array_append_new(opaque, json_pack("{s:o,s:s,s:o}", "archive", cli_json_text(archive), "key-id", key_id,
+                                            "key-file", cli_json_text(key_file)));
+}
+
 int cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { "key", required_argument, NULL, 'K' },
+                                          { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
                                           { NULL, 0, NULL, 0 } };
     bool as_json = false;
-    const char *keyfile = NULL;
+    const char *keyfile = NULL, *trusted_keys = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'K')
             keyfile = optarg;
+        else if (c == CLI_OPT_TRUSTED_KEYS)
+            trusted_keys = optarg;
         else if (c == 'j')
             as_json = true;
         else
@@ -212,10 +227,16 @@ int cmd_info(int argc, char **argv)
     /* Without its key an encrypted archive shows its header: that it is encrypted, and with which key. */
     struct cr_key key CR_KEY_AUTOWIPE = { 0 };
     struct arc_open_opts ao = { .header_only = true };
-    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+    CLI_JSON_AUTODECREF json_t *signers = json_array();
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { .signed_by = on_signed, .opaque = signers };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || cli_trust_load(trusted_keys, &trust, &e) < 0)
         return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    int r = arc_open(path, &ao, &a, &pe);
+    if (trust.kr) {   /* what is shown is what the signers vouch for: a chain that fails the check shows nothing */
+        if (cli_open_trusted(path, &ao, &trust, &a, &e) < 0)
+            return cli_fail_err(&e);
+    }
+    int r = a ? 0 : arc_open(path, &ao, &a, &pe);
     bool parent_broken = false;
     if (r < 0) {   /* show what can be shown of an archive whose parent is missing, then fail */
         struct arc_open_opts o = { .no_parent = true, .key = ao.key, .header_only = true };
@@ -228,6 +249,8 @@ int cmd_info(int argc, char **argv)
         parent_broken = true;
     }
     json_t *j = info_json(a, path, parent_broken ? pe.msg : NULL);
+    if (trust.kr)
+        json_object_set(j, "signed-by", signers);
     if (as_json) {
         char *d = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
         puts(d);

@@ -316,8 +316,10 @@ static int mem_serve(int argc, char **argv)
     const struct mst_image_block *b = NULL;
     struct cr_key key CR_KEY_AUTOWIPE = { 0 };
     struct arc_open_opts ao = { 0 };
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };   /* $VMSNAP_TRUSTED_KEYS */
     if (!is_dir(dir)) {
-        if (cli_key(NULL, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || arc_open(dir, &ao, &a, &e) < 0 ||
+        if (cli_key(NULL, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || cli_trust_load(NULL, &trust, &e) < 0 ||
+            cli_open_trusted(dir, &ao, &trust, &a, &e) < 0 ||
             pf_archive_files(a, &afiles, &n, &e) < 0)
             return cli_fail_err(&e);
         if (n == 0) {
@@ -382,9 +384,10 @@ static int mem_load(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "qmp", required_argument, NULL, 'Q' }, { "json", no_argument, NULL, 'j' },
-        { "key", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
+        { "key", required_argument, NULL, 'K' }, { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
+        { NULL, 0, NULL, 0 },
     };
-    const char *sock = NULL, *keyfile = NULL;
+    const char *sock = NULL, *keyfile = NULL, *trusted_keys = NULL;
     bool json = false;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -394,6 +397,8 @@ static int mem_load(int argc, char **argv)
             json = true;
         else if (c == 'K')
             keyfile = optarg;
+        else if (c == CLI_OPT_TRUSTED_KEYS)
+            trusted_keys = optarg;
         else
             return cli_usage("mem", "bad option to 'mem load'");
     }
@@ -407,10 +412,12 @@ static int mem_load(int argc, char **argv)
     struct vm_load_src src = { .fd = -1 };
     struct cr_key key CR_KEY_AUTOWIPE = { 0 };
     struct arc_open_opts ao = { 0 };
-    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0)
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_key(keyfile, CLI_KEY_ENV, &key, &ao.key, &e) < 0 || cli_trust_load(trusted_keys, &trust, &e) < 0)
         return cli_fail_err(&e);
-    int ar = arc_open(in, &ao, &a, &e);
-    if (ar == -ENOKEY || ar == -EKEYREJECTED)   /* an archive, not a stream file: its key is missing */
+    int ar = cli_open_trusted(in, &ao, &trust, &a, &e);
+    /* an archive whose key is missing, or, with trusted keys, anything unsigned: a stream file carries no signature */
+    if (ar == -ENOKEY || ar == -EKEYREJECTED || (ar < 0 && trust.kr))
         return cli_fail_err(&e);
     if (ar == 0) {
         int dev = arc_find_stream(a, ARC_KIND_OTHER, MST_DEVICE);

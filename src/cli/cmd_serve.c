@@ -26,7 +26,8 @@ static int open_base(void *opaque, const char *path, unsigned disk, struct nbd_b
             return vs_err_set(e, EINVAL, "a raw image has only disk 0");
         return nbd_base_open_raw(path, out, e);
     }
-    return nbd_base_open_archive_checked(path, disk, bs->key, cli_trust_check, bs->trust, out, e);
+    return nbd_base_open_archive_checked(path, disk, bs->key, cli_trust_wrap, cli_trust_check, bs->trust, out,
+                                         e);
 }
 
 int cmd_serve(int argc, char **argv)

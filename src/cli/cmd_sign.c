@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 
 /* The table of the archive's bytes: in the chunk size of a table already beside it that describes this archive
@@ -110,6 +112,11 @@ int cmd_sign(int argc, char **argv)
     /* Read, add, write whole: a local file is renamed into place, an object appears only complete. */
     struct cr_sigfile f = { 0 };
     int r = cli_sig_load(path, &f, &e);
+#ifdef VS_TEST_FAULTS
+    const char *delay = getenv("VMSNAP_TEST_SIGN_DELAY_MS");   /* tests: two signers inside the same window */
+    if (delay && *delay)
+        nanosleep(&(struct timespec){ 0, VS_MAX(0L, VS_MIN(strtol(delay, NULL, 10), 999L)) * 1000000 }, NULL);
+#endif
     if ((r < 0 && r != -ENOENT) || cr_sigfile_put(&f, &s, sig_path, &e) < 0 || cli_sig_store(path, &f, &e) < 0) {
         cr_sigfile_clear(&f);
         return cli_fail_err(&e);

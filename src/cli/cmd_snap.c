@@ -25,6 +25,7 @@ static void on_signal(int sig)
 
 struct snap_ui {
     bool progress;
+    struct cli_trust *trust;   /* --trusted-keys: what --parent PREV must carry */
 };
 
 static void remote_progress(void *opaque, json_t *p)
@@ -264,12 +265,12 @@ static int choose_disks(struct qmp *q, const char *disks, struct bc_disks *out, 
 
 /* --thin --parent PREV of a foreign VM: PREV must be a snapshot of the same disks (names and sizes, in stream order),
  * so each stream's base in PREV is the same disk. *bitmap gets the dirty bitmap PREV's capture left on them. */
-static int check_parent(const char *parent, const struct cr_key *key, const struct bc_disks *d, char **bitmap,
-                        vs_err *e)
+static int check_parent(const char *parent, const struct cr_key *key, struct cli_trust *trust,
+                        const struct bc_disks *d, char **bitmap, vs_err *e)
 {
     ARC_AUTOCLOSE struct arc *a = NULL;
     struct arc_open_opts ao = { .key = key };
-    int r = arc_open(parent, &ao, &a, e);
+    int r = cli_open_trusted(parent, &ao, trust, &a, e);
     if (r < 0)
         return r;
     VS_AUTOFREE char *text = NULL;
@@ -292,11 +293,12 @@ static int check_parent(const char *parent, const struct cr_key *key, const stru
 }
 
 /* --thin --parent PREV of a libvirt domain: PREV's checkpoint, named after its UUID, marks what changed since. */
-static int libvirt_parent(struct lvd_backup *lv, const char *parent, const struct cr_key *key, vs_err *e)
+static int libvirt_parent(struct lvd_backup *lv, const char *parent, const struct cr_key *key,
+                          struct cli_trust *trust, vs_err *e)
 {
     ARC_AUTOCLOSE struct arc *a = NULL;
     struct arc_open_opts ao = { .key = key };
-    int r = arc_open(parent, &ao, &a, e);
+    int r = cli_open_trusted(parent, &ao, trust, &a, e);
     return r < 0 ? r : lvd_use_parent(lv, arc_uuid(a), e);
 }
 
@@ -313,7 +315,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     VS_AUTOFREE char *skipped = NULL, *outdir = vs_xstrdup(out), *prev = NULL;
     if (!lv && !memory_only && (r = choose_disks(q, disks, &f.disks, &skipped, e)) < 0)
         return r;
-    if (!lv && parent && (r = check_parent(parent, key, &f.disks, &prev, e)) < 0) {
+    if (!lv && parent && (r = check_parent(parent, key, ui->trust, &f.disks, &prev, e)) < 0) {
         bc_disks_free(&f.disks);
         return r;
     }
@@ -433,10 +435,11 @@ int cmd_snap(int argc, char **argv)
         { "base", required_argument, NULL, 'B' },    { "overlay", required_argument, NULL, 'O' },
         { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
         { "disks", required_argument, NULL, 'D' },   { "parent", required_argument, NULL, 'P' },
-        { "encrypt", required_argument, NULL, 'E' }, { NULL, 0, NULL, 0 },
+        { "encrypt", required_argument, NULL, 'E' }, { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
+        { NULL, 0, NULL, 0 },
     };
     const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL,
-               *disks = NULL, *parent = NULL, *encrypt = NULL;
+               *disks = NULL, *parent = NULL, *encrypt = NULL, *trusted_keys = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
@@ -460,6 +463,7 @@ int cmd_snap(int argc, char **argv)
         case 'Q': quiet = true; break;
         case 'e': message = optarg; break;
         case 'E': encrypt = optarg; break;
+        case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         case 'B': case 'O': break;   /* seed-000 aliases: vmsnap knows the base and overlay from the run dir */
         default: return cli_usage("snap", "bad option");
         }
@@ -494,6 +498,9 @@ int cmd_snap(int argc, char **argv)
     VS_AUTOFREE char *abs_key = encrypt ? realpath(encrypt, NULL) : NULL;
     if (encrypt && (cli_key(encrypt, NULL, &key, &kp, &ke) < 0 || !abs_key))
         return ke.code ? cli_fail_err(&ke) : cli_fail("key file %s: %s", encrypt, strerror(errno));
+    CLI_TRUST_AUTOCLEAR struct cli_trust trust = { 0 };
+    if (cli_trust_load(trusted_keys, &trust, &ke) < 0)
+        return cli_fail_err(&ke);
     struct stat st;
     if (qmp && stat(qmp, &st) < 0)
         return cli_fail("QMP socket %s: %s", qmp, strerror(errno));
@@ -506,7 +513,7 @@ int cmd_snap(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct snap_ui ui = { .progress = cli_progress_enabled(quiet) };
+    struct snap_ui ui = { .progress = cli_progress_enabled(quiet), .trust = &trust };
     vs_err e = { 0 };
     json_t *res = NULL;
     struct vm_state vs;
@@ -518,7 +525,7 @@ int cmd_snap(int argc, char **argv)
         if (r == 0 && !memory_only)
             r = lvd_plan(q, disks, &lv, &e);
         if (r == 0 && parent)
-            r = libvirt_parent(&lv, parent, kp, &e);
+            r = libvirt_parent(&lv, parent, kp, &trust, &e);
         if (r == 0)
             r = snap_foreign(q, abs_out, codec, kp, live, memory_only, NULL, parent, memory_only ? NULL : &lv, &ui,
                              &res, &e);

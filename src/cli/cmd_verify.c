@@ -73,7 +73,7 @@ int cmd_verify(int argc, char **argv)
     if (cli_trust_load(trusted_keys, &trust, &e) < 0)
         return cli_fail_err(&e);
     ARC_AUTOCLOSE struct arc *a = NULL;
-    if (arc_open(path, &ao, &a, &e) < 0 || cli_trust_check(&trust, a, &e) < 0)
+    if (cli_open_trusted(path, &ao, &trust, &a, &e) < 0)
         return cli_fail("%s", e.msg);
     struct vstate v = { 0 };
     cli_progress_init(&v.prog, cli_progress_enabled(quiet), "verify", 0);

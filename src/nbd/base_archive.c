@@ -46,13 +46,13 @@ void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, ui
 int nbd_base_open_archive(const char *path, unsigned disk, const struct cr_key *key, struct nbd_base **out,
                           vs_err *e)
 {
-    return nbd_base_open_archive_checked(path, disk, key, NULL, NULL, out, e);
+    return nbd_base_open_archive_checked(path, disk, key, NULL, NULL, NULL, out, e);
 }
 
-int nbd_base_open_archive_checked(const char *path, unsigned disk, const struct cr_key *key, nbd_check_archive_fn check,
-                                  void *opaque, struct nbd_base **out, vs_err *e)
+int nbd_base_open_archive_checked(const char *path, unsigned disk, const struct cr_key *key, nbd_wrap_source_fn wrap,
+                                  nbd_check_archive_fn check, void *opaque, struct nbd_base **out, vs_err *e)
 {
-    struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE, .key = key };
+    struct arc_open_opts oo = { .cache_bytes = ARCHIVE_CACHE, .key = key, .wrap = wrap, .wrap_opaque = opaque };
     struct arc *a;
     int r = arc_open(path, &oo, &a, e);
     if (r < 0)

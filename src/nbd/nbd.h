@@ -42,11 +42,14 @@ void nbd_base_close(struct nbd_base *b);
  * disk is refused. Its identity is nbd_base_archive_identity(), the one rule for `serve` and `boot` alike. */
 int nbd_base_open_archive(const char *path, unsigned disk, const struct cr_key *key, struct nbd_base **out,
                           vs_err *e);
-/* The same, with check(opaque, archive) run on the opened archive before anything of it is used (signatures). */
+/* The same, with wrap(opaque, ...) as arc_open_opts.wrap (may be NULL) and check(opaque, archive) run on the
+ * opened archive before anything of it is used (signatures; may be NULL). */
 struct arc;
+struct arc_source;
+typedef int (*nbd_wrap_source_fn)(void *opaque, struct arc_source **src, vs_err *e);
 typedef int (*nbd_check_archive_fn)(void *opaque, struct arc *a, vs_err *e);
-int nbd_base_open_archive_checked(const char *path, unsigned disk, const struct cr_key *key, nbd_check_archive_fn check,
-                                  void *opaque, struct nbd_base **out, vs_err *e);
+int nbd_base_open_archive_checked(const char *path, unsigned disk, const struct cr_key *key, nbd_wrap_source_fn wrap,
+                                  nbd_check_archive_fn check, void *opaque, struct nbd_base **out, vs_err *e);
 /* Identity of disk N of an archive (docs/OVERLAY.md): the archive's UUID with its last byte XORed with N, so an
  * overlay made for one disk is refused on another disk of the same archive. */
 void nbd_base_archive_identity(const uint8_t archive_uuid[16], unsigned disk, uint8_t out[16]);

@@ -50,8 +50,12 @@ static int identity(struct arc *a, const char *path, char out[33], vs_err *e)
     XXH3_128bits_update(s, real, strlen(real) + 1);
     uint64_t v[3] = { (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec };
     XXH3_128bits_update(s, v, sizeof v);
-    for (; a; a = arc_parent(a))
+    for (; a; a = arc_parent(a)) {   /* a chain read through signed chunk tables is served apart from the same
+                                        chain read unchecked */
+        const char *signer = arc_get_source(a)->signer;
         XXH3_128bits_update(s, arc_uuid(a), 16);
+        XXH3_128bits_update(s, signer ? signer : "", signer ? strlen(signer) + 1 : 1);
+    }
     XXH128_hash_t h = XXH3_128bits_digest(s);
     XXH3_freeState(s);
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
@@ -420,8 +424,8 @@ static void srv_plan_ws(struct srv *s)
 }
 
 /* The server process: fds 0-2 on /dev/null, fd READY_FD told "ok" or "ERR why" once it serves. */
-static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, const char *dir, const char *key,
-                               double rec_s, const char *rec_path)
+static _Noreturn void srv_main(const struct vm_host_opts *o, const struct cr_key *akey, const char *dir,
+                               const char *key, double rec_s, const char *rec_path)
 {
     vs_err e = { 0 };
     struct srv s = { .dir = vs_xstrdup(dir), .lfd = -1, .rec_s = rec_s, .rec_path = rec_path };
@@ -433,7 +437,9 @@ static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, c
     sigprocmask(SIG_SETMASK, &mask, NULL);
     s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     char again[33];
-    struct arc_open_opts ao = { .key = akey };   /* an encrypted archive: the boot's key, inherited by the fork */
+    const char *archive = o->archive;
+    /* an encrypted archive: the boot's key; a signed one: the boot's checks; both inherited by the fork */
+    struct arc_open_opts ao = { .key = akey, .wrap = o->wrap_source, .wrap_opaque = o->opaque };
     int r = arc_open(archive, &ao, &s.arc, &e);
     if (r == 0 && (r = identity(s.arc, archive, again, &e)) == 0 && strcmp(again, key))
         r = vs_err_set(&e, ESTALE, "archive %s changed while its page server started", archive);
@@ -468,8 +474,8 @@ static _Noreturn void srv_main(const char *archive, const struct cr_key *akey, c
  * that it outlives this boot host; this process waits for its verdict. The child uses none of the parent's objects
  * (it opens the archive anew; glibc's fork leaves malloc usable), so threads the parent may run by then (the block
  * cache's read-ahead) hold no lock it needs. */
-static int srv_start(const char *archive, const struct cr_key *akey, const char *dir, const char *key, double rec_s,
-                     const char *rec_path, vs_err *e)
+static int srv_start(const struct vm_host_opts *o, const struct cr_key *akey, const char *dir, const char *key,
+                     double rec_s, const char *rec_path, vs_err *e)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -492,7 +498,7 @@ static int srv_start(const char *archive, const struct cr_key *akey, const char 
         close_range(READY_FD + 1, ~0u, 0);   /* the boot host's archive, sockets and lock stay its own */
         signal(SIGPIPE, SIG_IGN);
         umask(077);
-        srv_main(archive, akey, dir, key, rec_s, rec_path);
+        srv_main(o, akey, dir, key, rec_s, rec_path);
     }
     close(p[1]);
     waitpid(child, NULL, 0);
@@ -553,7 +559,7 @@ int host_pages_attach(struct host *h, vs_err *e)
     if (r == -ECONNREFUSED || r == -ENOENT) {
         unlink(sock);
         clean_stale(dir);
-        if ((r = srv_start(h->o->archive, host_key(h), dir, key, h->o->record_ws_s, rec_path, e)) < 0)
+        if ((r = srv_start(h->o, host_key(h), dir, key, h->o->record_ws_s, rec_path, e)) < 0)
             return r;
         r = hello(sock, &h->pages_fd, &mnt, e);
     } else if (r < 0 && e) {

@@ -219,7 +219,8 @@ static int open_disks(struct host *h, vs_err *e)
         d->size = si.size;
         c->disks[i].size = si.size;
         struct nbd_base *b = NULL;
-        if ((r = nbd_base_open_archive(h->o->archive, di, host_key(h), &b, e)) < 0)
+        if ((r = nbd_base_open_archive_checked(h->o->archive, di, host_key(h), h->o->wrap_source, NULL,
+                                                 h->o->opaque, &b, e)) < 0)
             return r;
         VS_AUTOFREE char *path = NULL;
         unsigned flags = NBD_OVL_CREATE;
@@ -521,7 +522,7 @@ int host_start(struct host *h, vs_err *e)
         h->key = *o->key;
         h->has_key = true;
     }
-    struct arc_open_opts ao = { .key = host_key(h) };
+    struct arc_open_opts ao = { .key = host_key(h), .wrap = o->wrap_source, .wrap_opaque = o->opaque };
     int r = arc_open(o->archive, &ao, &h->arc, e);
     if (r < 0 || (o->check_archive && (r = o->check_archive(o->opaque, h->arc, e)) < 0))
         return r;

@@ -537,6 +537,9 @@ struct vm_host_opts {
     void (*refused)(void *opaque, const char *msg);
     /* Optional: run on the opened archive (and its chain) before anything of it is used, e.g. its signatures. */
     int (*check_archive)(void *opaque, struct arc *a, vs_err *e);
+    /* Optional: arc_open_opts.wrap for every open of the archive (the boot's, each disk's, the page server's),
+     * e.g. reads checked against a signed chunk table. */
+    int (*wrap_source)(void *opaque, struct arc_source **src, vs_err *e);
     void *opaque;
 };
 /* The run directory's working set: the binary record (docs/FORMAT.md, "Working set") written when --record-ws is

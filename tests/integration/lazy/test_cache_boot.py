@@ -137,4 +137,5 @@ def test():
         shutil.rmtree(d, ignore_errors=True)
 
 
-vmtest.main(test)
+if __name__ == "__main__":
+    vmtest.main(test)
