@@ -345,7 +345,8 @@ static int open_chain(struct arc_source *src, const struct arc_open_opts *o, int
     pthread_mutex_init(&a->lock, NULL);
     a->hint = NULL;
     uint8_t h[ARC_HEADER_SIZE];
-    int r = o && o->wrap ? o->wrap(o->wrap_opaque, &a->src, e) : 0;   /* below the block cache: it keeps checked bytes */
+    /* below the block cache: the cache keeps bytes the wrapper passed */
+    int r = o && o->wrap ? o->wrap(o->wrap_opaque, &a->src, e) : 0;
     if (r >= 0)
         r = arc__bc_wrap(a, o, e);
     src = a->src;

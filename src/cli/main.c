@@ -33,7 +33,8 @@ const struct cli_command cli_commands[] = {
       "snapshots of the VM are sealed with that key too.\n"
 
       "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): a public key file, or a directory of *.pub files; the archive\n"
-      "and every parent must then carry a valid signature (ARCHIVE.sig) by one of them, or nothing starts.\n"
+      "and every parent must then carry a valid signature (ARCHIVE.sig) by one of them, or nothing starts; with a\n"
+      "chunk table (ARCHIVE.sums) each chunk is checked as it is read, so a lazy boot stays lazy.\n"
 
       "Clones: every boot is a clone with an id of its own (clone-id), a fresh VM generation ID, its own overlay and\n"
       "sockets, and for every NIC its archive records a MAC derived from that id (locally administered, unicast;\n"
@@ -47,7 +48,7 @@ const struct cli_command cli_commands[] = {
       "has a working set prefetches it first (ws.json: bytes and seconds); --prefetch none turns that off too." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
-      "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--json] [--quiet]",
+      "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--trusted-keys DIR|FILE] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
       "changed since the archive the VM runs on. For another QEMU (QEMU >= 7.1): RAM, device state, its command line\n"
@@ -64,13 +65,15 @@ const struct cli_command cli_commands[] = {
       "The VM is left in the run state it had (checked with query-status): a paused VM stays paused. --json says\n"
       "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured.\n"
       "--encrypt KEYFILE seals the archive with that key (vmsnap keygen); a VM booted from an encrypted archive is\n"
-      "snapshotted with its key anyway, and a --thin snapshot always uses its parent's key." },
+      "snapshotted with its key anyway, and a --thin snapshot always uses its parent's key.\n"
+      "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): --parent PREV's chain must be signed by a trusted key." },
     { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay] "
-      "[--key KEYFILE] [--encrypt KEYFILE]",
+      "[--key KEYFILE] [--encrypt KEYFILE] [--trusted-keys DIR|FILE]",
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
       "The overlay is removed after a successful commit unless --keep-overlay. An encrypted BASE needs --key (or\n"
       "$VMSNAP_KEY_FILE) and the new archive is sealed with it, or with --encrypt's key (thick only: a thin archive\n"
-      "uses its parent's key)." },
+      "uses its parent's key). --trusted-keys (or $VMSNAP_TRUSTED_KEYS): BASE's chain must be signed by a\n"
+      "trusted key." },
     { "pack", cmd_pack,
       "pack DISK [DISK2 ...] [--format raw|qcow2] [--follow-backing[=DIR]] [--memory FILE] [--config FILE.json] -o OUT.vmsnap "
       "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet] "
@@ -90,35 +93,44 @@ const struct cli_command cli_commands[] = {
       "where the CPU has AES-NI, else XChaCha20-Poly1305, or --cipher's (docs/FORMAT.md; libsodium reads\n"
       "AES-256-GCM only on CPUs with AES-NI). An encrypted --parent needs --key (or $VMSNAP_KEY_FILE), and a thin\n"
       "child uses its key." },
-    { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE]",
+    { "info", cmd_info, "info ARCHIVE [--json] [--key KEYFILE] [--trusted-keys DIR|FILE]",
       "Show an archive's streams (logical and stored sizes, ratio, block counts), UUID, dates, parent chain and config.\n"
-      "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id." },
+      "An encrypted archive without its key (--key, $VMSNAP_KEY_FILE) shows its header: encrypted, and the key's id.\n"
+      "With --trusted-keys (or $VMSNAP_TRUSTED_KEYS) the chain must be signed by trusted keys; their signers are\n"
+      "shown." },
     { "verify", cmd_verify, "verify ARCHIVE [--quiet] [--key KEYFILE] [--trusted-keys DIR|FILE]",
       "Read and check every block, index page and the parent chain. Exit 0 when sound, 1 naming every problem.\n"
       "Signatures (ARCHIVE.sig, beside each archive of the chain) are checked and their signers' key ids shown;\n"
-      "with --trusted-keys (or $VMSNAP_TRUSTED_KEYS) each archive must carry one by a trusted key." },
+      "with --trusted-keys (or $VMSNAP_TRUSTED_KEYS) each archive must carry one by a trusted key. With a chunk\n"
+      "table (ARCHIVE.sums) every chunk read is checked against it." },
     { "cp", cmd_cp, "cp SRC DST [--with-parents] [--json] [--quiet] [--key KEYFILE] [--encrypt KEYFILE "
-      "[--cipher aes-256-gcm|xchacha20-poly1305]]",
+      "[--cipher aes-256-gcm|xchacha20-poly1305]] [--trusted-keys DIR|FILE]",
       "Copy an archive between local files and object stores (s3://BUCKET/KEY; https:// as SRC), in either\n"
       "direction, byte for byte (never decompressed). The copy appears only when complete (a temp file renamed, or\n"
       "a multipart upload completed last) and is verified on arrival by reading it back from DST; a copy that\n"
       "fails verification is removed. --with-parents copies a thin archive's parents first, each to where its\n"
       "parent hint leads from DST (a parent already there with the right UUID is kept). An encrypted archive is\n"
-      "copied sealed as it is; checking it needs its key (--key KEYFILE, else $VMSNAP_KEY_FILE).\n"
+      "copied sealed as it is; checking it needs its key (--key KEYFILE, else $VMSNAP_KEY_FILE). ARCHIVE.sig and\n"
+      "ARCHIVE.sums come along. With --trusted-keys (or $VMSNAP_TRUSTED_KEYS) SRC's chain must be signed by a\n"
+      "trusted key, and every byte copied is checked against its chunk table.\n"
       "--encrypt KEYFILE writes an encrypted copy instead: the same streams and content in a new archive (a new\n"
       "UUID) sealed with that key (as pack --encrypt), compared with its source by reading both back. A thin\n"
       "archive needs --with-parents: its parents are encrypted first, each to where its hint leads from DST\n"
       "(never over an existing file), and the child refers to them. An encrypted source needs its --key and is\n"
       "re-encrypted. Signatures do not carry over (sign the copy). On failure nothing written is left." },
-    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet] [--key KEYFILE]",
+    { "extract", cmd_extract, "extract ARCHIVE (--disk N | --memory | --config) -o FILE [--quiet] [--key KEYFILE] "
+      "[--trusted-keys DIR|FILE]",
       "Write one stream out byte for byte; zero blocks become holes. Disks count from 0 in pack order.\n"
-      "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory)." },
+      "Memory is written mode 0600 (so are archives holding memory: snap, pack --memory, commit --memory).\n"
+      "With --trusted-keys (or $VMSNAP_TRUSTED_KEYS) the chain must be signed by a trusted key (chunks checked)." },
     { "keygen", cmd_keygen, "keygen [--sign] -o KEYFILE",
       "Make a new key. Without --sign: an archive key (for --encrypt and --key), KEYFILE mode 0600. With --sign: an\n"
       "Ed25519 signing pair, the secret in KEYFILE (0600) and the public key in KEYFILE.pub (for --trusted-keys).\n"
       "An existing file is never overwritten. Prints the key's id, which archives and messages use to name it." },
-    { "sign", cmd_sign, "sign ARCHIVE --key SIGNING.key",
-      "Sign ARCHIVE with an Ed25519 key from 'keygen --sign': its header and a BLAKE2b-512 digest of every byte.\n"
+    { "sign", cmd_sign, "sign ARCHIVE --key SIGNING.key [--chunk-size SIZE]",
+      "Sign ARCHIVE with an Ed25519 key from 'keygen --sign': its header, its size and its chunk table, the\n"
+      "BLAKE2b-256 of every 256 KiB chunk (--chunk-size: a power of two from 64K to 16M), written to ARCHIVE.sums\n"
+      "(shared by every signer of the same bytes), so readers check each chunk as they read it.\n"
       "The signature is added to ARCHIVE.sig beside it (the archive is not touched; a file holds several\n"
       "signatures, one line each; signing again with the same key replaces that key's). A thin archive's parents\n"
       "are signed on their own. boot, serve and verify check signatures with --trusted-keys (docs/SECURITY.md).\n"
@@ -168,14 +180,17 @@ const struct cli_command cli_commands[] = {
       "rebase target too)." },
     { "mem", cmd_mem,
       "mem (split STREAM|- -o DIR [--split BLOCKS] [--json] | reassemble DIR -o STREAM | pack DIR -o OUT.vmsnap "
-      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json] [--key KEYFILE])",
+      "[--compress CODEC] | serve DIR|ARCHIVE MOUNTPOINT | load --qmp SOCKET STREAM|ARCHIVE [--json] [--key KEYFILE] "
+      "[--trusted-keys DIR|FILE])",
       "Memory as pages (building blocks of lazy resume). split: parse a QEMU migration stream into a checksummed\n"
       "page image of the named RAM blocks (default \"mem\") plus a device stream without those pages; a stream it\n"
       "does not understand is refused as unsupported. reassemble: the inverse, a stream QEMU loads. serve: mount\n"
       "the image's blocks as FUSE files (for -object memory-backend-file,share=off) until SIGINT/SIGTERM; a page\n"
       "that fails its checksum fails the read. pack: the image as an archive (a RAM stream per block, zero pages\n"
       "free, plus the device stream); serve and load read such an archive too (blocks checked as read).\n"
-      "load: feed a stream to a QEMU started with -incoming defer (getfd + pipe, migrate-incoming fd:)." },
+      "load: feed a stream to a QEMU started with -incoming defer (getfd + pipe, migrate-incoming fd:).\n"
+      "With --trusted-keys (load) or $VMSNAP_TRUSTED_KEYS (serve, load) an ARCHIVE's chain must be signed by a\n"
+      "trusted key, and a stream file (which carries no signature) is refused." },
     { "ws", cmd_ws, "ws save (--qmp PATH | RUNDIR) -o OUT.vmsnap [--key KEYFILE] [--message TEXT] [--json]",
       "Working sets (docs/LAZY-RESUME.md, \"Working set\"). save: the working set a VM booted with --record-ws\n"
       "recorded (found from its QMP socket or run directory, while it runs) into OUT.vmsnap, a thin archive over the\n"

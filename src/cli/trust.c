@@ -143,8 +143,8 @@ int cli_source_pread(void *opaque, void *buf, size_t len, uint64_t off, vs_err *
 static const char *source_name(const struct arc_source *s) { return s->path ? s->path : s->name; }
 
 /* The .sig of an archive that must be checked: 1 with *f loaded, 0 when there is nothing to check (no .sig, or
- * another tool's, without trusted keys: noted), else an error naming the archive. */
-static int sig_of(struct cli_trust *t, const char *name, struct cr_sigfile *f, vs_err *e)
+ * another tool's, without trusted keys: noted unless quiet), else an error naming the archive. */
+static int sig_of(struct cli_trust *t, const char *name, bool quiet, struct cr_sigfile *f, vs_err *e)
 {
     int r = cli_sig_load(name, f, e);
     if (r == -ENOENT && !t->kr)
@@ -155,7 +155,8 @@ static int sig_of(struct cli_trust *t, const char *name, struct cr_sigfile *f, v
                           t->kr->from);
     }
     if (r == -EINVAL && !t->kr && t->note) {
-        t->note(t->opaque, e->msg);
+        if (!quiet)
+            t->note(t->opaque, e->msg);
         return 0;
     }
     return r < 0 ? vs_err_prefix(e, "archive %s", name) : 1;
@@ -170,7 +171,7 @@ int cli_trust_wrap(void *opaque, struct arc_source **src, vs_err *e)
         return 0;
     const char *name = source_name(s);
     struct cr_sigfile f = { 0 }, f2 = { 0 };
-    int r = sig_of(t, name, &f, e);
+    int r = sig_of(t, name, true, &f, e);   /* cli_trust_check notes what is to be noted, once */
     if (r <= 0)
         return r;
     /* Version 2 only: a version-1 signature reads the whole file, which cli_trust_check does once it is open. */
@@ -231,7 +232,7 @@ static int check_one(struct cli_trust *t, struct arc *a, vs_err *e)
         return 0;
     }
     struct cr_sigfile f;
-    int r = sig_of(t, name, &f, e);
+    int r = sig_of(t, name, false, &f, e);
     if (r == 0 && t->signed_by && !t->kr)
         t->signed_by(t->opaque, name, NULL, NULL);
     if (r <= 0)
