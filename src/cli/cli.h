@@ -96,7 +96,7 @@ int cli_sums_load(const char *archive, const struct cr_sig *by, struct cr_sums *
 int cli_side_load(const char *loc, const char *what, size_t cap, char **buf, size_t *len, vs_err *e);
 /* Replace a small file beside an archive (loc: a local path, or s3://): a local file atomically (temp, fsync,
  * rename), an object in one PUT. what names it in messages. */
-int cli_side_store(const char *loc, const char *what, void *buf, size_t len, vs_err *e);
+int cli_side_store(const char *loc, const char *what, const void *buf, size_t len, vs_err *e);
 /* Write f as the .sig of an archive: a local file replaced atomically, or an object that appears only whole. */
 int cli_sig_store(const char *archive, const struct cr_sigfile *f, vs_err *e);
 /* cr_pread_fn over an archive's byte-range source (opaque is a struct arc_source). */

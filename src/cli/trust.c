@@ -110,7 +110,7 @@ int cli_sums_load(const char *archive, const struct cr_sig *by, struct cr_sums *
     return r < 0 ? r : cr_sums_bind(by, (const uint8_t *)buf, len, loc, out, e);
 }
 
-int cli_side_store(const char *loc, const char *what, void *buf, size_t len, vs_err *e)
+int cli_side_store(const char *loc, const char *what, const void *buf, size_t len, vs_err *e)
 {
     if (os_scheme_of(loc) == OS_HTTP)
         return vs_err_set(e, EROFS, "%s %s: http(s) locations are read-only", what, loc);
@@ -121,7 +121,9 @@ int cli_side_store(const char *loc, const char *what, void *buf, size_t len, vs_
     int r = os_upload_begin(loc, &u, e);
     if (r < 0)
         return r;
-    if ((r = os_upload_part(u, 1, buf, len, e)) < 0) {
+    void *part = vs_xmalloc(len + 1);   /* the upload takes its buffer over; buf stays the caller's */
+    memcpy(part, buf, len);
+    if ((r = os_upload_part(u, 1, part, len, e)) < 0) {
         os_upload_abort(u);
         return r;
     }
