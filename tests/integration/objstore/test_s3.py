@@ -9,7 +9,8 @@ test, not QEMU.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
    "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; the pause of a snapshot to
    the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
-   proxy, on the wire) are a small part of the chain.
+   proxy, on the wire) are a small part of the chain; so they are for the chain signed with chunk tables and booted
+   with --trusted-keys.
 3. `cp --with-parents` brings the chain back local, where it verifies. Archives signed on the store (ARCHIVE.sig
    objects): verify --trusted-keys from s3://, an object signed by another key refused, cp --with-parents brings
    the .sig files and the local copy verifies against the trusted key.
@@ -226,7 +227,7 @@ def signed_on_store(c, d, url):
     """Signatures of archives on the store: ARCHIVE.sig is an object beside each; verify --trusted-keys reads it
     through the store; cp --with-parents brings the .sig files along."""
     ours, theirs = os.path.join(d, "ours.key"), os.path.join(d, "theirs.key")
-    kid = vmtest.vmsnap("keygen", "--sign", "-o", ours).stdout.split()[2]
+    kid = vmtest.vmsnap("keygen", "--sign", "-o", ours).stdout.split()[3]
     vmtest.vmsnap("keygen", "--sign", "-o", theirs)
     thin = f"s3://{B}/packs/committed.vmsnap"   # the thin archive of round_trip, over url
     for u in (url, thin):
@@ -341,6 +342,7 @@ def test():
                 v.agent.cmd(f"rawverify /dev/vda {j * 1048576} 16 seed={8 + 2 * j}")
             store_goes_away(c, v)
             v.close()
+            signed_lazy_boot(c, d, ua, ub, files, chain, boot_id)
 
             # 3. the chain back local
             out = os.path.join(d, "back", "thin", "b.vmsnap")
@@ -398,6 +400,36 @@ def store_goes_away(c, v):
     check(v.status() == "running", "the VM runs on after the disk error")
     v.agent.cmd("verify seed=9")
     c.start_rgw()
+
+
+def signed_lazy_boot(c, d, ua, ub, files, chain, boot_id):
+    """The chain signed on the store (chunk tables) and booted with --trusted-keys on an empty cache through the
+    counting proxy: the .sig and .sums objects and then a small part of the chain, as unsigned."""
+    key = os.path.join(d, "chain.key")
+    kid = vmtest.vmsnap("keygen", "--sign", "-o", key).stdout.split()[3]
+    for u in (ua, ub):
+        vmtest.vmsnap("sign", u, "--key", key)
+    keys = c.keys(B)
+    check(all(f"vms/{n}.vmsnap.{x}" in keys for n in ("a", "thin/b") for x in ("sig", "sums")),
+          f"the .sig and .sums objects beside the archives: {keys}")
+    proxy = cephtest.CountingProxy(c.rgw_port)
+    os.environ.update(AWS_ENDPOINT_URL=proxy.endpoint, VMSNAP_S3_DEADLINE=str(DEADLINE),
+                      VMSNAP_CACHE_DIR=cache_dir(d, "cache-signed"))
+    try:
+        v = Booted(ub, d, "signed", args=["--prefetch", "none", "--trusted-keys", key + ".pub"])
+    finally:
+        os.environ.update(AWS_ENDPOINT_URL=c.endpoint, VMSNAP_S3_DEADLINE="3")
+    try:
+        fetched = proxy.fetched()
+        log(f"signed: fetched from the store until the VM runs: {fetched} bytes of the {chain}-byte chain; without "
+            f"the start files {(fetched - files) / (chain - files) * 100:.1f}%")
+        check(fetched - files < 0.25 * (chain - files), "a lazy boot of the signed chain fetches a small part")
+        check([x["key-id"] for x in v.info.get("signed-by", [])] == [kid, kid], f"both signed: {v.info}")
+        check(v.agent.wait_ready(60) == boot_id, "resumed, not rebooted")
+        v.agent.cmd("verify seed=9")   # its pages through the proxy and the chunk tables
+    finally:
+        v.close()
+        proxy.close()
 
 
 def host_log_lines(v):
