@@ -310,6 +310,10 @@ struct arc_writer_opts {
     const struct cr_key *parent_key;   /* opens parent_path when it is encrypted */
     const char *cipher;        /* of an encrypted archive: "aes-256-gcm" or "xchacha20-poly1305"; NULL: the fastest
                                   this CPU has (AES-256-GCM with AES-NI) */
+    /* arc_open_opts.wrap for opening parent_path (and its chain), e.g. reads checked against signed chunk tables;
+     * NULL: none */
+    int (*parent_wrap)(void *opaque, struct arc_source **src, vs_err *e);
+    void *parent_wrap_opaque;
     int worker_nice;           /* compression workers add this to their own nice value (0: unchanged): during a
                                   live snapshot the guest's vCPU then wins a busy CPU over compression */
 };

@@ -118,7 +118,8 @@ int arc_writer_create(const char *path, const struct arc_writer_opts *o, struct 
         const char *where = bs->path ? bs->path : os_is_remote(bs->name) ? bs->name : NULL;
         w->hint = where ? parent_hint(path, where) : vs_xstrdup("");
     } else if (o->parent_path) {
-        struct arc_open_opts po = { .key = o->parent_key ? o->parent_key : o->key };
+        struct arc_open_opts po = { .key = o->parent_key ? o->parent_key : o->key, .wrap = o->parent_wrap,
+                                    .wrap_opaque = o->parent_wrap_opaque };
         if ((r = arc_open(o->parent_path, &po, &w->base, e)) < 0) {
             vs_err_prefix(e, "parent");
             goto fail;

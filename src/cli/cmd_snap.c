@@ -350,6 +350,8 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
         goto out;
     wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     wo.parent_path = parent;
+    wo.parent_wrap = cli_trust_wrap;   /* the bytes taken from --parent are the ones its signers vouch for */
+    wo.parent_wrap_opaque = ui->trust;
     wo.thin = parent != NULL;
     wo.key = key;
     wo.parent_key = key;   /* an encrypted --parent: a thin archive is sealed with its parent's key */

@@ -179,6 +179,11 @@ json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e)
     wo.key = rq->encrypt ? &key : NULL;
     wo.parent_key = host_key(h);
     wo.parent_path = h->st.parent;
+    if (!strcmp(h->st.parent, h->st.archive ? h->st.archive : h->o->archive)) {   /* what the VM booted from is
+                                                                                     read as it was checked then */
+        wo.parent_wrap = h->o->wrap_source;
+        wo.parent_wrap_opaque = h->o->opaque;
+    }
     wo.thin = sc.thin;
     wo.worker_nice = live ? VM_SNAP_WORKER_NICE : 0;
     wo.message = rq->message;

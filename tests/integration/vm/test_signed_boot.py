@@ -1,7 +1,7 @@
 """Signed archives through the CLI: `vmsnap sign` writes ARCHIVE.sig; with --trusted-keys (or VMSNAP_TRUSTED_KEYS)
 boot, serve and verify refuse, before anything starts and in one line naming the archive, a thin chain whose parent
 is signed only by an untrusted key, an unsigned archive, and a garbage .sig; verify names who signed; once every
-archive of the chain carries a trusted signature the VM boots."""
+archive of the chain carries a trusted signature the VM boots, and snapshots thin over the checked chain."""
 import json
 import os
 import shutil
@@ -151,6 +151,12 @@ def test():
         check(signers == [(child, tid, pub), (base, tid, pub)], f"boot --json says who signed the chain: {signers}")
         with open(f"/proc/{vm.pid}/cmdline", "rb") as f:
             check(b"-kernel" in f.read(), "QEMU started by the boot")
+        # A thin snapshot over the checked chain reads its parent through the chunk tables, as the boot did; one
+        # more thin over that (the host's own, unsigned) needs no signature.
+        for i in (1, 2):
+            t = os.path.join(d, f"thin{i}.vmsnap")
+            vmtest.vmsnap("snap", "--qmp", vm.qmp_path, "-o", t, "--thin", "--quiet")
+            check(vmtest.vmsnap("info", t, "--json", json_out=True)["parent"]["uuid"], f"thin snapshot {i} made")
     finally:
         if serve:
             serve.kill()
