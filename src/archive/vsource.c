@@ -1,6 +1,7 @@
 /* archive: the verifying source -- an archive's bytes served only once checked against the chunk table a signature
- * binds (docs/FORMAT.md, "Signatures"). Reads are served from whole chunks; the last few partly read chunks are
- * kept, verified, so that the many small reads of an index page or a block next to another cost one chunk. */
+ * binds (docs/FORMAT.md, "Signatures"). Reads are served from whole chunks; the last partly read chunks are kept,
+ * verified, so that the many small reads of index pages and blocks next to each other cost one chunk, and readers
+ * of a chunk being fetched (the block cache's read-ahead workers, a page server's threads) wait for that fetch. */
 #include "archive/archive.h"
 #include "crypt/crypt.h"
 
@@ -10,15 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SLOTS 8
+#define SLOTS 16
 
-struct slot { uint64_t k; uint8_t *buf; uint64_t tick; };   /* buf NULL: empty */
+/* A kept chunk: empty (neither buf nor loading), being fetched by one reader (loading), or verified (buf). */
+struct slot { uint64_t k; uint8_t *buf; uint64_t tick; bool loading; };
 
 struct vsrc {
     struct arc_source s;
     struct arc_source *inner;
     struct cr_sums t;
     pthread_mutex_t lock;         /* guards slots and tick */
+    pthread_cond_t done;          /* a fetch into a slot ended */
     struct slot slots[SLOTS];
     uint64_t tick;
     int log_fd;                   /* tests: every chunk read from inner, "offset length" per line */
@@ -51,43 +54,56 @@ static int load(struct vsrc *v, uint64_t k, uint64_t n, uint8_t *buf, vs_err *e)
     return r;
 }
 
-/* Copy n bytes at skip of chunk k into dst if a slot holds it. */
-static bool cached(struct vsrc *v, uint64_t k, uint8_t *dst, size_t skip, size_t n)
+static struct slot *find(struct vsrc *v, uint64_t k)
 {
-    bool hit = false;
-    pthread_mutex_lock(&v->lock);
-    for (unsigned i = 0; i < SLOTS && !hit; i++)
-        if (v->slots[i].buf && v->slots[i].k == k) {
-            memcpy(dst, v->slots[i].buf + skip, n);
-            v->slots[i].tick = ++v->tick;
-            hit = true;
-        }
-    pthread_mutex_unlock(&v->lock);
-    return hit;
+    for (unsigned i = 0; i < SLOTS; i++)
+        if ((v->slots[i].buf || v->slots[i].loading) && v->slots[i].k == k)
+            return &v->slots[i];
+    return NULL;
 }
 
-/* Keep the verified chunk buf (taken over) in the least recently used slot. */
-static void keep(struct vsrc *v, uint64_t k, uint8_t *buf)
+/* The least recently used slot not being fetched into, or NULL when all are. */
+static struct slot *victim(struct vsrc *v)
+{
+    struct slot *old = NULL;
+    for (unsigned i = 0; i < SLOTS; i++)
+        if (!v->slots[i].loading && (!old || v->slots[i].tick < old->tick))
+            old = &v->slots[i];
+    return old;
+}
+
+/* n bytes at skip of chunk k into dst: from a kept chunk, else fetched once into a slot while other readers of it
+ * wait for that fetch. */
+static int partial(struct vsrc *v, uint64_t k, uint8_t *dst, size_t skip, size_t n, vs_err *e)
 {
     pthread_mutex_lock(&v->lock);
-    struct slot *old = &v->slots[0];
-    for (unsigned i = 0; i < SLOTS; i++) {
-        if (v->slots[i].buf && v->slots[i].k == k) {   /* another reader kept it first */
-            old = NULL;
-            break;
+    struct slot *sl;
+    for (;;) {
+        if ((sl = find(v, k)) && sl->buf) {
+            memcpy(dst, sl->buf + skip, n);
+            sl->tick = ++v->tick;
+            pthread_mutex_unlock(&v->lock);
+            return 0;
         }
-        if (!v->slots[i].buf || v->slots[i].tick < old->tick)
-            old = &v->slots[i];
-        if (!old->buf)
+        if (!sl && (sl = victim(v)))
             break;
+        pthread_cond_wait(&v->done, &v->lock);   /* being fetched, or every slot is */
     }
-    if (old) {
-        uint8_t *drop = old->buf;
-        *old = (struct slot){ .k = k, .buf = buf, .tick = ++v->tick };
-        buf = drop;
-    }
+    uint8_t *drop = sl->buf;
+    *sl = (struct slot){ .k = k, .loading = true, .tick = ++v->tick };
     pthread_mutex_unlock(&v->lock);
-    free(buf);
+    free(drop);
+    uint8_t *c = vs_xmalloc(chunk_len(v, k));
+    int r = load(v, k, 1, c, e);
+    if (r == 0)
+        memcpy(dst, c + skip, n);
+    pthread_mutex_lock(&v->lock);
+    sl->loading = false;
+    sl->buf = r == 0 ? VS_STEAL(c) : NULL;   /* a failed fetch leaves the slot empty: the next reader tries again */
+    pthread_cond_broadcast(&v->done);
+    pthread_mutex_unlock(&v->lock);
+    free(c);
+    return r;
 }
 
 static int v_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
@@ -106,14 +122,8 @@ static int v_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs
             while (k + m < v->t.count && len - n >= chunk_len(v, k + m))
                 n += chunk_len(v, k + m++);
             r = load(v, k, m, dst, e);
-        } else if (!cached(v, k, dst, skip, n)) {
-            uint8_t *c = vs_xmalloc(cl);
-            if ((r = load(v, k, 1, c, e)) < 0) {
-                free(c);
-            } else {
-                memcpy(dst, c + skip, n);
-                keep(v, k, c);
-            }
+        } else {
+            r = partial(v, k, dst, skip, n, e);
         }
         if (r < 0)
             return r;
@@ -140,6 +150,7 @@ static void v_close(struct arc_source *s)
     cr_sums_clear(&v->t);
     arc_source_close(v->inner);
     pthread_mutex_destroy(&v->lock);
+    pthread_cond_destroy(&v->done);
     free(s->name);
     free(s->path);
     free(s->version);
@@ -154,6 +165,7 @@ struct arc_source *arc_source_verified(struct arc_source *inner, struct cr_sums 
     v->t = *sums;
     *sums = (struct cr_sums){ 0 };
     pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->done, NULL);
     v->log_fd = -1;
 #ifdef VS_TEST_FAULTS
     const char *log = getenv("VMSNAP_TEST_VERIFIED_LOG");   /* tests count what checking read from archives */

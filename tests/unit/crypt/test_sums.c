@@ -10,8 +10,11 @@
 #include "crypt/crypt.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define CHUNK (64u << 10)
 #define SIZE (5 * CHUNK + 1000)   /* the last chunk is short */
@@ -158,13 +161,15 @@ static void test_sig_v2(void **state)
     cr_sums_clear(&t);
 }
 
-/* A memory source that counts what is read from it. */
-struct counted { struct arc_source s; struct arc_source *inner; unsigned reads; };
+/* A memory source that counts what is read from it, each read taking delay_ms (a far store). */
+struct counted { struct arc_source s; struct arc_source *inner; atomic_uint reads; unsigned delay_ms; };
 
 static int counted_pread(struct arc_source *s, void *buf, size_t len, uint64_t off, vs_err *e)
 {
     struct counted *c = (struct counted *)s;
-    c->reads++;
+    atomic_fetch_add(&c->reads, 1);
+    if (c->delay_ms)
+        nanosleep(&(struct timespec){ 0, c->delay_ms * 1000000L }, NULL);
     return c->inner->pread(c->inner, buf, len, off, e);
 }
 
@@ -232,6 +237,41 @@ static void test_verifying_source(void **state)
     arc_source_close(v);
 }
 
+struct reader { struct arc_source *v; uint64_t off; int r; uint8_t buf[4096]; };
+
+static void *read_one(void *p)
+{
+    struct reader *rd = p;
+    vs_err e = { 0 };
+    rd->r = rd->v->pread(rd->v, rd->buf, sizeof rd->buf, rd->off, &e);
+    return NULL;
+}
+
+/* Readers of one chunk at once (read-ahead workers): one fetch of it, the others wait for it. */
+static void test_one_fetch_per_chunk(void **state)
+{
+    (void)state;
+    VS_AUTOFREE uint8_t *d = data();
+    struct cr_sums t;
+    make(d, &t);
+    struct counted *c;
+    struct arc_source *v = verified(d, &t, &c);
+    c->delay_ms = 50;
+    struct reader rd[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        rd[i] = (struct reader){ .v = v, .off = 4 * CHUNK + (uint64_t)i * 8192 };
+        assert_int_equal(pthread_create(&th[i], NULL, read_one, &rd[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(rd[i].r, 0);
+        assert_memory_equal(rd[i].buf, d + rd[i].off, sizeof rd[i].buf);
+    }
+    assert_int_equal(atomic_load(&c->reads), 1);
+    arc_source_close(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_table_strict),
         cmocka_unit_test(test_sig_v2),
         cmocka_unit_test(test_verifying_source),
+        cmocka_unit_test(test_one_fetch_per_chunk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
