@@ -439,6 +439,43 @@ static void test_golden(void **state)
     cr_keyring_clear(&kr);
 }
 
+/* A version-2 signature made at revision 14 over a golden archive, with its chunk table: the message, the .sig line
+ * and the .sums file as committed still check out, and the archive's chunks are the table's. */
+static void test_golden_v2(void **state)
+{
+    (void)state;
+    vs_err e = { 0 };
+    struct cr_keyring kr;
+    struct cr_sigfile f;
+    struct cr_sums t;
+    const char *arc = GOLDEN_DIR "/r2-paged.vmsnap";
+    assert_int_equal(cr_keyring_load(GOLDEN_DIR "/sign-test.pub", &kr, &e), 0);
+    assert_int_equal(cr_sigfile_load(GOLDEN_DIR "/r2-paged.vmsnap.sig", &f, &e), 0);
+    struct arc *a = NULL;
+    struct arc_open_opts oo = { .no_parent = true };
+    assert_int_equal(arc_open(arc, &oo, &a, &e), 0);
+    struct arc_source *s = arc_get_source(a);
+    struct cr_archive_ref ref = { .name = arc, .uuid = arc_uuid(a), .size = s->size, .pread = src_pread, .opaque = s };
+    const struct cr_sig *by = NULL;
+    assert_int_equal(cr_check_archive(&ref, &f, &kr, &by, &e), 0);
+    assert_int_equal(by->version, 2);
+    assert_string_equal(by->id, "e32909c19e448b2d");
+    char buf[4096];
+    size_t len = 0;
+    assert_int_equal(cr_read_small(GOLDEN_DIR "/r2-paged.vmsnap.sums", "chunk table", false, buf, sizeof buf, &len,
+                                   &e), 0);
+    assert_int_equal(cr_sums_bind(by, (const uint8_t *)buf, len, "r2-paged.vmsnap.sums", &t, &e), 0);
+    VS_AUTOFREE uint8_t *data = vs_xmalloc(s->size);
+    assert_int_equal(src_pread(s, data, s->size, 0, &e), 0);
+    for (uint64_t k = 0; k < t.count; k++)
+        assert_true(cr_sums_chunk_ok(&t, k, data + k * t.chunk_size,
+                                     (size_t)VS_MIN((uint64_t)t.chunk_size, s->size - k * t.chunk_size)));
+    cr_sums_clear(&t);
+    arc_close(a);
+    cr_sigfile_clear(&f);
+    cr_keyring_clear(&kr);
+}
+
 int main(void)
 {
     if (!mkdtemp(tdir))
@@ -450,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_sigfile_strict),
         cmocka_unit_test(test_keyring),
         cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_golden_v2),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     VS_AUTOFREE char *cmd = vs_xasprintf("rm -rf '%s'", tdir);
