@@ -340,9 +340,9 @@ def test():
             v.agent.cmd("verify seed=9")
             for j in range(2):
                 v.agent.cmd(f"rawverify /dev/vda {j * 1048576} 16 seed={8 + 2 * j}")
+            signed_lazy_boot(c, d, ua, ub, files, chain, fetched, boot_id)
             store_goes_away(c, v)
             v.close()
-            signed_lazy_boot(c, d, ua, ub, files, chain, fetched, boot_id)
 
             # 3. the chain back local
             out = os.path.join(d, "back", "thin", "b.vmsnap")
