@@ -4,7 +4,12 @@
  * reported. QEMU's "failed" and "cancelled" both end the load with its words. When QEMU refuses or stalls the
  * load, it may keep its read end open without reading: we keep a read end too, and stopping the feeder means
  * raising its stop flag, making its further writes fail at once (O_NONBLOCK) and draining the pipe until it has
- * exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM. */
+ * exited, so the join never hangs and an eager reassembly stops instead of decompressing all of RAM.
+ * The wait for QEMU is bounded by what the feed does, not only by the caller's timeout: a feed that failed before
+ * its first write leaves QEMU an empty pipe whose writer is gone, which neither 7.2 nor 10 ever starts loading
+ * (their fd: channel waits for input, and a hang-up is none), so after a failed feed QEMU gets a few seconds to
+ * end the load and say why, no more; and bytes waiting in the pipe that QEMU does not take for a while mean it
+ * stopped reading, which is reported, not waited out. */
 #include "vm/vm.h"
 #include "memstore/memstore.h"
 
@@ -14,7 +19,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
+
+#define FEED_FAILED_GRACE_S 5.0   /* after a failed feed, for QEMU to end its load and say why */
+#define LOAD_STALL_S 30.0         /* bytes in the pipe that QEMU leaves there this long: it stopped reading */
 
 struct feed {
     struct arc *a;         /* NULL: read src_fd until EOF */
@@ -29,6 +38,7 @@ struct feed {
     bool reassemble;       /* paged memory, eager: device stream + pages -> a full stream */
     bool write_failed;     /* rc is about the pipe (QEMU gave up, or we stopped it), not the archive */
     atomic_bool stop;      /* end the feed at the next chunk */
+    atomic_bool done;      /* the write end is closed; rc, err and write_failed are final */
     pthread_mutex_t fd_lock;   /* fd's close against stop_feeder's fcntl (the number could be reused) */
 };
 
@@ -40,6 +50,20 @@ static void close_feed(struct feed *f)
     f->fd = -1;
     f->done_at = vs_now_s();
     pthread_mutex_unlock(&f->fd_lock);
+    atomic_store(&f->done, true);
+}
+
+/* The feed ended on an error of its source (the archive), not of the pipe. */
+static bool feed_failed(struct feed *f)
+{
+    return atomic_load(&f->done) && f->rc < 0 && !f->write_failed;
+}
+
+/* Bytes in the pipe that QEMU has not read, or -1. */
+static int pipe_queued(int fd)
+{
+    int n;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
 }
 
 static void *feed_main(void *arg)
@@ -79,6 +103,38 @@ static void *feed_main(void *arg)
     free(buf);
     close_feed(f);
     return NULL;
+}
+
+/* What the wait for QEMU's load has seen: it ends at the caller's timeout, when a failed feed leaves QEMU nothing to
+ * load, or when QEMU leaves what is in the pipe unread. */
+struct load_watch {
+    double deadline, timeout_s;
+    double failed_by;      /* the feed failed: QEMU has until then to end its load */
+    double still_since;    /* since when `queued` bytes sit in the pipe unread */
+    int queued;
+};
+
+static int watch_step(struct load_watch *w, bool failed, int queued, const char *status, vs_err *e)
+{
+    double now = vs_now_s();
+    const char *st = status[0] ? status : "not started";
+    if (queued != w->queued || queued <= 0) {
+        w->queued = queued;
+        w->still_since = now;
+    }
+    /* Before QEMU begins the load (no status, "none", or QEMU 10's "setup"), an empty pipe whose writer is gone
+     * never makes it begin: nothing to wait for. */
+    bool unstarted = queued == 0 && (!status[0] || !strcmp(status, "none") || !strcmp(status, "setup"));
+    if (failed && !w->failed_by)
+        w->failed_by = unstarted ? now : now + FEED_FAILED_GRACE_S;
+    if (w->failed_by && now >= w->failed_by)
+        return vs_err_set(e, EIO, "QEMU did not end its load of the broken-off memory stream (migration %s)", st);
+    if (now - w->still_since > LOAD_STALL_S)
+        return vs_err_set(e, ETIMEDOUT, "QEMU stopped reading the memory stream: %d bytes left unread in its pipe "
+                          "for %.0f s (migration %s)", w->queued, LOAD_STALL_S, st);
+    if (now > w->deadline)
+        return vs_err_set(e, ETIMEDOUT, "QEMU did not finish loading the memory stream in %.0f s", w->timeout_s);
+    return 0;
 }
 
 /* End the feeder whatever QEMU does with its read end. Once the stop flag is up the feeder writes at most one more
@@ -148,9 +204,13 @@ int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_
         json_object_set_new(args, "exit-on-error", json_false());
     r = qmp_execute(q, "migrate-incoming", args, NULL, e);
     json_decref(args);
-    double deadline = vs_now_s() + timeout_s;
-    char status[32] = "";
+    struct load_watch w = { .deadline = vs_now_s() + timeout_s, .timeout_s = timeout_s, .still_since = vs_now_s(),
+                            .queued = -1 };
+    char status[32] = "", qemu_why[320] = "";
     while (r == 0) {
+        /* Read before QEMU's status, so that "not started" in it also holds for what these saw. */
+        bool failed = feed_failed(&f);
+        int queued = pipe_queued(drain_fd);
         json_t *ret = NULL;
         r = qmp_execute(q, "query-migrate", NULL, &ret, e);
         if (r < 0)
@@ -158,16 +218,15 @@ int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_
         snprintf(status, sizeof status, "%s", json_string_value(json_object_get(ret, "status")) ?: "");
         if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
             const char *why = json_string_value(json_object_get(ret, "error-desc"));
+            snprintf(qemu_why, sizeof qemu_why, "%s", why ? why : "");
             r = vs_err_set(e, EIO, "QEMU failed to load the memory stream (migration %s)%s%.300s", status,
                            why ? ": " : "", why ? why : "");
         }
         json_decref(ret);
         if (r < 0 || !strcmp(status, "completed"))
             break;
-        if (vs_now_s() > deadline) {
-            r = vs_err_set(e, ETIMEDOUT, "QEMU did not finish loading the memory stream in %.0f s", timeout_s);
+        if ((r = watch_step(&w, failed, queued, status, e)) < 0)
             break;
-        }
         nanosleep(&(struct timespec){ 0, 2 * 1000 * 1000 }, NULL);
     }
     if (r < 0) {
@@ -177,8 +236,10 @@ int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_
     }
     stop_feeder(&f, th, drain_fd, r < 0);
     if (f.rc < 0 && !(r < 0 && f.write_failed)) {
-        /* The archive's own error says more than QEMU's refusal of a truncated stream. */
-        if (e)
+        /* The archive's own error says more than QEMU's refusal of a truncated stream: it goes first. */
+        if (e && qemu_why[0])
+            vs_err_set(e, -f.rc, "%s (QEMU: %s)", f.err.msg, qemu_why);
+        else if (e)
             *e = f.err;
         return f.rc;
     }
