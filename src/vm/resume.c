@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
@@ -111,8 +112,19 @@ struct load_watch {
     double deadline, timeout_s;
     double failed_by;      /* the feed failed: QEMU has until then to end its load */
     double still_since;    /* since when `queued` bytes sit in the pipe unread */
+    double stall_s;
     int queued;
 };
+
+static double load_stall_s(void)
+{
+#ifdef VS_TEST_FAULTS
+    const char *v = getenv("VMSNAP_TEST_LOAD_STALL_S");   /* tests: a stalled load found in a second */
+    if (v && *v)
+        return VS_MAX(0.1, strtod(v, NULL));
+#endif
+    return LOAD_STALL_S;
+}
 
 static int watch_step(struct load_watch *w, bool failed, int queued, const char *status, vs_err *e)
 {
@@ -129,9 +141,9 @@ static int watch_step(struct load_watch *w, bool failed, int queued, const char 
         w->failed_by = unstarted ? now : now + FEED_FAILED_GRACE_S;
     if (w->failed_by && now >= w->failed_by)
         return vs_err_set(e, EIO, "QEMU did not end its load of the broken-off memory stream (migration %s)", st);
-    if (now - w->still_since > LOAD_STALL_S)
+    if (now - w->still_since > w->stall_s)
         return vs_err_set(e, ETIMEDOUT, "QEMU stopped reading the memory stream: %d bytes left unread in its pipe "
-                          "for %.0f s (migration %s)", w->queued, LOAD_STALL_S, st);
+                          "for %.0f s (migration %s)", w->queued, w->stall_s, st);
     if (now > w->deadline)
         return vs_err_set(e, ETIMEDOUT, "QEMU did not finish loading the memory stream in %.0f s", w->timeout_s);
     return 0;
@@ -205,7 +217,7 @@ int vm_resume_load(struct qmp *q, const struct vm_load_src *src, double timeout_
     r = qmp_execute(q, "migrate-incoming", args, NULL, e);
     json_decref(args);
     struct load_watch w = { .deadline = vs_now_s() + timeout_s, .timeout_s = timeout_s, .still_since = vs_now_s(),
-                            .queued = -1 };
+                            .stall_s = load_stall_s(), .queued = -1 };
     char status[32] = "", qemu_why[320] = "";
     while (r == 0) {
         /* Read before QEMU's status, so that "not started" in it also holds for what these saw. */
