@@ -2,6 +2,8 @@
  * directory, inode 1 the root and inode 2+i file i; a multi-threaded loop in a thread of its own; an optional
  * prefetch thread that warms the kernel's page cache of the files after the VM runs. */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -35,6 +37,9 @@ struct pf_mount {
     struct pf_stats stats;
     struct pf_range *first;            /* the working set the prefetch fetches first */
     size_t nfirst;
+    char *dir;                         /* the mount point */
+    bool pf_rest;                      /* the rest may follow the working set (the VM runs); guarded by lock */
+    pthread_cond_t go;                 /* pf_rest or pf_stop set */
     atomic_bool recording;
     uint64_t **rec_map;                /* per file: pages recorded (one bit each) */
     struct pf_range *rec;
@@ -439,7 +444,20 @@ static int prefetch_ws(struct pf_mount *m, vs_err *e)
     m->stats.ws_requests = atomic_load(&j.requests);
     m->stats.prefetched += m->stats.ws_fetched;
     m->stats.ws_done_s = atomic_load(&m->pf_stop) ? 0 : VS_MAX(vs_now_s() - t0, 1e-6);
+    m->stats.ws_start_s = t0;
     pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+/* Open the files (fds[n]) so that the kernel knows their inodes: notify_store needs them, and before QEMU opens a
+ * file (a working set fetched while QEMU starts) nobody else has looked it up. */
+static int hold_files(struct pf_mount *m, int *fds, vs_err *e)
+{
+    for (unsigned i = 0; i < m->n; i++) {
+        VS_AUTOFREE char *path = vs_xasprintf("%s/%s", m->dir, m->files[i].name);
+        if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return vs_err_sys(e, errno, "opening %s", path);
+    }
     return 0;
 }
 
@@ -448,7 +466,18 @@ static void *prefetch_thread(void *arg)
     struct pf_mount *m = arg;
     vs_err e = { 0 };
     double t0 = vs_now_s();
-    int r = m->nfirst ? prefetch_ws(m, &e) : 0;
+    VS_AUTOFREE int *fds = vs_xmalloc((m->n ? m->n : 1) * sizeof *fds);
+    memset(fds, 0xff, (m->n ? m->n : 1) * sizeof *fds);
+    int r = m->nfirst ? hold_files(m, fds, &e) : 0;
+    if (r == 0 && m->nfirst)
+        r = prefetch_ws(m, &e);
+    pthread_mutex_lock(&m->lock);   /* started early: the rest waits until the VM runs */
+    while (!m->pf_rest && !atomic_load(&m->pf_stop))
+        pthread_cond_wait(&m->go, &m->lock);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < m->n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
     idle_priority();
     VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
     for (unsigned i = 0; r == 0 && i < m->n && !atomic_load(&m->pf_stop); i++)
@@ -476,15 +505,27 @@ void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n)
     m->nfirst = k;
 }
 
-int pf_prefetch_start(struct pf_mount *m, vs_err *e)
+static int start_thread(struct pf_mount *m, vs_err *e)
 {
-    if (m->pf_started)
-        return 0;
     int r = pthread_create(&m->pf_thread, NULL, prefetch_thread, m);
     if (r)
         return vs_err_sys(e, r, "starting the prefetch thread");
     m->pf_started = true;
     return 0;
+}
+
+int pf_prefetch_start(struct pf_mount *m, vs_err *e)
+{
+    pthread_mutex_lock(&m->lock);
+    m->pf_rest = true;
+    pthread_cond_broadcast(&m->go);
+    pthread_mutex_unlock(&m->lock);
+    return m->pf_started ? 0 : start_thread(m, e);
+}
+
+int pf_prefetch_ws_start(struct pf_mount *m, vs_err *e)
+{
+    return m->pf_started || !m->nfirst ? 0 : start_thread(m, e);
 }
 
 /* ---- mount ---------------------------------------------------------------------------------------------- */
@@ -494,7 +535,10 @@ void pf_unmount(struct pf_mount *m)
     if (!m)
         return;
     if (m->pf_started) {
+        pthread_mutex_lock(&m->lock);
         atomic_store(&m->pf_stop, true);
+        pthread_cond_broadcast(&m->go);
+        pthread_mutex_unlock(&m->lock);
         pthread_join(m->pf_thread, NULL);
     }
     if (m->se) {
@@ -516,6 +560,8 @@ void pf_unmount(struct pf_mount *m)
     free(m->rec);
     free(m->first);
     free(m->files);
+    free(m->dir);
+    pthread_cond_destroy(&m->go);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -524,6 +570,8 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
 {
     struct pf_mount *m = vs_xcalloc(1, sizeof *m);
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->go, NULL);
+    m->dir = vs_xstrdup(dir);
     m->files = vs_xcalloc(n ? n : 1, sizeof *m->files);
     m->seen = vs_xcalloc(n ? n : 1, sizeof *m->seen);
     m->n = n;
@@ -588,6 +636,7 @@ void pf_unmount(struct pf_mount *m) { (void)m; }
 void pf_unmount_exiting(struct pf_mount *m) { (void)m; }
 void pf_get_stats(struct pf_mount *m, struct pf_stats *out) { (void)m; memset(out, 0, sizeof *out); }
 int pf_prefetch_start(struct pf_mount *m, vs_err *e) { (void)m; (void)e; return 0; }
+int pf_prefetch_ws_start(struct pf_mount *m, vs_err *e) { (void)m; (void)e; return 0; }
 void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n) { (void)m; (void)r; (void)n; }
 void pf_record_start(struct pf_mount *m) { (void)m; }
 void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *truncated)

@@ -40,6 +40,7 @@ struct pf_stats {
     uint64_t ws_fetched;           /* bytes that phase read (ranges merged into larger reads: gaps included) */
     uint64_t ws_requests;          /* reads it made */
     double ws_done_s;              /* seconds it took, else 0 */
+    double ws_start_s;             /* when it started (vs_now_s) */
 };
 
 /* A range of file `file` (its index in the mount). */
@@ -67,6 +68,10 @@ int pf_prefetch_start(struct pf_mount *m, vs_err *e);
  * rounded to 64 KiB, near ones merged into reads of up to 4 MiB, 4 in flight (4 buffers of 4 MiB while that
  * phase runs); then the rest as above. Ranges outside the files are dropped. */
 void pf_prefetch_first(struct pf_mount *m, const struct pf_range *r, size_t n);
+/* After pf_prefetch_first, before the VM runs: fetch the working set now (QEMU's start and device-state load
+ * overlap it; the files are opened here so that the kernel knows them); the rest waits for pf_prefetch_start.
+ * Without a working set, nothing. */
+int pf_prefetch_ws_start(struct pf_mount *m, vs_err *e);
 /* Merge ranges in their order: a range that overlaps or lies within gap bytes of the current read (same file)
  * extends it while it stays within max bytes; else it starts the next read. *out (malloc'd): the reads. */
 size_t pf_plan_merge(const struct pf_range *in, size_t n, uint64_t gap, uint64_t max, struct pf_range **out);

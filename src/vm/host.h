@@ -63,6 +63,7 @@ struct host {
     char *disks_note;              /* a foreign VM's disks not captured and not replayed (vm_foreign_disks) */
     uint64_t ws_ranges, ws_pages;  /* the archive's working set (fetched first by the prefetch), 0: none */
     char ws_note[600];             /* why the archive's working set is not used ("" if it is, or there is none) */
+    double running_s;              /* when the VM ran (vs_now_s), for the ws prefetch's timing */
     json_t *ws_report;             /* VM_WS_REPORT's content: what the recording and the ws prefetch reported */
     struct cr_key key;             /* the key of the archive the VM runs on (has_key), also sealing its snaps */
     bool has_key;

@@ -138,12 +138,13 @@ static void send_line(int fd, const char *word, const char *text)
         (void)!send(fd, buf, (size_t)VS_MIN(n, (int)sizeof buf - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/* "ws-prefetched BYTES FETCHED REQUESTS SECONDS" once the working set is in the page cache. */
+/* "ws-prefetched BYTES FETCHED REQUESTS SECONDS START" once the working set is in the page cache (START: when that
+ * began, CLOCK_MONOTONIC seconds, which the boot host compares with when its VM ran). */
 static void send_ws_prefetched(int fd, const struct pf_stats *ps)
 {
-    char t[160];
-    snprintf(t, sizeof t, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %.6f", ps->ws_bytes, ps->ws_fetched, ps->ws_requests,
-             ps->ws_done_s);
+    char t[200];
+    snprintf(t, sizeof t, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %.6f %.6f", ps->ws_bytes, ps->ws_fetched,
+             ps->ws_requests, ps->ws_done_s, ps->ws_start_s);
     send_line(fd, "ws-prefetched", t);
 }
 
@@ -183,11 +184,21 @@ static pid_t parent_of(pid_t pid)
     return p && sscanf(p + 1, " %*c %d", &ppid) == 1 ? ppid : -1;
 }
 
-/* A line from a boot host: "qemu PID [prefetch]" once its VM runs. Only its own child counts (it has not reaped
- * it while it runs, so the pid is that QEMU's). */
+/* A line from a boot host: "prefetch-ws" when it attaches with prefetch on (the working set is fetched while its
+ * QEMU starts and loads the device state), "qemu PID [prefetch]" once its VM runs. Only its own child counts (it
+ * has not reaped it while it runs, so the pid is that QEMU's). */
 static void srv_line(struct srv *s, struct client *c, const char *line)
 {
     int pid = 0, used = 0;
+    vs_err e = { 0 };
+    if (!strcmp(line, "prefetch-ws")) {
+        if (!s->rec_path && pf_prefetch_ws_start(s->m, &e) < 0) {
+            char note[600];
+            snprintf(note, sizeof note, "no working-set prefetch: %s", e.msg);
+            send_line(c->fd, "note", note);
+        }
+        return;
+    }
     if (sscanf(line, "qemu %d%n", &pid, &used) != 1 || pid <= 0 || c->pidfd >= 0 || parent_of(pid) != c->peer)
         return;
     c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -195,7 +206,6 @@ static void srv_line(struct srv *s, struct client *c, const char *line)
         s->rec_deadline = vs_now_s() + s->rec_s;
         s->rec_pid = pid;
     }
-    vs_err e = { 0 };
     if (!strcmp(line + used, " prefetch") && pf_prefetch_start(s->m, &e) < 0) {
         char note[600];
         snprintf(note, sizeof note, "no background prefetch: %s", e.msg);
@@ -571,6 +581,9 @@ int host_pages_attach(struct host *h, vs_err *e)
     socklen_t cl = sizeof cred;
     if (getsockopt(h->pages_fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
         h->pages_pid = cred.pid;
+    /* The working set arrives while QEMU starts and loads the device state, not after. */
+    if (!rec && !h->o->no_prefetch && (r = vs_write_full(h->pages_fd, "prefetch-ws\n", 12)) < 0)
+        return vs_err_sys(e, -r, "asking the page server for the working set");
     /* QEMU's file; the run directory names the mount too (tools look for RUNDIR/pages). */
     struct pf_file *files = NULL;
     unsigned n = 0;
@@ -588,6 +601,7 @@ int host_pages_running(struct host *h, bool prefetch, vs_err *e)
 {
     char line[64];
     int n = snprintf(line, sizeof line, "qemu %d%s\n", (int)h->qemu, prefetch ? " prefetch" : "");
+    h->running_s = vs_now_s();
     int r = vs_write_full(h->pages_fd, line, (size_t)n);
     return r < 0 ? vs_err_sys(e, -r, "telling the page server that the VM runs") : 0;
 }
@@ -598,7 +612,7 @@ static void ws_line(struct host *h, const char *line)
 {
     unsigned long long a = 0, b = 0, c = 0, rd = 0;
     int trunc = 0, used = 0;
-    double secs = 0;
+    double secs = 0, start = 0;
     char msg[700];
     if (!h->ws_report)
         h->ws_report = json_object();
@@ -613,11 +627,15 @@ static void ws_line(struct host *h, const char *line)
     } else if (!strncmp(line, "ws-uncut ", 9)) {
         json_object_set_new(h->ws_report, "note", json_string(line + 9));
         snprintf(msg, sizeof msg, "%.600s", line + 9);
-    } else if (sscanf(line, "ws-prefetched %llu %llu %llu %lf", &a, &b, &c, &secs) == 4) {
-        json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f}", "bytes", (json_int_t)a,
-                            "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs));
-        snprintf(msg, sizeof msg, "working set prefetched: %llu bytes in the page cache after %.3f s (%llu bytes "
-                 "read in %llu requests)", a, secs, b, c);
+    } else if (sscanf(line, "ws-prefetched %llu %llu %llu %lf %lf", &a, &b, &c, &secs, &start) == 5) {
+        /* when it started and ended, in seconds from the VM running (polled only once it runs) */
+        double t0 = start - h->running_s, t1 = t0 + secs;
+        json_object_set_new(h->ws_report, "prefetch", json_pack("{s:I,s:I,s:I,s:f,s:f,s:f}", "bytes", (json_int_t)a,
+                            "read-bytes", (json_int_t)b, "requests", (json_int_t)c, "seconds", secs,
+                            "started", t0, "in-cache", t1));
+        snprintf(msg, sizeof msg, "working set prefetched: %llu bytes in the page cache after %.3f s, %.3f s %s the "
+                 "VM ran (%llu bytes read in %llu requests)", a, secs, t1 < 0 ? -t1 : t1, t1 < 0 ? "before" : "after",
+                 b, c);
     } else if (!strncmp(line, "ws-failed ", 10)) {
         json_object_set_new(h->ws_report, "error", json_string(line + 10));
         snprintf(msg, sizeof msg, "%.600s", line + 10);

@@ -8,8 +8,9 @@
    with --eager is refused.
 3. `ws save --qmp` writes a small thin archive over the snapshot (no data copied, 0600) whose `info --json` shows the
    same ranges, in the same order, as the record.
-4. Booting it prefetches the working set first: the report's bytes equal the recorded total, read in merged
-   requests that stay a bounded multiple of it; the pattern verifies.
+4. Booting it prefetches the working set first, starting before the VM runs (ws.json's "started", seconds from
+   the VM running, is negative): the report's bytes equal the recorded total, read in merged requests that stay a
+   bounded multiple of it; the pattern verifies.
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
    and the pattern verifies (no crash, no prefetch report of it).
 6. An encrypted snapshot: `ws save` needs its key and seals the thin archive with it; booted with the key, the
@@ -136,6 +137,10 @@ def test():
         log(f"working-set prefetch: {pf}")
         check(pf["bytes"] == total and pf["read-bytes"] > 0 and pf["seconds"] > 0, f"all of it in the page cache: {pf}")
         check(pf["read-bytes"] <= 2 * total + (8 << 20), f"merged reads, not the RAM between the ranges: {pf}")
+        check(-60 < pf.get("started", 0) < 0, f"the working set's prefetch started before the VM ran (QEMU's start "
+              f"and device-state load overlap it): {pf}")
+        check(abs(pf.get("in-cache", 1) - pf.get("started", 0) - pf["seconds"]) < 0.01,
+              f"in the page cache when that prefetch ended: {pf}")
         v.agent.cmd("verify seed=3")
         v.close()
 

@@ -51,6 +51,7 @@ def test():
             pf = wait_report(v.info["rundir"], "prefetch")["prefetch"]
             log(f"working-set prefetch from the store: {pf}")
             check(pf["bytes"] == recorded["bytes"] and pf["requests"] > 0, f"all of it in the page cache: {pf}")
+            check(pf.get("started", 0) < 0, f"fetched from the store while QEMU starts, not once the VM runs: {pf}")
             v.agent.cmd("verify seed=5")
             v.close()
     finally:

@@ -206,10 +206,51 @@ static void test_first(void **state)
     assert_true(resident);
 }
 
+static struct pf_stats wait_stats(struct pf_mount *m, bool ws)
+{
+    struct pf_stats st = { 0 };
+    for (double t0 = vs_now_s(); !(ws ? st.ws_done_s : st.prefetch_done_s) && vs_now_s() - t0 < 20; usleep(1000))
+        pf_get_stats(m, &st);
+    return st;
+}
+
+/* Started before the VM runs: the working set alone, the rest once pf_prefetch_start says the VM runs. Without a
+ * working set, the early start does nothing. */
+static void test_first_early(void **state)
+{
+    (void)state;
+    struct fx x = { 0 };
+    setup(&x, false, MADV_RANDOM);
+    vs_err e = { 0 };
+    int r0 = pf_prefetch_ws_start(x.m, &e);
+    usleep(100000);
+    struct pf_stats none;
+    pf_get_stats(x.m, &none);
+    const struct pf_range ws[] = { { 0, 5 << 20, 3 * PAGE } };
+    pf_prefetch_first(x.m, ws, 1);
+    int r1 = pf_prefetch_ws_start(x.m, &e);
+    struct pf_stats first = wait_stats(x.m, true);
+    usleep(100000);
+    struct pf_stats waited;
+    pf_get_stats(x.m, &waited);
+    int r2 = pf_prefetch_start(x.m, &e);
+    struct pf_stats all = wait_stats(x.m, false);
+    teardown(&x);
+    assert_int_equal(r0, 0);
+    assert_int_equal(none.prefetched, 0);
+    assert_int_equal(r1, 0);
+    assert_int_equal(r2, 0);
+    assert_true(first.ws_done_s > 0 && first.ws_start_s > 0);
+    assert_int_equal(first.ws_bytes, 3 * PAGE);
+    assert_int_equal(waited.prefetched, 65536);   /* the working set's grain, nothing more */
+    assert_int_equal(waited.prefetch_done_s, 0);
+    assert_true(all.prefetch_done_s > 0 && all.prefetched > 65536);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = { cmocka_unit_test(test_merge), cmocka_unit_test(test_record),
                                         cmocka_unit_test(test_keep), cmocka_unit_test(test_mapped),
-                                        cmocka_unit_test(test_first) };
+                                        cmocka_unit_test(test_first), cmocka_unit_test(test_first_early) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
