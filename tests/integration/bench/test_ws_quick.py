@@ -39,6 +39,7 @@ def test():
             if r["mode"] in ("ws", "ws-late"):
                 check(float(r["ws_mib"]) > 0 and float(r["ws_prefetch_s"]) > 0,
                       f"the ws boot reports no working set or no prefetch of it: {r}")
+                check(-60 < float(r["ws_ready_s"] or "nan") < 60, f"when it was in the page cache: {r}")
         with open(os.path.join(out, "ws.md")) as f:
             md = f.read()
         check("bench/ws/run --ram 256M" in md and "warm (2nd call, eager boot)" in md, "ws.md: command and warm row")
