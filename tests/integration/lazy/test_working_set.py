@@ -10,7 +10,7 @@
    same ranges, in the same order, as the record.
 4. Booting it prefetches the working set first, starting before the VM runs (ws.json's "started", seconds from
    the VM running, is negative): the report's bytes equal the recorded total, read in merged requests that stay a
-   bounded multiple of it; the pattern verifies.
+   bounded multiple of it; the pattern verifies. With `--prefetch none` nothing is prefetched.
 5. A damaged working-set stream: the boot says so in a note naming the archive and the stream, resumes without it,
    and the pattern verifies (no crash, no prefetch report of it).
 6. An encrypted snapshot: `ws save` needs its key and seals the thin archive with it; booted with the key, the
@@ -129,7 +129,17 @@ def test():
               "info --json shows the recorded ranges in their order")
         check(ws.get("bytes") == total and len(info["parent_chain"]) >= 1, f"over the snapshot: {info['parent_chain']}")
 
-        # 4. boot it: the working set first
+        # 4. boot it: the working set first; with --prefetch none, not at all (not even before the VM runs)
+        v = Booted(out, d, "ws-none", args=["--prefetch=none"])
+        vms.append(v)
+        v.agent.cmd("verify seed=3")
+        time.sleep(1)
+        check(not os.path.exists(os.path.join(v.info["rundir"], "ws.json")), "--prefetch=none: no working-set prefetch")
+        v.close()
+        srv = v.info.get("page-server-pid")
+        deadline = time.monotonic() + 15   # the next boot gets a server of its own, and nothing in the page cache
+        while srv and os.path.exists(f"/proc/{srv}") and time.monotonic() < deadline:
+            time.sleep(0.1)
         v = Booted(out, d, "ws")
         vms.append(v)
         check(v.info.get("working-set", {}).get("bytes") == total, f"boot --json reports the working set: {v.info}")
