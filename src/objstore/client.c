@@ -385,17 +385,23 @@ void os__backoff(unsigned n)
         ;
 }
 
+int os__req_once(struct os_client *c, struct os_req *q, const char *loc, vs_err *e)
+{
+    CURL *h = os__handle_get(c);
+    os__req_setup(c, q, h);
+    CURLcode cc = curl_easy_perform(h);
+    int r = os__req_result(c, q, cc, loc, e);
+    os__req_clear(q);
+    os__handle_put(c, h);
+    q->h = NULL;
+    return r;
+}
+
 int os__req_run(struct os_client *c, struct os_req *q, const char *loc, vs_err *e)
 {
     double t0 = vs_now_s();
     for (unsigned n = 0;; n++) {
-        CURL *h = os__handle_get(c);
-        os__req_setup(c, q, h);
-        CURLcode cc = curl_easy_perform(h);
-        int r = os__req_result(c, q, cc, loc, e);
-        os__req_clear(q);
-        os__handle_put(c, h);
-        q->h = NULL;
+        int r = os__req_once(c, q, loc, e);
         if (r <= 0)
             return r;
         if (vs_now_s() - t0 >= c->deadline_s)

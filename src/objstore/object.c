@@ -17,11 +17,12 @@ struct os_object {
 
 #define CHECK_INTERVAL_S 1.0
 
-static int head(struct os_object *o, uint64_t *size, char *etag, size_t cap, vs_err *e)
+/* once: a single attempt, whose transient failure is returned as 1; else retried until the deadline. */
+static int head(struct os_object *o, bool once, uint64_t *size, char *etag, size_t cap, vs_err *e)
 {
     struct os_req q = { .method = "HEAD", .url = o->url };
-    int r = os__req_run(o->c, &q, o->loc, e);
-    if (r < 0)
+    int r = once ? os__req_once(o->c, &q, o->loc, e) : os__req_run(o->c, &q, o->loc, e);
+    if (r != 0)
         return r;
     if (!q.have_length)
         return vs_err_set(e, EIO, "%s: the store did not say the object's size (no Content-Length)", o->loc);
@@ -39,7 +40,7 @@ int os_object_open(const char *loc, struct os_object **out, vs_err *e)
     if (r >= 0 && !(o->url = os__url(o->c, loc, "", e)))
         r = e ? e->code : -EINVAL;
     if (r >= 0)
-        r = head(o, &o->size, o->etag, sizeof o->etag, e);
+        r = head(o, false, &o->size, o->etag, sizeof o->etag, e);
     if (r < 0) {
         os_object_close(o);
         return r;
@@ -78,7 +79,10 @@ int os_object_pread(struct os_object *o, void *buf, size_t len, uint64_t off, vs
 }
 
 /* Called before every page read of a lazily resumed VM: a HEAD at most once a second. Between them nothing is
- * lost, since every GET is conditional on the ETag (a replaced object answers 412 and latches `changed`). */
+ * lost, since every GET is conditional on the ETag (a replaced object answers 412 and latches `changed`). A HEAD
+ * that gets no answer (store away, 5xx) proves nothing: the read goes on, served from the block cache (scoped by
+ * the ETag seen at open) or failing on its own GET, and the next check asks again. Retrying it until the deadline
+ * would fail reads the cache holds, and a failed page read stops the VM. */
 int os_object_check(struct os_object *o, vs_err *e)
 {
     double now = vs_now_s(), last = atomic_load(&o->last_check);
@@ -89,7 +93,12 @@ int os_object_check(struct os_object *o, vs_err *e)
     if (!atomic_load(&o->changed)) {
         uint64_t size;
         char etag[160];
-        int r = head(o, &size, etag, sizeof etag, e);
+        int r = head(o, true, &size, etag, sizeof etag, e);
+        if (r > 0) {
+            if (e)
+                *e = (vs_err){ 0 };
+            return 0;
+        }
         if (r == -ENOENT)
             atomic_store(&o->changed, true);
         else if (r < 0)

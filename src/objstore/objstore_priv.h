@@ -54,6 +54,8 @@ void os__req_clear(struct os_req *q);   /* headers list, url */
 /* After a transfer: 0 success (2xx), 1 worth retrying (transport error, 5xx, 429, 408), or -errno with the
  * store's words in e. loc names the object in messages. */
 int os__req_result(struct os_client *c, struct os_req *q, CURLcode cc, const char *loc, vs_err *e);
+/* Perform once: os__req_result's answer. */
+int os__req_once(struct os_client *c, struct os_req *q, const char *loc, vs_err *e);
 /* Perform with retries and backoff until the client's deadline. */
 int os__req_run(struct os_client *c, struct os_req *q, const char *loc, vs_err *e);
 /* URL of the object at loc (s3:// through the endpoint, path-style; http(s):// as is), with query appended
