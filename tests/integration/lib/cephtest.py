@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -34,11 +35,14 @@ BINARIES = ["ceph-mon", "ceph-osd", "radosgw", "ceph", "ceph-authtool", "monmapt
 
 class CountingProxy:
     """A TCP proxy in front of the gateway that counts the bytes the store sends back: what a client fetched, on
-    the wire (headers included). SigV4 still verifies: the Host header the client signed reaches the gateway."""
+    the wire (headers included). SigV4 still verifies: the Host header the client signed reaches the gateway.
+    cut()/restore() take the store away from the proxy's clients and give it back at once (fault injection: a
+    restarted gateway takes a time the test cannot bound on a loaded host)."""
 
     def __init__(self, port):
         self.port, self.down = port, 0
         self._lock = threading.Lock()
+        self._cut, self._conns = False, set()
         self._ls = socket.socket()
         self._ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._ls.bind(("127.0.0.1", 0))
@@ -50,17 +54,35 @@ class CountingProxy:
         with self._lock:
             return self.down
 
+    def cut(self):
+        """From now on connections are reset at once, open ones too: the client sees a store that does not answer."""
+        with self._lock:
+            self._cut = True
+            conns, self._conns = self._conns, set()
+        for x in conns:
+            _reset(x)
+
+    def restore(self):
+        with self._lock:
+            self._cut = False
+
     def _accept(self):
         while True:
             try:
                 c, _ = self._ls.accept()
             except OSError:
                 return
+            with self._lock:
+                cut = self._cut
             try:
+                if cut:
+                    raise OSError("cut")
                 u = socket.create_connection(("127.0.0.1", self.port))
             except OSError:
-                c.close()
+                _reset(c)
                 continue
+            with self._lock:
+                self._conns.update((c, u))
             for a, b, count in ((c, u, False), (u, c, True)):
                 threading.Thread(target=self._pipe, args=(a, b, count), daemon=True).start()
 
@@ -81,9 +103,24 @@ class CountingProxy:
                 x.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self._lock:
+            self._conns.difference_update((a, b))
 
     def close(self):
         self._ls.close()
+
+
+def _reset(s):
+    """Close with a reset (RST), as a peer that went away; the shutdown wakes a thread blocked reading it."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    except OSError:
+        pass
 
 
 def _free_port():

@@ -7,20 +7,21 @@ test, not QEMU.
    line, exit 1; SIGTERM in the middle of an upload: the upload is aborted, nothing under the key. An encrypted
    archive on the store; `cp --encrypt --with-parents` of a local plain chain into the store, parents first.
 2. the test guest booted from s3://, snapshotted live to s3:// (thick A, thin B); B boots lazily from s3:// on a
-   "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; the pause of a snapshot to
-   the store is of the order of one to a local file; the bytes the store sent until the VM ran (counted by a
-   proxy, on the wire) are a small part of the chain; so they are for the chain signed with chunk tables and booted
-   with --trusted-keys.
+   "second host" (another run directory, an empty block cache) and its RAM pattern and disk records verify; a
+   snapshot to the store pauses the guest for a small part of the time its (rate-limited) upload takes: the data
+   goes out while the guest runs; the bytes the store sent until the VM ran (counted by a proxy, on the wire) are
+   a small part of the chain; so they are for the chain signed with chunk tables and booted with --trusted-keys.
 3. `cp --with-parents` brings the chain back local, where it verifies. Archives signed on the store (ARCHIVE.sig
    objects): verify --trusted-keys from s3://, an object signed by another key refused, cp --with-parents brings
    the .sig files and the local copy verifies against the trusted key.
 4. an object replaced by bytes that differ in one block: verify names the key and the block; an object replaced
    by another archive under a running `serve`: reads of blocks it did not hold fail (EIO).
 5. the gateway stopped in the middle of an upload: snap fails with one line, the VM runs, no object appears.
-6. the gateway stopped while the lazily booted VM runs: back within the retry deadline, the guest's disk read
-   completes and nothing is logged; away past it, the guest sees a disk error (EIO) and runs on, and the boot host
-   logs one line in the run directory's log (key, block, curl's words, retries, deadline). serve logs such a
-   failure on stderr.
+6. the store away while the lazily booted VM runs: back within the retry deadline (the proxy cuts it for a
+   second: a restarted gateway takes a time a loaded host cannot bound), the guest's disk read completes and
+   nothing is logged; the gateway stopped past the deadline, the guest sees a disk error (EIO) and runs on, and
+   the boot host logs one line in the run directory's log (key, block, curl's words, retries, deadline). serve
+   logs such a failure on stderr.
 """
 import os
 import shutil
@@ -288,11 +289,15 @@ def test():
             a.cmd("fill 8 seed=9")
             a.cmd("rawwrite /dev/vda 1048576 16 seed=10")
             rb = snap(vm.qmp_path, ub, "--thin")
-            log(f"pause: local {local['pause'] * 1000:.1f} ms, s3 A {ra['pause'] * 1000:.1f} ms, "
-                f"s3 B {rb['pause'] * 1000:.1f} ms; sizes A {ra['archive-bytes']} B {rb['archive-bytes']}")
+            log(f"pause: local {local['pause'] * 1000:.1f} ms, s3 A {ra['pause'] * 1000:.1f} ms "
+                f"of {ra['total']:.2f} s, s3 B {rb['pause'] * 1000:.1f} ms of {rb['total']:.2f} s; "
+                f"sizes A {ra['archive-bytes']} B {rb['archive-bytes']}")
             check(ra["archive-bytes"] > 0 and 0 < rb["archive-bytes"] < ra["archive-bytes"], "thin B smaller than A")
-            check(max(ra["pause"], rb["pause"]) <= 10 * max(local["pause"], 0.02),
-                  "a snapshot to the store pauses the guest about as long as one to a local file")
+            # the upload is rate-limited (8 MB/s a part): were it in the pause, the pause would be most of the
+            # snapshot's time; a single pause compared with another one (the local) is at the mercy of the load
+            for name, r in (("A", ra), ("B", rb)):
+                check(r["pause"] < 0.5 * r["total"],
+                      f"snapshot {name} to the store: the guest runs while the data is uploaded")
             check(vm.status() == "running", "VM running after its snapshots")
             check(not c.uploads(B), "no multipart upload left open")
             info = vmtest.vmsnap("info", ub, "--json", json_out=True)
@@ -306,7 +311,10 @@ def test():
                 done["p"] = snap(vm.qmp_path, uc, check_ok=False)
             th = threading.Thread(target=run_snap)
             th.start()
-            time.sleep(1.5)
+            deadline = time.monotonic() + 60
+            while not c.uploads(B) and th.is_alive() and time.monotonic() < deadline:   # in the middle of it
+                time.sleep(0.05)
+            check(th.is_alive(), "the snapshot to the store still running")
             c.stop_rgw()
             th.join(120)
             # the upload fails, or first a read of the VM's base (B, in the store since the VM moved onto it)
@@ -328,10 +336,11 @@ def test():
                 v = Booted(ub, d, "second", args=["--prefetch", "none"])
             finally:
                 os.environ.update(AWS_ENDPOINT_URL=c.endpoint, VMSNAP_S3_DEADLINE="3")
+            fetched = proxy.fetched()   # now: the guest goes on faulting pages in while the test works
             # the start files (kernel, initrd) are copied whole into the run directory for QEMU: counted apart
             files = sum(st["stored"] for u in (ua, ub)
                         for st in vmtest.vmsnap("info", u, "--json", json_out=True)["streams"] if st["kind"] == "file")
-            fetched, chain = proxy.fetched(), ra["archive-bytes"] + rb["archive-bytes"]
+            chain = ra["archive-bytes"] + rb["archive-bytes"]
             log(f"fetched from the store until the VM runs: {fetched} bytes of the {chain}-byte chain, of which "
                 f"{files} are start files; the rest: {(fetched - files) / (chain - files) * 100:.1f}%")
             check(fetched - files < 0.25 * (chain - files), "a lazy boot from the store fetches a small part")
@@ -341,7 +350,7 @@ def test():
             for j in range(2):
                 v.agent.cmd(f"rawverify /dev/vda {j * 1048576} 16 seed={8 + 2 * j}")
             signed_lazy_boot(c, d, ua, ub, files, chain, fetched, boot_id)
-            store_goes_away(c, v)
+            store_goes_away(c, proxy, v)
             v.close()
 
             # 3. the chain back local
@@ -371,20 +380,24 @@ def test():
             shutil.rmtree(run2, ignore_errors=True)
 
 
-def store_goes_away(c, v):
-    """The gateway stops while the lazily booted VM runs. Back within the retry deadline: a disk read that needed
-    it completes. Away past the deadline: the read fails with EIO, the guest sees a disk error and runs on. Reads
-    are of disk blocks never fetched before (4 MiB and 6 MiB in: the packed random bytes, not records: mismatch)."""
+def store_goes_away(c, proxy, v):
+    """The store goes away while the lazily booted VM runs (it reads through proxy). Back within the retry
+    deadline: a disk read that needed it completes. The gateway stopped past the deadline: the read fails with EIO,
+    the guest sees a disk error and runs on. Reads are of disk blocks never fetched before (4 MiB and 6 MiB in: the
+    packed random bytes, not records: mismatch)."""
     got = {}
-    c.stop_rgw()
-    th = threading.Thread(target=lambda: got.update(r=v.agent.cmd("rawverify /dev/vda 4194304 1", check=False)))
+    proxy.cut()
+    th = threading.Thread(target=lambda: got.update(r=v.agent.cmd("rawverify /dev/vda 4194304 1", check=False),
+                                                    t=time.monotonic()))
     t0 = time.monotonic()
     th.start()
     time.sleep(1)
-    c.start_rgw()
+    t_back = time.monotonic()
+    proxy.restore()
     th.join(DEADLINE + 30)
-    log(f"gateway back after {time.monotonic() - t0:.1f} s: {got.get('r')}")
-    check("mismatch" in got["r"].text, "the read waited for the store and got the disk's bytes")
+    log(f"store back after {t_back - t0:.1f} s, the read done after {got.get('t', t0) - t0:.1f} s: {got.get('r')}")
+    check("r" in got and "mismatch" in got["r"].text and got["t"] > t_back,
+          "the read waited for the store and got the disk's bytes")
     check(not host_log_lines(v), "nothing logged when the retries succeeded")
     c.stop_rgw()
     t0 = time.monotonic()
