@@ -24,14 +24,37 @@
 #define WS_MAX_READ (4u << 20)
 #define WS_WORKERS 4                   /* working-set reads in flight (an object store's latency overlaps) */
 
+#define STORE_QUEUE 16                 /* demand reads' grains waiting to be stored; more are dropped */
+
+struct grain_store {                   /* a decoded grain range; [ask, ask+size) was the reply */
+    unsigned file;
+    uint64_t off, ask;
+    size_t len, size;
+    char buf[];
+};
+
 struct pf_mount {
     struct pf_file *files;
     unsigned n;
     struct fuse_session *se;
     pthread_t thread, pf_thread;
-    bool thread_started, pf_started;
+    bool thread_started;
+    atomic_bool pf_started;            /* read by FUSE workers (a test fault point) */
     atomic_bool pf_stop;
+    atomic_bool late_done;             /* tests: the one late demand read was delayed */
+    atomic_uint late_file;             /* tests: its file + 1 once it waits, and its offset */
+    _Atomic uint64_t late_off;
     atomic_int demand;                 /* demand reads in flight: the prefetcher waits for them */
+    /* A demand read's other grain pages go to the page cache from a thread of their own: a notify_store waits for
+     * pages a queued read holds locked, and FUSE workers waiting so could take every worker of the loop, leaving
+     * those reads (and the faults behind them) unanswered for good. */
+    pthread_t st_thread;
+    bool st_started;
+    pthread_mutex_t st_lock;           /* guards the queue and st_quit */
+    pthread_cond_t st_cond;
+    struct grain_store *st_q[STORE_QUEUE];
+    unsigned st_n;
+    bool st_quit;
     _Atomic uint64_t **seen;           /* per file: grains already in the page cache (read or stored) */
     pthread_mutex_t lock;              /* guards stats and the recording */
     struct pf_stats stats;
@@ -242,6 +265,15 @@ void pf_record_stop(struct pf_mount *m, struct pf_range **out, size_t *n, bool *
     pthread_mutex_unlock(&m->lock);
 }
 
+static void sleep_ms(long ms) { nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL); }
+
+/* tests: the late read waits for the file VMSNAP_TEST_LATE_ARM names, if any (the test's moment) */
+static bool late_armed(void)
+{
+    const char *p = getenv("VMSNAP_TEST_LATE_ARM");
+    return !p || access(p, F_OK) == 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)fi;
@@ -271,12 +303,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         g1 = VS_MIN(VS_DIV_ROUND_UP(g1, 1ull << GRAIN_SHIFT) << GRAIN_SHIFT, f->size);
     }
     size_t skip = (size_t)((uint64_t)off - g0), len = (size_t)(g1 - g0);
+    /* tests: a worker that picks the read up late (a loaded host): the kernel holds its pages locked meanwhile
+     * and the prefetcher, seeing no demand read, stores into them */
+    if (m->pf_started && vs_test_fault("pagefs-read-late") && late_armed() && !atomic_exchange(&m->late_done, true)) {
+        atomic_store(&m->late_off, (uint64_t)off);
+        atomic_store(&m->late_file, (unsigned)i + 1);
+        sleep_ms(10000);
+    }
     atomic_fetch_add(&m->demand, 1);
-    VS_AUTOFREE char *buf = vs_xmalloc(len ? len : 1);
+    struct grain_store *gs = vs_xmalloc(sizeof *gs + (len ? len : 1));
+    *gs = (struct grain_store){ (unsigned)i, g0, (uint64_t)off, len, size };
     vs_err e = { 0 };
-    int r = f->read(f->opaque, buf, len, g0, &e);
+    int r = f->read(f->opaque, gs->buf, len, g0, &e);
     atomic_fetch_sub(&m->demand, 1);
     if (r < 0) {
+        free(gs);
         record_error(m, e.msg);
         fuse_reply_err(req, EIO);
         return;
@@ -285,11 +326,48 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     m->stats.reads++;
     m->stats.bytes += size;
     pthread_mutex_unlock(&m->lock);
-    fuse_reply_buf(req, buf + skip, size);
+    fuse_reply_buf(req, gs->buf + skip, size);
     /* After the reply, which unlocks the asked pages; best effort: a page not stored is read on demand. */
-    bool stored = !store(m, (unsigned)i, g0, buf, skip) &&
-                  !store(m, (unsigned)i, (uint64_t)off + size, buf + skip + size, len - skip - size);
-    mark(m->seen[i], stored ? g0 : (uint64_t)off, stored ? len : size);
+    pthread_mutex_lock(&m->st_lock);
+    bool queued = len > size && !m->st_quit && m->st_n < STORE_QUEUE;
+    if (queued) {
+        m->st_q[m->st_n++] = gs;
+        pthread_cond_signal(&m->st_cond);
+    }
+    pthread_mutex_unlock(&m->st_lock);
+    if (!queued) {
+        mark(m->seen[i], (uint64_t)off, size);
+        free(gs);
+    }
+}
+
+/* The storer: the queued grains' other pages into the page cache, then marked seen. */
+static void *store_thread(void *arg)
+{
+    struct pf_mount *m = arg;
+    pthread_mutex_lock(&m->st_lock);
+    for (;;) {
+        while (!m->st_n && !m->st_quit)
+            pthread_cond_wait(&m->st_cond, &m->st_lock);
+        if (m->st_quit)
+            break;
+        struct grain_store *g = m->st_q[0];
+        memmove(m->st_q, m->st_q + 1, --m->st_n * sizeof *m->st_q);
+        pthread_mutex_unlock(&m->st_lock);
+        size_t skip = (size_t)(g->ask - g->off);
+        bool stored = !store(m, g->file, g->off, g->buf, skip) &&
+                      !store(m, g->file, g->ask + g->size, g->buf + skip + g->size, g->len - skip - g->size);
+        mark(m->seen[g->file], stored ? g->off : g->ask, stored ? g->len : g->size);
+        free(g);
+        pthread_mutex_lock(&m->st_lock);
+    }
+    for (unsigned k = 0; k < m->st_n; k++) {   /* left unstored: only what the replies brought in is seen */
+        mark(m->seen[m->st_q[k]->file], m->st_q[k]->ask, m->st_q[k]->size);
+        free(m->st_q[k]);
+    }
+    m->st_n = 0;
+    pthread_mutex_unlock(&m->st_lock);
+    return NULL;
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -317,8 +395,6 @@ static void *loop_thread(void *arg)
 }
 
 /* ---- prefetch ------------------------------------------------------------------------------------------- */
-
-static void sleep_ms(long ms) { nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL); }
 
 /* Lowest CPU and I/O priority for this thread: it runs only when the guest and demand reads leave a core. */
 static void idle_priority(void)
@@ -461,11 +537,27 @@ static int hold_files(struct pf_mount *m, int *fds, vs_err *e)
     return 0;
 }
 
+/* tests: the prefetcher's first store goes to the first page of the late demand read, which the kernel holds
+ * locked until that read is answered (the race of a loaded host, made certain). */
+static void prefetch_late(struct pf_mount *m, uint8_t *buf)
+{
+    while (!atomic_load(&m->late_file) && !atomic_load(&m->pf_stop))
+        sleep_ms(1);
+    unsigned i = atomic_load(&m->late_file);
+    uint64_t off = atomic_load(&m->late_off);
+    vs_err e = { 0 };
+    if (i-- && m->files[i].read(m->files[i].opaque, buf, PF_PAGE_SIZE, off, &e) == 0)
+        store(m, i, off, buf, PF_PAGE_SIZE);
+}
+
 static void *prefetch_thread(void *arg)
 {
     struct pf_mount *m = arg;
     vs_err e = { 0 };
     double t0 = vs_now_s();
+    VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
+    if (vs_test_fault("pagefs-read-late"))
+        prefetch_late(m, buf);
     VS_AUTOFREE int *fds = vs_xmalloc((m->n ? m->n : 1) * sizeof *fds);
     memset(fds, 0xff, (m->n ? m->n : 1) * sizeof *fds);
     int r = m->nfirst ? hold_files(m, fds, &e) : 0;
@@ -479,7 +571,6 @@ static void *prefetch_thread(void *arg)
         if (fds[i] >= 0)
             close(fds[i]);
     idle_priority();
-    VS_AUTOFREE uint8_t *buf = vs_xmalloc(PREFETCH_CHUNK);
     for (unsigned i = 0; r == 0 && i < m->n && !atomic_load(&m->pf_stop); i++)
         r = prefetch_file(m, i, buf, &e);
     pthread_mutex_lock(&m->lock);
@@ -530,17 +621,35 @@ int pf_prefetch_ws_start(struct pf_mount *m, vs_err *e)
 
 /* ---- mount ---------------------------------------------------------------------------------------------- */
 
+/* The prefetcher and the storer end while the loop still serves: a notify_store waits for pages that a read the
+ * kernel queued holds locked. Ending the loop first leaves that read unanswered and the storing thread in the
+ * kernel for good (uninterruptible): the process can never exit, its /dev/fuse fd (whose release would abort the
+ * read) stays open, and QEMUs and readers of those pages wait in D state with it. */
+static void stop_stores(struct pf_mount *m)
+{
+    pthread_mutex_lock(&m->lock);
+    atomic_store(&m->pf_stop, true);
+    pthread_cond_broadcast(&m->go);   /* a prefetcher waiting for the VM to run */
+    pthread_mutex_unlock(&m->lock);
+    if (m->pf_started) {
+        pthread_join(m->pf_thread, NULL);
+        m->pf_started = false;
+    }
+    pthread_mutex_lock(&m->st_lock);
+    m->st_quit = true;
+    pthread_cond_signal(&m->st_cond);
+    pthread_mutex_unlock(&m->st_lock);
+    if (m->st_started) {
+        pthread_join(m->st_thread, NULL);
+        m->st_started = false;
+    }
+}
+
 void pf_unmount(struct pf_mount *m)
 {
     if (!m)
         return;
-    if (m->pf_started) {
-        pthread_mutex_lock(&m->lock);
-        atomic_store(&m->pf_stop, true);
-        pthread_cond_broadcast(&m->go);
-        pthread_mutex_unlock(&m->lock);
-        pthread_join(m->pf_thread, NULL);
-    }
+    stop_stores(m);
     if (m->se) {
         fuse_session_exit(m->se);
         if (m->thread_started) {
@@ -563,6 +672,8 @@ void pf_unmount(struct pf_mount *m)
     free(m->dir);
     pthread_cond_destroy(&m->go);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->st_lock);
+    pthread_cond_destroy(&m->st_cond);
     free(m);
 }
 
@@ -572,6 +683,8 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->go, NULL);
     m->dir = vs_xstrdup(dir);
+    pthread_mutex_init(&m->st_lock, NULL);
+    pthread_cond_init(&m->st_cond, NULL);
     m->files = vs_xcalloc(n ? n : 1, sizeof *m->files);
     m->seen = vs_xcalloc(n ? n : 1, sizeof *m->seen);
     m->n = n;
@@ -598,7 +711,14 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
         pf_unmount(m);
         return vs_err_set(e, EIO, "FUSE: cannot mount on %s (is /dev/fuse usable, fusermount3 installed?)", dir);
     }
-    int r = pthread_create(&m->thread, NULL, loop_thread, m);
+    int r = pthread_create(&m->st_thread, NULL, store_thread, m);
+    if (r) {
+        fuse_session_unmount(m->se);
+        pf_unmount(m);
+        return vs_err_sys(e, r, "starting the FUSE store thread");
+    }
+    m->st_started = true;
+    r = pthread_create(&m->thread, NULL, loop_thread, m);
     if (r) {
         fuse_session_unmount(m->se);
         pf_unmount(m);
@@ -611,7 +731,7 @@ int pf_mount(const char *dir, const struct pf_file *files, unsigned n, struct pf
 
 void pf_unmount_exiting(struct pf_mount *m)
 {
-    atomic_store(&m->pf_stop, true);
+    stop_stores(m);
     fuse_session_exit(m->se);
     fuse_session_unmount(m->se);
 }
