@@ -49,6 +49,9 @@ void cli_progress_done(struct cli_progress *p);
 struct cr_key;
 #define CLI_KEY_ENV "VMSNAP_KEY_FILE"
 int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr_key **out, vs_err *e);
+/* --cipher NAME, checked as given (keyopt.c): 0, or cli_usage's status with a line naming the ciphers there are.
+ * It applies only if the archive is encrypted (by --encrypt, or by an encrypted parent or base). */
+int cli_cipher_opt(const char *cmd, const char *name);
 /* Signatures (trust.c): --trusted-keys DIR-or-FILE, else VMSNAP_TRUSTED_KEYS, else off. */
 #define CLI_OPT_TRUSTED_KEYS 0x100   /* getopt value of --trusted-keys (long only: no short letter to collide) */
 struct arc;

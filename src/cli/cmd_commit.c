@@ -53,9 +53,10 @@ int cmd_commit(int argc, char **argv)
         { "thin", no_argument, NULL, 't' },         { "keep-overlay", no_argument, NULL, 'k' },
         { "compress", required_argument, NULL, 'z' }, { "key", required_argument, NULL, 'K' },
         { "encrypt", required_argument, NULL, 'E' },  { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
-        { NULL, 0, NULL, 0 },
+        { "cipher", required_argument, NULL, 'X' },   { NULL, 0, NULL, 0 },
     };
-    const char *out = NULL, *memory = NULL, *codec = NULL, *keyfile = NULL, *encrypt = NULL, *trusted_keys = NULL;
+    const char *out = NULL, *memory = NULL, *codec = NULL, *keyfile = NULL, *encrypt = NULL, *trusted_keys = NULL,
+               *cipher = NULL;
     bool thin = false, keep = false;
     optind = 1;
     int c;
@@ -68,6 +69,11 @@ int cmd_commit(int argc, char **argv)
         case 'z': codec = optarg; break;
         case 'K': keyfile = optarg; break;
         case 'E': encrypt = optarg; break;
+        case 'X':
+            if (cli_cipher_opt("commit", optarg))
+                return CLI_USAGE;
+            cipher = optarg;
+            break;
         case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         default: return cli_usage("commit", "bad option");
         }
@@ -101,6 +107,7 @@ int cmd_commit(int argc, char **argv)
     wo.parent = base;
     wo.thin = thin;
     wo.key = ekp;
+    wo.cipher = cipher;
     ARC_WRITER_AUTOABORT struct arc_writer *w = NULL;
     if (arc_writer_create(out, &wo, &w, &e) < 0)
         return cli_fail_err(&e);

@@ -90,8 +90,10 @@ int cmd_cp(int argc, char **argv)
     if (optind != argc - 2)
         return cli_usage("cp", "expected SRC and DST");
     vs_err e = { 0 };
-    if (o.cipher && (!encrypt || cr_cipher_parse(o.cipher, &(enum cr_cipher){ 0 }, &e) < 0))
-        return cli_usage("cp", "%s", encrypt ? e.msg : "--cipher goes with --encrypt KEYFILE");
+    if (o.cipher && !encrypt)
+        return cli_usage("cp", "--cipher goes with --encrypt KEYFILE");
+    if (o.cipher && cli_cipher_opt("cp", o.cipher))
+        return CLI_USAGE;
     struct sigaction sa = { .sa_handler = on_signal };   /* stop cleanly: the upload is aborted, no temp file */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

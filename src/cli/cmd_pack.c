@@ -141,8 +141,8 @@ int cmd_pack(int argc, char **argv)
         case 'E': encrypt = optarg; break;
         case 'K': keyfile = optarg; break;
         case 'X':
-            if (cr_cipher_parse(optarg, &(enum cr_cipher){ 0 }, &e) < 0)
-                return cli_usage("pack", "%s", e.msg);
+            if (cli_cipher_opt("pack", optarg))
+                return CLI_USAGE;
             wo.cipher = optarg;
             break;
         case 'f':

@@ -304,7 +304,8 @@ static int libvirt_parent(struct lvd_backup *lv, const char *parent, const struc
 
 /* A QEMU vmsnap did not start: RAM + device state + its command line, and its disks unless memory_only; with lv
  * (planned, thin against parent already), a libvirt domain's disks through libvirt. */
-static int snap_foreign(struct qmp *q, const char *out, const char *codec, const struct cr_key *key, bool live,
+static int snap_foreign(struct qmp *q, const char *out, const char *codec, const struct cr_key *key,
+                        const char *cipher, bool live,
                         bool memory_only, const char *disks, const char *parent, struct lvd_backup *lv,
                         struct snap_ui *ui, json_t **result, vs_err *e)
 {
@@ -354,6 +355,7 @@ static int snap_foreign(struct qmp *q, const char *out, const char *codec, const
     wo.parent_wrap_opaque = ui->trust;
     wo.thin = parent != NULL;
     wo.key = key;
+    wo.cipher = cipher;
     wo.parent_key = key;   /* an encrypted --parent: a thin archive is sealed with its parent's key */
     struct arc_writer *w = NULL;
     if ((r = arc_writer_create(out, &wo, &w, e)) < 0)
@@ -438,10 +440,10 @@ int cmd_snap(int argc, char **argv)
         { "libvirt", required_argument, NULL, 'L' }, { "connect", required_argument, NULL, 'c' },
         { "disks", required_argument, NULL, 'D' },   { "parent", required_argument, NULL, 'P' },
         { "encrypt", required_argument, NULL, 'E' }, { "trusted-keys", required_argument, NULL, CLI_OPT_TRUSTED_KEYS },
-        { NULL, 0, NULL, 0 },
+        { "cipher", required_argument, NULL, 'X' },  { NULL, 0, NULL, 0 },
     };
     const char *qmp = NULL, *out = NULL, *codec = NULL, *message = NULL, *domain = NULL, *uri = NULL,
-               *disks = NULL, *parent = NULL, *encrypt = NULL, *trusted_keys = NULL;
+               *disks = NULL, *parent = NULL, *encrypt = NULL, *trusted_keys = NULL, *cipher = NULL;
     bool thin = false, live = true, json = false, memory_only = false, quiet = false;
     optind = 1;
     int c;
@@ -465,6 +467,11 @@ int cmd_snap(int argc, char **argv)
         case 'Q': quiet = true; break;
         case 'e': message = optarg; break;
         case 'E': encrypt = optarg; break;
+        case 'X':
+            if (cli_cipher_opt("snap", optarg))
+                return CLI_USAGE;
+            cipher = optarg;
+            break;
         case CLI_OPT_TRUSTED_KEYS: trusted_keys = optarg; break;
         case 'B': case 'O': break;   /* seed-000 aliases: vmsnap knows the base and overlay from the run dir */
         default: return cli_usage("snap", "bad option");
@@ -529,8 +536,8 @@ int cmd_snap(int argc, char **argv)
         if (r == 0 && parent)
             r = libvirt_parent(&lv, parent, kp, &trust, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, NULL, parent, memory_only ? NULL : &lv, &ui,
-                             &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, cipher, live, memory_only, NULL, parent,
+                             memory_only ? NULL : &lv, &ui, &res, &e);
         lvd_free(&lv);
     } else if (vm_state_find(qmp, &vs, NULL) == 0) {
         if (disks || parent) {
@@ -539,7 +546,7 @@ int cmd_snap(int argc, char **argv)
                             "its disks and whose --thin parent is its last snapshot", qmp);
         }
         struct vm_snap_request rq = { .output = abs_out, .thin = thin, .live = live, .codec = codec,
-                                      .message = message, .encrypt = abs_key };
+                                      .message = message, .encrypt = abs_key, .cipher = cipher };
         r = vm_snap_remote(vs.control, &rq, &interrupted, remote_progress, &ui, &res, &e);
         vm_state_free(&vs);
     } else if (thin && (!parent || memory_only)) {
@@ -548,7 +555,7 @@ int cmd_snap(int argc, char **argv)
     } else {
         r = connect_foreign(qmp, &q, &e);
         if (r == 0)
-            r = snap_foreign(q, abs_out, codec, kp, live, memory_only, disks, parent, NULL, &ui, &res, &e);
+            r = snap_foreign(q, abs_out, codec, kp, cipher, live, memory_only, disks, parent, NULL, &ui, &res, &e);
     }
     if (ui.progress)
         fputs("\r\033[K", stderr);

@@ -18,3 +18,9 @@ int cli_key(const char *path, const char *env, struct cr_key *k, const struct cr
         *out = k;
     return r;
 }
+
+int cli_cipher_opt(const char *cmd, const char *name)
+{
+    vs_err e = { 0 };
+    return cr_cipher_parse(name, &(enum cr_cipher){ 0 }, &e) < 0 ? cli_usage(cmd, "%s", e.msg) : 0;
+}

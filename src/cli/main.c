@@ -48,7 +48,8 @@ const struct cli_command cli_commands[] = {
       "has a working set prefetches it first (ws.json: bytes and seconds); --prefetch none turns that off too." },
     { "snap", cmd_snap,
       "snap --qmp PATH | --libvirt DOMAIN [-c URI] -o OUT.vmsnap [--thin [--parent PREV]] [--mode live|stop] [--compress CODEC] "
-      "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--trusted-keys DIR|FILE] [--json] [--quiet]",
+      "[--memory-only | --disks NAME,...] [--encrypt KEYFILE] [--cipher aes-256-gcm|xchacha20-poly1305] "
+      "[--trusted-keys DIR|FILE] [--json] [--quiet]",
       "Snapshot a running VM. For a VM started by 'vmsnap boot': memory, device state and disks from one instant,\n"
       "the guest paused for milliseconds (--mode stop: paused until the archive is durable); --thin stores only what\n"
       "changed since the archive the VM runs on. For another QEMU (QEMU >= 7.1): RAM, device state, its command line\n"
@@ -65,15 +66,16 @@ const struct cli_command cli_commands[] = {
       "The VM is left in the run state it had (checked with query-status): a paused VM stays paused. --json says\n"
       "who resumed it (resumed-by: qemu, vmsnap or left-paused-as-found) and how the pause was measured.\n"
       "--encrypt KEYFILE seals the archive with that key (vmsnap keygen); a VM booted from an encrypted archive is\n"
-      "snapshotted with its key anyway, and a --thin snapshot always uses its parent's key.\n"
+      "snapshotted with its key anyway, and a --thin snapshot always uses its parent's key. The cipher of an\n"
+      "encrypted snapshot: the fastest here (as pack's), or --cipher's; each archive of a chain has its own.\n"
       "--trusted-keys (or $VMSNAP_TRUSTED_KEYS): --parent PREV's chain must be signed by a trusted key." },
     { "commit", cmd_commit, "commit BASE.vmsnap OVERLAY -o OUT.vmsnap [--memory STREAM] [--thin] [--keep-overlay] "
-      "[--key KEYFILE] [--encrypt KEYFILE] [--trusted-keys DIR|FILE]",
+      "[--key KEYFILE] [--encrypt KEYFILE] [--cipher aes-256-gcm|xchacha20-poly1305] [--trusted-keys DIR|FILE]",
       "Merge an overlay (and optionally a raw QEMU migration stream) into a new archive over BASE, thick or thin.\n"
       "The overlay is removed after a successful commit unless --keep-overlay. An encrypted BASE needs --key (or\n"
       "$VMSNAP_KEY_FILE) and the new archive is sealed with it, or with --encrypt's key (thick only: a thin archive\n"
-      "uses its parent's key). --trusted-keys (or $VMSNAP_TRUSTED_KEYS): BASE's chain must be signed by a\n"
-      "trusted key." },
+      "uses its parent's key). --cipher: as pack's, for an encrypted new archive (each archive of a chain has its\n"
+      "own). --trusted-keys (or $VMSNAP_TRUSTED_KEYS): BASE's chain must be signed by a trusted key." },
     { "pack", cmd_pack,
       "pack DISK [DISK2 ...] [--format raw|qcow2] [--follow-backing[=DIR]] [--memory FILE] [--config FILE.json] -o OUT.vmsnap "
       "[--compress lz4|zstd[:LEVEL]|none] [--block-size SIZE] [--threads N] [--parent ARCHIVE] [--message TEXT] [--quiet] "

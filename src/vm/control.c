@@ -20,6 +20,8 @@ json_t *vm_ctl_request_json(const struct vm_snap_request *rq, vs_err *e)
     }
     if (rq->codec)
         json_object_set_new(o, "codec", json_string(rq->codec));
+    if (rq->cipher)
+        json_object_set_new(o, "cipher", json_string(rq->cipher));
     if (rq->encrypt && json_object_set_new(o, "encrypt", json_string(rq->encrypt)) < 0) {
         json_decref(o);
         vs_err_set(e, EINVAL, "key file path '%s' is not UTF-8 text", rq->encrypt);
@@ -65,6 +67,7 @@ int vm_ctl_request_parse(json_t *j, struct vm_snap_request *rq, vs_err *e)
     int r;
     if ((r = opt_string(j, "output", &rq->output, e)) < 0 || (r = opt_string(j, "codec", &rq->codec, e)) < 0 ||
         (r = opt_string(j, "message", &rq->message, e)) < 0 || (r = opt_string(j, "encrypt", &rq->encrypt, e)) < 0 ||
+        (r = opt_string(j, "cipher", &rq->cipher, e)) < 0 ||
         (r = opt_bool(j, "thin", false, &rq->thin, e)) < 0 ||
         (r = opt_bool(j, "live", true, &rq->live, e)) < 0)
         return r;

@@ -177,6 +177,7 @@ json_t *host_snap(void *opaque, const struct vm_snap_request *rq, vs_err *e)
     if (rq->encrypt && (cr_init(e) < 0 || cr_key_load(rq->encrypt, &key, e) < 0))
         return NULL;
     wo.key = rq->encrypt ? &key : NULL;
+    wo.cipher = rq->cipher;
     wo.parent_key = host_key(h);
     wo.parent_path = h->st.parent;
     if (!strcmp(h->st.parent, h->st.archive ? h->st.archive : h->o->archive)) {   /* what the VM booted from is

@@ -570,6 +570,7 @@ struct vm_snap_request {
     const char *message;
     const char *encrypt;      /* key file (absolute path) to seal the archive with, or NULL: the key of the archive
                                  the VM runs on, if it is encrypted */
+    const char *cipher;       /* "aes-256-gcm", "xchacha20-poly1305", or NULL: the fastest here */
 };
 /* The request line's object (new reference), or NULL and *e when a string is not UTF-8 (JSON cannot carry it). */
 json_t *vm_ctl_request_json(const struct vm_snap_request *rq, vs_err *e);

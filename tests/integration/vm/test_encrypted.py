@@ -2,8 +2,8 @@
 
 1. `pack --encrypt K1` of the base disk; `boot` without a key, or with K2, fails at once with one line naming the
    archive and K1's id; `boot --key K1` runs the guest.
-2. `snap` A (thick) and B (--thin) are sealed with K1 without being told; `info` without a key says so; no pattern
-   word is stored in the clear; `snap --thin --encrypt K2` is refused (a thin archive uses its parent's key) and the
+2. `snap` A (thick) and B (--thin) are sealed with K1 without being told, B with the cipher `--cipher` names
+   (a thin child picks its own); `info` without a key says so; no pattern word is stored in the clear; `snap --thin --encrypt K2` is refused (a thin archive uses its parent's key) and the
    VM runs on.
 3. A and B resume lazily (B with VMSNAP_KEY_FILE), same boot id, RAM pattern intact.
 4. A byte flipped inside A's sealed RAM: `verify --key` names ram/mem, an eager resume fails (nothing unauthenticated
@@ -74,7 +74,7 @@ def test():
         vm.agent.cmd(f"fill {FILL} seed=1")
         a, b, c = (os.path.join(d, f"{n}.vmsnap") for n in "ABC")
         ra = snap(vm.qmp_path, a)
-        rb = snap(vm.qmp_path, b, "--thin")
+        rb = snap(vm.qmp_path, b, "--thin", "--cipher", "xchacha20-poly1305")
         for n, r in (("A", ra), ("B", rb)):
             log(f"{n}: {r['archive-bytes']} bytes, method {r['method']}, pause {r['pause'] * 1000:.1f} ms")
             check(r["memory-paged"], f"{n}: memory stored as pages")
@@ -88,6 +88,8 @@ def test():
             info = vmtest.vmsnap("info", path, "--json", json_out=True)
             check(info["encrypted"] and info["key_id"] == id1 and info["sealed"], f"info without a key: {info}")
             check(info["streams"] == [], "no stream names without the key")
+        info = vmtest.vmsnap("info", b, "--json", json_out=True)
+        check(info["cipher"] == "xchacha20-poly1305", f"B sealed with the cipher --cipher named: {info['cipher']}")
         info = vmtest.vmsnap("info", a, "--json", "--key", k1, json_out=True)
         check("ram/mem" in [s["name"] for s in info["streams"]], "with the key: the streams")
         with open(a, "rb") as f:

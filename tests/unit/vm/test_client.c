@@ -48,7 +48,7 @@ static void test_request(void **state)
 {
     (void)state;
     struct vm_snap_request in = { .output = "/x/a.vmsnap", .thin = true, .live = false, .codec = "zstd:3",
-                                  .message = "m" }, out;
+                                  .message = "m", .cipher = "xchacha20-poly1305" }, out;
     vs_err e = { 0 };
     json_t *j = vm_ctl_request_json(&in, &e);
     assert_non_null(j);
@@ -57,19 +57,21 @@ static void test_request(void **state)
     assert_string_equal(out.output, in.output);
     assert_string_equal(out.codec, in.codec);
     assert_string_equal(out.message, in.message);
+    assert_string_equal(out.cipher, in.cipher);
     assert_true(out.thin && !out.live);
     json_decref(j);
     int r;
     /* What vmsnap's client sent before: still a snap, live by default. */
     j = parse_text("{\"execute\": \"snap\", \"output\": \"/x/b\"}", &out, &r, &e);
     assert_int_equal(r, 0);
-    assert_true(out.live && !out.thin && !out.codec);
+    assert_true(out.live && !out.thin && !out.codec && !out.cipher);
     json_decref(j);
     static const struct { const char *text, *words; } bad[] = {
         { "{\"cmd\": \"status\"}", "unknown command \"status\"" },
         { "{\"cmd\": \"snap\", \"output\": \"rel.vmsnap\"}", "absolute path" },
         { "{\"cmd\": \"snap\", \"output\": \"/x\", \"thin\": \"yes\"}", "\"thin\" must be true or false" },
         { "{\"cmd\": \"snap\", \"output\": 7}", "\"output\" must be a string" },
+        { "{\"cmd\": \"snap\", \"output\": \"/x\", \"cipher\": 1}", "\"cipher\" must be a string" },
         { "[1]", "expected a request" },
     };
     for (size_t i = 0; i < VS_ARRAY_SIZE(bad); i++) {
