@@ -10,7 +10,7 @@
 #define BC_INFLIGHT 64
 #define BC_READAHEAD 8            /* blocks fetched ahead of a sequential reader */
 
-struct bc_job { unsigned stream; uint64_t block; };
+struct bc_job { unsigned stream; uint64_t block; bool idle; };   /* idle: queued by an idle-priority thread */
 
 struct arc_bcache {
     struct arc *a;

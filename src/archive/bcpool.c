@@ -3,9 +3,13 @@
 #include "archive/bcache_priv.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* ---- workers ---------------------------------------------------------------------------------------------- */
 
@@ -23,9 +27,52 @@ static void run_job(struct arc *a, struct bc_job j)
     bc_fetch(a, ARC_BC_BLOCK, en.offset, en.stored_len, en.scsum, buf, false, &e);
 }
 
+#define BC_IOPRIO_WHO_THREAD 1           /* IOPRIO_WHO_PROCESS with 0: the calling thread */
+#define BC_IOPRIO_IDLE (3 << 13)         /* IOPRIO_CLASS_IDLE */
+
+/* Whether the calling thread runs at idle priority (the page server's rest-of-RAM prefetch): what it queues runs
+ * at idle priority too, whichever thread started the worker that takes it. */
+static bool caller_idle(void)
+{
+    return sched_getscheduler(0) == SCHED_IDLE;
+}
+
+/* Leaving SCHED_IDLE takes CAP_SYS_NICE (root here) or RLIMIT_NICE room for the thread's nice value (sched(7)). */
+static bool may_leave_idle(void)
+{
+    struct rlimit rl;
+    int nice = getpriority(PRIO_PROCESS, 0);   /* this thread's */
+    return geteuid() == 0 ||
+           (getrlimit(RLIMIT_NICE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || (rlim_t)(20 - nice) <= rl.rlim_cur));
+}
+
+/* A worker's own priority, CPU and I/O, as it started (normal: SCHED_OTHER when an idle thread started it); cpu:
+ * whether it may take SCHED_IDLE for a job, that is come back from it (else an idle job gets the I/O class only,
+ * rather than every later read-ahead running idle). */
+struct bc_prio { int policy, ioprio; struct sched_param sp; bool idle, cpu; };
+
+static void prio_switch(struct bc_prio *p, bool idle)
+{
+    if (p->idle == idle)
+        return;
+    static const struct sched_param zero = { 0 };
+    if (p->cpu)   /* best effort: the job runs either way */
+        pthread_setschedparam(pthread_self(), idle ? SCHED_IDLE : p->policy, idle ? &zero : &p->sp);
+    syscall(SYS_ioprio_set, BC_IOPRIO_WHO_THREAD, 0, idle ? BC_IOPRIO_IDLE : p->ioprio);
+    p->idle = idle;
+}
+
 static void *worker(void *opaque)
 {
     struct arc_bcache *bc = opaque;
+    struct bc_prio prio = { .policy = SCHED_OTHER, .cpu = may_leave_idle() };
+    if (!caller_idle()) {
+        pthread_getschedparam(pthread_self(), &prio.policy, &prio.sp);
+        long io = syscall(SYS_ioprio_get, BC_IOPRIO_WHO_THREAD, 0);
+        prio.ioprio = io > 0 && io != BC_IOPRIO_IDLE ? (int)io : 0;
+    } else {
+        prio.idle = true;   /* started by an idle caller: SCHED_OTHER, I/O class "none" for a normal job */
+    }
     pthread_mutex_lock(&bc->lock);
     for (;;) {
         while (!bc->qlen && !bc->stopping)
@@ -37,6 +84,7 @@ static void *worker(void *opaque)
         bc->qlen--;
         bc->busy++;
         pthread_mutex_unlock(&bc->lock);
+        prio_switch(&prio, j.idle);
         run_job(bc->a, j);
         pthread_mutex_lock(&bc->lock);
         bc->busy--;
@@ -47,9 +95,9 @@ static void *worker(void *opaque)
 }
 
 /* Under bc->lock: queue a job and make sure a worker is there to take it. */
-static void push_locked(struct arc_bcache *bc, unsigned stream, uint64_t block)
+static void push_locked(struct arc_bcache *bc, unsigned stream, uint64_t block, bool idle)
 {
-    bc->queue[(bc->qhead + bc->qlen) % BC_QUEUE] = (struct bc_job){ stream, block };
+    bc->queue[(bc->qhead + bc->qlen) % BC_QUEUE] = (struct bc_job){ stream, block, idle };
     bc->qlen++;
     if (bc->nworkers < BC_WORKERS && bc->nworkers < bc->qlen + bc->busy && !vs_test_fault("bcache-workers")) {
         sigset_t all, old;   /* signals stay with the threads that wait for them (the boot host's signalfd) */
@@ -69,6 +117,7 @@ void arc__bc_readahead(struct arc *a, unsigned stream, uint64_t block)
     struct arc_bcache *bc = a->bc;
     if (!bc)
         return;
+    bool idle = caller_idle();
     pthread_mutex_lock(&bc->lock);
     if (!bc->last) {
         bc->last = vs_xmalloc(a->nstreams * sizeof *bc->last);
@@ -82,7 +131,7 @@ void arc__bc_readahead(struct arc *a, unsigned stream, uint64_t block)
         uint64_t b = VS_MAX(block + 1, bc->ra_next[stream]);
         uint64_t end = VS_MIN(block + 1 + BC_READAHEAD, a->streams[stream].blocks);
         for (; b < end && bc->qlen < BC_QUEUE; b++)
-            push_locked(bc, stream, b);
+            push_locked(bc, stream, b, idle);
         bc->ra_next[stream] = VS_MAX(bc->ra_next[stream], b);
     }
     pthread_mutex_unlock(&bc->lock);
@@ -107,6 +156,7 @@ static int prefetch_one(struct arc *a, const atomic_bool *stop, vs_err *e)
     int r = bc_pin(bc, e);
     if (r < 0)
         return r;
+    bool idle = caller_idle();
     for (unsigned si = 0; si < a->nstreams; si++) {
         const struct arc_stream *s = &a->streams[si];
         for (uint64_t b = 0; b < s->blocks; b++) {
@@ -118,7 +168,7 @@ static int prefetch_one(struct arc *a, const atomic_bool *stop, vs_err *e)
             while (bc->qlen == BC_QUEUE && !bc->stopping)
                 pthread_cond_wait(&bc->cond, &bc->lock);
             if (!bc->stopping)
-                push_locked(bc, si, b);
+                push_locked(bc, si, b, idle);
             pthread_mutex_unlock(&bc->lock);
             if (stop && atomic_load(stop))
                 return vs_err_set(e, ECANCELED, "%s: prefetch stopped", a->src->name);

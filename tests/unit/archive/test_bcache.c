@@ -11,9 +11,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -483,6 +486,51 @@ static void test_env(void **state)
     unlink(p);
 }
 
+/* Threads of this process in the idle I/O class and, where a thread may come back from it (root), at SCHED_IDLE. */
+static int idle_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        int tid = atoi(de->d_name);
+        if (tid > 0 && syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid) == 3 << 13 /* IOPRIO_CLASS_IDLE */ &&
+            (geteuid() != 0 || sched_getscheduler(tid) == SCHED_IDLE))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void *idle_prefetch(void *opaque)
+{
+    static const struct sched_param zero = { 0 };
+    vs_err e = { 0 };   /* no cmocka assertion off the test's thread */
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &zero) ||
+        syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */) < 0)
+        return (void *)(intptr_t)-EPERM;   /* as the page server's prefetcher does */
+    return (void *)(intptr_t)arc_prefetch_all(opaque, NULL, NULL, &e);
+}
+
+/* Workers started by a normal reader's read-ahead run an idle-priority caller's prefetch at idle priority. */
+static void test_idle_caller_idle_workers(void **state)
+{
+    (void)state;
+    VS_AUTOFREE char *p = tpath("idle.vmsnap"), *cache = tpath("cache-idle");
+    VS_AUTOFREE uint8_t *data = make_archive(p, 32, 9);
+    struct arc *a = open_cached(p, cache, 64 << 20);
+    for (unsigned b = 0; b < 4; b++)   /* sequential: this (normal) thread starts the workers */
+        check_block(a, b, data);
+    assert_int_equal(idle_threads(), 0);
+    pthread_t t;
+    void *r;
+    assert_int_equal(pthread_create(&t, NULL, idle_prefetch, a), 0);
+    assert_int_equal(pthread_join(t, &r), 0);
+    assert_int_equal((intptr_t)r, 0);
+    assert_true(idle_threads() >= 1);   /* the workers that ran its jobs */
+    arc_close(a);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -492,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_damaged_entry_refetched), cmocka_unit_test(test_other_archive_cannot_poison),
         cmocka_unit_test(test_processes_share),         cmocka_unit_test(test_prefetch_all),
         cmocka_unit_test(test_prefetch_chain),          cmocka_unit_test(test_remote_by_default),       cmocka_unit_test(test_env),
+        cmocka_unit_test(test_idle_caller_idle_workers),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     VS_AUTOFREE char *cmd = vs_xasprintf("rm -rf %s", dir);
