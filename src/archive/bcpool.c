@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /* ---- workers ---------------------------------------------------------------------------------------------- */
@@ -26,9 +25,6 @@ static void run_job(struct arc *a, struct bc_job j)
     VS_AUTOFREE void *buf = vs_xmalloc(en.stored_len);
     bc_fetch(a, ARC_BC_BLOCK, en.offset, en.stored_len, en.scsum, buf, false, &e);
 }
-
-#define BC_IOPRIO_WHO_THREAD 1           /* IOPRIO_WHO_PROCESS with 0: the calling thread */
-#define BC_IOPRIO_IDLE (3 << 13)         /* IOPRIO_CLASS_IDLE */
 
 /* Whether the calling thread runs at idle priority (the page server's rest-of-RAM prefetch): what it queues runs
  * at idle priority too, whichever thread started the worker that takes it. */
@@ -58,7 +54,7 @@ static void prio_switch(struct bc_prio *p, bool idle)
     static const struct sched_param zero = { 0 };
     if (p->cpu)   /* best effort: the job runs either way */
         pthread_setschedparam(pthread_self(), idle ? SCHED_IDLE : p->policy, idle ? &zero : &p->sp);
-    syscall(SYS_ioprio_set, BC_IOPRIO_WHO_THREAD, 0, idle ? BC_IOPRIO_IDLE : p->ioprio);
+    vs_thread_set_ioprio(idle ? VS_IOPRIO_IDLE : p->ioprio);
     p->idle = idle;
 }
 
@@ -68,8 +64,8 @@ static void *worker(void *opaque)
     struct bc_prio prio = { .policy = SCHED_OTHER, .cpu = may_leave_idle() };
     if (!caller_idle()) {
         pthread_getschedparam(pthread_self(), &prio.policy, &prio.sp);
-        long io = syscall(SYS_ioprio_get, BC_IOPRIO_WHO_THREAD, 0);
-        prio.ioprio = io > 0 && io != BC_IOPRIO_IDLE ? (int)io : 0;
+        int io = vs_thread_ioprio();
+        prio.ioprio = io > 0 && io != VS_IOPRIO_IDLE ? io : 0;
     } else {
         prio.idle = true;   /* started by an idle caller: SCHED_OTHER, I/O class "none" for a normal job */
     }

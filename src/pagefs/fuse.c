@@ -9,7 +9,6 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 
 #include "pagefs/pagefs.h"
@@ -396,14 +395,6 @@ static void *loop_thread(void *arg)
 
 /* ---- prefetch ------------------------------------------------------------------------------------------- */
 
-/* Lowest CPU and I/O priority for this thread: it runs only when the guest and demand reads leave a core. */
-static void idle_priority(void)
-{
-    struct sched_param sp = { 0 };
-    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-    syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
-}
-
 /* Prefetch file i: its non-zero data in offset order, decompressed here and stored into the kernel's page
  * cache of the file with notify_store (bounded: one chunk of user memory; the page cache is reclaimable).
  * Grains a demand read already brought in are skipped. */
@@ -570,7 +561,7 @@ static void *prefetch_thread(void *arg)
     for (unsigned i = 0; i < m->n; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    idle_priority();
+    vs_thread_idle();
     for (unsigned i = 0; r == 0 && i < m->n && !atomic_load(&m->pf_stop); i++)
         r = prefetch_file(m, i, buf, &e);
     pthread_mutex_lock(&m->lock);

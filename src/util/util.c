@@ -5,11 +5,14 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 __attribute__((format(printf, 4, 0)))
@@ -269,6 +272,19 @@ uint64_t vs_now_ns(void)
 }
 
 double vs_now_s(void) { return vs_now_ns() / 1e9; }
+
+#define IOPRIO_WHO_THREAD 1   /* IOPRIO_WHO_PROCESS with who 0: the calling thread */
+
+int vs_thread_ioprio(void) { return (int)syscall(SYS_ioprio_get, IOPRIO_WHO_THREAD, 0); }
+
+void vs_thread_set_ioprio(int ioprio) { syscall(SYS_ioprio_set, IOPRIO_WHO_THREAD, 0, ioprio); }
+
+void vs_thread_idle(void)
+{
+    static const struct sched_param zero = { 0 };
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &zero);
+    vs_thread_set_ioprio(VS_IOPRIO_IDLE);
+}
 
 bool vs_test_fault(const char *point)
 {

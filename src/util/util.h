@@ -96,6 +96,14 @@ int vs_connect_unix(const char *path, int *out, vs_err *e);
 int vs_recv_line(int fd, int watch_fd, char *buf, size_t cap, size_t *have, size_t *used, double timeout_s,
                  vs_err *e);
 
+/* ---- thread priority --------------------------------------------------- */
+#define VS_IOPRIO_IDLE (3 << 13)       /* I/O class idle, as ioprio_set(2) takes it */
+int vs_thread_ioprio(void);           /* the calling thread's I/O priority (ioprio_get), or < 0 */
+void vs_thread_set_ioprio(int ioprio); /* the calling thread's; best effort */
+/* Lowest CPU and I/O priority for the calling thread (SCHED_IDLE, I/O class idle): it runs only when nothing else
+ * wants a core or the disk. Best effort. */
+void vs_thread_idle(void);
+
 /* ---- time -------------------------------------------------------------- */
 uint64_t vs_now_ns(void);      /* CLOCK_MONOTONIC */
 double vs_now_s(void);         /* CLOCK_MONOTONIC, seconds */
