@@ -180,7 +180,7 @@ static void one(const uint8_t *data, size_t size, const struct cr_key *k, uint8_
 {
     struct arc *a;
     vs_err e;
-    struct arc_open_opts oo = { .key = k };
+    struct arc_open_opts oo = { .key = k, .no_parent = true };   /* no file or URL a fuzzed hint names */
     if (arc_open_source(arc_source_open_mem(data, size, "fuzz"), &oo, &a, &e) < 0)
         return;
     for (unsigned i = 0; i < arc_stream_count(a); i++) {
